@@ -1,0 +1,86 @@
+"""Hand-made desensitizations of METHOD.md: mosaic 24, blur 12, noise 0.5.
+
+They serve twice: as the paper's supervision M during training (on 256×128 images) and as the
+pipeline's non-learned anonymizers (on person crops of any size). For crops, the protection is
+computed on the crop resized to the training size (256×128, H×W) and resized back into the box,
+so a crop looks the same whatever its resolution, exactly like the supervision the model saw.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image, ImageFilter
+
+WORK_SIZE_HW = (256, 128)
+
+
+def mosaic(image: np.ndarray, block: int = 24) -> np.ndarray:
+    """Each ``block``×``block`` tile takes the colour of its top-left pixel (METHOD.md)."""
+    block = max(1, int(round(block)))
+    h, w = image.shape[:2]
+    ys = (np.arange(h) // block) * block
+    xs = (np.arange(w) // block) * block
+    return np.ascontiguousarray(image[ys][:, xs])
+
+
+def blur(image: np.ndarray, radius: float = 12.0) -> np.ndarray:
+    """Gaussian blur with PIL's ``GaussianBlur(radius)`` semantics, as the paper's code used."""
+    pil = Image.fromarray(image)
+    return np.asarray(pil.filter(ImageFilter.GaussianBlur(radius=float(radius))))
+
+
+def noise(image: np.ndarray, sigma: float = 0.5, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Add N(0, sigma²) noise on [0, 1] pixels and clip (METHOD.md)."""
+    rng = rng if rng is not None else np.random.default_rng()
+    x = image.astype(np.float32) / 255.0
+    x = np.clip(x + rng.normal(0.0, sigma, size=x.shape).astype(np.float32), 0.0, 1.0)
+    return (x * 255.0 + 0.5).astype(np.uint8)
+
+
+def desensitize(image: np.ndarray, kind: str, radius: float, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Apply the desensitization named ``kind`` with its parameter ``radius`` (seed's INPUT.RADIUS)."""
+    if kind == "mosaic":
+        return mosaic(image, int(radius))
+    if kind == "blur":
+        return blur(image, radius)
+    if kind == "noise":
+        return noise(image, radius, rng)
+    raise ValueError(f"unknown desensitization '{kind}' (expected mosaic, blur or noise)")
+
+
+DEFAULT_PARAMS = {"mosaic": 24.0, "blur": 12.0, "noise": 0.5}
+
+
+@dataclass
+class BaselineAnonymizer:
+    """A :class:`anonymizer.base.CropAnonymizer` made of one hand-made desensitization."""
+
+    kind: str
+    param: float | None = None
+    work_size_hw: tuple[int, int] = WORK_SIZE_HW
+    _rng: np.random.Generator = field(default_factory=np.random.default_rng, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in DEFAULT_PARAMS:
+            raise ValueError(f"unknown anonymizer '{self.kind}' (expected one of {sorted(DEFAULT_PARAMS)})")
+        if self.param is None:
+            self.param = DEFAULT_PARAMS[self.kind]
+        spec = {"kind": self.kind, "param": float(self.param), "work_size_hw": list(self.work_size_hw)}
+        self.fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+    def protect_one(self, crop: np.ndarray) -> np.ndarray:
+        h, w = crop.shape[:2]
+        wh, ww = self.work_size_hw
+        work = cv2.resize(crop, (ww, wh), interpolation=cv2.INTER_LINEAR)
+        # PIL works on RGB; the desensitizations are channel-symmetric, so BGR order is harmless.
+        out = desensitize(work, self.kind, float(self.param), self._rng)
+        interp = cv2.INTER_NEAREST if self.kind == "mosaic" else cv2.INTER_LINEAR
+        return cv2.resize(out, (w, h), interpolation=interp)
+
+    def protect(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [self.protect_one(c) for c in crops]

@@ -1,0 +1,60 @@
+"""Pick the anonymizer from ``--anonymizer`` / ``ANONYMIZER.KIND``.
+
+'auto' uses the learned demo bundle shipped in ``models/demo`` and falls back to mosaic, with a
+warning, when the bundle is missing or cannot be loaded: the pipeline must always protect.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from anonymizer.base import CropAnonymizer
+from anonymizer.baselines import DEFAULT_PARAMS, BaselineAnonymizer
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class AnonymizerError(RuntimeError):
+    """The requested anonymizer cannot be built (missing bundle, bad weights, unknown kind)."""
+
+
+def _baseline(kind: str, cfg) -> BaselineAnonymizer:
+    params = {"mosaic": cfg.MOSAIC_SIZE, "blur": cfg.BLUR_RADIUS, "noise": cfg.NOISE_SIGMA}
+    return BaselineAnonymizer(kind, float(params[kind]))
+
+
+def _load_bundle(path: Path, cfg, backend: str, device: str) -> CropAnonymizer:
+    try:
+        from anonymizer.bundle import load_bundle
+    except ImportError as exc:
+        raise AnonymizerError(f"learned bundles are not supported by this build: {exc}") from exc
+    return load_bundle(path, backend=backend, device=device)
+
+
+def build_anonymizer(kind: str, cfg, backend: str | None = None, device: str | None = None) -> CropAnonymizer:
+    """``cfg`` is the pipeline config's ANONYMIZER node."""
+    backend = backend or cfg.BACKEND
+    device = device or cfg.DEVICE
+    if kind in DEFAULT_PARAMS:
+        return _baseline(kind, cfg)
+    if kind == "auto":
+        default = Path(cfg.DEFAULT_BUNDLE)
+        default = default if default.is_absolute() else REPO_ROOT / default
+        if (default / "bundle.yaml").is_file():
+            try:
+                return _load_bundle(default, cfg, backend, device)
+            except Exception as exc:
+                log.warning("cannot load the default learned anonymizer %s (%s): using mosaic", default, exc)
+        else:
+            log.warning("no learned anonymizer bundle at %s: using the mosaic baseline", default)
+        return _baseline("mosaic", cfg)
+    path = Path(kind).expanduser()
+    if not path.exists():
+        raise AnonymizerError(f"anonymizer '{kind}' is neither mosaic, blur, noise, auto nor an existing bundle path")
+    try:
+        return _load_bundle(path, cfg, backend, device)
+    except AnonymizerError:
+        raise
+    except Exception as exc:
+        raise AnonymizerError(f"cannot load anonymizer bundle {path}: {exc}") from exc

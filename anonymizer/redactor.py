@@ -1,0 +1,132 @@
+"""In-place replacement of person regions, fail-closed.
+
+The only way to get a frame out of the pipeline is :meth:`Redactor.redact`, which returns a
+:class:`RedactedFrame`; sinks accept nothing else. Every region is first filled solid, and only then
+overwritten with its protected crop when the anonymizer returned one in time and of the right
+shape. So an exception, a time-out, a wrong shape or a stuck anonymizer can only leave a solid
+mask, never a raw person.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from anonymizer.base import CropAnonymizer
+
+log = logging.getLogger(__name__)
+_TOKEN = object()
+
+
+class RedactedFrame:
+    """A frame whose person regions were replaced. Only :class:`Redactor` can make one."""
+
+    __slots__ = ("image",)
+
+    def __init__(self, image: np.ndarray, _token: object = None) -> None:
+        if _token is not _TOKEN:
+            raise TypeError("RedactedFrame is created by Redactor.redact only (fail-closed guarantee)")
+        self.image = image
+
+
+@dataclass
+class RedactionResult:
+    """What happened to one frame's regions, index-aligned with the boxes passed in."""
+
+    frame: RedactedFrame
+    regions: list[tuple[int, int, int, int] | None]   # x1, y1, x2, y2 replaced (None: empty after clipping)
+    protected: list[np.ndarray | None]                 # protected crop, None where the region was masked
+    fallback_masks: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+def expand_and_clip(box: Sequence[float], margin: float, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """Grow ``box`` by ``margin`` × its size on each side, round outwards and clip to the frame."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        return (0, 0, width, height)  # nonsense box: mask the whole frame rather than guess
+    bw, bh = max(0.0, x2 - x1), max(0.0, y2 - y1)
+    x1, x2 = x1 - margin * bw, x2 + margin * bw
+    y1, y2 = y1 - margin * bh, y2 + margin * bh
+    ix1, iy1 = max(0, int(math.floor(x1))), max(0, int(math.floor(y1)))
+    ix2, iy2 = min(width, int(math.ceil(x2))), min(height, int(math.ceil(y2)))
+    if ix2 <= ix1 or iy2 <= iy1:
+        return None
+    return ix1, iy1, ix2, iy2
+
+
+class Redactor:
+    """Replaces regions with an anonymizer's output; masks whatever it cannot replace in time."""
+
+    def __init__(self, anonymizer: CropAnonymizer, margin: float = 0.1, timeout_s: float = 2.0,
+                 fill: Sequence[int] = (0, 0, 0)) -> None:
+        self.anonymizer = anonymizer
+        self.margin = float(margin)
+        self.timeout_s = float(timeout_s)
+        self.fill = np.asarray(fill, np.uint8).reshape(3)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="anonymizer") if self.timeout_s > 0 else None
+        self._pending: Future | None = None
+
+    def _protect(self, crops: list[np.ndarray]) -> tuple[list[np.ndarray] | None, str]:
+        """Run the anonymizer under the time limit. Returns (crops or None, reason when None)."""
+        if self._pool is None:
+            try:
+                return self.anonymizer.protect(crops), ""
+            except Exception as exc:
+                return None, f"anonymizer raised {type(exc).__name__}: {exc}"
+        if self._pending is not None and not self._pending.done():
+            return None, "anonymizer still busy with an earlier frame (falling behind)"
+        self._pending = self._pool.submit(self.anonymizer.protect, crops)
+        try:
+            return self._pending.result(timeout=self.timeout_s), ""
+        except FutureTimeout:
+            return None, f"anonymizer took longer than {self.timeout_s:.2f}s"
+        except Exception as exc:
+            return None, f"anonymizer raised {type(exc).__name__}: {exc}"
+
+    def redact(self, image: np.ndarray, boxes: Sequence[Sequence[float]]) -> RedactionResult:
+        """Return a redacted copy of ``image``; ``image`` itself is never modified."""
+        h, w = image.shape[:2]
+        out = image.copy()
+        regions = [expand_and_clip(b, self.margin, w, h) for b in boxes]
+        for r in regions:  # fail closed first: every region solid before anything else can go wrong
+            if r is not None:
+                out[r[1]:r[3], r[0]:r[2]] = self.fill
+        valid = [i for i, r in enumerate(regions) if r is not None]
+        protected: list[np.ndarray | None] = [None] * len(regions)
+        result = RedactionResult(RedactedFrame(out, _TOKEN), regions, protected)
+        if not valid:
+            return result
+        crops = [np.ascontiguousarray(image[regions[i][1]:regions[i][3], regions[i][0]:regions[i][2]]) for i in valid]
+        outputs, reason = self._protect(crops)
+        if outputs is None or len(outputs) != len(crops):
+            reason = reason or f"anonymizer returned {len(outputs)} crops for {len(crops)}"
+            result.fallback_masks = len(valid)
+            result.reasons.append(reason)
+            log.warning("masked %d region(s) solid: %s", len(valid), reason)
+            return result
+        for i, crop, prot in zip(valid, crops, outputs):
+            if not isinstance(prot, np.ndarray) or prot.shape != crop.shape or prot.dtype != np.uint8:
+                result.fallback_masks += 1
+                got = getattr(prot, "shape", type(prot).__name__), getattr(prot, "dtype", "")
+                result.reasons.append(f"wrong output {got} for crop {crop.shape} uint8")
+                continue
+            if prot is crop or np.array_equal(prot, crop):  # an 'anonymizer' that changed nothing leaks
+                result.fallback_masks += 1
+                result.reasons.append("anonymizer returned the crop unchanged")
+                continue
+            x1, y1, x2, y2 = regions[i]
+            out[y1:y2, x1:x2] = prot
+            protected[i] = prot
+        if result.fallback_masks:
+            log.warning("masked %d region(s) solid: %s", result.fallback_masks, result.reasons[-1])
+        return result
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,78 @@
+"""Defaults of the video pipeline (``run_pipeline.py``). ``configs/pipeline.yaml`` restates them.
+
+Every key can be overridden on the command line as ``KEY VALUE`` (e.g. ``DETECTOR.CONF 0.3``).
+"""
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+_C.SOURCE = CN()
+_C.SOURCE.QUEUE_SIZE = 8            # decoded frames buffered per camera before the reader waits
+_C.SOURCE.LIVE_DROP_OLD = True      # live sources (RTSP, webcam): drop stale frames instead of lagging
+_C.SOURCE.RECONNECT_ATTEMPTS = 3    # live sources: reopen this many times before the camera is declared dead
+_C.SOURCE.RECONNECT_DELAY_S = 1.0
+_C.SOURCE.READ_TIMEOUT_S = 10.0     # no frame for this long from a live source = dead camera
+_C.SOURCE.IMAGE_FOLDER_FPS = 10.0   # frame rate written for image folders
+
+_C.DETECTOR = CN()
+_C.DETECTOR.KIND = "auto"           # auto | hog | path to an Ultralytics model (.pt, .onnx, *_openvino_model/, .engine)
+_C.DETECTOR.WEIGHTS = "yolo11n.pt"  # what 'auto' tries first (Ultralytics downloads it when online)
+_C.DETECTOR.CONF = 0.25
+_C.DETECTOR.IOU = 0.5
+_C.DETECTOR.IMGSZ = 640
+_C.DETECTOR.BATCH = 8               # frames per detector call, gathered across cameras
+_C.DETECTOR.HOG_WIDTH = 640         # HOG runs on frames resized to this width (speed)
+_C.DETECTOR.HOG_HIT_THRESHOLD = 0.0
+_C.DETECTOR.HOG_MIN_SCORE = 0.3
+
+_C.TRACKER = CN()
+_C.TRACKER.KIND = "bytetrack"       # bytetrack | botsort (Ultralytics' trackers)
+_C.TRACKER.HOLD_FRAMES = 15         # keep masking a lost track's predicted box this many frames
+
+_C.ANONYMIZER = CN()
+_C.ANONYMIZER.KIND = "auto"         # auto (learned demo bundle, else mosaic) | mosaic | blur | noise | path to a bundle
+_C.ANONYMIZER.DEFAULT_BUNDLE = "models/demo"
+_C.ANONYMIZER.MARGIN = 0.1          # box grown by this fraction of its size on each side, clipped to the frame
+_C.ANONYMIZER.TIMEOUT_S = 2.0       # a crop batch slower than this is masked instead
+_C.ANONYMIZER.FILL = (0, 0, 0)      # BGR colour of the fail-closed mask
+_C.ANONYMIZER.BACKEND = "torch"     # torch | onnxruntime | openvino | tensorrt (learned bundles only)
+_C.ANONYMIZER.DEVICE = "cpu"
+_C.ANONYMIZER.MOSAIC_SIZE = 24
+_C.ANONYMIZER.BLUR_RADIUS = 12.0
+_C.ANONYMIZER.NOISE_SIGMA = 0.5
+_C.ANONYMIZER.SIDECAR = False       # also write protected crops losslessly (for full-quality recovery)
+
+_C.OUTPUT = CN()
+_C.OUTPUT.VIDEO_CODEC = "libx264"
+_C.OUTPUT.CRF = 20
+_C.OUTPUT.PRESET = "veryfast"
+_C.OUTPUT.COPY_AUDIO = True
+
+_C.REID = CN()
+_C.REID.MODEL = ""                  # '' = the anonymizer bundle's Re-ID network; or an ONNX / bundle path
+_C.REID.BATCH = 32
+
+_C.KAFKA = CN()
+_C.KAFKA.BOOTSTRAP = "off"          # off | embedded | HOST:PORT[,HOST:PORT]
+_C.KAFKA.TOPIC = "reid.features"
+_C.KAFKA.EMBEDDING_DTYPE = "float16"  # float16 | float32
+_C.KAFKA.EVERY_KTH = 1              # publish only every k-th observation of a track
+_C.KAFKA.COMPRESSION = "gzip"
+_C.KAFKA.SPOOL_DIR = ""             # '' = OUTPUT_DIR/kafka-spool
+_C.KAFKA.SPOOL_MAX_MB = 256
+_C.KAFKA.SECURITY_PROTOCOL = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+_C.KAFKA.SASL_MECHANISM = ""
+_C.KAFKA.SASL_USERNAME = ""
+_C.KAFKA.SASL_PASSWORD_ENV = "KAFKA_SASL_PASSWORD"  # the password is read from this environment variable
+_C.KAFKA.SSL_CAFILE = ""
+_C.KAFKA.SSL_CERTFILE = ""
+_C.KAFKA.SSL_KEYFILE = ""
+_C.KAFKA.MATCHER = True             # with 'embedded', also run the matching service for the run
+
+_C.LOG = CN()
+_C.LOG.PROGRESS = True
+
+
+def get_pipeline_defaults() -> CN:
+    """A fresh copy of the pipeline defaults."""
+    return _C.clone()

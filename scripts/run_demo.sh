@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up (idempotent) and run the main job on embedded defaults: OpenCV's sample video (vtest.avi),
+# the default detector and anonymizer, an embedded Kafka broker and the matching service.
+# Output: runs/demo/ (anonymized video, observations, summaries, matches). Extra args go to run_pipeline.py.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+py="$(bash "$here/scripts/setup.sh" | tail -n 1)"
+data_dir="${PRIVREID_DATA:-$HOME/.cache/privreid/data}"
+cd "$here"
+exec "$py" run_pipeline.py --source "$data_dir/vtest.avi" --output runs/demo "$@"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (idempotent) and run the test suite. CI calls this through .ci/run.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+py="$(bash "$here/scripts/setup.sh" | tail -n 1)"
+cd "$here"
+export PYTHONUNBUFFERED=1 YOLO_OFFLINE=1
+"$py" -m pytest -q -p no:cacheprovider --timeout=600 "$@" tests
