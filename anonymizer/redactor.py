@@ -43,6 +43,7 @@ class RedactionResult:
     protected: list[np.ndarray | None]                 # protected crop, None where the region was masked
     fallback_masks: int = 0
     reasons: list[str] = field(default_factory=list)
+    native: list[np.ndarray | None] | None = None      # G's output at model size, when asked for (sidecar)
 
 
 def expand_and_clip(box: Sequence[float], margin: float, width: int, height: int) -> tuple[int, int, int, int] | None:
@@ -64,24 +65,31 @@ class Redactor:
     """Replaces regions with an anonymizer's output; masks whatever it cannot replace in time."""
 
     def __init__(self, anonymizer: CropAnonymizer, margin: float = 0.1, timeout_s: float = 2.0,
-                 fill: Sequence[int] = (0, 0, 0)) -> None:
+                 fill: Sequence[int] = (0, 0, 0), keep_native: bool = False) -> None:
         self.anonymizer = anonymizer
+        # Learned bundles can also hand back G's output at model size, the best input for recovery.
+        self._native = keep_native and hasattr(anonymizer, "protect_with_native")
         self.margin = float(margin)
         self.timeout_s = float(timeout_s)
         self.fill = np.asarray(fill, np.uint8).reshape(3)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="anonymizer") if self.timeout_s > 0 else None
         self._pending: Future | None = None
 
-    def _protect(self, crops: list[np.ndarray]) -> tuple[list[np.ndarray] | None, str]:
-        """Run the anonymizer under the time limit. Returns (crops or None, reason when None)."""
+    def _call(self, crops: list[np.ndarray]) -> tuple[list[np.ndarray], list | None]:
+        if self._native:
+            return self.anonymizer.protect_with_native(crops)
+        return self.anonymizer.protect(crops), None
+
+    def _protect(self, crops: list[np.ndarray]) -> tuple[tuple[list[np.ndarray], list | None] | None, str]:
+        """Run the anonymizer under the time limit. Returns ((crops, native) or None, reason when None)."""
         if self._pool is None:
             try:
-                return self.anonymizer.protect(crops), ""
+                return self._call(crops), ""
             except Exception as exc:
                 return None, f"anonymizer raised {type(exc).__name__}: {exc}"
         if self._pending is not None and not self._pending.done():
             return None, "anonymizer still busy with an earlier frame (falling behind)"
-        self._pending = self._pool.submit(self.anonymizer.protect, crops)
+        self._pending = self._pool.submit(self._call, crops)
         try:
             return self._pending.result(timeout=self.timeout_s), ""
         except FutureTimeout:
@@ -103,7 +111,8 @@ class Redactor:
         if not valid:
             return result
         crops = [np.ascontiguousarray(image[regions[i][1]:regions[i][3], regions[i][0]:regions[i][2]]) for i in valid]
-        outputs, reason = self._protect(crops)
+        returned, reason = self._protect(crops)
+        outputs, native = returned if returned is not None else (None, None)
         if outputs is None or len(outputs) != len(crops):
             reason = reason or f"anonymizer returned {len(outputs)} crops for {len(crops)}"
             result.fallback_masks = len(valid)
@@ -123,6 +132,10 @@ class Redactor:
             x1, y1, x2, y2 = regions[i]
             out[y1:y2, x1:x2] = prot
             protected[i] = prot
+        if native is not None and len(native) == len(valid):
+            result.native = [None] * len(regions)
+            for i, nat in zip(valid, native):
+                result.native[i] = nat if protected[i] is not None else None
         if result.fallback_masks:
             log.warning("masked %d region(s) solid: %s", result.fallback_masks, result.reasons[-1])
         return result

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from anonymizer.base import CropAnonymizer
 from anonymizer.redactor import Redactor
+from anonymizer.sidecar import SidecarWriter
 from detectors.base import Detector
 from detectors.tracker import CameraTracker, Observation
 from stream.sinks import JsonLinesWriter, SinkError, VideoSink, write_json
@@ -94,6 +95,7 @@ class CameraState:
     sink: VideoSink
     observations: JsonLinesWriter
     progress: tqdm | None
+    sidecar: SidecarWriter | None = None
     started: float = field(default_factory=time.perf_counter)
     frames: int = 0
     person_observations: int = 0
@@ -123,7 +125,8 @@ class Pipeline:
         self.reid_fingerprint = reid_fingerprint
         if publisher is not None and embedder is None:
             raise ValueError("publishing features needs a Re-ID embedder")
-        self.redactor = Redactor(anonymizer, cfg.ANONYMIZER.MARGIN, cfg.ANONYMIZER.TIMEOUT_S, cfg.ANONYMIZER.FILL)
+        self.redactor = Redactor(anonymizer, cfg.ANONYMIZER.MARGIN, cfg.ANONYMIZER.TIMEOUT_S, cfg.ANONYMIZER.FILL,
+                                 keep_native=cfg.ANONYMIZER.SIDECAR)
         self._wakeup = threading.Event()
         self.summaries: dict[str, dict[str, Any]] = {}
 
@@ -151,8 +154,9 @@ class Pipeline:
                  source.fps, f", {source.expected_frames} frames" if source.expected_frames else "",
                  ", live" if source.is_live else "")
         tracker = CameraTracker(self.cfg.TRACKER.KIND, self.cfg.TRACKER.HOLD_FRAMES, source.fps)
+        sidecar = SidecarWriter(out / f"{spec.camera_id}.crops") if self.cfg.ANONYMIZER.SIDECAR else None
         state = CameraState(spec, source, reader, tracker, sink,
-                            JsonLinesWriter(out / f"{spec.camera_id}.observations.jsonl"), progress)
+                            JsonLinesWriter(out / f"{spec.camera_id}.observations.jsonl"), progress, sidecar)
         reader.start()
         return state
 
@@ -171,7 +175,8 @@ class Pipeline:
         cam.frames += 1
         cam.fallback_masks += result.fallback_masks
         publishable: list[tuple[Observation, np.ndarray]] = []
-        for obs, region, prot in zip(observations, result.regions, result.protected):
+        native = result.native or [None] * len(observations)
+        for obs, region, prot, nat in zip(observations, result.regions, result.protected, native):
             if obs.held:
                 cam.held_masks += 1
             else:
@@ -181,9 +186,15 @@ class Pipeline:
                 "frame_index": frame.index, "timestamp_ms": frame.timestamp_ms, "track_id": obs.track_id,
                 "box": [round(v, 2) for v in obs.box], "score": round(obs.score, 4),
                 "region": list(region) if region else None, "held": obs.held, "protected": prot is not None})
+            if cam.sidecar is not None and prot is not None:  # protected pixels only, losslessly
+                cam.sidecar.write(frame.index, obs.track_id, region, prot, kind="region")
+                if nat is not None:
+                    cam.sidecar.write(frame.index, obs.track_id, region, nat, kind="native")
             if prot is not None and not obs.held and obs.track_id >= 0:
                 publishable.append((obs, prot))
         cam.observations.flush()
+        if cam.sidecar is not None:
+            cam.sidecar.flush()
         if self.publisher is not None and publishable:
             self._publish(cam, frame, publishable)
 
@@ -210,6 +221,8 @@ class Pipeline:
             cam.error = cam.error or f"[{cam.spec.camera_id}] {exc}"
             log.error("%s", cam.error)
         cam.observations.close()
+        if cam.sidecar is not None:
+            cam.sidecar.close()
         if cam.progress is not None:
             cam.progress.close()
         elapsed = max(time.perf_counter() - cam.started, 1e-9)

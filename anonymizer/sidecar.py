@@ -1,0 +1,102 @@
+"""Lossless sidecar of protected crops, written next to an anonymized video for full-quality recovery.
+
+A video codec smooths exactly the fine detail in which G hides what G_R needs to restore the
+person, so recovery from decoded video frames is lossy. The pipeline can optionally append every
+protected crop, losslessly (PNG), to a sidecar file; ``anonymizer.recover --sidecar`` then uses
+those crops instead of the decoded pixels. The sidecar only holds *protected* crops, so it is as
+sensitive as the anonymized video itself, not more.
+
+Two kinds of record: ``native`` (G's output at the bundle's input size, the best source for G_R)
+and ``region`` (the crop as pasted into the frame, at the region's size).
+
+File layout: the magic line ``PRIVREID-CROPS 1\\n`` then records, each
+``uint32 little-endian header length ‖ JSON header ‖ PNG bytes`` (header: frame_index, track_id,
+region, kind, shape, png_bytes). Appending is crash-tolerant: a truncated last record is ignored.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+MAGIC = b"PRIVREID-CROPS 1\n"
+
+
+@dataclass
+class SidecarRecord:
+    frame_index: int
+    track_id: int | str
+    region: list[int]
+    kind: str              # 'native' | 'region'
+    crop: np.ndarray       # BGR uint8
+
+
+class SidecarWriter:
+    """Append protected crops to a sidecar file (created with its magic line when new)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._fh = open(self.path, "ab")
+        if new:
+            self._fh.write(MAGIC)
+
+    def write(self, frame_index: int, track_id: int | str, region: Sequence[int], crop: np.ndarray,
+              kind: str = "region") -> None:
+        if kind not in ("native", "region"):
+            raise ValueError(f"sidecar record kind must be 'native' or 'region', got '{kind}'")
+        ok, png = cv2.imencode(".png", crop, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise RuntimeError("PNG encoding of a protected crop failed")
+        data = png.tobytes()
+        header = json.dumps({"frame_index": int(frame_index), "track_id": track_id,
+                             "region": [int(v) for v in region], "kind": kind,
+                             "shape": list(crop.shape), "png_bytes": len(data)}).encode()
+        self._fh.write(struct.pack("<I", len(header)) + header + data)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "SidecarWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def iter_sidecar(path: str | Path) -> Iterator[SidecarRecord]:
+    """Records of a sidecar file in write order; stops quietly at a truncated tail."""
+    with open(path, "rb") as fh:
+        if fh.read(len(MAGIC)) != MAGIC:
+            raise ValueError(f"{path} is not a privreid protected-crop sidecar")
+        while True:
+            raw = fh.read(4)
+            if len(raw) < 4:
+                return
+            (hlen,) = struct.unpack("<I", raw)
+            header_bytes = fh.read(hlen)
+            if len(header_bytes) < hlen:
+                return
+            header = json.loads(header_bytes)
+            data = fh.read(header["png_bytes"])
+            if len(data) < header["png_bytes"]:
+                return
+            crop = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            yield SidecarRecord(header["frame_index"], header["track_id"], header["region"], header["kind"], crop)
+
+
+def read_sidecar(path: str | Path) -> dict[tuple[int, str], dict[str, SidecarRecord]]:
+    """Index ``(frame_index, str(track_id)) → {kind: record}`` (last write wins)."""
+    index: dict[tuple[int, str], dict[str, SidecarRecord]] = {}
+    for rec in iter_sidecar(path):
+        index.setdefault((int(rec.frame_index), str(rec.track_id)), {})[rec.kind] = rec
+    return index
