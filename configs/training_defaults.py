@@ -40,6 +40,9 @@ _C.MODEL.VAL_R1 = 0.0                # ε_r1: rank-1 as a fraction in [0, 1] (se
 _C.MODEL.PSNR = 1.0                  # ε_psnr (dB)
 _C.MODEL.SSIM = 0.05                 # ε_ssim
 _C.MODEL.VAL_PERIOD = 5              # validate / consider upgrading every N epochs
+# --- ours (issue 4, learned anonymizer) ---
+_C.MODEL.REID_GRAD_G = 1.0           # scale of the ReID(C(P)) gradient that reaches G (C itself always gets the
+                                     # full loss); 1.0 = METHOD.md. <1 lets short CPU runs reach the L1 target M
 
 _C.INPUT = CN()
 _C.INPUT.IMG_SIZE = [256, 128]       # H, W

@@ -1,0 +1,44 @@
+"""The Re-ID model: backbone → GeM (or average) pooling → BN-neck → ID classifier.
+
+Forward contract (shared by training and the pipeline):
+* train mode: ``(cls_score, global_feat)``; ``global_feat`` (before the BN-neck) feeds the
+  triplet and center losses, ``cls_score`` (after it) the ID loss, as in BNNeck/AGW;
+* eval mode: the retrieval feature, after the BN-neck when ``neck_feat == 'after'`` (TEST.NECK_FEAT).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import gem_or_avg, init_bnneck, init_classifier
+
+
+class ReidModel(nn.Module):
+    def __init__(self, backbone: nn.Module, feat_dim: int, num_classes: int, gem: bool = True,
+                 neck: str = "bnneck", neck_feat: str = "after") -> None:
+        super().__init__()
+        if neck not in ("bnneck", "no"):
+            raise ValueError(f"MODEL.NECK must be 'bnneck' or 'no', got '{neck}'")
+        if neck_feat not in ("after", "before"):
+            raise ValueError(f"TEST.NECK_FEAT must be 'after' or 'before', got '{neck_feat}'")
+        self.backbone = backbone
+        self.pool = gem_or_avg(gem)
+        self.feat_dim = feat_dim
+        self.num_classes = num_classes
+        self.neck = neck
+        self.neck_feat = neck_feat
+        self.bottleneck = nn.BatchNorm1d(feat_dim) if neck == "bnneck" else nn.Identity()
+        if neck == "bnneck":
+            init_bnneck(self.bottleneck)
+        self.classifier = nn.Linear(feat_dim, num_classes, bias=False) if num_classes > 0 else None
+        if self.classifier is not None:
+            init_classifier(self.classifier)
+
+    def forward(self, x: torch.Tensor):
+        global_feat = self.pool(self.backbone(x)).flatten(1)
+        feat = self.bottleneck(global_feat)
+        if self.training:
+            if self.classifier is None:
+                raise RuntimeError("this ReidModel was built with num_classes=0 and cannot be trained")
+            return self.classifier(feat), global_feat
+        return feat if self.neck_feat == "after" else global_feat

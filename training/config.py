@@ -1,0 +1,90 @@
+"""Configuration of ``python -m training``: defaults → YAML file → seed-style ``KEY VALUE`` overrides.
+
+The seed writes values the way its yacs config parsed them: ``"('market1501')"`` (a parenthesised
+string), ``"('on')"``, ``"24.0"``, ``"<R1>"`` for ``MODEL.VAL_R1``. yacs refuses an ``int`` where the
+default is a ``float`` (``MODEL.VAL_R1 "75"``), so such overrides are widened to floats before
+merging. Values are then checked against their allowed choices so a typo fails before training.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Sequence
+
+from configs import ConfigError, build_config
+from configs.training_defaults import get_training_defaults
+
+ON_OFF = ("on", "off")
+CHOICES = {
+    "MODEL.MODE": ("C", "GCR"),
+    "MODEL.PRETRAIN_CHOICE": ("imagenet", "self", "none"),
+    "MODEL.OUTPUT_MODE": ("both", "protected", "origin"),
+    "MODEL.NECK": ("bnneck", "no"),
+    "INPUT.TYPE": ("mosaic", "blur", "noise"),
+    "TEST.NECK_FEAT": ("after", "before"),
+    "TEST.GALLERY_MODE": ("origin", "protected", "both"),
+    "TEST.QUERY_MODE": ("origin", "protected", "both"),
+    "SOLVER.OPTIMIZER_NAME": ("Adam", "AdamW", "SGD"),
+    "DATASETS.CUHK03_TYPE": ("detected", "labeled"),
+    **{k: ON_OFF for k in ("MODEL.GENERALIZED_MEAN_POOL", "MODEL.NON_LOCAL", "MODEL.IF_LABELSMOOTH",
+                           "MODEL.CENTER_LOSS", "MODEL.WEIGHT_REGULARIZED_TRIPLET", "DATALOADER.PK_SAMPLER",
+                           "SOLVER.AMP", "SOLVER.RESUME", "TEST.EVALUATE_ONLY", "TEST.FEAT_NORM",
+                           "TEST.ALL_SETTINGS", "TEST.RE_RANKING")},
+}
+
+
+def _lookup(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        if part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def widen_overrides(overrides: Sequence[str]) -> list[str]:
+    """Rewrite ``KEY INT`` as ``KEY FLOAT`` where the default is a float (yacs would refuse it)."""
+    defaults = get_training_defaults()
+    out = list(overrides)
+    for i in range(0, len(out) - 1, 2):
+        default = _lookup(defaults, out[i])
+        if isinstance(default, float) and not isinstance(default, bool):
+            try:
+                value = ast.literal_eval(out[i + 1])
+            except (ValueError, SyntaxError):
+                continue
+            if isinstance(value, int) and not isinstance(value, bool):
+                out[i + 1] = repr(float(value))
+    return out
+
+
+def validate(cfg) -> None:
+    """Raise :class:`ConfigError` naming the key whose value is not one of its choices."""
+    for key, allowed in CHOICES.items():
+        value = _lookup(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' is '{value}', expected one of {', '.join(allowed)}")
+    if len(cfg.INPUT.IMG_SIZE) != 2 or len(cfg.INPUT.DESENS_SIZE) != 2:
+        raise ConfigError("INPUT.IMG_SIZE and INPUT.DESENS_SIZE are [height, width]")
+    if cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE:
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) must be a multiple of "
+                          f"DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE}) for the PK sampler")
+    if not 0.0 <= cfg.DATASETS.VAL_FRACTION < 1.0:
+        raise ConfigError("DATASETS.VAL_FRACTION must be in [0, 1)")
+
+
+def load_config(config_file: str | Path | None = None, overrides: Sequence[str] = ()):
+    """Build the frozen training config; unknown keys and bad values raise :class:`ConfigError`."""
+    cfg = build_config(get_training_defaults(), config_file, widen_overrides(overrides))
+    validate(cfg)
+    return cfg
+
+
+def dataset_name(cfg) -> str:
+    """``DATASETS.NAMES`` as one name; the seed's ``('market1501')`` is already a plain string."""
+    names = cfg.DATASETS.NAMES
+    if isinstance(names, (list, tuple)):
+        if len(names) != 1:
+            raise ConfigError(f"DATASETS.NAMES: one dataset at a time, got {list(names)}")
+        names = names[0]
+    return str(names).strip()
