@@ -50,12 +50,29 @@ def _parse_value(text: str):
         return text
 
 
+def _lookup(cfg: CfgNode, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _widen(default, raw: str) -> str:
+    """``75`` where the default is a float means ``75.0``; yacs alone would refuse the int."""
+    if isinstance(default, float):
+        value = _parse_value(raw)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return repr(float(value))
+    return raw
+
+
 def apply_overrides(cfg: CfgNode, overrides: Sequence[str]) -> CfgNode:
     """Apply ``KEY VALUE`` pairs; raise :class:`ConfigError` naming any bad key or value."""
     if len(overrides) % 2:
         raise ConfigError(f"overrides must come in KEY VALUE pairs, got an odd count: {list(overrides)}")
     for key, raw in zip(overrides[0::2], overrides[1::2]):
         _check_key(cfg, key)
+        raw = _widen(_lookup(cfg, key), raw)
         try:
             cfg.merge_from_list([key, raw])
         except (ValueError, AssertionError, KeyError) as exc:

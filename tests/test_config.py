@@ -41,3 +41,8 @@ def test_yaml_file_with_unknown_key(tmp_path):
 def test_missing_yaml_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         build_config(get_pipeline_defaults(), tmp_path / "nope.yaml", [])
+
+
+def test_int_widens_to_float_where_default_is_float():
+    cfg = build_config(get_pipeline_defaults(), None, ["DETECTOR.CONF", "1"])
+    assert isinstance(cfg.DETECTOR.CONF, float) and cfg.DETECTOR.CONF == 1.0

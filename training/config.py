@@ -1,13 +1,12 @@
 """Configuration of ``python -m training``: defaults → YAML file → seed-style ``KEY VALUE`` overrides.
 
 The seed writes values the way its yacs config parsed them: ``"('market1501')"`` (a parenthesised
-string), ``"('on')"``, ``"24.0"``, ``"<R1>"`` for ``MODEL.VAL_R1``. yacs refuses an ``int`` where the
-default is a ``float`` (``MODEL.VAL_R1 "75"``), so such overrides are widened to floats before
-merging. Values are then checked against their allowed choices so a typo fails before training.
+string), ``"('on')"``, ``"24.0"``, ``"<R1>"`` for ``MODEL.VAL_R1`` (``configs`` widens ``75`` to
+``75.0`` where the default is a float). Values are then checked against their allowed choices so a
+typo fails before training.
 """
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 from typing import Sequence
 
@@ -42,22 +41,6 @@ def _lookup(cfg, key: str):
     return node
 
 
-def widen_overrides(overrides: Sequence[str]) -> list[str]:
-    """Rewrite ``KEY INT`` as ``KEY FLOAT`` where the default is a float (yacs would refuse it)."""
-    defaults = get_training_defaults()
-    out = list(overrides)
-    for i in range(0, len(out) - 1, 2):
-        default = _lookup(defaults, out[i])
-        if isinstance(default, float) and not isinstance(default, bool):
-            try:
-                value = ast.literal_eval(out[i + 1])
-            except (ValueError, SyntaxError):
-                continue
-            if isinstance(value, int) and not isinstance(value, bool):
-                out[i + 1] = repr(float(value))
-    return out
-
-
 def validate(cfg) -> None:
     """Raise :class:`ConfigError` naming the key whose value is not one of its choices."""
     for key, allowed in CHOICES.items():
@@ -75,7 +58,7 @@ def validate(cfg) -> None:
 
 def load_config(config_file: str | Path | None = None, overrides: Sequence[str] = ()):
     """Build the frozen training config; unknown keys and bad values raise :class:`ConfigError`."""
-    cfg = build_config(get_training_defaults(), config_file, widen_overrides(overrides))
+    cfg = build_config(get_training_defaults(), config_file, overrides)
     validate(cfg)
     return cfg
 
