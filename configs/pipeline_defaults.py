@@ -57,7 +57,7 @@ _C.KAFKA.BOOTSTRAP = "off"          # off | embedded | HOST:PORT[,HOST:PORT]
 _C.KAFKA.TOPIC = "reid.features"
 _C.KAFKA.EMBEDDING_DTYPE = "float16"  # float16 | float32
 _C.KAFKA.EVERY_KTH = 1              # publish only every k-th observation of a track
-_C.KAFKA.COMPRESSION = "gzip"
+_C.KAFKA.COMPRESSION = "lz4"
 _C.KAFKA.SPOOL_DIR = ""             # '' = OUTPUT_DIR/kafka-spool
 _C.KAFKA.SPOOL_MAX_MB = 256
 _C.KAFKA.SECURITY_PROTOCOL = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
@@ -68,6 +68,16 @@ _C.KAFKA.SSL_CAFILE = ""
 _C.KAFKA.SSL_CERTFILE = ""
 _C.KAFKA.SSL_KEYFILE = ""
 _C.KAFKA.MATCHER = True             # with 'embedded', also run the matching service for the run
+_C.KAFKA.MATCHER_CONFIG = ""        # YAML for that matching service ('' = configs/service_defaults.py)
+_C.KAFKA.LINGER_MS = 20             # producer batching delay (throughput vs latency)
+_C.KAFKA.BATCH_KB = 256             # producer batch size per partition
+_C.KAFKA.UNREACHABLE_AFTER_S = 5.0  # no acknowledgement for this long = broker down: switch to the spool
+_C.KAFKA.RETRY_INTERVAL_S = 1.0     # while spooling, try to reconnect (and replay) this often
+_C.KAFKA.MAX_IN_FLIGHT = 50000      # more unacknowledged messages than this = broker lagging: spool instead
+_C.KAFKA.SPOOL_FSYNC = "interval"   # interval (fsync each second) | always | never; see stream/spool.py
+_C.KAFKA.CONNECT_TIMEOUT_MS = 2000  # first contact with the cluster (start-up and each reconnect attempt)
+_C.KAFKA.MAX_BLOCK_MS = 2000        # longest a send may wait for topic metadata in the pipeline's thread
+_C.KAFKA.DELIVERY_TIMEOUT_MS = 30000  # kafka-python's own retry budget for one batch
 
 _C.LOG = CN()
 _C.LOG.PROGRESS = True

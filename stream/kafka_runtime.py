@@ -47,8 +47,11 @@ class KafkaRuntime:
         from configs.service_defaults import get_service_defaults
         from reid.service import MatchingService
 
-        cfg = build_config(get_service_defaults(), None, ["TOPIC", repr(self.cfg.TOPIC),
-                                                          "OUT", repr(str(self.output_dir / "matches.jsonl"))])
+        # A private loopback broker has one member per group: short poll/session timeouts make the
+        # group join (which tansu holds for the rebalance timeout) take seconds, not tens of seconds.
+        overrides = ["TOPIC", repr(self.cfg.TOPIC), "OUT", repr(str(self.output_dir / "matches.jsonl")),
+                     "KAFKA.MAX_POLL_INTERVAL_MS", "3000", "KAFKA.SESSION_TIMEOUT_MS", "3000"]
+        cfg = build_config(get_service_defaults(), self.cfg.MATCHER_CONFIG or None, overrides)
         self._service = MatchingService(bootstrap, cfg)
 
         def run() -> None:

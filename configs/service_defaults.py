@@ -1,0 +1,51 @@
+"""Defaults of the cross-camera matching service (``python -m reid.service``).
+
+``configs/service.yaml`` restates them. Every key can be overridden on the command line as
+``KEY VALUE`` (e.g. ``MATCHER.THRESHOLD 0.7``); the CLI flags ``--bootstrap``, ``--topic``,
+``--group``, ``--output-topic``, ``--out`` and ``--snapshot-dir`` are shortcuts for the keys below.
+The Kafka security keys mean exactly what they mean in the pipeline's ``KAFKA`` section.
+"""
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+_C.BOOTSTRAP = "127.0.0.1:9092"     # HOST:PORT[,HOST:PORT] of the Kafka cluster
+_C.TOPIC = "reid.features"          # input: the feature contract (docs/kafka-contract.md)
+_C.GROUP = "reid-matcher"           # consumer group; instances of one group share the partitions
+_C.OUTPUT_TOPIC = "reid.matches"    # match events ('' = do not publish them)
+_C.DLQ_TOPIC = ""                   # rejected input with a reason ('' = TOPIC + '.dlq')
+_C.CONTROL_TOPIC = "reid.control"   # erasure commands (python -m reid.service erase ...)
+_C.OUT = ""                         # also append match events to this JSONL file ('' = no file)
+
+_C.MATCHER = CN()
+_C.MATCHER.THRESHOLD = 0.65         # cosine similarity to join an existing identity (model-dependent)
+_C.MATCHER.MIN_OBSERVATIONS = 1     # observations of a track before its identity is decided
+_C.MATCHER.EXPIRY_S = 3600.0        # forget tracks not seen for this long (capture time)
+_C.MATCHER.REID_FINGERPRINT = ""    # accept only this Re-ID model ('' = the first one seen, then only it)
+
+_C.STATE = CN()
+_C.STATE.SNAPSHOT_DIR = ""          # gallery snapshots ('' = next to OUT, or none when OUT is '' too)
+_C.STATE.SNAPSHOT_INTERVAL_S = 30.0  # also snapshot on partition hand-over, erasure and shutdown
+
+_C.KAFKA = CN()
+_C.KAFKA.SECURITY_PROTOCOL = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+_C.KAFKA.SASL_MECHANISM = ""
+_C.KAFKA.SASL_USERNAME = ""
+_C.KAFKA.SASL_PASSWORD_ENV = "KAFKA_SASL_PASSWORD"  # the password is read from this environment variable
+_C.KAFKA.SSL_CAFILE = ""
+_C.KAFKA.SSL_CERTFILE = ""
+_C.KAFKA.SSL_KEYFILE = ""
+_C.KAFKA.COMPRESSION = "lz4"        # for the match events and the DLQ (gzip|snappy|lz4|zstd|none)
+_C.KAFKA.MAX_POLL_RECORDS = 500
+_C.KAFKA.FETCH_MAX_WAIT_MS = 100    # the broker answers a fetch after this long even without new data
+_C.KAFKA.COMMIT_INTERVAL_MS = 250   # flush outputs + commit offsets at most this often (and on hand-over/stop)
+_C.KAFKA.MAX_POLL_INTERVAL_MS = 10000  # also the group's rebalance timeout: joins wait up to this long
+_C.KAFKA.SESSION_TIMEOUT_MS = 10000
+_C.KAFKA.HEARTBEAT_INTERVAL_MS = 1000
+_C.KAFKA.CONNECT_TIMEOUT_MS = 5000
+_C.KAFKA.DLQ_MAX_VALUE_BYTES = 16384  # a rejected message is copied to the DLQ up to this size
+
+
+def get_service_defaults() -> CN:
+    """A fresh copy of the matching service defaults."""
+    return _C.clone()
