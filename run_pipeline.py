@@ -147,8 +147,17 @@ def print_summary(summaries: dict[str, dict[str, Any]], kafka_summary: dict[str,
         status = "ok" if not s.get("error") else f"ERROR: {s['error']}"
         print(f"{cam:<16} {s['frames']:>7} {s['person_observations']:>7} {s['anonymized_observations']:>10} "
               f"{s['fallback_masks']:>7}  {s['processing_fps']:<7} {status}")
+    pub, match = kafka_summary.get("publisher"), kafka_summary.get("matcher")
+    if pub:
+        print(f"published {pub.get('published', 0)} feature messages of protected crops: "
+              f"{pub.get('delivered', 0)} acknowledged by Kafka, {pub.get('spooled', 0)} spooled during outages, "
+              f"{pub.get('overflow_dropped', 0)} dropped by a full spool")
+    if match:
+        print(f"matcher: {match.get('observations', 0)} observations, {match.get('tracks', 0)} tracks -> "
+              f"{match.get('global_ids', 0)} global identities, {match.get('matches', 0)} cross-track matches, "
+              f"{match.get('dlq', 0)} rejected to the DLQ")
     if kafka_summary:
-        print("kafka: " + json.dumps(kafka_summary, sort_keys=True))
+        print("kafka: " + json.dumps(kafka_summary, sort_keys=True, default=str))
 
 
 if __name__ == "__main__":
