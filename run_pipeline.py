@@ -101,6 +101,19 @@ def _embedder(cfg, anonymizer):
                       "to a Re-ID model (ONNX)")
 
 
+def embedded_matcher(bootstrap: str, kafka_cfg, output_dir: Path):
+    """The matching service that ``--kafka embedded`` runs beside the pipeline."""
+    from configs.service_defaults import get_service_defaults
+    from reid.service import MatchingService
+
+    # A private loopback broker has one member per group: short poll/session timeouts make the
+    # group join (which tansu holds for the rebalance timeout) take seconds, not tens of seconds.
+    overrides = ["TOPIC", repr(kafka_cfg.TOPIC), "OUT", repr(str(output_dir / "matches.jsonl")),
+                 "KAFKA.MAX_POLL_INTERVAL_MS", "3000", "KAFKA.SESSION_TIMEOUT_MS", "3000"]
+    cfg = build_config(get_service_defaults(), kafka_cfg.MATCHER_CONFIG or None, overrides)
+    return MatchingService(bootstrap, cfg)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -131,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    with KafkaRuntime(cfg.KAFKA, output) as kafka:
+    with KafkaRuntime(cfg.KAFKA, output, embedded_matcher) as kafka:
         pipeline = Pipeline(cfg, [CameraSpec(c, s) for c, s in zip(ids, args.source)], output, detector,
                             anonymizer, max_frames=args.max_frames, publisher=kafka.publisher,
                             embedder=embedder, reid_fingerprint=reid_fp)

@@ -1,14 +1,15 @@
 """What ``--kafka`` means for one pipeline run: nothing, an external cluster, or an embedded broker.
 
 ``embedded`` starts a loopback Kafka-protocol broker and, when ``KAFKA.MATCHER`` is on, the
-matching service in a thread, so the README's single command shows the whole product.
+matching service in a thread, so the README's single command shows the whole product. The service
+is handed in as a factory by ``run_pipeline.py``: ``stream/`` never imports ``reid/``.
 """
 from __future__ import annotations
 
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -16,8 +17,12 @@ log = logging.getLogger(__name__)
 class KafkaRuntime:
     """Context manager owning the publisher (and, for 'embedded', the broker and matcher)."""
 
-    def __init__(self, kafka_cfg, output_dir: Path) -> None:
+    def __init__(self, kafka_cfg, output_dir: Path,
+                 matcher_factory: Callable[[str, Any, Path], Any] | None = None) -> None:
+        """``matcher_factory(bootstrap, kafka_cfg, output_dir)`` builds the matching service for
+        'embedded' runs; an object with ``run(exit_when_idle_s)``, ``wait_idle(s)``, ``stop()``."""
         self.cfg = kafka_cfg
+        self._matcher_factory = matcher_factory
         self.output_dir = Path(output_dir)
         self.mode = str(kafka_cfg.BOOTSTRAP)
         self.publisher: Any = None
@@ -38,21 +43,12 @@ class KafkaRuntime:
             log.info("embedded Kafka broker on %s", bootstrap)
         spool = Path(self.cfg.SPOOL_DIR) if self.cfg.SPOOL_DIR else self.output_dir / "kafka-spool"
         self.publisher = FeaturePublisher.from_config(self.cfg, bootstrap=bootstrap, spool_dir=spool)
-        if self._broker is not None and self.cfg.MATCHER:
+        if self._broker is not None and self.cfg.MATCHER and self._matcher_factory is not None:
             self._start_matcher(bootstrap)
         return self
 
     def _start_matcher(self, bootstrap: str) -> None:
-        from configs import build_config
-        from configs.service_defaults import get_service_defaults
-        from reid.service import MatchingService
-
-        # A private loopback broker has one member per group: short poll/session timeouts make the
-        # group join (which tansu holds for the rebalance timeout) take seconds, not tens of seconds.
-        overrides = ["TOPIC", repr(self.cfg.TOPIC), "OUT", repr(str(self.output_dir / "matches.jsonl")),
-                     "KAFKA.MAX_POLL_INTERVAL_MS", "3000", "KAFKA.SESSION_TIMEOUT_MS", "3000"]
-        cfg = build_config(get_service_defaults(), self.cfg.MATCHER_CONFIG or None, overrides)
-        self._service = MatchingService(bootstrap, cfg)
+        self._service = self._matcher_factory(bootstrap, self.cfg, self.output_dir)
 
         def run() -> None:
             self._service_summary = self._service.run(exit_when_idle_s=None) or {}
