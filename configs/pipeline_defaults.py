@@ -4,6 +4,8 @@ Every key can be overridden on the command line as ``KEY VALUE`` (e.g. ``DETECTO
 """
 from yacs.config import CfgNode as CN
 
+from configs.kafka_security import add_security_keys
+
 _C = CN()
 
 _C.SOURCE = CN()
@@ -60,13 +62,7 @@ _C.KAFKA.EVERY_KTH = 1              # publish only every k-th observation of a t
 _C.KAFKA.COMPRESSION = "lz4"
 _C.KAFKA.SPOOL_DIR = ""             # '' = OUTPUT_DIR/kafka-spool
 _C.KAFKA.SPOOL_MAX_MB = 256
-_C.KAFKA.SECURITY_PROTOCOL = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
-_C.KAFKA.SASL_MECHANISM = ""
-_C.KAFKA.SASL_USERNAME = ""
-_C.KAFKA.SASL_PASSWORD_ENV = "KAFKA_SASL_PASSWORD"  # the password is read from this environment variable
-_C.KAFKA.SSL_CAFILE = ""
-_C.KAFKA.SSL_CERTFILE = ""
-_C.KAFKA.SSL_KEYFILE = ""
+add_security_keys(_C.KAFKA)  # SECURITY_PROTOCOL, SASL_*, SSL_* (configs/kafka_security.py)
 _C.KAFKA.MATCHER = True             # with 'embedded', also run the matching service for the run
 _C.KAFKA.MATCHER_CONFIG = ""        # YAML for that matching service ('' = configs/service_defaults.py)
 _C.KAFKA.LINGER_MS = 20             # producer batching delay (throughput vs latency)

@@ -7,6 +7,8 @@ The Kafka security keys mean exactly what they mean in the pipeline's ``KAFKA`` 
 """
 from yacs.config import CfgNode as CN
 
+from configs.kafka_security import add_security_keys
+
 _C = CN()
 
 _C.BOOTSTRAP = "127.0.0.1:9092"     # HOST:PORT[,HOST:PORT] of the Kafka cluster
@@ -28,13 +30,7 @@ _C.STATE.SNAPSHOT_DIR = ""          # gallery snapshots ('' = next to OUT, or no
 _C.STATE.SNAPSHOT_INTERVAL_S = 30.0  # also snapshot on partition hand-over, erasure and shutdown
 
 _C.KAFKA = CN()
-_C.KAFKA.SECURITY_PROTOCOL = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
-_C.KAFKA.SASL_MECHANISM = ""
-_C.KAFKA.SASL_USERNAME = ""
-_C.KAFKA.SASL_PASSWORD_ENV = "KAFKA_SASL_PASSWORD"  # the password is read from this environment variable
-_C.KAFKA.SSL_CAFILE = ""
-_C.KAFKA.SSL_CERTFILE = ""
-_C.KAFKA.SSL_KEYFILE = ""
+add_security_keys(_C.KAFKA)  # SECURITY_PROTOCOL, SASL_*, SSL_* (configs/kafka_security.py)
 _C.KAFKA.COMPRESSION = "lz4"        # for the match events and the DLQ (gzip|snappy|lz4|zstd|none)
 _C.KAFKA.MAX_POLL_RECORDS = 500
 _C.KAFKA.FETCH_MAX_WAIT_MS = 100    # the broker answers a fetch after this long even without new data
