@@ -46,8 +46,9 @@ _C.ANONYMIZER.SIDECAR = False       # also write protected crops losslessly (for
 
 _C.OUTPUT = CN()
 _C.OUTPUT.VIDEO_CODEC = "libx264"
-_C.OUTPUT.CRF = 20
-_C.OUTPUT.PRESET = "veryfast"
+_C.OUTPUT.CRF = 23
+_C.OUTPUT.PRESET = "ultrafast"      # x264 preset: the encoder shares the CPU with detection (docs/benchmarks.md)
+_C.OUTPUT.THREADS = 1               # encoder threads per camera (0 = FFmpeg decides)
 _C.OUTPUT.COPY_AUDIO = True
 
 _C.REID = CN()

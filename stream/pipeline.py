@@ -142,7 +142,7 @@ class Pipeline:
         sink = VideoSink(out / f"{spec.camera_id}.mp4", source.width, source.height, source.fps,
                          audio_from=source.audio_path if self.cfg.OUTPUT.COPY_AUDIO else None,
                          audio_codec=source.media.audio_codec, codec=self.cfg.OUTPUT.VIDEO_CODEC,
-                         crf=self.cfg.OUTPUT.CRF, preset=self.cfg.OUTPUT.PRESET)
+                         crf=self.cfg.OUTPUT.CRF, preset=self.cfg.OUTPUT.PRESET, threads=self.cfg.OUTPUT.THREADS)
         total = source.expected_frames
         if total is not None and self.max_frames is not None:
             total = min(total, self.max_frames)

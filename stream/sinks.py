@@ -38,8 +38,8 @@ class VideoSink:
     """Writes redacted frames to ``path`` at the input's size and frame rate, audio copied through."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float, audio_from: Path | None = None,
-                 audio_codec: str | None = None, codec: str = "libx264", crf: int = 20, preset: str = "veryfast",
-                 queue_size: int = 16) -> None:
+                 audio_codec: str | None = None, codec: str = "libx264", crf: int = 23, preset: str = "ultrafast",
+                 threads: int = 1, queue_size: int = 16) -> None:
         self.path = Path(path)
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         self.frames_written = 0
@@ -49,7 +49,7 @@ class VideoSink:
         self._cv_writer: cv2.VideoWriter | None = None
         ffmpeg = shutil.which("ffmpeg")
         if ffmpeg:
-            self._proc = subprocess.Popen(self._command(ffmpeg, audio_from, audio_codec, codec, crf, preset),
+            self._proc = subprocess.Popen(self._command(ffmpeg, audio_from, audio_codec, codec, crf, preset, threads),
                                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             self._stderr_tail: list[bytes] = []
             threading.Thread(target=self._drain_stderr, daemon=True).start()
@@ -63,13 +63,13 @@ class VideoSink:
         self._thread.start()
 
     def _command(self, ffmpeg: str, audio_from: Path | None, audio_codec: str | None, codec: str, crf: int,
-                 preset: str) -> list[str]:
+                 preset: str, threads: int) -> list[str]:
         cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
                "-s", f"{self.width}x{self.height}", "-framerate", _fmt_rate(self.fps), "-i", "pipe:0"]
         if audio_from is not None:
             cmd += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0?"]
             cmd += ["-c:a", "copy"] if audio_codec in COPYABLE_AUDIO else ["-c:a", "aac"]
-        cmd += ["-c:v", codec]
+        cmd += ["-c:v", codec, "-threads", str(int(threads))]
         if codec == "libx264":
             cmd += ["-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
         # Fragmented MP4: every fragment is playable on its own, so a crash loses at most the last second.
