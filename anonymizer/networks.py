@@ -1,0 +1,276 @@
+"""Image-to-image networks of the learned anonymizer: generators G / G_R and PatchGAN discriminators.
+
+Architectures follow pix2pix as METHOD.md describes them (written here from the paper's description,
+not copied): a U-Net whose encoder halves the image ``num_downs`` times with 4×4 stride-2 convs and
+whose decoder mirrors it with skip connections, a ResNet generator (2 downsamplings, residual blocks,
+2 upsamplings), and an N-layer conditional PatchGAN that judges (condition, image) pairs stacked on
+the channel axis (6 channels).
+
+All generators map [-1, 1] images to [-1, 1] images (tanh output). They accept any input size: an
+input whose sides are not multiples of the network's stride is reflect-padded and the output cropped
+back, so 256×128 (METHOD.md) and small CPU sizes such as 128×64 both work. The U-Net depth is capped
+at what the smaller side allows (``max_unet_downs``): pix2pix's ``unet_256`` (8 downsamplings) on
+256×128 would shrink the 128-pixel width below one pixel, so it runs with 7, the paper's setting.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+NormFactory = Callable[[int], nn.Module]
+
+
+def norm_factory(norm: str) -> NormFactory | None:
+    """'batch' | 'instance' | 'none' → a constructor taking the channel count (None for 'none')."""
+    norm = norm.lower()
+    if norm == "batch":
+        return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
+    if norm == "instance":
+        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+    if norm == "none":
+        return None
+    raise ValueError(f"unknown norm '{norm}' (expected batch, instance or none)")
+
+
+def _uses_bias(norm: str) -> bool:
+    # BatchNorm has its own shift; instance norm without affine and 'none' need the conv bias.
+    return norm.lower() != "batch"
+
+
+def _maybe_norm(factory: NormFactory | None, channels: int) -> list[nn.Module]:
+    return [factory(channels)] if factory is not None else []
+
+
+# ------------------------------------------------------------------------------------- U-Net
+class _UNetLevel(nn.Module):
+    """One encoder/decoder level; wraps the deeper levels and concatenates its input (skip)."""
+
+    def __init__(self, outer_nc: int, inner_nc: int, in_nc: int | None, sub: nn.Module | None,
+                 outermost: bool, innermost: bool, norm: str, use_dropout: bool) -> None:
+        super().__init__()
+        self.outermost = outermost
+        in_nc = outer_nc if in_nc is None else in_nc
+        factory = norm_factory(norm)
+        bias = _uses_bias(norm)
+        down_conv = nn.Conv2d(in_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+        if outermost:
+            up_conv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
+            layers = [down_conv, sub, nn.ReLU(True), up_conv, nn.Tanh()]
+        elif innermost:
+            up_conv = nn.ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+            layers = [nn.LeakyReLU(0.2, True), down_conv, nn.ReLU(True), up_conv, *_maybe_norm(factory, outer_nc)]
+        else:
+            up_conv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+            layers = [nn.LeakyReLU(0.2, True), down_conv, *_maybe_norm(factory, inner_nc), sub,
+                      nn.ReLU(True), up_conv, *_maybe_norm(factory, outer_nc)]
+            if use_dropout:
+                layers.append(nn.Dropout(0.5))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.outermost:
+            return self.model(x)
+        return torch.cat([x, self.model(x)], dim=1)
+
+
+class UNetGenerator(nn.Module):
+    """pix2pix U-Net with ``num_downs`` downsamplings; channels ngf·(1, 2, 4, 8, 8, …)."""
+
+    def __init__(self, in_nc: int = 3, out_nc: int = 3, num_downs: int = 7, ngf: int = 64,
+                 norm: str = "batch", use_dropout: bool = False) -> None:
+        super().__init__()
+        if num_downs < 2:
+            raise ValueError(f"a U-Net needs at least 2 downsamplings, got {num_downs}")
+        self.stride = 2 ** num_downs
+
+        def width(depth: int) -> int:  # channels produced by the down-conv at this depth (1-based)
+            return ngf * min(2 ** (depth - 1), 8)
+
+        level: nn.Module | None = None
+        for depth in range(num_downs, 1, -1):  # build from the innermost level outwards
+            level = _UNetLevel(width(depth - 1), width(depth), None, level,
+                               False, depth == num_downs, norm, use_dropout and width(depth) == ngf * 8
+                               and depth != num_downs)
+        self.model = _UNetLevel(out_nc, width(1), in_nc, level, True, False, norm, False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _pad_run_crop(self.model, x, self.stride)
+
+
+# ------------------------------------------------------------------------------------ ResNet
+class _ResBlock(nn.Module):
+    def __init__(self, dim: int, norm: str, use_dropout: bool) -> None:
+        super().__init__()
+        factory = norm_factory(norm)
+        bias = _uses_bias(norm)
+        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias),
+                                   *_maybe_norm(factory, dim), nn.ReLU(True)]
+        if use_dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), *_maybe_norm(factory, dim)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """pix2pix/CycleGAN ResNet generator: c7s1-ngf, 2 stride-2 downs, n blocks, 2 ups, c7s1-3 tanh."""
+
+    def __init__(self, in_nc: int = 3, out_nc: int = 3, ngf: int = 64, n_blocks: int = 9,
+                 norm: str = "batch", use_dropout: bool = False) -> None:
+        super().__init__()
+        factory = norm_factory(norm)
+        bias = _uses_bias(norm)
+        self.stride = 4
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_nc, ngf, 7, bias=bias),
+                                   *_maybe_norm(factory, ngf), nn.ReLU(True)]
+        for i in range(2):
+            mult = 2 ** i
+            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
+                       *_maybe_norm(factory, ngf * mult * 2), nn.ReLU(True)]
+        layers += [_ResBlock(ngf * 4, norm, use_dropout) for _ in range(n_blocks)]
+        for i in range(2):
+            mult = 2 ** (2 - i)
+            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
+                                          output_padding=1, bias=bias),
+                       *_maybe_norm(factory, ngf * mult // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_nc, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _pad_run_crop(self.model, x, self.stride)
+
+
+def _pad_run_crop(model: nn.Module, x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Run ``model`` on ``x`` reflect-padded to multiples of ``stride``; crop back to x's size."""
+    h, w = x.shape[-2:]
+    ph = (-h) % stride
+    pw = (-w) % stride
+    if ph == 0 and pw == 0:
+        return model(x)
+    # Reflection needs the pad to be smaller than the side; fall back to replicate for tiny inputs.
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    y = model(F.pad(x, (0, pw, 0, ph), mode=mode))
+    return y[..., :h, :w]
+
+
+# ------------------------------------------------------------------------------ discriminator
+class NLayerDiscriminator(nn.Module):
+    """Conditional PatchGAN: (condition, image) stacked to 6 channels → a map of real/fake logits.
+
+    With ``n_layers`` 3 each output logit sees a 70×70 patch (METHOD.md). Outputs raw logits; the
+    loss applies the sigmoid (BCE with logits), which is the numerically stable vanilla GAN.
+    """
+
+    def __init__(self, in_nc: int = 6, ndf: int = 64, n_layers: int = 3, norm: str = "batch") -> None:
+        super().__init__()
+        factory = norm_factory(norm)
+        bias = _uses_bias(norm)
+        layers: list[nn.Module] = [nn.Conv2d(in_nc, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers):
+            prev, mult = mult, min(2 ** n, 8)
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2, padding=1, bias=bias),
+                       *_maybe_norm(factory, ndf * mult), nn.LeakyReLU(0.2, True)]
+        prev, mult = mult, min(2 ** n_layers, 8)
+        layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=1, padding=1, bias=bias),
+                   *_maybe_norm(factory, ndf * mult), nn.LeakyReLU(0.2, True),
+                   nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, condition: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.cat([condition, image], dim=1))
+
+
+# ------------------------------------------------------------------------------------ factory
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """Everything needed to rebuild a generator from its weights (stored in bundle.yaml)."""
+
+    arch: str            # 'unet' | 'resnet'
+    ngf: int
+    norm: str
+    num_downs: int = 0   # U-Net only (resolved, after capping to the input size)
+    n_blocks: int = 0    # ResNet only
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def max_unet_downs(input_hw: tuple[int, int]) -> int:
+    """Deepest U-Net whose innermost feature map is still ≥ 1 pixel on the smaller side."""
+    return max(2, int(math.floor(math.log2(max(2, min(input_hw))))))
+
+
+def resolve_generator_spec(netg: str, ngf: int, norm: str, input_hw: tuple[int, int]) -> GeneratorSpec:
+    """Turn a config name (MODEL.NETG) into a concrete spec for images of ``input_hw`` (H, W).
+
+    ``unet_<N>``: pix2pix's U-Net for N×N images, i.e. log2(N) downsamplings, capped to the input;
+    ``unet_<k>down``: exactly k downsamplings; ``resnet_<n>blocks``: the ResNet generator.
+    """
+    name = netg.lower()
+    m = re.fullmatch(r"unet_(\d+)down", name)
+    if m:
+        downs = int(m.group(1))
+    elif (m := re.fullmatch(r"unet_(\d+)", name)):
+        size = int(m.group(1))
+        if size < 4 or size & (size - 1):
+            raise ValueError(f"MODEL.NETG '{netg}': unet_<N> needs N a power of two ≥ 4")
+        downs = int(math.log2(size))
+    elif (m := re.fullmatch(r"resnet_(\d+)blocks", name)):
+        return GeneratorSpec("resnet", int(ngf), norm, 0, int(m.group(1)))
+    else:
+        raise ValueError(f"unknown MODEL.NETG '{netg}' (unet_256, unet_128, unet_<k>down, resnet_9blocks, ...)")
+    cap = max_unet_downs(input_hw)
+    if downs > cap:
+        log.info("MODEL.NETG %s asks for %d downsamplings; %s input allows %d: using %d",
+                 netg, downs, "×".join(map(str, input_hw)), cap, cap)
+        downs = cap
+    return GeneratorSpec("unet", int(ngf), norm, downs, 0)
+
+
+def build_generator(spec: GeneratorSpec | dict) -> nn.Module:
+    """A freshly initialized generator for ``spec`` (dict form as stored in bundle.yaml)."""
+    if isinstance(spec, dict):
+        spec = GeneratorSpec(**spec)
+    if spec.arch == "unet":
+        net: nn.Module = UNetGenerator(3, 3, spec.num_downs, spec.ngf, spec.norm)
+    elif spec.arch == "resnet":
+        net = ResnetGenerator(3, 3, spec.ngf, spec.n_blocks, spec.norm)
+    else:
+        raise ValueError(f"unknown generator architecture '{spec.arch}'")
+    init_weights(net)
+    return net
+
+
+def build_discriminator(ndf: int, n_layers: int, norm: str) -> NLayerDiscriminator:
+    net = NLayerDiscriminator(6, ndf, n_layers, norm)
+    init_weights(net)
+    return net
+
+
+def init_weights(net: nn.Module, gain: float = 0.02) -> None:
+    """pix2pix's N(0, 0.02) init for convs and N(1, 0.02) for norm scales: stable GAN start."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

@@ -1,0 +1,320 @@
+"""Authorized recovery: undo the learned anonymization with the sealed decoder G_R.
+
+Python API::
+
+    from anonymizer import load_recovery
+    r = load_recovery("models/demo", "recovery.key")
+    raw_like = r.recover(protected_crops)        # BGR uint8 crops of any size
+
+Command line (restores the person regions of an anonymized video and appends an audit record)::
+
+    python -m anonymizer.recover --bundle models/demo --key-file recovery.key \\
+        --video cam1.anonymized.mp4 --observations cam1.observations.jsonl \\
+        --output cam1.recovered.mp4 [--sidecar cam1.crops] [--tracks 3,7] \\
+        [--operator alice --reason "case 2024-17"] [--audit-log audit.jsonl]
+
+Security behaviour: the key is checked (key id, then AES-GCM authentication) before any file is
+opened for writing; a wrong key exits with status 2, a clear message, and writes nothing — no
+video, no audit record. The output is written to a temporary name and renamed only on success. The
+audit record (JSON Lines) says who, when, which camera, which video, which tracks and frames, with
+which bundle and key id.
+
+Observations: the pipeline's ``<cam>.observations.jsonl``, one JSON object per line with at least
+``frame_index``, ``track_id`` and ``box`` [x1, y1, x2, y2]; ``region`` (the area actually replaced,
+after margin and clipping) is used when present. Lines without a box/region (e.g. frame or summary
+records), with ``region: null`` or with ``protected: false`` (masked solid, nothing to undo) are
+skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import getpass
+import hashlib
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from anonymizer.bundle import (
+    BUNDLE_YAML, GR_FILE, BundleError, _chunks, crops_to_unit_batch, load_generator_weights,
+    read_bundle_yaml, unit_batch_to_crops, verify_file,
+)
+from anonymizer.crypto import KEY_ENV, RecoveryKeyError, key_id, load_key, open_sealed
+
+log = logging.getLogger("anonymizer.recover")
+AUDIT_ENV = "PRIVREID_AUDIT_LOG"
+
+
+@dataclass
+class Recovery:
+    """The unsealed recovery decoder of one bundle (kept in memory only)."""
+
+    bundle_path: Path
+    meta: dict[str, Any]
+    g_r: Any
+    key_id: str
+    device: str = "cpu"
+    batch_size: int = 32
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        h, w = self.meta["input"]["size_hw"]
+        return int(h), int(w)
+
+    def recover_unit(self, unit: np.ndarray) -> np.ndarray:
+        """G_R on an N×3×H×W RGB [0, 1] batch at the bundle size; same layout out."""
+        import torch
+
+        outs = []
+        with torch.inference_mode():
+            for sl in _chunks(len(unit), self.batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(unit[sl] * 2.0 - 1.0, dtype=np.float32)).to(self.device)
+                outs.append(((self.g_r(x) + 1.0) / 2.0).float().cpu().numpy())
+        return np.concatenate(outs, 0) if outs else unit.copy()
+
+    def recover(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Recovered BGR uint8 crops, each of its input's shape."""
+        crops = list(crops)
+        if not crops:
+            return []
+        return unit_batch_to_crops(self.recover_unit(crops_to_unit_batch(crops, self.input_hw)), crops)
+
+
+def load_recovery(path: str | Path, key_file: str | Path | None = None, *, key: bytes | None = None,
+                  device: str = "cpu", key_env: str = KEY_ENV) -> Recovery:
+    """Unseal a bundle's G_R with the key (``key`` bytes, else ``key_file``, else ``$key_env``).
+
+    Raises :class:`RecoveryKeyError` when the key is missing, malformed or not this bundle's key,
+    and :class:`BundleError` when bundle files are missing or were modified.
+    """
+    from safetensors.torch import load as load_safetensors
+
+    root, meta = read_bundle_yaml(path)
+    rec = meta.get("recovery") or {}
+    if not rec:
+        raise BundleError(f"{root / BUNDLE_YAML} has no recovery section: this bundle is not reversible")
+    key = key if key is not None else load_key(key_file, key_env)
+    expected = rec.get("key_id")
+    if expected and key_id(key) != expected:
+        raise RecoveryKeyError(f"wrong recovery key: this key has id {key_id(key)}, but {root.name} was sealed "
+                               f"with key id {expected}")
+    g_sha = meta["files"]["G.safetensors"]
+    verify_file(root, meta, "G.safetensors")
+    sealed = verify_file(root, meta, rec.get("file", GR_FILE)).read_bytes()
+    state = load_safetensors(open_sealed(sealed, key, context=f"G_R for G {g_sha}"))
+    g_r = load_generator_weights(rec.get("generator", meta["generator"]["spec"]), state).to(device)
+    return Recovery(bundle_path=root, meta=meta, g_r=g_r, key_id=key_id(key), device=device)
+
+
+# ------------------------------------------------------------------------------- video tool
+def read_observations(path: str | Path, tracks: set[str] | None = None) -> dict[int, list[dict]]:
+    """``frame_index → [observation]`` for lines that carry a region or box (and a wanted track)."""
+    by_frame: dict[int, list[dict]] = {}
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obs = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{n}: not JSON ({exc})") from None
+            # ``region`` is what the pipeline replaced; None there (or protected: false) means the
+            # region was masked solid or not protected by G, so there is nothing to recover.
+            rect = obs["region"] if "region" in obs else obs.get("box")
+            if rect is None or "frame_index" not in obs or obs.get("protected") is False:
+                continue
+            if tracks is not None and str(obs.get("track_id")) not in tracks:
+                continue
+            obs["_rect"] = [int(round(float(v))) for v in rect[:4]]
+            by_frame.setdefault(int(obs["frame_index"]), []).append(obs)
+    return by_frame
+
+
+def camera_name(observations: Path, by_frame: dict[int, list[dict]], override: str | None) -> str:
+    if override:
+        return override
+    for obs_list in by_frame.values():
+        for obs in obs_list:
+            for k in ("camera", "camera_id", "cam"):
+                if obs.get(k):
+                    return str(obs[k])
+    name = observations.name
+    return name.split(".observations")[0] if ".observations" in name else observations.stem
+
+
+def sha256_path(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _clip(rect: Sequence[int], w: int, h: int) -> tuple[int, int, int, int] | None:
+    x1, y1, x2, y2 = rect
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return None
+    return x1, y1, x2, y2
+
+
+def recover_video(recovery: Recovery, video: Path, by_frame: dict[int, list[dict]], output: Path,
+                  sidecar: dict | None = None, progress: bool = True) -> dict[str, Any]:
+    """Write ``output`` = ``video`` with every observed region restored; returns statistics."""
+    cap = cv2.VideoCapture(str(video))
+    if not cap.isOpened():
+        raise FileNotFoundError(f"cannot open video {video}")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    tmp = output.with_name(f".{output.stem}.partial{output.suffix}")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        cap.release()
+        raise RuntimeError(f"cannot open a video writer for {output}")
+    stats = {"frames": 0, "regions": 0, "from_sidecar": 0, "tracks": set(), "frame_range": [None, None]}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, unit="frame", desc="recovering", file=sys.stderr)
+    try:
+        index = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            jobs = []
+            for obs in by_frame.get(index, []):
+                rect = _clip(obs["_rect"], width, height)
+                if rect is None:
+                    continue
+                x1, y1, x2, y2 = rect
+                src = frame[y1:y2, x1:x2]
+                if sidecar is not None:
+                    recs = sidecar.get((index, str(obs.get("track_id"))), {})
+                    if "native" in recs:
+                        src = recs["native"].crop
+                        stats["from_sidecar"] += 1
+                    elif "region" in recs:
+                        src = recs["region"].crop
+                        stats["from_sidecar"] += 1
+                jobs.append((rect, src, obs))
+            if jobs:
+                restored = recovery.recover([j[1] for j in jobs])
+                for (rect, _, obs), rec in zip(jobs, restored):
+                    x1, y1, x2, y2 = rect
+                    if rec.shape[:2] != (y2 - y1, x2 - x1):
+                        rec = cv2.resize(rec, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+                    frame[y1:y2, x1:x2] = rec
+                    stats["regions"] += 1
+                    stats["tracks"].add(str(obs.get("track_id")))
+                    lo, hi = stats["frame_range"]
+                    stats["frame_range"] = [index if lo is None else min(lo, index), index if hi is None else max(hi, index)]
+            writer.write(frame)
+            stats["frames"] += 1
+            index += 1
+            if bar is not None:
+                bar.update(1)
+    except BaseException:
+        writer.release()
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        cap.release()
+        if bar is not None:
+            bar.close()
+    writer.release()
+    os.replace(tmp, output)
+    stats["tracks"] = sorted(stats["tracks"], key=lambda t: (len(t), t))
+    return stats
+
+
+def append_audit(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line; the file is created owner-readable only (it names people's tracks)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m anonymizer.recover",
+                                 description="Restore the person regions of an anonymized video (authorized use only; audited).")
+    ap.add_argument("--bundle", required=True, help="learned anonymizer bundle folder")
+    ap.add_argument("--key-file", default=None, help=f"recovery key file (default: ${KEY_ENV})")
+    ap.add_argument("--video", required=True, help="anonymized video written by the pipeline")
+    ap.add_argument("--observations", required=True, help="the pipeline's <cam>.observations.jsonl")
+    ap.add_argument("--output", required=True, help="recovered video to write (.mp4)")
+    ap.add_argument("--sidecar", default=None, help="lossless protected-crop sidecar (full-quality recovery)")
+    ap.add_argument("--tracks", default=None, help="comma-separated track ids to restore (default: all)")
+    ap.add_argument("--camera", default=None, help="camera name for the audit log (default: from the observations)")
+    ap.add_argument("--operator", default=None, help="who asks for recovery (default: the OS user)")
+    ap.add_argument("--reason", default="", help="why (case number, request id) for the audit log")
+    ap.add_argument("--audit-log", default=None,
+                    help=f"audit log (JSON Lines) to append to (default: ${AUDIT_ENV} or recovery_audit.jsonl next to --output)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(list(argv) if argv is not None else None)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    video, observations, output = Path(args.video), Path(args.observations), Path(args.output)
+    for p, what in ((video, "video"), (observations, "observations")):
+        if not p.is_file():
+            print(f"error: {what} file {p} does not exist", file=sys.stderr)
+            return 2
+    try:
+        recovery = load_recovery(args.bundle, args.key_file, device=args.device)
+    except (RecoveryKeyError, BundleError) as exc:
+        print(f"error: recovery refused: {exc}. Nothing was written.", file=sys.stderr)
+        return 2
+    tracks = {t.strip() for t in args.tracks.split(",") if t.strip()} if args.tracks else None
+    by_frame = read_observations(observations, tracks)
+    sidecar = None
+    if args.sidecar:
+        from anonymizer.sidecar import read_sidecar
+        sidecar = read_sidecar(args.sidecar)
+        log.info("sidecar %s: %d protected crops", args.sidecar, len(sidecar))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    stats = recover_video(recovery, video, by_frame, output, sidecar, progress=not args.quiet)
+    record = {
+        "event": "recovery",
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "operator": args.operator or getpass.getuser(),
+        "host": socket.gethostname(),
+        "reason": args.reason,
+        "camera": camera_name(observations, by_frame, args.camera),
+        "video": str(video.resolve()),
+        "video_sha256": sha256_path(video),
+        "observations": str(observations.resolve()),
+        "output": str(output.resolve()),
+        "source": "sidecar" if sidecar is not None else "video",
+        "tracks": stats["tracks"],
+        "tracks_requested": sorted(tracks) if tracks else "all",
+        "frames": {"first": stats["frame_range"][0], "last": stats["frame_range"][1], "total": stats["frames"]},
+        "regions": stats["regions"],
+        "regions_from_sidecar": stats["from_sidecar"],
+        "bundle": str(Path(args.bundle).resolve()),
+        "bundle_g_sha256": recovery.meta["files"]["G.safetensors"],
+        "key_id": recovery.key_id,
+        "seconds": round(time.time() - t0, 2),
+    }
+    audit = Path(args.audit_log or os.environ.get(AUDIT_ENV) or output.parent / "recovery_audit.jsonl")
+    append_audit(audit, record)
+    print(f"recovered {stats['regions']} regions of {len(stats['tracks'])} tracks in {stats['frames']} frames "
+          f"→ {output}; audit record appended to {audit}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Learned anonymizer bundles: writing, verified loading, backends, and the protect/embed contract."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from anonymizer.bundle import BundleError, load_bundle, write_bundle
+from anonymizer.crypto import write_key
+from anonymizer.networks import build_generator, resolve_generator_spec
+
+INPUT_HW = (64, 32)
+REID_CONFIG = {"name": "shufflenetv2_x0_5", "last_stride": 1, "gem": True, "neck": "bnneck",
+               "neck_feat": "after", "non_local": False}
+
+
+def make_tiny_bundle(out: Path, key_path: Path, onnx: bool = False, seed: int = 0) -> Path:
+    """A randomly initialised tiny bundle (G/G_R: 8-channel U-Net; C: ShuffleNetV2 0.5×)."""
+    from reid.models import build_reid_model
+
+    torch.manual_seed(seed)
+    spec = resolve_generator_spec("unet_64", 8, "batch", INPUT_HW).as_dict()
+    g, g_r = build_generator(spec).eval(), build_generator(spec).eval()
+    c = build_reid_model(num_classes=5, pretrain_choice="none", **REID_CONFIG).eval()
+    key = write_key(key_path)
+    return write_bundle(
+        out, g=g, c=c, g_r=g_r, generator_spec=spec, key=key, onnx=onnx,
+        reid_meta={"name": REID_CONFIG["name"], "embed_dim": 1024, "config": REID_CONFIG},
+        input_meta={"size_hw": list(INPUT_HW), "color": "RGB", "pixel_mean": [0.485, 0.456, 0.406],
+                    "pixel_std": [0.229, 0.224, 0.225]},
+        desensitization={"type": "mosaic", "radius": 24.0},
+        dataset={"name": "synthetic", "note": "random weights for tests"},
+        metrics={"example": 1.0})
+
+
+def _crops(n: int = 5, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    sizes = [(120, 50), (64, 32), (33, 17), (200, 90), (7, 5), (300, 120)]
+    return [rng.integers(0, 256, (*sizes[i % len(sizes)], 3), dtype=np.uint8) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("bundle")
+    key = root / "recovery.key"
+    return make_tiny_bundle(root / "tiny", key, onnx=True), key
+
+
+def test_bundle_files_and_yaml(tiny_bundle):
+    path, _ = tiny_bundle
+    meta = yaml.safe_load((path / "bundle.yaml").read_text())
+    assert set(meta["files"]) == {"G.safetensors", "C.safetensors", "G_R.sealed", "G.onnx", "C.onnx"}
+    assert meta["input"]["size_hw"] == list(INPUT_HW)
+    assert meta["desensitization"]["type"] == "mosaic"
+    assert meta["recovery"]["cipher"] == "AES-256-GCM"
+    # G_R is never stored in the clear
+    assert not list(path.glob("G_R*.safetensors"))
+    assert b"model." not in (path / "G_R.sealed").read_bytes()
+
+
+def test_protect_and_embed_contract(tiny_bundle):
+    path, _ = tiny_bundle
+    b = load_bundle(path)
+    assert b.kind == "learned" and len(b.fingerprint) == 64 and len(b.reid_fingerprint) == 64
+    crops = _crops(6)
+    out = b.protect(crops)
+    assert len(out) == len(crops)
+    for c, p in zip(crops, out):
+        assert p.shape == c.shape and p.dtype == np.uint8
+        assert not np.array_equal(c, p)
+    feats = b.embed(crops)
+    assert feats.shape == (6, b.embed_dim) and feats.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
+    assert b.protect([]) == [] and b.embed([]).shape == (0, b.embed_dim)
+
+
+def test_protect_never_returns_its_input_even_for_an_identity_generator(tiny_bundle):
+    path, _ = tiny_bundle
+    b = load_bundle(path)
+    b.runner.run_g = lambda x: x            # a broken G that returns its input unchanged
+    flat = np.full((64, 32, 3), 77, np.uint8)
+    grey128 = np.full((64, 32, 3), 128, np.uint8)
+    rng = np.random.default_rng(1)
+    smooth = np.repeat(np.repeat(rng.integers(0, 256, (8, 4, 3), dtype=np.uint8), 8, 0), 8, 1)
+    crops = [flat, grey128, smooth, np.zeros((1, 1, 3), np.uint8)]
+    out = b.protect(crops)
+    for c, p in zip(crops, out):
+        assert p.shape == c.shape
+        assert not np.array_equal(c, p)
+    assert b.fallback_count >= 3
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_onnx_backends_match_torch(tiny_bundle, backend):
+    path, _ = tiny_bundle
+    crops = _crops(4, seed=3)
+    ref = load_bundle(path)
+    try:
+        other = load_bundle(path, backend=backend)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        pytest.skip(f"{backend} not installed: {exc}")
+    assert other.fingerprint == ref.fingerprint
+    diff = [np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(ref.protect(crops), other.protect(crops))]
+    assert max(diff) <= 2
+    np.testing.assert_allclose(ref.embed(crops), other.embed(crops), atol=2e-3)
+
+
+def test_tensorrt_backend_fails_clearly_without_tensorrt(tiny_bundle):
+    path, _ = tiny_bundle
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed here; this test checks the error without it")
+    except ImportError:
+        pass
+    with pytest.raises(BundleError, match="tensorrt"):
+        load_bundle(path, backend="tensorrt", device="cuda:0")
+
+
+def test_modified_weights_are_rejected(tmp_path):
+    path = make_tiny_bundle(tmp_path / "b", tmp_path / "k")
+    data = bytearray((path / "C.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (path / "C.safetensors").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(path)
+
+
+def test_missing_bundle_is_a_clear_error(tmp_path):
+    with pytest.raises(BundleError, match="bundle.yaml"):
+        load_bundle(tmp_path)
+
+
+def test_fingerprint_depends_on_weights(tmp_path):
+    a = load_bundle(make_tiny_bundle(tmp_path / "a", tmp_path / "ka", seed=0))
+    b = load_bundle(make_tiny_bundle(tmp_path / "b", tmp_path / "kb", seed=1))
+    assert a.fingerprint != b.fingerprint and a.reid_fingerprint != b.reid_fingerprint

@@ -1,0 +1,71 @@
+"""The supervision-upgradation rule on constructed validation sequences."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from training.upgradation import SupervisionUpgrader, ValidationMetrics, is_anonymous_enough
+
+OM = dict(psnr_om=20.0, ssim_om=0.50)          # the hand-made desensitization's similarity
+
+
+def val(epoch: int, rank1: float, psnr_op: float = 19.0, ssim_op: float = 0.45) -> ValidationMetrics:
+    return ValidationMetrics(epoch=epoch, rank1=rank1, psnr_op=psnr_op, ssim_op=ssim_op, **OM)
+
+
+def test_anonymity_check_uses_both_epsilons():
+    assert is_anonymous_enough(val(1, 0, psnr_op=20.9, ssim_op=0.549), 1.0, 0.05)
+    assert not is_anonymous_enough(val(1, 0, psnr_op=21.0, ssim_op=0.40), 1.0, 0.05)     # strict
+    assert not is_anonymous_enough(val(1, 0, psnr_op=18.0, ssim_op=0.56), 1.0, 0.05)     # SSIM too high
+
+
+def test_fires_when_anonymous_and_beating_eps_r1():
+    up = SupervisionUpgrader(val_r1=40.0, eps_psnr=1.0, eps_ssim=0.05)
+    d = up.step(val(5, 45.0))
+    assert d.anonymous and d.save_best and d.upgrade
+    assert up.upgrades[0]["epoch"] == 5 and up.upgrades[0]["encoder_epoch"] == 5
+
+
+def test_does_not_fire_below_eps_r1_but_saves_best():
+    up = SupervisionUpgrader(val_r1=40.0, eps_psnr=1.0, eps_ssim=0.05)
+    d = up.step(val(5, 39.0))
+    assert d.anonymous and d.save_best and not d.upgrade
+    d = up.step(val(10, 40.0))                     # equal is not better
+    assert not d.upgrade
+    assert not up.upgraded and up.best_epoch == 10
+
+
+def test_does_not_fire_when_not_anonymous_even_with_high_rank1():
+    up = SupervisionUpgrader(val_r1=40.0, eps_psnr=1.0, eps_ssim=0.05)
+    d = up.step(val(5, 90.0, psnr_op=25.0))
+    assert not d.anonymous and not d.save_best and not d.upgrade
+    assert up.best_epoch is None
+
+
+def test_ratchets_only_on_improvement_over_previous_upgrade():
+    up = SupervisionUpgrader(val_r1=40.0, eps_psnr=1.0, eps_ssim=0.05)
+    seq = [val(5, 45.0), val(10, 44.0), val(15, 50.0, psnr_op=30.0), val(20, 47.0), val(25, 47.0)]
+    fired = [up.step(m).upgrade for m in seq]
+    assert fired == [True, False, False, True, False]
+    assert [u["rank1"] for u in up.upgrades] == [45.0, 47.0]
+    assert [u["number"] for u in up.upgrades] == [1, 2]
+    # the non-anonymous epoch 15 never became the best encoder
+    assert up.best_epoch == 20 and up.best_rank1 == 47.0
+
+
+def test_timeline_is_json_serialisable(tmp_path):
+    up = SupervisionUpgrader(val_r1=10.0, eps_psnr=0.5, eps_ssim=0.05)
+    for i, r in enumerate([5.0, 12.0, 11.0, 15.0], 1):
+        up.step(val(i * 5, r))
+    path = tmp_path / "upgrades.json"
+    up.save(path)
+    data = json.loads(path.read_text())
+    assert [u["epoch"] for u in data["upgrades"]] == [10, 20]
+    assert len(data["validations"]) == 4 and data["val_r1"] == 10.0
+    assert all("reason" in v for v in data["validations"])
+
+
+@pytest.mark.parametrize("rank1,expected", [(40.0001, True), (40.0, False)])
+def test_eps_r1_boundary(rank1, expected):
+    assert SupervisionUpgrader(40.0, 1.0, 0.05).step(val(5, rank1)).upgrade is expected

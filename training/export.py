@@ -1,0 +1,149 @@
+"""``python -m training.export --run OUTPUT_DIR --out BUNDLE_DIR [--key-file KEY]``: GCR run → model bundle.
+
+Takes the model the run kept (its validation-selected ``checkpoints/best``, else ``last``; override
+with ``--checkpoint``), and writes the bundle the pipeline, the exporters and the recovery tool load
+(format: :mod:`anonymizer.bundle`): bundle.yaml, G and C as safetensors, G and C as ONNX (dynamic
+batch), and G_R sealed with AES-256-GCM.
+
+The key: ``--key-file`` is used when it exists and created (random, mode 0600) when it does not;
+without ``--key-file`` the key comes from ``$PRIVREID_RECOVERY_KEY``. The key is never written into
+the bundle folder: whoever holds it and the bundle can undo the anonymization.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+log = logging.getLogger("training.export")
+
+
+def _read_run(run: Path, which: str | None) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """(checkpoint folder, its state.json, the run's metrics.json or {})."""
+    from .checkpoint import load_checkpoint
+
+    metrics_path = run / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    if which is None:
+        kept = (metrics.get("kept_checkpoint") or {}).get("folder")
+        candidates = [run / kept] if kept else []
+        candidates += [run / "checkpoints" / "best", run / "checkpoints" / "last"]
+    else:
+        candidates = [run / "checkpoints" / which]
+    for folder in candidates:
+        if (folder / "model.pth").is_file():
+            ckpt = load_checkpoint(folder)
+            if ckpt.state.get("mode") != "GCR" or "gcr" not in ckpt.state:
+                raise ValueError(f"{folder} is not a GCR checkpoint (MODEL.MODE GCR): only the learned "
+                                 "anonymizer can be bundled")
+            return folder, ckpt.state, metrics
+    raise FileNotFoundError(f"no GCR checkpoint under {run} (looked in {', '.join(str(c) for c in candidates)})")
+
+
+def _bundle_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The test numbers a bundle carries: four settings (rank-1, mAP) and PSNR/SSIM pairs."""
+    if not metrics:
+        return {}
+    out: dict[str, Any] = {"split": metrics.get("split", "test"), "dataset": metrics.get("dataset"),
+                           "values_are": "fractions in [0, 1]; PSNR in dB"}
+    out["reid"] = {k: {"rank1": round(v["rank1"], 4), "mAP": round(v["mAP"], 4)}
+                   for k, v in (metrics.get("results") or {}).items()}
+    out["image"] = {k: {"psnr": round(v["psnr"], 2), "ssim": round(v["ssim"], 4)}
+                    for k, v in (metrics.get("image_metrics") or {}).items()}
+    return out
+
+
+def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = None, which: str | None = None,
+               onnx: bool = True, dataset_terms: str | None = None) -> Path:
+    """Write the bundle of a GCR run; returns the bundle folder."""
+    from anonymizer.bundle import write_bundle
+    from anonymizer.crypto import KEY_ENV, key_id, load_key, write_key
+    from anonymizer.networks import build_generator
+    from reid.models import build_reid_model
+
+    from .checkpoint import load_checkpoint
+
+    run, out = Path(run), Path(out)
+    folder, state, metrics = _read_run(run, which)
+    info = state["gcr"]
+    ckpt = load_checkpoint(folder)
+
+    if key_file is not None:
+        key_path = Path(key_file).resolve()
+        if out.resolve() in key_path.parents:
+            raise ValueError(f"refusing to keep the recovery key inside the bundle folder ({key_path})")
+        if key_path.is_file():
+            key = load_key(key_path)
+        else:
+            key = write_key(key_path)
+            log.info("created a new recovery key %s (id %s): store it apart from the bundle", key_path, key_id(key))
+    else:
+        key = load_key(None, KEY_ENV)
+
+    g = build_generator(info["generator_spec"])
+    g.load_state_dict(ckpt.module_state("G"))
+    g_r = build_generator(info["generator_spec"])
+    g_r.load_state_dict(ckpt.module_state("G_R"))
+    reid = info["reid"]
+    c = build_reid_model(num_classes=int(reid["num_train_classes"]), pretrain_choice="none", **reid["config"])
+    c.load_state_dict(ckpt.module_state("model"))
+    for net in (g, g_r, c):
+        net.eval()
+
+    cfg_path = run / "config.yaml"
+    run_cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+    dataset = {
+        "name": (metrics.get("dataset") or (run_cfg.get("DATASETS", {}) or {}).get("NAMES")),
+        "split_seed": (run_cfg.get("DATASETS", {}) or {}).get("SPLIT_SEED"),
+        "trained_on": "training identities only (test identities never seen)",
+        "terms": dataset_terms or "see the dataset's licence; research-only datasets: research use only",
+    }
+    training = {
+        "run": str(run.resolve()), "checkpoint": folder.name, "epoch": state.get("epoch"),
+        "selected_by": info.get("selected_by"), "upgrades": metrics.get("upgrades", []),
+        "frozen_supervision": state.get("frozen_supervision", False),
+        "epochs": metrics.get("epochs"), "wall_seconds": metrics.get("wall_seconds"),
+        "config": {k: run_cfg.get("MODEL", {}).get(k) for k in ("MODE", "NAME", "NETG", "NGF", "NDF", "NORM",
+                                                                "OUTPUT_MODE", "LAMBDA_L1", "LAMBDA_REC",
+                                                                "VAL_R1", "PSNR", "SSIM")},
+    }
+    path = write_bundle(
+        out, g=g, c=c, g_r=g_r, generator_spec=info["generator_spec"], key=key, onnx=onnx,
+        reid_meta={"name": reid["name"], "embed_dim": int(reid["embed_dim"]), "config": reid["config"]},
+        input_meta=info["input"], desensitization=info["desensitization"], dataset=dataset,
+        metrics=_bundle_metrics(metrics), training=training)
+    log.info("wrote bundle %s (key id %s)", path, key_id(key))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.export", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="a GCR training run's OUTPUT_DIR")
+    ap.add_argument("--out", required=True, help="bundle folder to write")
+    ap.add_argument("--key-file", default=None, help="recovery key (created when missing; default: $PRIVREID_RECOVERY_KEY)")
+    ap.add_argument("--checkpoint", default=None, help="best | last | epoch_N (default: the run's kept model)")
+    ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX files (torch backend only)")
+    ap.add_argument("--dataset-terms", default=None, help="licence / terms line for bundle.yaml")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from anonymizer.crypto import RecoveryKeyError
+
+    try:
+        path = export_run(args.run, args.out, args.key_file, args.checkpoint, not args.no_onnx, args.dataset_terms)
+    except (FileNotFoundError, ValueError, RecoveryKeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"bundle written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Supervision upgradation (METHOD.md): the pure decision rule, separate from any training code.
+
+Why a separate, pure module: the rule decides when the supervision of the anonymizer changes, which
+is the main lever of the full model. Keeping it free of tensors lets tests drive it with
+constructed metric sequences and lets ``upgrades.json`` replay every decision.
+
+The rule, evaluated after each validation (every MODEL.VAL_PERIOD epochs on a ``*_val`` split):
+
+1. *Anonymous enough*: PSNR(O, P) < PSNR(O, M) + ε_psnr and SSIM(O, P) < SSIM(O, M) + ε_ssim,
+   where M is always the hand-made desensitization of the validation images (never an upgraded
+   supervision, so the privacy bar cannot drift upwards across upgrades).
+2. *Save best*: anonymous enough and validation rank-1 (raw query vs protected gallery) is the best
+   among anonymous-enough validations so far → the current encoder becomes the saved best.
+3. *Upgrade*: anonymous enough and rank-1 > ε_r1 (MODEL.VAL_R1) and rank-1 > the rank-1 of the
+   previous upgrade → the saved best encoder is frozen and supervises from then on
+   (M := G_frozen(O) in the L1 term and in D1's real pair). It can ratchet up several times.
+
+All comparisons are strict, as in the paper's code.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ValidationMetrics:
+    """One validation: rank-1 in %, image metrics of (O, M) and (O, P) [and (O, R)]."""
+
+    epoch: int
+    rank1: float
+    psnr_om: float
+    ssim_om: float
+    psnr_op: float
+    ssim_op: float
+    psnr_or: float | None = None
+    ssim_or: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    anonymous: bool
+    save_best: bool
+    upgrade: bool
+    reason: str
+
+
+def is_anonymous_enough(m: ValidationMetrics, eps_psnr: float, eps_ssim: float) -> bool:
+    """P no more similar to O than M is, up to ε (PSNR in dB, SSIM absolute)."""
+    return m.psnr_op < m.psnr_om + eps_psnr and m.ssim_op < m.ssim_om + eps_ssim
+
+
+@dataclass
+class SupervisionUpgrader:
+    """Stateful application of the rule; ``history`` and ``upgrades`` feed upgrades.json."""
+
+    val_r1: float
+    eps_psnr: float
+    eps_ssim: float
+    best_rank1: float = -math.inf
+    best_epoch: int | None = None
+    last_upgrade_rank1: float = -math.inf
+    history: list[dict[str, Any]] = field(default_factory=list)
+    upgrades: list[dict[str, Any]] = field(default_factory=list)
+
+    def step(self, m: ValidationMetrics) -> Decision:
+        anonymous = is_anonymous_enough(m, self.eps_psnr, self.eps_ssim)
+        save_best = anonymous and m.rank1 > self.best_rank1
+        if save_best:
+            self.best_rank1, self.best_epoch = m.rank1, m.epoch
+        upgrade = anonymous and m.rank1 > self.val_r1 and m.rank1 > self.last_upgrade_rank1
+        if not anonymous:
+            reason = (f"not anonymous enough: PSNR(O,P) {m.psnr_op:.2f} vs PSNR(O,M)+ε {m.psnr_om + self.eps_psnr:.2f}, "
+                      f"SSIM(O,P) {m.ssim_op:.3f} vs SSIM(O,M)+ε {m.ssim_om + self.eps_ssim:.3f}")
+        elif upgrade:
+            reason = (f"upgrade: rank-1 {m.rank1:.2f} > ε_r1 {self.val_r1:.2f} and > previous upgrade "
+                      f"{self.last_upgrade_rank1:.2f}; freezing the encoder of epoch {self.best_epoch}")
+        elif m.rank1 <= self.val_r1:
+            reason = f"anonymous, but rank-1 {m.rank1:.2f} ≤ ε_r1 {self.val_r1:.2f}"
+        else:
+            reason = f"anonymous, but rank-1 {m.rank1:.2f} ≤ previous upgrade {self.last_upgrade_rank1:.2f}"
+        decision = Decision(anonymous, save_best, upgrade, reason)
+        if upgrade:
+            self.last_upgrade_rank1 = m.rank1
+            self.upgrades.append({**asdict(m), "encoder_epoch": self.best_epoch, "number": len(self.upgrades) + 1})
+        self.history.append({**asdict(m), **asdict(decision)})
+        return decision
+
+    @property
+    def upgraded(self) -> bool:
+        return bool(self.upgrades)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": "METHOD.md supervision upgradation (training/upgradation.py)",
+            "val_r1": self.val_r1, "eps_psnr": self.eps_psnr, "eps_ssim": self.eps_ssim,
+            "best_epoch": self.best_epoch,
+            "best_rank1": None if math.isinf(self.best_rank1) else self.best_rank1,
+            "upgrades": self.upgrades,
+            "validations": self.history,
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2))
