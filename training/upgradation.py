@@ -76,12 +76,16 @@ class SupervisionUpgrader:
             reason = (f"not anonymous enough: PSNR(O,P) {m.psnr_op:.2f} vs PSNR(O,M)+ε {m.psnr_om + self.eps_psnr:.2f}, "
                       f"SSIM(O,P) {m.ssim_op:.3f} vs SSIM(O,M)+ε {m.ssim_om + self.eps_ssim:.3f}")
         elif upgrade:
-            reason = (f"upgrade: rank-1 {m.rank1:.2f} > ε_r1 {self.val_r1:.2f} and > previous upgrade "
-                      f"{self.last_upgrade_rank1:.2f}; freezing the encoder of epoch {self.best_epoch}")
+            prev = ("no previous upgrade" if math.isinf(self.last_upgrade_rank1)
+                    else f"> previous upgrade {self.last_upgrade_rank1:.4f}")
+            reason = (f"upgrade: rank-1 {m.rank1:.4f} > ε_r1 {self.val_r1:.4f}, {prev}; "
+                      f"freezing the encoder of epoch {self.best_epoch}")
+        elif math.isinf(self.val_r1):
+            reason = "anonymous enough (upgradation off: model selection only)"
         elif m.rank1 <= self.val_r1:
-            reason = f"anonymous, but rank-1 {m.rank1:.2f} ≤ ε_r1 {self.val_r1:.2f}"
+            reason = f"anonymous, but rank-1 {m.rank1:.4f} ≤ ε_r1 {self.val_r1:.4f}"
         else:
-            reason = f"anonymous, but rank-1 {m.rank1:.2f} ≤ previous upgrade {self.last_upgrade_rank1:.2f}"
+            reason = f"anonymous, but rank-1 {m.rank1:.4f} ≤ previous upgrade {self.last_upgrade_rank1:.4f}"
         decision = Decision(anonymous, save_best, upgrade, reason)
         if upgrade:
             self.last_upgrade_rank1 = m.rank1
