@@ -40,8 +40,7 @@ def _broker_or_skip():
     return EmbeddedBroker
 
 
-@pytest.fixture(scope="module")
-def kafka_broker() -> Iterator[Any]:
+def _running_broker() -> Iterator[Any]:
     EmbeddedBroker = _broker_or_skip()
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its ERROR lines on expected disconnects are noise
     broker = EmbeddedBroker().start()
@@ -51,15 +50,16 @@ def kafka_broker() -> Iterator[Any]:
         broker.close()
 
 
+@pytest.fixture(scope="module")
+def kafka_broker() -> Iterator[Any]:
+    """One broker shared by a test module."""
+    yield from _running_broker()
+
+
 @pytest.fixture
 def restartable_broker() -> Iterator[Any]:
-    EmbeddedBroker = _broker_or_skip()
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    broker = EmbeddedBroker().start()
-    try:
-        yield broker
-    finally:
-        broker.close()
+    """A broker of the test's own, which the test may kill and restart."""
+    yield from _running_broker()
 
 
 @pytest.fixture

@@ -39,6 +39,13 @@ def _masks(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return same & ~eye, ~same
 
 
+def _pairs(feat: torch.Tensor, target: torch.Tensor):
+    """Distances, positive/negative masks, and the anchors that have both (the others are skipped)."""
+    dist = euclidean_dist(feat.float(), feat.float())
+    pos, neg = _masks(target)
+    return dist, pos, neg, pos.any(1) & neg.any(1)
+
+
 class TripletLoss(nn.Module):
     """Batch-hard triplet (Hermans et al. 2017): hardest positive vs hardest negative per anchor.
 
@@ -51,9 +58,7 @@ class TripletLoss(nn.Module):
         self.margin = margin
 
     def forward(self, feat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        dist = euclidean_dist(feat.float(), feat.float())
-        pos, neg = _masks(target)
-        valid = pos.any(1) & neg.any(1)
+        dist, pos, neg, valid = _pairs(feat, target)
         if not valid.any():
             return feat.sum() * 0.0
         d_ap = dist.masked_fill(~pos, float("-inf")).max(1).values[valid]
@@ -79,9 +84,7 @@ class WeightedRegularizedTriplet(nn.Module):
     """
 
     def forward(self, feat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        dist = euclidean_dist(feat.float(), feat.float())
-        pos, neg = _masks(target)
-        valid = pos.any(1) & neg.any(1)
+        dist, pos, neg, valid = _pairs(feat, target)
         if not valid.any():
             return feat.sum() * 0.0
         far_pos = (dist * _softmax_weights(dist, pos)).sum(1)
