@@ -221,6 +221,8 @@ class MatchingService:
                         log.warning("[%s] %s (%d in a row); retrying", self.name,
                                     f"Kafka error: {exc!r}" if _is_kafka_error(exc) else f"error: {exc!r}", errors,
                                     exc_info=not _is_kafka_error(exc))
+                    if errors == 1 and _is_kafka_error(exc):
+                        self._reverify_logs()
                     self._stop.wait(1.0)
                     continue
                 now = time.monotonic()
@@ -266,6 +268,24 @@ class MatchingService:
         cluster = getattr(self._consumer, "_cluster", None)
         topic_id = cluster.topic_id(self.topic) if cluster is not None and hasattr(cluster, "topic_id") else None
         return str(topic_id) if topic_id is not None else None
+
+    def _reverify_logs(self) -> None:
+        """After a Kafka error the broker may have come back as another log (an in-memory broker
+        restarted empty, a topic re-created) whose topic id need not differ, and our fetch position
+        may then point into the middle of it. Re-read each partition's last processed record and
+        compare its hash before going on (:meth:`_verify_log`): same log -> continue where we were;
+        a shorter log -> the consumer falls back to its start; another record -> read from the start."""
+        with self._lock:
+            for tp, part in self._parts.items():
+                if not part.ready or part.verify is not None or part.next_offset <= 0 or not part.last_hash:
+                    continue
+                try:
+                    self._consumer.seek(tp, part.next_offset - 1)
+                except Exception:  # no longer assigned: the rebalance sets it up again
+                    continue
+                part.verify = (part.next_offset - 1, part.last_hash)
+                log.info("[%s] partition %d: checking after the Kafka error that offset %d is still the record we "
+                         "processed", self.name, tp.partition, part.next_offset - 1)
 
     def _check_topic_identity(self, batch: dict) -> None:
         """A topic deleted and re-created under the same name (or an in-memory broker restarted)
@@ -468,10 +488,20 @@ class MatchingService:
                 last = None
                 for rec in batch[tp]:
                     self.summary["consumed"] += 1
-                    if part.verify is not None and not self._verify_log(tp, part, rec):
-                        break
-                    if rec.offset < part.next_offset:
-                        continue  # already in the gallery (read again after a seek)
+                    if part.verify is not None:
+                        if not self._verify_log(tp, part, rec):
+                            break
+                        if rec.offset < part.next_offset:
+                            continue  # the verified record itself: already in the gallery
+                    elif rec.offset < part.next_offset:
+                        # We never seek below next_offset without a verification, so the consumer
+                        # reset its position (offset out of range): the log is shorter than what we
+                        # read, i.e. truncated or re-created. Read it from here; frame indexes drop
+                        # the observations the gallery already holds.
+                        log.warning("[%s] partition %d went back from offset %d to %d (log truncated or topic "
+                                    "re-created): reading it from there", self.name, tp.partition,
+                                    part.next_offset, rec.offset)
+                        part.next_offset, part.replay_until = rec.offset, -1
                     silent = rec.offset < part.replay_until
                     if catching_up and not silent:
                         self._consumer.seek(tp, part.next_offset)  # read it again once all have caught up
@@ -491,7 +521,7 @@ class MatchingService:
         return n
 
     def _verify_log(self, tp, part: _Partition, rec) -> bool:
-        """First record after a set-up from a snapshot: is this the log the snapshot was taken on?
+        """First record after a set-up from a snapshot, or after a Kafka error: is this still our log?
 
         Returns ``False`` when the rest of the batch must be dropped (we seek to the log's start).
         """
@@ -503,8 +533,8 @@ class MatchingService:
             return True  # same log: this record is already in the gallery and is skipped below
         # A different log: the topic was re-created, or an in-memory broker restarted. Keep the
         # tracks and read the new log from its start; frame indexes still drop known observations.
-        log.warning("[%s] partition %d is not the log our snapshot was taken on (topic re-created?): reading it "
-                    "from its start", self.name, tp.partition)
+        log.warning("[%s] partition %d is not the log we were reading (topic re-created, or an in-memory broker "
+                    "restarted?): reading it from its start", self.name, tp.partition)
         part.replay_until = -1
         if rec.offset < offset:
             part.next_offset = rec.offset  # the consumer already fell back to the log's start
@@ -651,10 +681,21 @@ class MatchingService:
             parts = [tp for tp, p in self._parts.items() if p.ready]
             if not parts or self._pending_setup:
                 return False
-        # The high watermark of the last fetch response (a broker's ListOffsets answer can lag it).
+        # The high watermark of the last fetch response (a broker's ListOffsets answer can lag it),
+        # and the broker's log end now: after a reconnection the last fetch response may be from
+        # before the broker restarted, and would declare us idle before anything was read.
         ends = {tp: self._consumer.highwater(tp) for tp in parts}
         if any(end is None for end in ends.values()):
             return False
+        try:
+            listed = {tp: int(end or 0) for tp, end in self._consumer.end_offsets(parts, timeout_ms=2000).items()}
+        except Exception:  # broker unreachable: we cannot know, so we are not idle
+            return False
+        with self._lock:
+            if any(tp in self._parts and self._parts[tp].verify is not None and listed.get(tp, 0) > 0
+                   for tp in parts):
+                return False  # a log check is pending and the log is not empty: not read yet
+        ends = {tp: max(end, listed.get(tp, 0)) for tp, end in ends.items()}
         with self._lock:
             return all(tp in self._parts and self._parts[tp].next_offset >= ends[tp] for tp in parts)
 

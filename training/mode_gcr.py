@@ -182,6 +182,45 @@ def train_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, batch, de
     return parts
 
 
+def warm_up_generators(cfg, nets: GCRNets, space: ImageSpace, loader, device, iters: int) -> dict[str, float]:
+    """Train G and G_R alone on the two L1 terms for ``iters`` iterations (MODEL.G_WARMUP_ITERS).
+
+    Why: jointly from scratch, C first sees P far from M and chases a moving target while G is
+    pulled by the Re-ID gradient before it has learned M; a short CPU run never recovers from
+    that. After this stage P ≈ M and R ≈ O, so the joint stage starts where Base starts, and what
+    it adds (identity cues in P within the privacy bound) is what the method contributes.
+    The optimizer is a fresh Adam at SOLVER.BASE_LR, not the joint one (whose warm-up and state
+    belong to the joint stage).
+    """
+    opt = torch.optim.Adam(list(nets.G.parameters()) + list(nets.G_R.parameters()),
+                           lr=float(cfg.SOLVER.BASE_LR), betas=(float(cfg.SOLVER.BETA1), 0.999))
+    nets.G.train()
+    nets.G_R.train()
+    done, sums = 0, {"G_l1": 0.0, "R_l1": 0.0}
+    bar = tqdm(total=iters, desc="G/G_R warm-up", leave=False, mininterval=5.0, disable=None)
+    while done < iters:
+        for batch in loader:
+            if done >= iters:
+                break
+            O = space.to_gan(batch["raw"].to(device, non_blocking=True))
+            M = space.to_gan(batch["desensitized"].to(device, non_blocking=True))
+            P = nets.G(O)
+            loss_l1 = F.l1_loss(P, M) * float(cfg.MODEL.LAMBDA_L1)
+            loss_rec = F.l1_loss(nets.G_R(P), O) * float(cfg.MODEL.LAMBDA_REC)
+            opt.zero_grad(set_to_none=True)
+            (loss_l1 + loss_rec).backward()
+            opt.step()
+            done += 1
+            bar.update(1)
+            if done > iters - 50:  # report the end of the stage, not its start
+                sums["G_l1"] += float(loss_l1.detach())
+                sums["R_l1"] += float(loss_rec.detach())
+    bar.close()
+    avg = {k: round(v / min(iters, 50), 4) for k, v in sums.items()}
+    log.info("G/G_R warm-up: %d iterations, last 50: G_l1 %.3f R_l1 %.3f", iters, avg["G_l1"], avg["R_l1"])
+    return avg
+
+
 # ------------------------------------------------------------------------------ evaluation
 @torch.no_grad()
 def image_metrics(nets: GCRNets, space: ImageSpace, loader, device, max_batches: int = 0,
@@ -362,6 +401,11 @@ def train(cfg, ctx=None) -> dict[str, Any]:
 
     epochs = int(cfg.SOLVER.MAX_EPOCHS)
     space = _space(cfg, device)
+    if start_epoch == 0 and int(cfg.MODEL.G_WARMUP_ITERS) > 0:
+        t0 = time.time()
+        avg = warm_up_generators(cfg, nets, space, loaders["train"], device, int(cfg.MODEL.G_WARMUP_ITERS))
+        history.append({"epoch": 0, "g_warmup": avg, "iterations": int(cfg.MODEL.G_WARMUP_ITERS),
+                        "seconds": round(time.time() - t0, 1)})
     for epoch in range(start_epoch, epochs):
         for k, o in opts.items():
             if k != "center":
