@@ -49,6 +49,7 @@ from anonymizer.bundle import (
     read_bundle_yaml, unit_batch_to_crops, verify_file,
 )
 from anonymizer.crypto import KEY_ENV, RecoveryKeyError, key_id, load_key, open_sealed
+from anonymizer.sidecar import read_sidecar, sidecar_key
 
 log = logging.getLogger("anonymizer.recover")
 AUDIT_ENV = "PRIVREID_AUDIT_LOG"
@@ -201,7 +202,7 @@ def recover_video(recovery: Recovery, video: Path, by_frame: dict[int, list[dict
                 x1, y1, x2, y2 = rect
                 src = frame[y1:y2, x1:x2]
                 if sidecar is not None:
-                    recs = sidecar.get((index, str(obs.get("track_id"))), {})
+                    recs = sidecar.get(sidecar_key(index, obs["_rect"]), {})
                     if "native" in recs:
                         src = recs["native"].crop
                         stats["from_sidecar"] += 1
@@ -281,7 +282,6 @@ def main(argv: Iterable[str] | None = None) -> int:
     by_frame = read_observations(observations, tracks)
     sidecar = None
     if args.sidecar:
-        from anonymizer.sidecar import read_sidecar
         sidecar = read_sidecar(args.sidecar)
         log.info("sidecar %s: %d protected crops", args.sidecar, len(sidecar))
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -94,9 +94,18 @@ def iter_sidecar(path: str | Path) -> Iterator[SidecarRecord]:
             yield SidecarRecord(header["frame_index"], header["track_id"], header["region"], header["kind"], crop)
 
 
-def read_sidecar(path: str | Path) -> dict[tuple[int, str], dict[str, SidecarRecord]]:
-    """Index ``(frame_index, str(track_id)) → {kind: record}`` (last write wins)."""
-    index: dict[tuple[int, str], dict[str, SidecarRecord]] = {}
+SidecarKey = tuple[int, tuple[int, int, int, int]]
+
+
+def sidecar_key(frame_index: int, region: Sequence[float]) -> SidecarKey:
+    """Records are found by (frame, region), not (frame, track id): regions do not overlap within a
+    frame once redacted, while every untracked detection shares track id -1."""
+    return int(frame_index), tuple(int(round(float(v))) for v in region[:4])  # type: ignore[return-value]
+
+
+def read_sidecar(path: str | Path) -> dict[SidecarKey, dict[str, SidecarRecord]]:
+    """Index ``sidecar_key(frame_index, region) → {kind: record}`` (last write wins)."""
+    index: dict[SidecarKey, dict[str, SidecarRecord]] = {}
     for rec in iter_sidecar(path):
-        index.setdefault((int(rec.frame_index), str(rec.track_id)), {})[rec.kind] = rec
+        index.setdefault(sidecar_key(rec.frame_index, rec.region), {})[rec.kind] = rec
     return index

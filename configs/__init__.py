@@ -94,11 +94,32 @@ def merge_file(cfg: CfgNode, path: str | Path) -> CfgNode:
             _check_key(cfg, key)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
+    for key in _known_keys(loaded):
+        _coerce_scalar(_lookup(cfg, key), loaded, key)
     try:
         cfg.merge_from_other_cfg(loaded)
     except (ValueError, AssertionError, KeyError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     return cfg
+
+
+def _coerce_scalar(default, loaded: CfgNode, key: str) -> None:
+    """yacs decodes the YAML string ``'0'`` to the int 0, so a run's own ``config.yaml``
+    (``MODEL.DEVICE_ID: '0'``) could not be read back; and ``75`` where a float is expected is
+    ``75.0``. Only these two unambiguous widenings: anything else stays a type error."""
+    *parents, leaf = key.split(".")
+    node = loaded
+    for part in parents:
+        node = node[part]
+    value = node[leaf]
+    if isinstance(default, str):
+        # yacs literal-evaluates strings while merging ('0' -> 0): quote what would not stay a string
+        if isinstance(value, str) and not isinstance(_parse_value(value), str):
+            node[leaf] = repr(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            node[leaf] = repr(str(value))
+    elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        node[leaf] = float(value)
 
 
 def build_config(defaults: CfgNode, config_file: str | Path | None = None,

@@ -132,3 +132,14 @@ def test_cuhk01_standard_protocol() -> None:
     carved = load_dataset(root, "cuhk01", val_fraction=0.2, split_seed=0)
     assert carved.num_train_pids == 388 and {p for _, p, _ in carved.query} == test_ids
     assert {c for _, _, c in carved.val_query} == {0} and len(carved.val_query) == 97 * 2
+
+
+def test_cuhk01_val_is_the_carved_split_even_without_a_validation_fraction() -> None:
+    """``cuhk01_val`` (upgradation on) must train and validate on exactly the identities of
+    ``cuhk01`` with validation carved, whatever DATASETS.VAL_FRACTION says."""
+    root = shared_path("cuhk01").parent
+    carved = load_dataset(root, "cuhk01", val_fraction=0.2, split_seed=0)
+    for frac in (0, 0.2):
+        val = load_dataset(root, "cuhk01_val", val_fraction=frac, split_seed=0)
+        assert val.train == carved.train and val.val_query == carved.val_query
+        assert val.val_gallery == carved.val_gallery and val.query == carved.query

@@ -60,8 +60,10 @@ def test_gcr_smoke_run_exports_a_working_bundle(tmp_path):
         "DATASETS.ROOT_DIR", str(data_root), "DATALOADER.NUM_WORKERS", "0",
         "SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_EPOCHS", "2", "SOLVER.MAX_ITERS_PER_EPOCH", "2",
         "SOLVER.WARMUP_EPOCHS", "0", "SOLVER.CPU_THREADS", "2", "TEST.IMS_PER_BATCH", "16",
-        "OUTPUT_DIR", str(run)])
+        "MODEL.G_WARMUP_ITERS", "3", "OUTPUT_DIR", str(run)])
     engine.train(cfg)
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert history[0]["epoch"] == 0 and history[0]["iterations"] == 3 and "G_l1" in history[0]["g_warmup"]
 
     # the rule fired (forced by the constructed ε values) and the timeline says so
     upgrades = json.loads((run / "upgrades.json").read_text())
@@ -100,3 +102,32 @@ def test_reid_gradient_scaling_keeps_the_forward_value():
     (y * 2).sum().backward()
     assert torch.allclose(x.grad, torch.full_like(x, 0.2))
     assert scale_grad(x, 1.0) is x
+
+
+def test_generator_warm_up_fits_m_and_leaves_c_alone():
+    """MODEL.G_WARMUP_ITERS trains only G and G_R, towards M and O."""
+    import torch
+
+    from training.config import load_config
+    from training.mode_gcr import GCRNets, _space, warm_up_generators
+
+    torch.manual_seed(0)
+    cfg = load_config(None, ["MODEL.MODE", "GCR", "MODEL.DEVICE", "cpu", "MODEL.NAME", "shufflenetv2_x0_5",
+                             "MODEL.PRETRAIN_CHOICE", "none", "MODEL.NETG", "unet_256", "MODEL.NGF", "8",
+                             "INPUT.IMG_SIZE", "[64, 32]", "SOLVER.BASE_LR", "0.002"])
+    nets = GCRNets(cfg, num_classes=4)
+    space = _space(cfg, torch.device("cpu"))
+    raw = torch.randn(8, 3, 64, 32) * 0.5
+    desens = torch.nn.functional.avg_pool2d(raw, 5, stride=1, padding=2)  # a blur-like M
+    batch = {"raw": raw, "desensitized": desens}
+    c_before = {k: v.clone() for k, v in nets.C.state_dict().items()}
+
+    def l1_to_m() -> float:
+        nets.G.eval()
+        with torch.no_grad():
+            return float((nets.G(space.to_gan(raw)) - space.to_gan(desens)).abs().mean())
+
+    start = l1_to_m()
+    warm_up_generators(cfg, nets, space, [batch], torch.device("cpu"), iters=40)
+    assert l1_to_m() < 0.5 * start
+    assert all(torch.equal(v, c_before[k]) for k, v in nets.C.state_dict().items())

@@ -11,7 +11,7 @@ import pytest
 from anonymizer import load_recovery
 from anonymizer.crypto import RecoveryKeyError, open_sealed, seal, write_key
 from anonymizer.recover import main as recover_main
-from anonymizer.sidecar import SidecarWriter, read_sidecar
+from anonymizer.sidecar import SidecarWriter, read_sidecar, sidecar_key
 from tests.test_bundle import make_tiny_bundle
 
 W, H, N_FRAMES = 160, 120, 6
@@ -130,9 +130,14 @@ def test_sidecar_roundtrip_is_lossless(tmp_path):
     with SidecarWriter(path) as w:
         for i, c in enumerate(crops):
             w.write(i, 5, [0, 0, 20, 40], c, kind="native")
+        # two untracked regions (track id -1) in one frame must not overwrite each other
+        w.write(7, -1, [0, 0, 20, 40], crops[0], kind="region")
+        w.write(7, -1, [30, 0, 50, 40], crops[1], kind="region")
     with open(path, "ab") as fh:                        # a torn last record is ignored
         fh.write(b"\x10\x00")
     idx = read_sidecar(path)
-    assert len(idx) == 3
+    assert len(idx) == 5
     for i, c in enumerate(crops):
-        np.testing.assert_array_equal(idx[(i, "5")]["native"].crop, c)
+        np.testing.assert_array_equal(idx[sidecar_key(i, [0, 0, 20, 40])]["native"].crop, c)
+    np.testing.assert_array_equal(idx[sidecar_key(7, [0.2, 0, 20, 40])]["region"].crop, crops[0])
+    np.testing.assert_array_equal(idx[sidecar_key(7, [30, 0, 50, 40])]["region"].crop, crops[1])

@@ -85,3 +85,16 @@ def test_print_config(capsys) -> None:
     assert main(["--config_file", CPU, "--print-config", "SOLVER.MAX_EPOCHS", "3"]) == 0
     out = capsys.readouterr().out
     assert "MAX_EPOCHS: 3" in out and "shufflenetv2_x0_5" in out
+
+
+def test_a_runs_own_config_yaml_loads_back(tmp_path) -> None:
+    """The ``config.yaml`` a run writes must rebuild the same config (evaluation and export read it):
+    yacs would otherwise decode ``DEVICE_ID: '0'`` to an int and refuse it."""
+    cfg = load_config(REPO_ROOT / "configs" / "cuhk01_gcr_cpu.yml", ["MODEL.DEVICE_ID", "('0')", "INPUT.RADIUS", "12"])
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.dump())
+    again = load_config(path)
+    assert again == cfg and again.MODEL.DEVICE_ID == "0" and again.INPUT.RADIUS == 12.0
+    path.write_text("SOLVER:\n  BASE_LR: 'fast'\n")
+    with pytest.raises(ConfigError, match="BASE_LR"):
+        load_config(path)

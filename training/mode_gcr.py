@@ -310,23 +310,10 @@ def _json_default(o):
 
 # ------------------------------------------------------------------------------ data
 def load_gcr_dataset(cfg):
-    """The dataset of DATASETS.NAMES; ``NAME_val`` for a dataset without its own ``_val`` variant
-    (CUHK01) means NAME with validation carved from training exactly as METHOD.md's ``_val``
-    split (first 20 % of sorted training identities; queries per the dataset's rule)."""
-    from .config import dataset_name
-    from .datasets import DatasetError, build_dataset, load_dataset
+    """The dataset of DATASETS.NAMES (``NAME_val`` turns supervision upgradation on)."""
+    from .datasets import build_dataset
 
-    name = dataset_name(cfg)
-    try:
-        return build_dataset(cfg)
-    except DatasetError as exc:
-        if not name.endswith("_val") or "no _val variant" not in str(exc):
-            raise
-        frac = cfg.DATASETS.VAL_FRACTION if cfg.DATASETS.VAL_FRACTION > 0 else 0.2
-        log.info("%s: no separate _val variant; carving validation from training identities (%.0f %%)",
-                 name[:-4], 100 * frac)
-        return load_dataset(cfg.DATASETS.ROOT_DIR, name[:-4], split_seed=cfg.DATASETS.SPLIT_SEED,
-                            val_fraction=frac, cuhk03_type=cfg.DATASETS.CUHK03_TYPE)
+    return build_dataset(cfg)
 
 
 # ------------------------------------------------------------------------------ main loop

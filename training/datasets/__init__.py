@@ -35,6 +35,8 @@ def load_dataset(root: str | Path, name: str, split_seed: int = 0, val_fraction:
                  cuhk03_type: str = "detected") -> ReidDataset:
     """Load ``name`` under ``root`` and make sure it has a validation split (unless ``val_fraction`` is 0)."""
     module = dataset_module(name)
+    if name.endswith("_val") and val_fraction <= 0:
+        val_fraction = 0.2  # a _val dataset without its own split files (CUHK01) always gets METHOD.md's split
     ds = module.load(Path(root).expanduser(), name, split_seed=split_seed, cuhk03_type=cuhk03_type)
     if not ds.has_val and val_fraction > 0:
         rule = getattr(module, "VAL_QUERY_RULE", None)

@@ -73,10 +73,10 @@ VAL_QUERY_RULE = camera_a_to_b
 
 
 def load(root: Path, name: str, split_seed: int = 0, **_) -> ReidDataset:
-    if name.endswith("_val"):
-        raise DatasetError("cuhk01 has no _val variant; validation is carved from its training identities "
-                           "(DATASETS.VAL_FRACTION)")
-    base = root / name
+    """``cuhk01`` and ``cuhk01_val`` read the same folder: CUHK01 has no separate ``_val`` files, so
+    :func:`training.datasets.load_dataset` carves the validation identities from training for both
+    (METHOD.md's rule: the first 20 % of the sorted training identities)."""
+    base = root / (name[:-4] if name.endswith("_val") else name)
     if not base.is_dir():
         raise DatasetError(f"cuhk01: folder {base} does not exist (DATASETS.ROOT_DIR is {root}). "
                            f"Expected layout:\n{LAYOUT}")
