@@ -82,7 +82,7 @@ class GCRNets(nn.Module):
 
     def __init__(self, cfg, num_classes: int) -> None:
         super().__init__()
-        from reid.models import build_reid_model
+        from .engine import build_model
 
         h, w = (int(v) for v in cfg.INPUT.IMG_SIZE)
         self.g_spec = resolve_generator_spec(cfg.MODEL.NETG, cfg.MODEL.NGF, cfg.MODEL.NORM, (h, w))
@@ -90,11 +90,8 @@ class GCRNets(nn.Module):
         self.G_R = build_generator(self.g_spec)
         self.D1 = build_discriminator(cfg.MODEL.NDF, cfg.MODEL.N_LAYERS_D, cfg.MODEL.NORM)
         self.D2 = build_discriminator(cfg.MODEL.NDF, cfg.MODEL.N_LAYERS_D, cfg.MODEL.NORM)
-        self.C = build_reid_model(cfg.MODEL.NAME, num_classes, last_stride=cfg.MODEL.LAST_STRIDE,
-                                  pretrain_choice=cfg.MODEL.PRETRAIN_CHOICE if cfg.MODEL.PRETRAIN_CHOICE != "self" else "none",
-                                  pretrain_path=cfg.MODEL.PRETRAIN_PATH,
-                                  gem=cfg.MODEL.GENERALIZED_MEAN_POOL == "on", neck=cfg.MODEL.NECK,
-                                  neck_feat=cfg.TEST.NECK_FEAT, non_local=cfg.MODEL.NON_LOCAL == "on")
+        # PRETRAIN_CHOICE self starts C from a trained run (e.g. Base, MODE C): PRETRAIN_DIR, EPOCH.
+        self.C = build_model(cfg, num_classes)
         self.frozen_G: nn.Module | None = None
 
     def freeze_encoder(self, state: dict[str, torch.Tensor]) -> None:
