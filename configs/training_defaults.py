@@ -43,6 +43,9 @@ _C.MODEL.VAL_PERIOD = 5              # validate / consider upgrading every N epo
 # --- ours (issue 4, learned anonymizer) ---
 _C.MODEL.REID_GRAD_G = 1.0           # scale of the ReID(C(P)) gradient that reaches G (C itself always gets the
                                      # full loss); 1.0 = METHOD.md. <1 lets short CPU runs reach the L1 target M
+_C.MODEL.FREEZE_C = False            # ours: keep C exactly as loaded (PRETRAIN_CHOICE self, e.g. a Base run; eval
+                                     # mode, no updates): only G learns, through C's Re-ID loss, to make P more
+                                     # matchable than M for that same C. False = METHOD.md (C trained jointly)
 _C.MODEL.G_WARMUP_ITERS = 0          # ours: before the joint training, this many iterations train G and G_R alone
                                      # on 100·|P−M|₁ + 100·|R−O|₁ (no C, no GAN), so that C sees P ≈ M from its
                                      # first step, as Base's C does; 0 = METHOD.md (joint from the start)

@@ -131,3 +131,42 @@ def test_generator_warm_up_fits_m_and_leaves_c_alone():
     warm_up_generators(cfg, nets, space, [batch], torch.device("cpu"), iters=40)
     assert l1_to_m() < 0.5 * start
     assert all(torch.equal(v, c_before[k]) for k, v in nets.C.state_dict().items())
+
+
+def test_frozen_c_trains_g_only_and_needs_a_trained_c(tmp_path):
+    """MODEL.FREEZE_C: one GCR step leaves C (weights and BatchNorm statistics) exactly as loaded,
+    while G moves; asking to freeze an untrained C is refused with the keys to set."""
+    import torch
+
+    from training.checkpoint import save_checkpoint
+    from training.config import load_config
+    from training.engine import build_model
+    from training.losses import ReidLoss
+    from training.mode_gcr import GCRNets, _space, train_step
+
+    torch.manual_seed(0)
+    common = ["MODEL.MODE", "GCR", "MODEL.DEVICE", "cpu", "MODEL.NAME", "shufflenetv2_x0_5",
+              "MODEL.NETG", "unet_256", "MODEL.NGF", "8", "MODEL.NDF", "8", "INPUT.IMG_SIZE", "[64, 32]",
+              "MODEL.FREEZE_C", "True"]
+    with pytest.raises(ValueError, match="PRETRAIN_CHOICE self"):
+        GCRNets(load_config(None, common + ["MODEL.PRETRAIN_CHOICE", "none"]), num_classes=4)
+    base = build_model(load_config(None, common[:-2] + ["MODEL.PRETRAIN_CHOICE", "none"]), 4)
+    save_checkpoint(tmp_path / "base" / "checkpoints" / "best", {"model": base}, {"epoch": 1})
+    cfg = load_config(None, common + ["MODEL.PRETRAIN_CHOICE", "self", "MODEL.PRETRAIN_DIR", str(tmp_path / "base")])
+    nets = GCRNets(cfg, num_classes=4)
+    nets.train()
+    nets.C.eval()
+    reid_loss = ReidLoss(cfg, 4, nets.C.feat_dim)
+    opts = {"G": torch.optim.Adam(list(nets.G.parameters()) + list(nets.G_R.parameters()), lr=1e-3),
+            "D": torch.optim.Adam(list(nets.D1.parameters()) + list(nets.D2.parameters()), lr=1e-3),
+            "C": torch.optim.Adam(nets.C.parameters(), lr=1e-3)}  # present, yet it must not move C
+    assert not any(p.requires_grad for p in nets.C.parameters())
+    c_before = {k: v.clone() for k, v in nets.C.state_dict().items()}
+    g_before = {k: v.clone() for k, v in nets.G.state_dict().items()}
+    raw = torch.randn(8, 3, 64, 32) * 0.5
+    batch = {"raw": raw, "desensitized": raw * 0.5, "pid": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])}
+    parts = train_step(cfg, nets, _space(cfg, torch.device("cpu")), reid_loss, opts, batch, torch.device("cpu"))
+    assert "C_P" in parts and "C_O" not in parts
+    assert all(torch.equal(v, c_before[k]) for k, v in nets.C.state_dict().items())
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in nets.C.state_dict().items())
+    assert any(not torch.equal(v, g_before[k]) for k, v in nets.G.state_dict().items())

@@ -91,7 +91,12 @@ class GCRNets(nn.Module):
         self.D1 = build_discriminator(cfg.MODEL.NDF, cfg.MODEL.N_LAYERS_D, cfg.MODEL.NORM)
         self.D2 = build_discriminator(cfg.MODEL.NDF, cfg.MODEL.N_LAYERS_D, cfg.MODEL.NORM)
         # PRETRAIN_CHOICE self starts C from a trained run (e.g. Base, MODE C): PRETRAIN_DIR, EPOCH.
+        if cfg.MODEL.FREEZE_C and cfg.MODEL.PRETRAIN_CHOICE != "self":
+            raise ValueError("MODEL.FREEZE_C needs a trained C to keep: MODEL.PRETRAIN_CHOICE self and "
+                             "MODEL.PRETRAIN_DIR (e.g. a Base run)")
         self.C = build_model(cfg, num_classes)
+        if cfg.MODEL.FREEZE_C:
+            set_requires_grad([self.C], False)  # gradients still flow through C into G
         self.frozen_G: nn.Module | None = None
 
     def freeze_encoder(self, state: dict[str, torch.Tensor]) -> None:
@@ -142,9 +147,9 @@ def train_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, batch, de
 
     # 2) G, G_R and C together
     opts["G"].zero_grad(set_to_none=True)
-    opts["C"].zero_grad(set_to_none=True)
-    if "center" in opts:
-        opts["center"].zero_grad(set_to_none=True)
+    for name in ("C", "center"):
+        if name in opts:
+            opts[name].zero_grad(set_to_none=True)
     loss_gan = gan_loss(nets.D1(O, P), True) + gan_loss(nets.D2(P, R), True)
     loss_l1 = F.l1_loss(P, M) * float(cfg.MODEL.LAMBDA_L1)
     loss_rec = F.l1_loss(R, O) * float(cfg.MODEL.LAMBDA_REC)
@@ -155,13 +160,15 @@ def train_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, batch, de
     # its BatchNorm statistics are then shared by both kinds, which is what cross-kind matching needs.
     # MODEL.REID_GRAD_G scales only the gradient reaching G through C (forward value unchanged).
     inputs, names = [], []
-    if mode in ("both", "origin"):
+    frozen_c = bool(cfg.MODEL.FREEZE_C)
+    if mode in ("both", "origin") and not frozen_c:  # a frozen C learns nothing from raw images
         inputs.append(raw)
         names.append("O")
     if mode in ("both", "protected"):
         inputs.append(space.to_norm(scale_grad(P, float(cfg.MODEL.REID_GRAD_G))))
         names.append("P")
-    score, feat = nets.C(torch.cat(inputs))
+    batch_in = torch.cat(inputs)
+    score, feat = nets.C.scores_and_features(batch_in) if frozen_c else nets.C(batch_in)
     n = raw.shape[0]
     for i, name in enumerate(names):
         lo, p = reid_loss(score[i * n:(i + 1) * n], feat[i * n:(i + 1) * n], target)
@@ -170,12 +177,18 @@ def train_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, batch, de
     total = loss_gan + loss_l1 + loss_rec + loss_c
     total.backward()
     opts["G"].step()
+    if frozen_c:
+        return _parts(parts, loss_d1, loss_d2, loss_gan, loss_l1, loss_rec, total)
     opts["C"].step()
     if "center" in opts:
         reid_loss.scale_center_grads()
         opts["center"].step()
-    parts.update(D1=float(loss_d1.detach()), D2=float(loss_d2.detach()), G_gan=float(loss_gan.detach()),
-                 G_l1=float(loss_l1.detach()), R_l1=float(loss_rec.detach()), total=float(total.detach()))
+    return _parts(parts, loss_d1, loss_d2, loss_gan, loss_l1, loss_rec, total)
+
+
+def _parts(parts: dict[str, float], d1, d2, gan, l1, rec, total) -> dict[str, float]:
+    parts.update(D1=float(d1.detach()), D2=float(d2.detach()), G_gan=float(gan.detach()), G_l1=float(l1.detach()),
+                 R_l1=float(rec.detach()), total=float(total.detach()))
     return parts
 
 
@@ -323,7 +336,6 @@ def _context(cfg, ctx):
 
 def build_all(cfg, ctx):
     """Dataset, loaders, networks, loss and optimizers of a GCR run."""
-    from .data import build_test_loader, build_train_loader
     from .engine import build_optimizer
     from .losses import ReidLoss
 
@@ -339,14 +351,21 @@ def build_all(cfg, ctx):
         # G and G_R share one Adam (β1 = SOLVER.BETA1), as do D1 and D2; C keeps AGW's β (0.9, 0.999).
         "G": build_optimizer(cfg, nn.ModuleList([nets.G, nets.G_R]), betas=betas),
         "D": build_optimizer(cfg, nn.ModuleList([nets.D1, nets.D2]), betas=betas),
-        "C": build_optimizer(cfg, nets.C),
     }
+    if cfg.MODEL.FREEZE_C:
+        return ds, nets, reid_loss, opts, _loaders(cfg, ds)
+    opts["C"] = build_optimizer(cfg, nets.C)
     if reid_loss.center_parameters():
         opts["center"] = torch.optim.SGD(reid_loss.center_parameters(), lr=float(cfg.SOLVER.CENTER_LR))
-    loaders = {"train": build_train_loader(cfg, ds.train),
-               "test": build_test_loader(cfg, ds.query + ds.gallery),
-               "val": build_test_loader(cfg, ds.val_query + ds.val_gallery) if ds.has_val else None}
-    return ds, nets, reid_loss, opts, loaders
+    return ds, nets, reid_loss, opts, _loaders(cfg, ds)
+
+
+def _loaders(cfg, ds) -> dict[str, Any]:
+    from .data import build_test_loader, build_train_loader
+
+    return {"train": build_train_loader(cfg, ds.train),
+            "test": build_test_loader(cfg, ds.query + ds.gallery),
+            "val": build_test_loader(cfg, ds.val_query + ds.val_gallery) if ds.has_val else None}
 
 
 def train(cfg, ctx=None) -> dict[str, Any]:
@@ -398,6 +417,8 @@ def train(cfg, ctx=None) -> dict[str, Any]:
         if hasattr(loaders["train"].sampler, "set_epoch"):
             loaders["train"].sampler.set_epoch(epoch)
         nets.train()
+        if cfg.MODEL.FREEZE_C:
+            nets.C.eval()  # BatchNorm keeps the loaded statistics: C stays exactly the loaded model
         if nets.frozen_G is not None:
             nets.frozen_G.eval()
         sums: dict[str, float] = {}

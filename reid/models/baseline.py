@@ -34,6 +34,14 @@ class ReidModel(nn.Module):
         if self.classifier is not None:
             init_classifier(self.classifier)
 
+    def scores_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training outputs (identity logits, pre-neck feature) in whatever mode the model is:
+        a frozen C (eval mode, fixed BatchNorm statistics) still gives a Re-ID loss to train G with."""
+        if self.classifier is None:
+            raise RuntimeError("this ReidModel was built with num_classes=0 and has no identity logits")
+        global_feat = self.pool(self.backbone(x)).flatten(1)
+        return self.classifier(self.bottleneck(global_feat)), global_feat
+
     def forward(self, x: torch.Tensor):
         global_feat = self.pool(self.backbone(x)).flatten(1)
         feat = self.bottleneck(global_feat)
