@@ -111,7 +111,9 @@ def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = N
         "epochs": metrics.get("epochs"), "wall_seconds": metrics.get("wall_seconds"),
         "config": {k: run_cfg.get("MODEL", {}).get(k) for k in ("MODE", "NAME", "NETG", "NGF", "NDF", "NORM",
                                                                 "OUTPUT_MODE", "LAMBDA_L1", "LAMBDA_REC",
-                                                                "VAL_R1", "PSNR", "SSIM")},
+                                                                "VAL_R1", "PSNR", "SSIM", "REID_GRAD_G",
+                                                                "G_WARMUP_ITERS", "FREEZE_C", "PRETRAIN_CHOICE",
+                                                                "PRETRAIN_DIR")},
     }
     path = write_bundle(
         out, g=g, c=c, g_r=g_r, generator_spec=info["generator_spec"], key=key, onnx=onnx,
