@@ -510,6 +510,7 @@ def reid_meta_from_cfg(cfg, embed_dim: int) -> dict[str, Any]:
 
 # -------------------------------------------------------------------------------- writing
 def write_bundle(out_dir: str | Path, *, g, c, g_r, generator_spec: dict, reid_meta: dict,
+                 recovery_spec: dict | None = None,
                  input_meta: dict, key: bytes, desensitization: dict, dataset: dict | None = None,
                  metrics: dict | None = None, training: dict | None = None, onnx: bool = True,
                  c_drop_prefixes: Sequence[str] = ("classifier",), extra: dict | None = None) -> Path:
@@ -552,7 +553,8 @@ def write_bundle(out_dir: str | Path, *, g, c, g_r, generator_spec: dict, reid_m
         "generator": {"spec": dict(generator_spec), "io": "RGB on [-1, 1] at input.size_hw, tanh output"},
         "reid": {**reid_meta, "dropped_prefixes": list(c_drop_prefixes)},
         "recovery": {"file": GR_FILE, "cipher": "AES-256-GCM", "key_id": key_id(key),
-                     "bound_to": "sha256 of G.safetensors", "generator": dict(generator_spec)},
+                     "bound_to": "sha256 of G.safetensors",
+                     "generator": dict(recovery_spec if recovery_spec is not None else generator_spec)},
         "desensitization": dict(desensitization),
         "dataset": dict(dataset or {}),
         "metrics": metrics or {},

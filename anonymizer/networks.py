@@ -203,6 +203,7 @@ class GeneratorSpec:
     norm: str
     num_downs: int = 0   # U-Net only (resolved, after capping to the input size)
     n_blocks: int = 0    # ResNet only
+    skip_blur_sigma: float = 0.0  # >0: output = clamp(GaussianBlur_sigma(x) + net(x)) (BlurSkipGenerator)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -251,7 +252,51 @@ def build_generator(spec: GeneratorSpec | dict) -> nn.Module:
     else:
         raise ValueError(f"unknown generator architecture '{spec.arch}'")
     init_weights(net)
+    if spec.skip_blur_sigma > 0:
+        return BlurSkipGenerator(net, spec.skip_blur_sigma)
     return net
+
+
+class GaussianBlur(nn.Module):
+    """Fixed separable Gaussian blur (depthwise, edge-replicating, kernel ±3σ); exports to ONNX as
+    two grouped convolutions. Not learned, and not stored: rebuilt from σ."""
+
+    def __init__(self, sigma: float, channels: int = 3) -> None:
+        super().__init__()
+        radius = max(1, int(math.ceil(3.0 * sigma)))
+        t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        k = torch.exp(-0.5 * (t / float(sigma)) ** 2)
+        k = k / k.sum()
+        self.radius, self.channels = radius, channels
+        self.register_buffer("kh", k.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), persistent=False)
+        self.register_buffer("kw", k.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.radius  # replicate padding works for any image size, unlike reflect
+        y = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), self.kh, groups=self.channels)
+        return F.conv2d(F.pad(y, (r, r, 0, 0), mode="replicate"), self.kw, groups=self.channels)
+
+
+class BlurSkipGenerator(nn.Module):
+    """``P = clamp(blur_σ(O) + net(O), -1, 1)``: a generator that starts as the hand-made blur.
+
+    Ours, not the paper's (MODEL.G_SKIP_BLUR_SIGMA): a small generator cannot draw a wide blur in a
+    short run, so its protected images stay far from M and hurt Re-ID; with the blur as a fixed
+    branch and the network's last layer zero-initialized, P = blur(O) ≈ M from the first step and
+    the network only learns the residual (what G_R needs, what C can use), kept small by |P − M|₁.
+    """
+
+    def __init__(self, net: nn.Module, sigma: float) -> None:
+        super().__init__()
+        self.net = net
+        self.blur = GaussianBlur(sigma)
+        last = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))][-1]
+        nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.blur(x) + self.net(x)).clamp(-1.0, 1.0)
 
 
 def build_discriminator(ndf: int, n_layers: int, norm: str) -> NLayerDiscriminator:

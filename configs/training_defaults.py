@@ -46,6 +46,9 @@ _C.MODEL.REID_GRAD_G = 1.0           # scale of the ReID(C(P)) gradient that rea
 _C.MODEL.FREEZE_C = False            # ours: keep C exactly as loaded (PRETRAIN_CHOICE self, e.g. a Base run; eval
                                      # mode, no updates): only G learns, through C's Re-ID loss, to make P more
                                      # matchable than M for that same C. False = METHOD.md (C trained jointly)
+_C.MODEL.G_SKIP_BLUR_SIGMA = 0.0     # ours: >0 makes G = fixed Gaussian blur (σ in pixels at INPUT.IMG_SIZE) + a
+                                     # network, its last layer zero-initialized, so P = blur(O) ≈ M at the start
+                                     # (anonymizer.networks.BlurSkipGenerator); 0 = METHOD.md's plain U-Net
 _C.MODEL.G_WARMUP_ITERS = 0          # ours: before the joint training, this many iterations train G and G_R alone
                                      # on 100·|P−M|₁ + 100·|R−O|₁ (no C, no GAN), so that C sees P ≈ M from its
                                      # first step, as Base's C does; 0 = METHOD.md (joint from the start)

@@ -17,17 +17,23 @@ REID_CONFIG = {"name": "shufflenetv2_x0_5", "last_stride": 1, "gem": True, "neck
                "neck_feat": "after", "non_local": False}
 
 
-def make_tiny_bundle(out: Path, key_path: Path, onnx: bool = False, seed: int = 0) -> Path:
+def make_tiny_bundle(out: Path, key_path: Path, onnx: bool = False, seed: int = 0,
+                     skip_blur_sigma: float = 0.0) -> Path:
     """A randomly initialised tiny bundle (G/G_R: 8-channel U-Net; C: ShuffleNetV2 0.5×)."""
     from reid.models import build_reid_model
 
     torch.manual_seed(seed)
-    spec = resolve_generator_spec("unet_64", 8, "batch", INPUT_HW).as_dict()
-    g, g_r = build_generator(spec).eval(), build_generator(spec).eval()
+    spec_r = resolve_generator_spec("unet_64", 8, "batch", INPUT_HW).as_dict()
+    spec = dict(spec_r, skip_blur_sigma=skip_blur_sigma)
+    g, g_r = build_generator(spec).eval(), build_generator(spec_r).eval()
+    if skip_blur_sigma:  # give the zero-initialized residual something to add
+        with torch.no_grad():
+            for prm in g.net.parameters():
+                prm.add_(0.05 * torch.randn_like(prm))
     c = build_reid_model(num_classes=5, pretrain_choice="none", **REID_CONFIG).eval()
     key = write_key(key_path)
     return write_bundle(
-        out, g=g, c=c, g_r=g_r, generator_spec=spec, key=key, onnx=onnx,
+        out, g=g, c=c, g_r=g_r, generator_spec=spec, recovery_spec=spec_r, key=key, onnx=onnx,
         reid_meta={"name": REID_CONFIG["name"], "embed_dim": 1024, "config": REID_CONFIG},
         input_meta={"size_hw": list(INPUT_HW), "color": "RGB", "pixel_mean": [0.485, 0.456, 0.406],
                     "pixel_std": [0.229, 0.224, 0.225]},
@@ -137,3 +143,29 @@ def test_fingerprint_depends_on_weights(tmp_path):
     a = load_bundle(make_tiny_bundle(tmp_path / "a", tmp_path / "ka", seed=0))
     b = load_bundle(make_tiny_bundle(tmp_path / "b", tmp_path / "kb", seed=1))
     assert a.fingerprint != b.fingerprint and a.reid_fingerprint != b.reid_fingerprint
+
+
+def test_blur_skip_generator_starts_as_the_blur_and_exports(tmp_path):
+    """MODEL.G_SKIP_BLUR_SIGMA: a fresh G is exactly its fixed blur; a trained one (blur + residual)
+    gives the same protected crops through torch, ONNX Runtime and OpenVINO, and G_R (plain) loads."""
+    from anonymizer import load_recovery
+    from anonymizer.networks import BlurSkipGenerator
+
+    spec = dict(resolve_generator_spec("unet_64", 8, "batch", INPUT_HW).as_dict(), skip_blur_sigma=3.0)
+    g = build_generator(spec).eval()
+    assert isinstance(g, BlurSkipGenerator)
+    x = torch.rand(2, 3, *INPUT_HW) * 2 - 1
+    with torch.no_grad():
+        y = g(x)
+        assert torch.equal(y, g.blur(x).clamp(-1, 1)) and (y - x).abs().mean() > 0.05
+        assert abs(float(g.blur(torch.full_like(x, 0.3)).mean()) - 0.3) < 1e-5  # a normalized kernel
+    path = make_tiny_bundle(tmp_path / "b", tmp_path / "k.key", onnx=True, skip_blur_sigma=3.0)
+    meta = yaml.safe_load((path / "bundle.yaml").read_text())
+    assert meta["generator"]["spec"]["skip_blur_sigma"] == 3.0
+    assert meta["recovery"]["generator"]["skip_blur_sigma"] == 0.0
+    crops = _crops(4, seed=5)
+    ref = load_bundle(path).protect(crops)
+    for backend in ("onnxruntime", "openvino"):
+        other = load_bundle(path, backend=backend).protect(crops)
+        assert max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(ref, other)) <= 2
+    assert load_recovery(path, tmp_path / "k.key").recover(ref)[0].shape == crops[0].shape

@@ -60,7 +60,7 @@ def test_gcr_smoke_run_exports_a_working_bundle(tmp_path):
         "DATASETS.ROOT_DIR", str(data_root), "DATALOADER.NUM_WORKERS", "0",
         "SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_EPOCHS", "2", "SOLVER.MAX_ITERS_PER_EPOCH", "2",
         "SOLVER.WARMUP_EPOCHS", "0", "SOLVER.CPU_THREADS", "2", "TEST.IMS_PER_BATCH", "16",
-        "MODEL.G_WARMUP_ITERS", "3", "OUTPUT_DIR", str(run)])
+        "MODEL.G_WARMUP_ITERS", "3", "MODEL.G_SKIP_BLUR_SIGMA", "1.5", "OUTPUT_DIR", str(run)])
     engine.train(cfg)
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert history[0]["epoch"] == 0 and history[0]["iterations"] == 3 and "G_l1" in history[0]["g_warmup"]
@@ -89,6 +89,7 @@ def test_gcr_smoke_run_exports_a_working_bundle(tmp_path):
     meta = yaml.safe_load((bundle_dir / "bundle.yaml").read_text())
     assert set(meta["metrics"]["image"]) == {"raw_desensitized", "raw_protected", "raw_recovered"}
     assert meta["training"]["upgrades"] and meta["dataset"]["name"] == "folder:cuhk01_small_val"
+    assert meta["generator"]["spec"]["skip_blur_sigma"] == 1.5 and meta["recovery"]["generator"]["skip_blur_sigma"] == 0
 
 
 def test_reid_gradient_scaling_keeps_the_forward_value():

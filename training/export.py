@@ -88,7 +88,8 @@ def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = N
 
     g = build_generator(info["generator_spec"])
     g.load_state_dict(ckpt.module_state("G"))
-    g_r = build_generator(info["generator_spec"])
+    g_r_spec = info.get("recovery_generator_spec", info["generator_spec"])  # older runs: G_R built like G
+    g_r = build_generator(g_r_spec)
     g_r.load_state_dict(ckpt.module_state("G_R"))
     reid = info["reid"]
     c = build_reid_model(num_classes=int(reid["num_train_classes"]), pretrain_choice="none", **reid["config"])
@@ -116,7 +117,7 @@ def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = N
                                                                 "PRETRAIN_DIR")},
     }
     path = write_bundle(
-        out, g=g, c=c, g_r=g_r, generator_spec=info["generator_spec"], key=key, onnx=onnx,
+        out, g=g, c=c, g_r=g_r, generator_spec=info["generator_spec"], recovery_spec=g_r_spec, key=key, onnx=onnx,
         reid_meta={"name": reid["name"], "embed_dim": int(reid["embed_dim"]), "config": reid["config"]},
         input_meta=info["input"], desensitization=info["desensitization"], dataset=dataset,
         metrics=_bundle_metrics(metrics), training=training)

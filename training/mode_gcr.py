@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -86,8 +86,11 @@ class GCRNets(nn.Module):
 
         h, w = (int(v) for v in cfg.INPUT.IMG_SIZE)
         self.g_spec = resolve_generator_spec(cfg.MODEL.NETG, cfg.MODEL.NGF, cfg.MODEL.NORM, (h, w))
+        # G_R is always the plain network; G may carry the fixed blur branch (MODEL.G_SKIP_BLUR_SIGMA).
+        self.g_spec_r = self.g_spec
+        self.g_spec = replace(self.g_spec, skip_blur_sigma=float(cfg.MODEL.G_SKIP_BLUR_SIGMA))
         self.G = build_generator(self.g_spec)
-        self.G_R = build_generator(self.g_spec)
+        self.G_R = build_generator(self.g_spec_r)
         self.D1 = build_discriminator(cfg.MODEL.NDF, cfg.MODEL.N_LAYERS_D, cfg.MODEL.NORM)
         self.D2 = build_discriminator(cfg.MODEL.NDF, cfg.MODEL.N_LAYERS_D, cfg.MODEL.NORM)
         # PRETRAIN_CHOICE self starts C from a trained run (e.g. Base, MODE C): PRETRAIN_DIR, EPOCH.
@@ -539,6 +542,7 @@ def _space(cfg, device) -> ImageSpace:
 
 def _model_info(cfg, nets: GCRNets, num_classes: int, epoch: int, selected_by: str) -> dict[str, Any]:
     return {"epoch": epoch, "selected_by": selected_by, "generator_spec": nets.g_spec.as_dict(),
+            "recovery_generator_spec": nets.g_spec_r.as_dict(),
             "reid": {"name": cfg.MODEL.NAME, "embed_dim": int(nets.C.feat_dim), "config": reid_config(cfg),
                      "num_train_classes": num_classes},
             "input": {"size_hw": [int(v) for v in cfg.INPUT.IMG_SIZE], "color": "RGB",
