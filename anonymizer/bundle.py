@@ -105,12 +105,18 @@ class _Runner:
     """Runs G (on [-1, 1] images) and C (on normalized images) for one backend."""
 
     name = "base"
+    g: Any
+    c: Any
 
-    def run_g(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+    def _run(self, net, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        """Run one of the backend's two networks (``self.g`` or ``self.c``) on a float32 batch."""
         raise NotImplementedError
 
-    def run_c(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
+    def run_g(self, x: np.ndarray) -> np.ndarray:
+        return self._run(self.g, x)
+
+    def run_c(self, x: np.ndarray) -> np.ndarray:
+        return self._run(self.c, x)
 
 
 class _TorchRunner(_Runner):
@@ -130,12 +136,6 @@ class _TorchRunner(_Runner):
             if isinstance(y, (tuple, list)):
                 y = y[0]
             return y.float().cpu().numpy()
-
-    def run_g(self, x: np.ndarray) -> np.ndarray:
-        return self._run(self.g, x)
-
-    def run_c(self, x: np.ndarray) -> np.ndarray:
-        return self._run(self.c, x)
 
 
 class _OnnxRuntimeRunner(_Runner):
@@ -157,12 +157,6 @@ class _OnnxRuntimeRunner(_Runner):
     def _run(sess, x: np.ndarray) -> np.ndarray:
         return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
-    def run_g(self, x: np.ndarray) -> np.ndarray:
-        return self._run(self.g, x)
-
-    def run_c(self, x: np.ndarray) -> np.ndarray:
-        return self._run(self.c, x)
-
 
 class _OpenVinoRunner(_Runner):
     name = "openvino"
@@ -176,11 +170,8 @@ class _OpenVinoRunner(_Runner):
         self.g = core.compile_model(core.read_model(str(g_onnx)), target)
         self.c = core.compile_model(core.read_model(str(c_onnx)), target)
 
-    def run_g(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.g(x)[self.g.output(0)])
-
-    def run_c(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.c(x)[self.c.output(0)])
+    def _run(self, compiled, x: np.ndarray) -> np.ndarray:
+        return np.asarray(compiled(x)[compiled.output(0)])
 
 
 class _TensorRTRunner(_Runner):
@@ -258,12 +249,6 @@ class _TensorRTRunner(_Runner):
             stream.synchronize()
             outs.append(out.cpu().numpy())
         return np.concatenate(outs, axis=0)
-
-    def run_g(self, x: np.ndarray) -> np.ndarray:
-        return self._run(self.g, x)
-
-    def run_c(self, x: np.ndarray) -> np.ndarray:
-        return self._run(self.c, x)
 
 
 # --------------------------------------------------------------------------------- the bundle

@@ -691,13 +691,11 @@ class MatchingService:
             listed = {tp: int(end or 0) for tp, end in self._consumer.end_offsets(parts, timeout_ms=2000).items()}
         except Exception:  # broker unreachable: we cannot know, so we are not idle
             return False
-        with self._lock:
-            if any(tp in self._parts and self._parts[tp].verify is not None and listed.get(tp, 0) > 0
-                   for tp in parts):
-                return False  # a log check is pending and the log is not empty: not read yet
         ends = {tp: max(end, listed.get(tp, 0)) for tp, end in ends.items()}
         with self._lock:
-            return all(tp in self._parts and self._parts[tp].next_offset >= ends[tp] for tp in parts)
+            # A pending log check on a non-empty log means that log has not been read yet.
+            return all(tp in self._parts and self._parts[tp].next_offset >= ends[tp]
+                       and (self._parts[tp].verify is None or listed.get(tp, 0) == 0) for tp in parts)
 
     # ================================================================== snapshots, expiry
 

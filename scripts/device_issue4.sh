@@ -33,6 +33,9 @@ import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
 for name in ("base", "wosu", "full"):
+    if not (out / name / "metrics.json").is_file():
+        print(f"[device_issue4] {name:5s} no metrics.json (see {out / name}.log)")
+        continue
     m = json.loads((out / name / "metrics.json").read_text())
     r1 = " / ".join(f"{100 * m['results'][s]['rank1']:.1f}" for s in
                     ("raw->raw", "raw->protected", "protected->raw", "protected->protected"))

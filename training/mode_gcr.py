@@ -85,10 +85,9 @@ class GCRNets(nn.Module):
         from .engine import build_model
 
         h, w = (int(v) for v in cfg.INPUT.IMG_SIZE)
-        self.g_spec = resolve_generator_spec(cfg.MODEL.NETG, cfg.MODEL.NGF, cfg.MODEL.NORM, (h, w))
         # G_R is always the plain network; G may carry the fixed blur branch (MODEL.G_SKIP_BLUR_SIGMA).
-        self.g_spec_r = self.g_spec
-        self.g_spec = replace(self.g_spec, skip_blur_sigma=float(cfg.MODEL.G_SKIP_BLUR_SIGMA))
+        self.g_spec_r = resolve_generator_spec(cfg.MODEL.NETG, cfg.MODEL.NGF, cfg.MODEL.NORM, (h, w))
+        self.g_spec = replace(self.g_spec_r, skip_blur_sigma=float(cfg.MODEL.G_SKIP_BLUR_SIGMA))
         self.G = build_generator(self.g_spec)
         self.G_R = build_generator(self.g_spec_r)
         self.D1 = build_discriminator(cfg.MODEL.NDF, cfg.MODEL.N_LAYERS_D, cfg.MODEL.NORM)
@@ -180,18 +179,13 @@ def train_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, batch, de
     total = loss_gan + loss_l1 + loss_rec + loss_c
     total.backward()
     opts["G"].step()
-    if frozen_c:
-        return _parts(parts, loss_d1, loss_d2, loss_gan, loss_l1, loss_rec, total)
-    opts["C"].step()
-    if "center" in opts:
-        reid_loss.scale_center_grads()
-        opts["center"].step()
-    return _parts(parts, loss_d1, loss_d2, loss_gan, loss_l1, loss_rec, total)
-
-
-def _parts(parts: dict[str, float], d1, d2, gan, l1, rec, total) -> dict[str, float]:
-    parts.update(D1=float(d1.detach()), D2=float(d2.detach()), G_gan=float(gan.detach()), G_l1=float(l1.detach()),
-                 R_l1=float(rec.detach()), total=float(total.detach()))
+    if not frozen_c:
+        opts["C"].step()
+        if "center" in opts:
+            reid_loss.scale_center_grads()
+            opts["center"].step()
+    parts.update(D1=float(loss_d1.detach()), D2=float(loss_d2.detach()), G_gan=float(loss_gan.detach()),
+                 G_l1=float(loss_l1.detach()), R_l1=float(loss_rec.detach()), total=float(total.detach()))
     return parts
 
 

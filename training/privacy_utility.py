@@ -45,14 +45,13 @@ def plot(points: list[dict[str, Any]], eps_ssim: float, out: Path, title: str) -
     ax.axvline(ssim_om + eps_ssim, color="0.4", ls="--", lw=1)
     ax.text(ssim_om + eps_ssim, 0.02, "  not anonymous enough", transform=ax.get_xaxis_transform(),
             color="0.35", fontsize=8)
-    for p in points:
-        x = p["ssim_op"] if p["ssim_op"] is not None else ssim_om
+    xs = [p["ssim_op"] if p["ssim_op"] is not None else ssim_om for p in points]
+    for p, x in zip(points, xs):
         hand_made = p["ssim_op"] is None
         ax.scatter([x], [100 * p["rank1_raw_protected"]], marker="s" if hand_made else "o", s=40,
                    color="tab:gray" if hand_made else "tab:blue", zorder=3)
         ax.annotate(p["label"], (x, 100 * p["rank1_raw_protected"]), xytext=(4, 3), textcoords="offset points",
                     fontsize=8)
-    xs = [p["ssim_op"] or ssim_om for p in points]
     ax.set_xlim(min(xs + [ssim_om]) - 0.02, max(xs + [ssim_om + eps_ssim]) + 0.03)
     ax.set_xlabel("SSIM(raw, protected)   (lower = more private; squares: hand-made M)")
     ax.set_ylabel("rank-1 raw → protected (%)")
