@@ -40,6 +40,8 @@ _C.MODEL.VAL_R1 = 0.0                # ε_r1: rank-1 as a fraction in [0, 1] (se
 _C.MODEL.PSNR = 1.0                  # ε_psnr (dB)
 _C.MODEL.SSIM = 0.05                 # ε_ssim
 _C.MODEL.VAL_PERIOD = 5              # validate / consider upgrading every N epochs
+_C.MODEL.UPGRADE_MARGIN = 0.0        # ours: freeze an encoder only within (1 - margin)·ε of M (0 = METHOD.md);
+                                     # leaves room for the drift towards O that follows an upgrade
 # --- ours (issue 4, learned anonymizer) ---
 _C.MODEL.REID_GRAD_G = 1.0           # scale of the ReID(C(P)) gradient that reaches G (C itself always gets the
                                      # full loss); 1.0 = METHOD.md. <1 lets short CPU runs reach the L1 target M

@@ -79,6 +79,8 @@ def test_bad_values_are_named() -> None:
         load_config(None, ["SOLVER.IMS_PER_BATCH", "30"])
     with pytest.raises(ConfigError, match="odd"):
         load_config(None, ["MODEL.MODE"])
+    with pytest.raises(ConfigError, match="MODEL.UPGRADE_MARGIN"):
+        load_config(None, ["MODEL.UPGRADE_MARGIN", "1.0"])
 
 
 def test_print_config(capsys) -> None:
@@ -98,3 +100,9 @@ def test_a_runs_own_config_yaml_loads_back(tmp_path) -> None:
     path.write_text("SOLVER:\n  BASE_LR: 'fast'\n")
     with pytest.raises(ConfigError, match="BASE_LR"):
         load_config(path)
+
+
+@pytest.mark.parametrize("value", ["('cuhk01_val')", "(cuhk01_val)", "cuhk01_val"])
+def test_dataset_name_accepts_the_seed_spellings(value: str) -> None:
+    from training.config import dataset_name
+    assert dataset_name(load_config(None, ["DATASETS.NAMES", value])) == "cuhk01_val"

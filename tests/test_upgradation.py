@@ -69,3 +69,34 @@ def test_timeline_is_json_serialisable(tmp_path):
 @pytest.mark.parametrize("rank1,expected", [(40.0001, True), (40.0, False)])
 def test_eps_r1_boundary(rank1, expected):
     assert SupervisionUpgrader(40.0, 1.0, 0.05).step(val(5, rank1)).upgrade is expected
+
+
+def test_every_upgrade_freezes_the_current_encoder():
+    """Rank-1 above ε_r1 and the last upgrade implies the best so far, so no older encoder is frozen."""
+    up = SupervisionUpgrader(val_r1=40.0, eps_psnr=1.0, eps_ssim=0.05)
+    seq = [val(1, 30.0), val(2, 45.0), val(3, 60.0, ssim_op=0.6), val(4, 44.0), val(5, 46.0), val(6, 52.0)]
+    for m in seq:
+        if up.step(m).upgrade:
+            assert up.best_epoch == m.epoch
+    assert [u["encoder_epoch"] for u in up.upgrades] == [2, 5, 6]
+
+
+def test_upgrade_margin_keeps_the_bound_encoder_as_best_but_does_not_freeze_it():
+    # bound: PSNR < 21.0, SSIM < 0.55; with margin 0.4: PSNR < 20.6, SSIM < 0.53
+    up = SupervisionUpgrader(val_r1=40.0, eps_psnr=1.0, eps_ssim=0.05, upgrade_margin=0.4)
+    d = up.step(val(1, 45.0, ssim_op=0.54))          # anonymous, but inside the last 40 % of ε
+    assert d.anonymous and d.save_best and not d.upgrade
+    assert "upgrade margin" in d.reason
+    d = up.step(val(2, 44.0, psnr_op=20.7))           # PSNR alone inside the margin band: no upgrade either
+    assert d.anonymous and not d.upgrade
+    d = up.step(val(3, 46.0, psnr_op=20.5, ssim_op=0.52))
+    assert d.upgrade and up.upgrades[0]["encoder_epoch"] == 3
+    assert json.loads(json.dumps(up.to_json()))["upgrade_margin"] == 0.4
+
+
+def test_zero_margin_is_the_method_rule():
+    a = SupervisionUpgrader(val_r1=40.0, eps_psnr=1.0, eps_ssim=0.05)
+    b = SupervisionUpgrader(val_r1=40.0, eps_psnr=1.0, eps_ssim=0.05, upgrade_margin=0.0)
+    seq = [val(1, 45.0, ssim_op=0.549), val(2, 50.0, psnr_op=20.99), val(3, 55.0, psnr_op=21.0)]
+    assert [a.step(m) for m in seq] == [b.step(m) for m in seq]
+    assert [u["epoch"] for u in a.upgrades] == [1, 2]

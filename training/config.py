@@ -54,6 +54,9 @@ def validate(cfg) -> None:
                           f"DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE}) for the PK sampler")
     if not 0.0 <= cfg.DATASETS.VAL_FRACTION < 1.0:
         raise ConfigError("DATASETS.VAL_FRACTION must be in [0, 1)")
+    if not 0.0 <= cfg.MODEL.UPGRADE_MARGIN < 1.0:
+        raise ConfigError("MODEL.UPGRADE_MARGIN must be in [0, 1): the share of ε an encoder must leave unused "
+                          "to be frozen as the new supervision")
 
 
 def load_config(config_file: str | Path | None = None, overrides: Sequence[str] = ()):
@@ -70,4 +73,5 @@ def dataset_name(cfg) -> str:
         if len(names) != 1:
             raise ConfigError(f"DATASETS.NAMES: one dataset at a time, got {list(names)}")
         names = names[0]
-    return str(names).strip()
+    # a shell-unquoted "('market1501')" arrives as the bare text "(market1501)"
+    return str(names).strip().strip("()").strip().strip("'\"").strip()

@@ -383,12 +383,14 @@ def train(cfg, ctx=None) -> dict[str, Any]:
     log.info("GCR: G/G_R %s (%.2f M parameters each), D1/D2 %.2f M each, C %s %.2f M; %d training identities, "
              "%d iterations/epoch; upgradation %s", nets.g_spec, count_parameters(nets.G) / 1e6,
              count_parameters(nets.D1) / 1e6, cfg.MODEL.NAME, count_parameters(nets.C) / 1e6, num_classes, iters,
-             "ON (ε_r1 %.4f, ε_psnr %.2f dB, ε_ssim %.3f)" % (cfg.MODEL.VAL_R1, cfg.MODEL.PSNR, cfg.MODEL.SSIM)
+             "ON (ε_r1 %.4f, ε_psnr %.2f dB, ε_ssim %.3f, upgrade margin %.2f)"
+             % (cfg.MODEL.VAL_R1, cfg.MODEL.PSNR, cfg.MODEL.SSIM, cfg.MODEL.UPGRADE_MARGIN)
              if upgrade_on else "off (DATASETS.NAMES is not a _val dataset)")
 
     # The rule also selects the model when upgradation is off: it then never upgrades (ε_r1 = ∞).
     upgrader = (SupervisionUpgrader(val_r1=float(cfg.MODEL.VAL_R1) if upgrade_on else math.inf,
-                                    eps_psnr=float(cfg.MODEL.PSNR), eps_ssim=float(cfg.MODEL.SSIM))
+                                    eps_psnr=float(cfg.MODEL.PSNR), eps_ssim=float(cfg.MODEL.SSIM),
+                                    upgrade_margin=float(cfg.MODEL.UPGRADE_MARGIN))
                 if loaders["val"] is not None else None)
     ckpt_dir = out / "checkpoints"
     history = History(out)
