@@ -1,7 +1,7 @@
 """Crops per second of ``protect()`` and ``embed()``: the learned bundle per backend, and the baselines.
 
     python benchmarks/anonymizer_speed.py [--bundle models/demo] [--crops 64] [--repeats 5]
-        [--backends torch,onnxruntime,openvino] [--threads 1] [--device cpu]
+        [--backends torch,onnxruntime,openvino] [--threads 0] [--device cpu]
 
 Why a benchmark of its own: the pipeline's frame rate with the learned anonymizer is bounded by
 ``protect()`` (resize each crop to the bundle's input, G, resize back) and ``embed()`` (C), and the
@@ -61,11 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crops", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--backends", default="torch,onnxruntime,openvino,tensorrt")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the pipeline's default: 1)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads; 0 keeps torch's default (all cores), as the pipeline does and as "
+                        "onnxruntime and OpenVINO do with their own thread pools")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     import torch
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     crops = synthetic_crops(args.crops)
     rows: list[dict] = []
     for kind in ("mosaic", "blur", "noise"):
@@ -85,14 +88,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"anonymizer": f"learned ({bundle_name})", "backend": backend, "protect": protect,
                      "protect_runs": p_runs, "embed": embed, "embed_runs": e_runs,
                      "generator": bundle.meta["generator"]["spec"]})
-    command = "python benchmarks/anonymizer_speed.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = " ".join(["python benchmarks/anonymizer_speed.py", *(shlex.quote(a) for a in (argv or sys.argv[1:]))])
     save_json("anonymizer_speed", {"command": command, "crops": args.crops, "repeats": args.repeats,
-                                   "threads": args.threads, "device": args.device, "rows": rows})
+                                   "torch_threads": torch.get_num_threads(), "device": args.device, "rows": rows})
     m = machine()
     lines = [
         "## Anonymizer speed (issue 4)", "",
         f"`{command}` on {m['cpu']} ({m['cores']} cores, load {m['load_avg_1m']} at the start), device "
-        f"`{args.device}`, {args.threads} torch thread(s); {args.crops} synthetic crops of 80–300 px height per call, "
+        f"`{args.device}`, torch {torch.get_num_threads()} thread(s), onnxruntime and OpenVINO their default "
+        f"thread pools; {args.crops} synthetic crops of 80–300 px height per call, "
         f"median of {args.repeats} calls. `protect` includes the resizes to the bundle's input and back.", "",
         "| anonymizer | backend | protect (crops/s) | embed (crops/s) |", "| --- | --- | --- | --- |"]
     for r in rows:
