@@ -35,3 +35,11 @@ def test_bad_arguments_fail_with_a_reason(tmp_path, capsys):
     assert main(["--run", f"x={tmp_path / 'missing'}", "--out", str(tmp_path / "c.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_labels_of_nearby_points_go_to_different_sides():
+    from training.privacy_utility import label_offsets
+    # two runs close together (axes fractions), a third far away
+    offsets = label_offsets([0.50, 0.51, 0.1], [0.90, 0.89, 0.2], ["blur-skip w/o", "full, margin 0.3", "Base"])
+    assert offsets[0] != offsets[1]
+    assert offsets[2] == offsets[0]      # a lone point keeps the default place

@@ -31,6 +31,34 @@ def read_point(label: str, run: Path) -> dict[str, Any]:
             "ssim_om": image.get("raw_desensitized", {}).get("ssim")}
 
 
+def label_offsets(xs: list[float], ys: list[float], labels: list[str]) -> list[tuple[tuple[int, int], str]]:
+    """Text offset (points) and alignment per label, so that labels of nearby points do not overlap.
+
+    Why: runs of one recipe land close together on this plot. ``xs``/``ys`` are axes fractions
+    (0..1); each label's box is estimated from its length (8-pt text on the 6.4-inch figure) and
+    placed right-above, left-above, right-below or left-below its point, the first place that
+    overlaps no label placed before it (else the first place).
+    """
+    char_w, height = 0.0092, 0.045                      # axes fraction per character / per line
+    choices = [((4, 3), "left"), ((-4, 3), "right"), ((4, -10), "left"), ((-4, -10), "right")]
+    boxes: list[tuple[float, float, float, float]] = []
+    out = []
+    for x, y, text in zip(xs, ys, labels):
+        width = char_w * len(text)
+        chosen = None
+        for k, ((dx, dy), align) in enumerate(choices):
+            x0 = x + 0.006 if align == "left" else x - 0.006 - width
+            y0 = y + 0.005 if dy > 0 else y - 0.005 - height
+            box = (x0, y0, x0 + width, y0 + height)
+            if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in boxes):
+                chosen = (k, box)
+                break
+        k, box = chosen if chosen else (0, (x + 0.006, y + 0.005, x + 0.006 + width, y + 0.005 + height))
+        boxes.append(box)
+        out.append(choices[k])
+    return out
+
+
 def plot(points: list[dict[str, Any]], eps_ssim: float, out: Path, title: str) -> Path:
     import matplotlib
     matplotlib.use("Agg")
@@ -46,13 +74,18 @@ def plot(points: list[dict[str, Any]], eps_ssim: float, out: Path, title: str) -
     ax.text(ssim_om + eps_ssim, 0.02, "  not anonymous enough", transform=ax.get_xaxis_transform(),
             color="0.35", fontsize=8)
     xs = [p["ssim_op"] if p["ssim_op"] is not None else ssim_om for p in points]
-    for p, x in zip(points, xs):
+    ys = [100 * p["rank1_raw_protected"] for p in points]
+    for p, x, y in zip(points, xs, ys):
         hand_made = p["ssim_op"] is None
-        ax.scatter([x], [100 * p["rank1_raw_protected"]], marker="s" if hand_made else "o", s=40,
+        ax.scatter([x], [y], marker="s" if hand_made else "o", s=40,
                    color="tab:gray" if hand_made else "tab:blue", zorder=3)
-        ax.annotate(p["label"], (x, 100 * p["rank1_raw_protected"]), xytext=(4, 3), textcoords="offset points",
-                    fontsize=8)
     ax.set_xlim(min(xs + [ssim_om]) - 0.02, max(xs + [ssim_om + eps_ssim]) + 0.03)
+    (x_lo, x_hi), (y_lo, y_hi) = ax.get_xlim(), ax.get_ylim()
+    fractions_x = [(x - x_lo) / (x_hi - x_lo) for x in xs]
+    fractions_y = [(y - y_lo) / (y_hi - y_lo) for y in ys]
+    places = label_offsets(fractions_x, fractions_y, [p["label"] for p in points])
+    for p, x, y, (offset, align) in zip(points, xs, ys, places):
+        ax.annotate(p["label"], (x, y), xytext=offset, textcoords="offset points", fontsize=8, ha=align)
     ax.set_xlabel("SSIM(raw, protected)   (lower = more private; squares: hand-made M)")
     ax.set_ylabel("rank-1 raw → protected (%)")
     ax.set_title(title, fontsize=10)
