@@ -100,3 +100,14 @@ def test_zero_margin_is_the_method_rule():
     seq = [val(1, 45.0, ssim_op=0.549), val(2, 50.0, psnr_op=20.99), val(3, 55.0, psnr_op=21.0)]
     assert [a.step(m) for m in seq] == [b.step(m) for m in seq]
     assert [u["epoch"] for u in a.upgrades] == [1, 2]
+
+
+def test_upgrade_margin_never_freezes_an_older_best_inside_the_band():
+    """The frozen encoder is the saved best; a later margin-clean encoder with lower rank-1 is not it."""
+    up = SupervisionUpgrader(val_r1=40.0, eps_psnr=1.0, eps_ssim=0.05, upgrade_margin=0.4)
+    up.step(val(1, 50.0, ssim_op=0.54))               # best so far, inside the band: saved, not frozen
+    d = up.step(val(2, 45.0, ssim_op=0.50))           # margin-clean, but not the best: no upgrade
+    assert d.anonymous and not d.save_best and not d.upgrade and up.best_epoch == 1
+    assert "saved best" in d.reason
+    d = up.step(val(3, 51.0, ssim_op=0.50))           # margin-clean and the best: frozen, and it is epoch 3
+    assert d.upgrade and up.upgrades[0]["encoder_epoch"] == 3

@@ -20,7 +20,8 @@ The rule, evaluated after each validation (every MODEL.VAL_PERIOD epochs on a ``
 All comparisons are strict, as in the paper's code.
 
 Ours, off by default (``upgrade_margin`` = MODEL.UPGRADE_MARGIN = 0 is METHOD.md exactly): an encoder
-is frozen only when it is anonymous with a margin, i.e. within (1 − margin)·ε of M. Why: after an
+is frozen only when it is anonymous with a margin, i.e. within (1 − margin)·ε of M, and is the
+saved best (an older best inside the margin band is never frozen). Why: after an
 upgrade G is pulled towards G_frozen(O) while the Re-ID loss keeps pushing P towards O, so a
 supervisor frozen right at the bound lets every later encoder drift just past it; short runs then
 keep an early encoder (seen on CUHK01: frozen at 0.001 SSIM below the bound, every later validation
@@ -83,7 +84,10 @@ class SupervisionUpgrader:
             self.best_rank1, self.best_epoch = m.rank1, m.epoch
         keep = 1.0 - self.upgrade_margin
         with_margin = is_anonymous_enough(m, self.eps_psnr * keep, self.eps_ssim * keep)
-        upgrade = with_margin and m.rank1 > self.val_r1 and m.rank1 > self.last_upgrade_rank1
+        # save_best: what is frozen is the saved best encoder, and with a margin that must be this
+        # one (an older best may lie inside the margin band). Without a margin it is implied.
+        upgrade = (with_margin and save_best and m.rank1 > self.val_r1
+                   and m.rank1 > self.last_upgrade_rank1)
         if not anonymous:
             reason = (f"not anonymous enough: PSNR(O,P) {m.psnr_op:.2f} vs PSNR(O,M)+ε {m.psnr_om + self.eps_psnr:.2f}, "
                       f"SSIM(O,P) {m.ssim_op:.3f} vs SSIM(O,M)+ε {m.ssim_om + self.eps_ssim:.3f}")
@@ -92,6 +96,9 @@ class SupervisionUpgrader:
                     else f"> previous upgrade {self.last_upgrade_rank1:.4f}")
             reason = (f"upgrade: rank-1 {m.rank1:.4f} > ε_r1 {self.val_r1:.4f}, {prev}; "
                       f"freezing the encoder of epoch {self.best_epoch}")
+        elif not save_best and m.rank1 > self.val_r1 and m.rank1 > self.last_upgrade_rank1:
+            reason = (f"anonymous with the upgrade margin, but rank-1 {m.rank1:.4f} ≤ the saved best "
+                      f"{self.best_rank1:.4f} (epoch {self.best_epoch}, inside the margin band): not frozen")
         elif not with_margin and m.rank1 > self.val_r1 and m.rank1 > self.last_upgrade_rank1:
             reason = (f"anonymous, but not with the upgrade margin {self.upgrade_margin:.2f}: PSNR(O,P) {m.psnr_op:.2f} "
                       f"vs {m.psnr_om + self.eps_psnr * keep:.2f}, SSIM(O,P) {m.ssim_op:.3f} vs "
