@@ -45,16 +45,14 @@ def label_offsets(xs: list[float], ys: list[float], labels: list[str]) -> list[t
     out = []
     for x, y, text in zip(xs, ys, labels):
         width = char_w * len(text)
-        chosen = None
-        for k, ((dx, dy), align) in enumerate(choices):
+        candidates = []
+        for (_, dy), align in choices:
             x0 = x + 0.006 if align == "left" else x - 0.006 - width
             y0 = y + 0.005 if dy > 0 else y - 0.005 - height
-            box = (x0, y0, x0 + width, y0 + height)
-            if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in boxes):
-                chosen = (k, box)
-                break
-        k, box = chosen if chosen else (0, (x + 0.006, y + 0.005, x + 0.006 + width, y + 0.005 + height))
-        boxes.append(box)
+            candidates.append((x0, y0, x0 + width, y0 + height))
+        k = next((i for i, box in enumerate(candidates)
+                  if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in boxes)), 0)
+        boxes.append(candidates[k])
         out.append(choices[k])
     return out
 

@@ -84,10 +84,10 @@ class SupervisionUpgrader:
             self.best_rank1, self.best_epoch = m.rank1, m.epoch
         keep = 1.0 - self.upgrade_margin
         with_margin = is_anonymous_enough(m, self.eps_psnr * keep, self.eps_ssim * keep)
+        beats_bars = m.rank1 > self.val_r1 and m.rank1 > self.last_upgrade_rank1
         # save_best: what is frozen is the saved best encoder, and with a margin that must be this
         # one (an older best may lie inside the margin band). Without a margin it is implied.
-        upgrade = (with_margin and save_best and m.rank1 > self.val_r1
-                   and m.rank1 > self.last_upgrade_rank1)
+        upgrade = with_margin and save_best and beats_bars
         if not anonymous:
             reason = (f"not anonymous enough: PSNR(O,P) {m.psnr_op:.2f} vs PSNR(O,M)+ε {m.psnr_om + self.eps_psnr:.2f}, "
                       f"SSIM(O,P) {m.ssim_op:.3f} vs SSIM(O,M)+ε {m.ssim_om + self.eps_ssim:.3f}")
@@ -96,13 +96,13 @@ class SupervisionUpgrader:
                     else f"> previous upgrade {self.last_upgrade_rank1:.4f}")
             reason = (f"upgrade: rank-1 {m.rank1:.4f} > ε_r1 {self.val_r1:.4f}, {prev}; "
                       f"freezing the encoder of epoch {self.best_epoch}")
-        elif not save_best and m.rank1 > self.val_r1 and m.rank1 > self.last_upgrade_rank1:
-            reason = (f"anonymous with the upgrade margin, but rank-1 {m.rank1:.4f} ≤ the saved best "
-                      f"{self.best_rank1:.4f} (epoch {self.best_epoch}, inside the margin band): not frozen")
-        elif not with_margin and m.rank1 > self.val_r1 and m.rank1 > self.last_upgrade_rank1:
+        elif beats_bars and not with_margin:
             reason = (f"anonymous, but not with the upgrade margin {self.upgrade_margin:.2f}: PSNR(O,P) {m.psnr_op:.2f} "
                       f"vs {m.psnr_om + self.eps_psnr * keep:.2f}, SSIM(O,P) {m.ssim_op:.3f} vs "
                       f"{m.ssim_om + self.eps_ssim * keep:.3f}")
+        elif beats_bars:  # with the margin, but an older best (inside the margin band) ranks higher
+            reason = (f"anonymous with the upgrade margin, but rank-1 {m.rank1:.4f} ≤ the saved best "
+                      f"{self.best_rank1:.4f} (epoch {self.best_epoch}, inside the margin band): not frozen")
         elif math.isinf(self.val_r1):
             reason = "anonymous enough (upgradation off: model selection only)"
         elif m.rank1 <= self.val_r1:
