@@ -167,7 +167,9 @@ class _OpenVinoRunner(_Runner):
         core = ov.Core()
         # OpenVINO's "GPU" is an Intel GPU; a CUDA device name means nothing to it, so it runs on the CPU.
         target = "GPU" if device.upper().startswith("GPU") else "CPU"
-        self.g = core.compile_model(core.read_model(str(g_onnx)), target)
+        # G in full precision: on CPUs with bf16, OpenVINO (2026.4) runs G in bf16 by default, which costs about a
+        # grey level and hung outright on the wide depthwise blur convolutions of blur-skip/payload generators
+        self.g = core.compile_model(core.read_model(str(g_onnx)), target, {"INFERENCE_PRECISION_HINT": "f32"})
         self.c = core.compile_model(core.read_model(str(c_onnx)), target)
 
     def _run(self, compiled, x: np.ndarray) -> np.ndarray:

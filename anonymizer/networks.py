@@ -204,6 +204,9 @@ class GeneratorSpec:
     num_downs: int = 0   # U-Net only (resolved, after capping to the input size)
     n_blocks: int = 0    # ResNet only
     skip_blur_sigma: float = 0.0  # >0: output = clamp(GaussianBlur_sigma(x) + net(x)) (BlurSkipGenerator)
+    payload_role: str = ""        # 'write' (G) | 'read' (G_R): a scattered payload (anonymizer.payload); '' = none
+    payload_scale: float = 0.0    # amplitude of the payload in P ([-1, 1] units)
+    payload_seed: int = 0         # seed of the payload's fixed tile permutation (not a secret)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -245,13 +248,24 @@ def build_generator(spec: GeneratorSpec | dict) -> nn.Module:
     """A freshly initialized generator for ``spec`` (dict form as stored in bundle.yaml)."""
     if isinstance(spec, dict):
         spec = GeneratorSpec(**spec)
+    if spec.payload_role not in ("", "write", "read"):
+        raise ValueError(f"unknown payload role '{spec.payload_role}' (expected 'write', 'read' or '')")
+    in_nc = 6 if spec.payload_role == "read" else 3
+    out_nc = 6 if spec.payload_role == "write" else 3
     if spec.arch == "unet":
-        net: nn.Module = UNetGenerator(3, 3, spec.num_downs, spec.ngf, spec.norm)
+        net: nn.Module = UNetGenerator(in_nc, out_nc, spec.num_downs, spec.ngf, spec.norm)
     elif spec.arch == "resnet":
-        net = ResnetGenerator(3, 3, spec.ngf, spec.n_blocks, spec.norm)
+        net = ResnetGenerator(in_nc, out_nc, spec.ngf, spec.n_blocks, spec.norm)
     else:
         raise ValueError(f"unknown generator architecture '{spec.arch}'")
     init_weights(net)
+    if spec.payload_role:
+        from anonymizer.payload import PayloadReader, PayloadWriter
+
+        if spec.payload_role == "read":
+            return PayloadReader(net, spec.payload_scale, spec.payload_seed)
+        blur = GaussianBlur(spec.skip_blur_sigma) if spec.skip_blur_sigma > 0 else None
+        return PayloadWriter(net, spec.payload_scale, spec.payload_seed, blur)
     if spec.skip_blur_sigma > 0:
         return BlurSkipGenerator(net, spec.skip_blur_sigma)
     return net
@@ -290,13 +304,18 @@ class BlurSkipGenerator(nn.Module):
         super().__init__()
         self.net = net
         self.blur = GaussianBlur(sigma)
-        last = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))][-1]
-        nn.init.zeros_(last.weight)
-        if last.bias is not None:
-            nn.init.zeros_(last.bias)
+        zero_last_layer(net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.blur(x) + self.net(x)).clamp(-1.0, 1.0)
+
+
+def zero_last_layer(net: nn.Module) -> None:
+    """Zero the last convolution of ``net`` so that a residual branch starts by adding nothing."""
+    last = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))][-1]
+    nn.init.zeros_(last.weight)
+    if last.bias is not None:
+        nn.init.zeros_(last.bias)
 
 
 def build_discriminator(ndf: int, n_layers: int, norm: str) -> NLayerDiscriminator:

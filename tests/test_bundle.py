@@ -18,13 +18,18 @@ REID_CONFIG = {"name": "shufflenetv2_x0_5", "last_stride": 1, "gem": True, "neck
 
 
 def make_tiny_bundle(out: Path, key_path: Path, onnx: bool = False, seed: int = 0,
-                     skip_blur_sigma: float = 0.0) -> Path:
-    """A randomly initialised tiny bundle (G/G_R: 8-channel U-Net; C: ShuffleNetV2 0.5×)."""
+                     skip_blur_sigma: float = 0.0, payload: tuple[float, int] | None = None) -> Path:
+    """A randomly initialised tiny bundle (G/G_R: 8-channel U-Net; C: ShuffleNetV2 0.5×); ``payload``
+    = (scale, seed) makes G write a scattered recovery code and G_R read it."""
     from reid.models import build_reid_model
 
     torch.manual_seed(seed)
     spec_r = resolve_generator_spec("unet_64", 8, "batch", INPUT_HW).as_dict()
-    spec = dict(spec_r, skip_blur_sigma=skip_blur_sigma)
+    if payload:
+        spec_r.update(payload_scale=payload[0], payload_seed=payload[1])
+    spec = dict(spec_r, skip_blur_sigma=skip_blur_sigma, payload_role="write" if payload else "")
+    if payload:
+        spec_r["payload_role"] = "read"
     g, g_r = build_generator(spec).eval(), build_generator(spec_r).eval()
     if skip_blur_sigma:  # give the zero-initialized residual something to add
         with torch.no_grad():

@@ -1,5 +1,5 @@
 """A short GCR run on a few CUHK01 identities: upgradation fires, metrics are written, and the
-exported bundle loads, protects, embeds and recovers.
+exported bundle (blur-skip G with a scattered payload) loads, protects, embeds and recovers.
 
 The images stay in ../shared/data; the test links a handful of them into a temporary folder
 dataset outside the repository (pytest's tmp_path).
@@ -60,7 +60,8 @@ def test_gcr_smoke_run_exports_a_working_bundle(tmp_path):
         "DATASETS.ROOT_DIR", str(data_root), "DATALOADER.NUM_WORKERS", "0",
         "SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_EPOCHS", "2", "SOLVER.MAX_ITERS_PER_EPOCH", "2",
         "SOLVER.WARMUP_EPOCHS", "0", "SOLVER.CPU_THREADS", "2", "TEST.IMS_PER_BATCH", "16",
-        "MODEL.G_WARMUP_ITERS", "3", "MODEL.G_SKIP_BLUR_SIGMA", "1.5", "OUTPUT_DIR", str(run)])
+        "MODEL.G_WARMUP_ITERS", "3", "MODEL.G_SKIP_BLUR_SIGMA", "1.5", "MODEL.G_PAYLOAD_SCALE", "0.1",
+        "OUTPUT_DIR", str(run)])
     engine.train(cfg)
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert history[0]["epoch"] == 0 and history[0]["iterations"] == 3 and "G_l1" in history[0]["g_warmup"]
@@ -90,6 +91,7 @@ def test_gcr_smoke_run_exports_a_working_bundle(tmp_path):
     assert set(meta["metrics"]["image"]) == {"raw_desensitized", "raw_protected", "raw_recovered"}
     assert meta["training"]["upgrades"] and meta["dataset"]["name"] == "folder:cuhk01_small_val"
     assert meta["generator"]["spec"]["skip_blur_sigma"] == 1.5 and meta["recovery"]["generator"]["skip_blur_sigma"] == 0
+    assert meta["generator"]["spec"]["payload_role"] == "write" and meta["recovery"]["generator"]["payload_role"] == "read"
 
 
 def test_reid_gradient_scaling_keeps_the_forward_value():
@@ -103,6 +105,22 @@ def test_reid_gradient_scaling_keeps_the_forward_value():
     (y * 2).sum().backward()
     assert torch.allclose(x.grad, torch.full_like(x, 0.2))
     assert scale_grad(x, 1.0) is x
+
+
+def test_g_r_trains_on_the_8_bit_protected_image_only_with_a_payload():
+    """With a payload, G_R sees P rounded to 8 bits as it will be published (gradient straight through);
+    without one, P is left as METHOD.md trains it."""
+    import torch
+
+    from training.config import load_config
+    from training.mode_gcr import published, quantize_gan
+
+    p = (torch.rand(2, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    assert published(load_config(None, []), p) is p
+    q = published(load_config(None, ["MODEL.G_PAYLOAD_SCALE", "0.1"]), p)
+    assert torch.allclose(q, quantize_gan(p), atol=1e-6) and not torch.allclose(q, p, atol=1e-4)
+    (q * 3).sum().backward()
+    assert torch.allclose(p.grad, torch.full_like(p, 3.0))
 
 
 def test_generator_warm_up_fits_m_and_leaves_c_alone():

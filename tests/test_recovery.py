@@ -141,3 +141,20 @@ def test_sidecar_roundtrip_is_lossless(tmp_path):
         np.testing.assert_array_equal(idx[sidecar_key(i, [0, 0, 20, 40])]["native"].crop, c)
     np.testing.assert_array_equal(idx[sidecar_key(7, [0.2, 0, 20, 40])]["region"].crop, crops[0])
     np.testing.assert_array_equal(idx[sidecar_key(7, [30, 0, 50, 40])]["region"].crop, crops[1])
+
+
+def test_cli_warns_when_a_payload_bundle_recovers_from_the_video(setup, tmp_path, caplog):
+    """A payload bundle's code does not survive the codec: recovering without the sidecar says so."""
+    root, _, _, video, obs = setup
+    bundle = make_tiny_bundle(tmp_path / "pay", tmp_path / "pay.key", skip_blur_sigma=3.0, payload=(0.1, 0))
+    args = ["--bundle", str(bundle), "--key-file", str(tmp_path / "pay.key"), "--video", str(video),
+            "--observations", str(obs), "--output", str(tmp_path / "rec.mp4"),
+            "--audit-log", str(tmp_path / "audit.jsonl"), "--quiet"]
+    with caplog.at_level("WARNING", logger="anonymizer.recover"):
+        assert recover_main(args) == 0
+    assert any("--sidecar" in r.getMessage() and "recovery code" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="anonymizer.recover"):  # a plain bundle: no such warning
+        assert recover_main([a if a != str(bundle) else str(root / "bundle") for a in args[:2]]
+                            + ["--key-file", str(root / "right.key")] + args[4:]) == 0
+    assert not any("recovery code" in r.getMessage() for r in caplog.records)

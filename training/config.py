@@ -57,6 +57,12 @@ def validate(cfg) -> None:
     if not 0.0 <= cfg.MODEL.UPGRADE_MARGIN < 1.0:
         raise ConfigError("MODEL.UPGRADE_MARGIN must be in [0, 1): the share of ε an encoder must leave unused "
                           "to be frozen as the new supervision")
+    if not 0.0 <= cfg.MODEL.G_PAYLOAD_SCALE < 1.0:
+        raise ConfigError("MODEL.G_PAYLOAD_SCALE must be in [0, 1): the amplitude of G's scattered recovery code "
+                          "in P ([-1, 1] units); 0 turns it off")
+    if cfg.MODEL.G_PAYLOAD_SCALE > 0 and any(int(v) % 16 for v in cfg.INPUT.IMG_SIZE):
+        raise ConfigError(f"MODEL.G_PAYLOAD_SCALE needs INPUT.IMG_SIZE sides that are multiples of 16 (the payload's "
+                          f"tile), got {list(cfg.INPUT.IMG_SIZE)}")
 
 
 def load_config(config_file: str | Path | None = None, overrides: Sequence[str] = ()):

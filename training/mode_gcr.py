@@ -70,6 +70,15 @@ def quantize_gan(y: torch.Tensor) -> torch.Tensor:
     return torch.round(ImageSpace.to_unit(y) * 255.0) / 255.0 * 2.0 - 1.0
 
 
+def published(cfg, P: torch.Tensor) -> torch.Tensor:
+    """What G_R sees during training: P itself, or, with a payload, P rounded to 8 bits as it will be
+    published, with the gradient passed straight through (a code written below one grey level would
+    otherwise be learned and then lost). Without a payload P is left as METHOD.md trains it."""
+    if float(cfg.MODEL.G_PAYLOAD_SCALE) <= 0:
+        return P
+    return P + (quantize_gan(P) - P).detach()
+
+
 def set_requires_grad(nets, flag: bool) -> None:
     for net in nets:
         for p in net.parameters():
@@ -85,9 +94,14 @@ class GCRNets(nn.Module):
         from .engine import build_model
 
         h, w = (int(v) for v in cfg.INPUT.IMG_SIZE)
-        # G_R is always the plain network; G may carry the fixed blur branch (MODEL.G_SKIP_BLUR_SIGMA).
-        self.g_spec_r = resolve_generator_spec(cfg.MODEL.NETG, cfg.MODEL.NGF, cfg.MODEL.NORM, (h, w))
-        self.g_spec = replace(self.g_spec_r, skip_blur_sigma=float(cfg.MODEL.G_SKIP_BLUR_SIGMA))
+        # G may carry the fixed blur branch (MODEL.G_SKIP_BLUR_SIGMA); with MODEL.G_PAYLOAD_SCALE, G writes a
+        # scattered recovery code into P and G_R reads it (anonymizer.payload); otherwise G_R is the plain network.
+        plain = resolve_generator_spec(cfg.MODEL.NETG, cfg.MODEL.NGF, cfg.MODEL.NORM, (h, w))
+        scale = float(cfg.MODEL.G_PAYLOAD_SCALE)
+        payload = {"payload_scale": scale, "payload_seed": int(cfg.MODEL.G_PAYLOAD_SEED)} if scale > 0 else {}
+        self.g_spec_r = replace(plain, payload_role="read", **payload) if payload else plain
+        self.g_spec = replace(plain, skip_blur_sigma=float(cfg.MODEL.G_SKIP_BLUR_SIGMA),
+                              **({"payload_role": "write", **payload} if payload else {}))
         self.G = build_generator(self.g_spec)
         self.G_R = build_generator(self.g_spec_r)
         self.D1 = build_discriminator(cfg.MODEL.NDF, cfg.MODEL.N_LAYERS_D, cfg.MODEL.NORM)
@@ -136,7 +150,7 @@ def train_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, batch, de
     with torch.no_grad():
         M = nets.frozen_G(O) if nets.frozen_G is not None else space.to_gan(batch["desensitized"].to(device))
     P = nets.G(O)
-    R = nets.G_R(P)
+    R = nets.G_R(published(cfg, P))
 
     # 1) discriminators
     set_requires_grad([nets.D1, nets.D2], True)
@@ -213,7 +227,7 @@ def warm_up_generators(cfg, nets: GCRNets, space: ImageSpace, loader, device, it
             M = space.to_gan(batch["desensitized"].to(device, non_blocking=True))
             P = nets.G(O)
             loss_l1 = F.l1_loss(P, M) * float(cfg.MODEL.LAMBDA_L1)
-            loss_rec = F.l1_loss(nets.G_R(P), O) * float(cfg.MODEL.LAMBDA_REC)
+            loss_rec = F.l1_loss(nets.G_R(published(cfg, P)), O) * float(cfg.MODEL.LAMBDA_REC)
             opt.zero_grad(set_to_none=True)
             (loss_l1 + loss_rec).backward()
             opt.step()
