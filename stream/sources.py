@@ -99,7 +99,8 @@ class VideoFileSource(FrameSource):
         raw = self.path.suffix.lower() in RAW_STREAM_SUFFIXES  # elementary streams carry no frame count
         self.expected_frames = self.media.nb_frames or (count if count > 0 and not raw else None)
         if self.width <= 0 or self.height <= 0:
-            raise SourceError(f"[{self.camera_id}] {self.path} has no decodable video stream")
+            raise SourceError(f"[{self.camera_id}] cannot decode {self.path}: FFmpeg opened it but found no "
+                              "decodable video stream")
         return self
 
     @property
