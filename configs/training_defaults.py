@@ -51,7 +51,7 @@ _C.MODEL.FREEZE_C = False            # ours: keep C exactly as loaded (PRETRAIN_
 _C.MODEL.G_SKIP_BLUR_SIGMA = 0.0     # ours: >0 makes G = fixed Gaussian blur (σ in pixels at INPUT.IMG_SIZE) + a
                                      # network, its last layer zero-initialized, so P = blur(O) ≈ M at the start
                                      # (anonymizer.networks.BlurSkipGenerator); 0 = METHOD.md's plain U-Net
-_C.MODEL.G_PAYLOAD_SCALE = 0.0      # ours: >0 makes G write a recovery code of 3 more channels into P at this
+_C.MODEL.G_PAYLOAD_SCALE = 0.0     # ours: >0 makes G write a recovery code of 3 more channels into P at this
                                      # amplitude ([-1, 1] units), permuted inside 16×16 tiles so that it does not
                                      # raise SSIM(O, P), and G_R read it back (anonymizer.payload); 0 = METHOD.md
 _C.MODEL.G_PAYLOAD_SEED = 0          # seed of that fixed permutation (stored in bundle.yaml; not a secret)
