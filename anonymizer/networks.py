@@ -18,7 +18,7 @@ import functools
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import torch
@@ -242,6 +242,21 @@ def resolve_generator_spec(netg: str, ngf: int, norm: str, input_hw: tuple[int, 
                  netg, downs, "×".join(map(str, input_hw)), cap, cap)
         downs = cap
     return GeneratorSpec("unet", int(ngf), norm, downs, 0)
+
+
+def encoder_decoder_specs(plain: GeneratorSpec, skip_blur_sigma: float = 0.0, payload_scale: float = 0.0,
+                          payload_seed: int = 0) -> tuple[GeneratorSpec, GeneratorSpec]:
+    """The specs of G and G_R built on one plain network spec.
+
+    G may carry the fixed blur branch (``skip_blur_sigma``); with ``payload_scale`` > 0, G writes a
+    scattered recovery code into P and G_R reads it (anonymizer.payload); otherwise G_R is the plain
+    network.
+    """
+    if payload_scale <= 0:
+        return replace(plain, skip_blur_sigma=float(skip_blur_sigma)), plain
+    payload = {"payload_scale": float(payload_scale), "payload_seed": int(payload_seed)}
+    return (replace(plain, skip_blur_sigma=float(skip_blur_sigma), payload_role="write", **payload),
+            replace(plain, payload_role="read", **payload))
 
 
 def build_generator(spec: GeneratorSpec | dict) -> nn.Module:

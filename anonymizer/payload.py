@@ -80,13 +80,10 @@ class PayloadWriter(nn.Module):
     without it, ``base`` is 0 and ``v`` is the whole visible image.
     """
 
-    def __init__(self, net: nn.Module, scale: float, seed: int, blur: nn.Module | None = None,
-                 lowpass: nn.Module | None = None) -> None:
+    def __init__(self, net: nn.Module, scale: float, seed: int, blur: nn.Module | None = None) -> None:
         super().__init__()
-        if not 0.0 < scale < 1.0:
-            raise ValueError(f"payload scale must be in (0, 1), got {scale}")
-        self.net, self.scale, self.blur = net, float(scale), blur
-        self.lowpass = lowpass if lowpass is not None else GaussianBlur(LOWPASS_SIGMA)
+        self.net, self.scale, self.blur = net, _checked_scale(scale), blur
+        self.lowpass = GaussianBlur(LOWPASS_SIGMA)
         self.scatter = TileScatter(seed)
         self.code_linear = nn.Conv2d(6, 3, 1)
         nn.init.zeros_(self.code_linear.weight)
@@ -113,12 +110,10 @@ class PayloadReader(nn.Module):
     high-pass) and ``net``'s last layer at zero: the U-Net learns what the linear path misses.
     """
 
-    def __init__(self, net: nn.Module, scale: float, seed: int, lowpass: nn.Module | None = None) -> None:
+    def __init__(self, net: nn.Module, scale: float, seed: int) -> None:
         super().__init__()
-        if not 0.0 < scale < 1.0:
-            raise ValueError(f"payload scale must be in (0, 1), got {scale}")
-        self.net, self.scale = net, float(scale)
-        self.lowpass = lowpass if lowpass is not None else GaussianBlur(LOWPASS_SIGMA)
+        self.net, self.scale = net, _checked_scale(scale)
+        self.lowpass = GaussianBlur(LOWPASS_SIGMA)
         self.scatter = TileScatter(seed)
         self.linear = nn.Conv2d(9, 3, 1)
         with torch.no_grad():
@@ -129,11 +124,19 @@ class PayloadReader(nn.Module):
                 self.linear.weight[c, 6 + c] = 1.0  # code
         zero_last_layer(net)
 
-    def code(self, p: torch.Tensor) -> torch.Tensor:
+    def code(self, p: torch.Tensor, lowpass: torch.Tensor | None = None) -> torch.Tensor:
         """The code a writer scattered into ``p``, back in place (plus P's own fine detail)."""
-        return self.scatter.gather(p - self.lowpass(p)) / self.scale
+        lowpass = self.lowpass(p) if lowpass is None else lowpass
+        return self.scatter.gather(p - lowpass) / self.scale
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
-        code = self.code(p)
-        return (self.linear(torch.cat([p, self.lowpass(p), code], 1)) + self.net(torch.cat([p, code], 1))).clamp(-1.0, 1.0)
+        lowpass = self.lowpass(p)
+        code = self.code(p, lowpass)
+        return (self.linear(torch.cat([p, lowpass, code], 1)) + self.net(torch.cat([p, code], 1))).clamp(-1.0, 1.0)
+
+
+def _checked_scale(scale: float) -> float:
+    if not 0.0 < scale < 1.0:
+        raise ValueError(f"payload scale must be in (0, 1), got {scale}")
+    return float(scale)
 

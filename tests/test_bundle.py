@@ -10,7 +10,7 @@ import yaml
 
 from anonymizer.bundle import BundleError, load_bundle, write_bundle
 from anonymizer.crypto import write_key
-from anonymizer.networks import build_generator, resolve_generator_spec
+from anonymizer.networks import build_generator, encoder_decoder_specs, resolve_generator_spec
 
 INPUT_HW = (64, 32)
 REID_CONFIG = {"name": "shufflenetv2_x0_5", "last_stride": 1, "gem": True, "neck": "bnneck",
@@ -24,12 +24,9 @@ def make_tiny_bundle(out: Path, key_path: Path, onnx: bool = False, seed: int = 
     from reid.models import build_reid_model
 
     torch.manual_seed(seed)
-    spec_r = resolve_generator_spec("unet_64", 8, "batch", INPUT_HW).as_dict()
-    if payload:
-        spec_r.update(payload_scale=payload[0], payload_seed=payload[1])
-    spec = dict(spec_r, skip_blur_sigma=skip_blur_sigma, payload_role="write" if payload else "")
-    if payload:
-        spec_r["payload_role"] = "read"
+    g_spec, g_r_spec = encoder_decoder_specs(resolve_generator_spec("unet_64", 8, "batch", INPUT_HW),
+                                             skip_blur_sigma, *(payload or (0.0, 0)))
+    spec, spec_r = g_spec.as_dict(), g_r_spec.as_dict()
     g, g_r = build_generator(spec).eval(), build_generator(spec_r).eval()
     if skip_blur_sigma:  # give the zero-initialized residual something to add
         with torch.no_grad():

@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from anonymizer.image_metrics import ImageMetricMeter
-from anonymizer.networks import build_discriminator, build_generator, count_parameters, resolve_generator_spec
+from anonymizer.networks import (build_discriminator, build_generator, count_parameters, encoder_decoder_specs,
+                                 resolve_generator_spec)
 
 from .upgradation import SupervisionUpgrader, ValidationMetrics
 
@@ -94,14 +95,10 @@ class GCRNets(nn.Module):
         from .engine import build_model
 
         h, w = (int(v) for v in cfg.INPUT.IMG_SIZE)
-        # G may carry the fixed blur branch (MODEL.G_SKIP_BLUR_SIGMA); with MODEL.G_PAYLOAD_SCALE, G writes a
-        # scattered recovery code into P and G_R reads it (anonymizer.payload); otherwise G_R is the plain network.
+        # MODEL.G_SKIP_BLUR_SIGMA (G's fixed blur branch) and MODEL.G_PAYLOAD_SCALE (a scattered recovery code)
         plain = resolve_generator_spec(cfg.MODEL.NETG, cfg.MODEL.NGF, cfg.MODEL.NORM, (h, w))
-        scale = float(cfg.MODEL.G_PAYLOAD_SCALE)
-        payload = {"payload_scale": scale, "payload_seed": int(cfg.MODEL.G_PAYLOAD_SEED)} if scale > 0 else {}
-        self.g_spec_r = replace(plain, payload_role="read", **payload) if payload else plain
-        self.g_spec = replace(plain, skip_blur_sigma=float(cfg.MODEL.G_SKIP_BLUR_SIGMA),
-                              **({"payload_role": "write", **payload} if payload else {}))
+        self.g_spec, self.g_spec_r = encoder_decoder_specs(plain, cfg.MODEL.G_SKIP_BLUR_SIGMA,
+                                                           cfg.MODEL.G_PAYLOAD_SCALE, cfg.MODEL.G_PAYLOAD_SEED)
         self.G = build_generator(self.g_spec)
         self.G_R = build_generator(self.g_spec_r)
         self.D1 = build_discriminator(cfg.MODEL.NDF, cfg.MODEL.N_LAYERS_D, cfg.MODEL.NORM)
