@@ -463,7 +463,8 @@ def build_reid_from_meta(reid_meta: dict[str, Any], state: dict | None = None):
     """Rebuild C from the ``reid`` section of bundle.yaml with the project's Re-ID factory.
 
     ``reid.config`` holds the keyword arguments of :func:`reid.models.build_reid_model` (name,
-    last_stride, gem, neck, neck_feat, non_local). The bundle stores C without its training-only
+    last_stride, gem, neck, neck_feat, non_local, input_blur_sigma; bundles without the last build C
+    without an input filter, as they were trained). The bundle stores C without its training-only
     identity classifier, so C is rebuilt with ``num_classes=0`` and loaded strictly.
     """
     from reid.models import build_reid_model
@@ -476,23 +477,6 @@ def build_reid_from_meta(reid_meta: dict[str, Any], state: dict | None = None):
         except RuntimeError as exc:
             raise BundleError(f"C weights do not fit the Re-ID model {cfg}: {exc}") from None
     return net.eval()
-
-
-def reid_meta_from_cfg(cfg, embed_dim: int) -> dict[str, Any]:
-    """The bundle's ``reid`` section for a training config (yacs) whose MODEL builds C."""
-    return {
-        "name": cfg.MODEL.NAME,
-        "embed_dim": int(embed_dim),
-        "config": {
-            "name": cfg.MODEL.NAME,
-            "last_stride": int(cfg.MODEL.LAST_STRIDE),
-            "gem": cfg.MODEL.GENERALIZED_MEAN_POOL == "on",
-            "neck": cfg.MODEL.NECK,
-            "neck_feat": cfg.TEST.NECK_FEAT,
-            "non_local": cfg.MODEL.NON_LOCAL == "on",
-        },
-        "feature": "L2-normalized; Euclidean / cosine distance",
-    }
 
 
 # -------------------------------------------------------------------------------- writing

@@ -51,10 +51,17 @@ _C.MODEL.FREEZE_C = False            # ours: keep C exactly as loaded (PRETRAIN_
 _C.MODEL.G_SKIP_BLUR_SIGMA = 0.0     # ours: >0 makes G = fixed Gaussian blur (σ in pixels at INPUT.IMG_SIZE) + a
                                      # network, its last layer zero-initialized, so P = blur(O) ≈ M at the start
                                      # (anonymizer.networks.BlurSkipGenerator); 0 = METHOD.md's plain U-Net
+_C.MODEL.G_SKIP_DETAIL = 0.0        # ours: with G_SKIP_BLUR_SIGMA, the blur branch keeps this share of O's detail,
+                                     # and G's supervision (L1 target, D1's real pair) is (1-a)·M + a·O instead of M
+                                     # until an upgrade replaces it; P must still pass the ε check against M
+                                     # (anonymizer.networks.DetailBlur); 0 = METHOD.md
 _C.MODEL.G_PAYLOAD_SCALE = 0.0     # ours: >0 makes G write a recovery code of 3 more channels into P at this
                                      # amplitude ([-1, 1] units), permuted inside 16×16 tiles so that it does not
                                      # raise SSIM(O, P), and G_R read it back (anonymizer.payload); 0 = METHOD.md
 _C.MODEL.G_PAYLOAD_SEED = 0          # seed of that fixed permutation (stored in bundle.yaml; not a secret)
+_C.MODEL.C_INPUT_BLUR_SIGMA = 0.0    # ours: >0 puts a fixed Gaussian blur (σ in pixels) in front of C, for raw and
+                                     # protected inputs alike, so that C sees little of a payload code (white at the
+                                     # pixel scale); stored with C in bundles; 0 = METHOD.md
 _C.MODEL.G_WARMUP_ITERS = 0          # ours: before the joint training, this many iterations train G and G_R alone
                                      # on 100·|P−M|₁ + 100·|R−O|₁ (no C, no GAN), so that C sees P ≈ M from its
                                      # first step, as Base's C does; 0 = METHOD.md (joint from the start)

@@ -147,6 +147,31 @@ def test_fingerprint_depends_on_weights(tmp_path):
     assert a.fingerprint != b.fingerprint and a.reid_fingerprint != b.reid_fingerprint
 
 
+def test_kept_detail_starts_g_at_its_supervision() -> None:
+    """MODEL.G_SKIP_DETAIL a: a fresh G is blur + a·(O − blur), the spec carries a (so a bundle
+    rebuilds the same G), and training's first supervision is (1 − a)·M + a·O, so that a G that has
+    learned M's blur is exactly at it (the L1 term does not pull the kept detail out)."""
+    from anonymizer.networks import GaussianBlur
+    from training.config import load_config
+    from training.mode_gcr import supervision
+
+    plain = resolve_generator_spec("unet_64", 8, "batch", INPUT_HW)
+    for payload in (0.0, 0.1):
+        g_spec, r_spec = encoder_decoder_specs(plain, 3.0, payload, 0, skip_detail=0.05)
+        assert g_spec.skip_detail == 0.05 and r_spec.skip_detail == 0.0
+        g = build_generator(g_spec.as_dict()).eval()
+        x = torch.rand(2, 3, *INPUT_HW) * 2 - 1
+        with torch.no_grad():
+            blurred = GaussianBlur(3.0)(x)
+            assert torch.allclose(g(x), (blurred + 0.05 * (x - blurred)).clamp(-1, 1), atol=1e-6)
+    cfg = load_config(None, ["MODEL.G_SKIP_BLUR_SIGMA", "3.0", "MODEL.G_SKIP_DETAIL", "0.05"])
+    with torch.no_grad():
+        assert torch.allclose(supervision(cfg, x, blurred), g(x), atol=1e-6)
+        assert torch.equal(supervision(load_config(None, []), x, blurred), blurred)
+    with pytest.raises(ValueError, match="skip_blur_sigma"):
+        encoder_decoder_specs(plain, 0.0, 0.0, 0, skip_detail=0.05)
+
+
 def test_blur_skip_generator_starts_as_the_blur_and_exports(tmp_path):
     """MODEL.G_SKIP_BLUR_SIGMA: a fresh G is exactly its fixed blur; a trained one (blur + residual)
     gives the same protected crops through torch, ONNX Runtime and OpenVINO, and G_R (plain) loads."""

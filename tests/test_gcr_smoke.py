@@ -61,7 +61,7 @@ def test_gcr_smoke_run_exports_a_working_bundle(tmp_path):
         "SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_EPOCHS", "2", "SOLVER.MAX_ITERS_PER_EPOCH", "2",
         "SOLVER.WARMUP_EPOCHS", "0", "SOLVER.CPU_THREADS", "2", "TEST.IMS_PER_BATCH", "16",
         "MODEL.G_WARMUP_ITERS", "3", "MODEL.G_SKIP_BLUR_SIGMA", "1.5", "MODEL.G_PAYLOAD_SCALE", "0.1",
-        "OUTPUT_DIR", str(run)])
+        "MODEL.C_INPUT_BLUR_SIGMA", "1.0", "OUTPUT_DIR", str(run)])
     engine.train(cfg)
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert history[0]["epoch"] == 0 and history[0]["iterations"] == 3 and "G_l1" in history[0]["g_warmup"]
@@ -92,6 +92,8 @@ def test_gcr_smoke_run_exports_a_working_bundle(tmp_path):
     assert meta["training"]["upgrades"] and meta["dataset"]["name"] == "folder:cuhk01_small_val"
     assert meta["generator"]["spec"]["skip_blur_sigma"] == 1.5 and meta["recovery"]["generator"]["skip_blur_sigma"] == 0
     assert meta["generator"]["spec"]["payload_role"] == "write" and meta["recovery"]["generator"]["payload_role"] == "read"
+    # C's input filter travels with C: the bundle rebuilds C with it (strict loading cannot tell, the filter has no weights)
+    assert meta["reid"]["config"]["input_blur_sigma"] == 1.0 and b.runner.c.input_blur_sigma == 1.0
 
 
 def test_reid_gradient_scaling_keeps_the_forward_value():

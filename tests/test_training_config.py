@@ -81,6 +81,10 @@ def test_bad_values_are_named() -> None:
         load_config(None, ["MODEL.MODE"])
     with pytest.raises(ConfigError, match="MODEL.UPGRADE_MARGIN"):
         load_config(None, ["MODEL.UPGRADE_MARGIN", "1.0"])
+    with pytest.raises(ConfigError, match="G_SKIP_BLUR_SIGMA"):
+        load_config(None, ["MODEL.G_SKIP_DETAIL", "0.05"])  # kept detail needs the blur branch
+    with pytest.raises(ConfigError, match="MODEL.G_SKIP_DETAIL"):
+        load_config(None, ["MODEL.G_SKIP_BLUR_SIGMA", "6.0", "MODEL.G_SKIP_DETAIL", "0.5"])
 
 
 def test_print_config(capsys) -> None:

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from reid.models import PretrainUnavailableError, build_reid_model
 from reid.models.layers import NonLocalBlock
@@ -83,3 +84,25 @@ def test_imagenet_weights_are_never_downloaded(tmp_path, monkeypatch) -> None:
 def test_model_package_does_not_import_training() -> None:
     code = "import sys, reid.models; assert not any(m == 'training' or m.startswith('training.') for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
+
+
+def test_c_input_blur_is_part_of_c() -> None:
+    """MODEL.C_INPUT_BLUR_SIGMA: C with the filter equals the same weights applied to the blurred input,
+    the filter has no weights (old checkpoints load), and a σ outside [0, 8] is refused by name."""
+    from reid.models.layers import GaussianBlur
+
+    torch.manual_seed(0)
+    plain = build_reid_model("shufflenetv2_x0_5", 5).eval()
+    filtered = build_reid_model("shufflenetv2_x0_5", 5, input_blur_sigma=1.0).eval()
+    filtered.load_state_dict(plain.state_dict(), strict=True)
+    x = 3.0 * GaussianBlur(3.0)(torch.randn(2, 3, 64, 32))  # a smooth "image" (a blurred P is smooth too)
+    with torch.no_grad():  # (the unit-length features the pipeline compares)
+        feat_f, feat_p = (lambda v: F.normalize(filtered(v), dim=1)), (lambda v: F.normalize(plain(v), dim=1))
+        assert torch.allclose(feat_f(x), feat_p(GaussianBlur(1.0)(x)), atol=1e-5)
+        assert (feat_f(x) - feat_p(x)).norm() > 0.01
+        # what the filter is for: pixel-scale white noise moves C's feature less
+        noise = 0.3 * torch.randn_like(x)
+        moved = (feat_f(x + noise) - feat_f(x)).norm() / (feat_p(x + noise) - feat_p(x)).norm()
+    assert moved < 0.7  # 0.23-0.51 over seeds 0-5
+    with pytest.raises(ValueError, match="C_INPUT_BLUR_SIGMA"):
+        build_reid_model("shufflenetv2_x0_5", 5, input_blur_sigma=-1.0)

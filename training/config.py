@@ -60,6 +60,11 @@ def validate(cfg) -> None:
     if not 0.0 <= cfg.MODEL.G_PAYLOAD_SCALE < 1.0:
         raise ConfigError("MODEL.G_PAYLOAD_SCALE must be in [0, 1): the amplitude of G's scattered recovery code "
                           "in P ([-1, 1] units); 0 turns it off")
+    if not 0.0 <= cfg.MODEL.G_SKIP_DETAIL < 0.5:
+        raise ConfigError("MODEL.G_SKIP_DETAIL must be in [0, 0.5): the share of O's detail kept by G's blur branch "
+                          "and its supervision; 0 turns it off")
+    if cfg.MODEL.G_SKIP_DETAIL > 0 and cfg.MODEL.G_SKIP_BLUR_SIGMA <= 0:
+        raise ConfigError("MODEL.G_SKIP_DETAIL needs MODEL.G_SKIP_BLUR_SIGMA > 0 (the blur branch that keeps the detail)")
     if cfg.MODEL.G_PAYLOAD_SCALE > 0 and any(int(v) % 16 for v in cfg.INPUT.IMG_SIZE):
         raise ConfigError(f"MODEL.G_PAYLOAD_SCALE needs INPUT.IMG_SIZE sides that are multiples of 16 (the payload's "
                           f"tile), got {list(cfg.INPUT.IMG_SIZE)}")

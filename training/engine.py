@@ -157,7 +157,8 @@ def build_model(cfg, num_classes: int) -> ReidModel:
     model = build_reid_model(cfg.MODEL.NAME, num_classes, last_stride=cfg.MODEL.LAST_STRIDE,
                              pretrain_choice="none" if choice == "self" else choice,
                              pretrain_path=cfg.MODEL.PRETRAIN_PATH, gem=cfg.MODEL.GENERALIZED_MEAN_POOL == "on",
-                             neck=cfg.MODEL.NECK, neck_feat=cfg.TEST.NECK_FEAT, non_local=cfg.MODEL.NON_LOCAL == "on")
+                             neck=cfg.MODEL.NECK, neck_feat=cfg.TEST.NECK_FEAT, non_local=cfg.MODEL.NON_LOCAL == "on",
+                             input_blur_sigma=cfg.MODEL.C_INPUT_BLUR_SIGMA)
     if choice == "self":
         ckpt = load_self_checkpoint(cfg)
         skipped = load_model_weights(model, ckpt)

@@ -9,7 +9,8 @@ One iteration (discriminators first, vanilla BCE GAN):
     L = GAN(D1) + GAN(D2) + λ_L1·|P − M|₁ + λ_rec·|R − O|₁ + ReID(C(O)) + ReID(C(P))
 
 P is not detached before C, so the Re-ID loss teaches G to keep identity cues. After an upgrade,
-M := G_frozen(O) (the saved best encoder, frozen) in the L1 term and in D1's real pair.
+M := G_frozen(O) (the saved best encoder, frozen) in the L1 term and in D1's real pair. With
+MODEL.G_SKIP_DETAIL a (ours), that supervision starts as (1 − a)·M + a·O (:func:`supervision`).
 
 Model selection never looks at the test split: the kept model is the one of the best
 anonymous-enough validation (the rule's "save best"), else the last epoch. Without a validation
@@ -98,7 +99,8 @@ class GCRNets(nn.Module):
         # MODEL.G_SKIP_BLUR_SIGMA (G's fixed blur branch) and MODEL.G_PAYLOAD_SCALE (a scattered recovery code)
         plain = resolve_generator_spec(cfg.MODEL.NETG, cfg.MODEL.NGF, cfg.MODEL.NORM, (h, w))
         self.g_spec, self.g_spec_r = encoder_decoder_specs(plain, cfg.MODEL.G_SKIP_BLUR_SIGMA,
-                                                           cfg.MODEL.G_PAYLOAD_SCALE, cfg.MODEL.G_PAYLOAD_SEED)
+                                                           cfg.MODEL.G_PAYLOAD_SCALE, cfg.MODEL.G_PAYLOAD_SEED,
+                                                           cfg.MODEL.G_SKIP_DETAIL)
         self.G = build_generator(self.g_spec)
         self.G_R = build_generator(self.g_spec_r)
         self.D1 = build_discriminator(cfg.MODEL.NDF, cfg.MODEL.N_LAYERS_D, cfg.MODEL.NORM)
@@ -125,7 +127,8 @@ def reid_config(cfg) -> dict[str, Any]:
     """keyword arguments of reid.models.build_reid_model that rebuild C for inference."""
     return {"name": cfg.MODEL.NAME, "last_stride": int(cfg.MODEL.LAST_STRIDE),
             "gem": cfg.MODEL.GENERALIZED_MEAN_POOL == "on", "neck": cfg.MODEL.NECK,
-            "neck_feat": cfg.TEST.NECK_FEAT, "non_local": cfg.MODEL.NON_LOCAL == "on"}
+            "neck_feat": cfg.TEST.NECK_FEAT, "non_local": cfg.MODEL.NON_LOCAL == "on",
+            "input_blur_sigma": float(cfg.MODEL.C_INPUT_BLUR_SIGMA)}
 
 
 # --------------------------------------------------------------------------------- a step
@@ -139,13 +142,21 @@ def gan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
+def supervision(cfg, O: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """G's first supervision: M, or (1 − a)·M + a·O with MODEL.G_SKIP_DETAIL a (the detail G's blur
+    branch keeps). An upgrade replaces it by the frozen encoder; the ε check always compares with M."""
+    keep = float(cfg.MODEL.G_SKIP_DETAIL)
+    return M if keep == 0 else M + keep * (O - M)
+
+
 def train_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, batch, device) -> dict[str, float]:
     """One GCR iteration; returns the loss parts for logging."""
     raw = batch["raw"].to(device, non_blocking=True)
     target = batch["pid"].to(device, non_blocking=True)
     O = space.to_gan(raw)
     with torch.no_grad():
-        M = nets.frozen_G(O) if nets.frozen_G is not None else space.to_gan(batch["desensitized"].to(device))
+        M = (nets.frozen_G(O) if nets.frozen_G is not None
+             else supervision(cfg, O, space.to_gan(batch["desensitized"].to(device))))
     P = nets.G(O)
     R = nets.G_R(published(cfg, P))
 
@@ -221,7 +232,7 @@ def warm_up_generators(cfg, nets: GCRNets, space: ImageSpace, loader, device, it
             if done >= iters:
                 break
             O = space.to_gan(batch["raw"].to(device, non_blocking=True))
-            M = space.to_gan(batch["desensitized"].to(device, non_blocking=True))
+            M = supervision(cfg, O, space.to_gan(batch["desensitized"].to(device, non_blocking=True)))
             P = nets.G(O)
             loss_l1 = F.l1_loss(P, M) * float(cfg.MODEL.LAMBDA_L1)
             loss_rec = F.l1_loss(nets.G_R(published(cfg, P)), O) * float(cfg.MODEL.LAMBDA_REC)

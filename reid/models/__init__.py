@@ -36,20 +36,22 @@ def build_backbone(name: str, last_stride: int = 1, non_local: bool = True):
 
 def build_reid_model(name: str, num_classes: int, last_stride: int = 1, pretrain_choice: str = "none",
                      pretrain_path: str = "", gem: bool = True, neck: str = "bnneck",
-                     neck_feat: str = "after", non_local: bool = True) -> ReidModel:
+                     neck_feat: str = "after", non_local: bool = True, input_blur_sigma: float = 0.0) -> ReidModel:
     """Build a :class:`ReidModel`.
 
     ``pretrain_choice``: ``imagenet`` loads backbone weights from an offline file
     (``pretrain_path``, torchvision's cache, or the project's backbone folder) and raises
     :class:`PretrainUnavailableError` with instructions when there is none; ``self`` and ``none``
     build a randomly initialised model (``self`` weights are loaded afterwards by the caller).
+    ``input_blur_sigma`` > 0: a fixed Gaussian blur in front of the backbone (see :class:`ReidModel`).
     """
     if pretrain_choice not in ("imagenet", "self", "none"):
         raise ValueError(f"MODEL.PRETRAIN_CHOICE must be imagenet, self or none, got '{pretrain_choice}'")
     backbone = build_backbone(name, last_stride, non_local)
     if pretrain_choice == "imagenet":
         backbone.load_imagenet(pretrain_path)
-    return ReidModel(backbone, backbone.out_channels, num_classes, gem=gem, neck=neck, neck_feat=neck_feat)
+    return ReidModel(backbone, backbone.out_channels, num_classes, gem=gem, neck=neck, neck_feat=neck_feat,
+                     input_blur_sigma=input_blur_sigma)
 
 
 __all__ = ["MODEL_NAMES", "PretrainUnavailableError", "ReidModel", "build_backbone", "build_reid_model"]

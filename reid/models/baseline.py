@@ -4,19 +4,29 @@ Forward contract (shared by training and the pipeline):
 * train mode: ``(cls_score, global_feat)``; ``global_feat`` (before the BN-neck) feeds the
   triplet and center losses, ``cls_score`` (after it) the ID loss, as in BNNeck/AGW;
 * eval mode: the retrieval feature, after the BN-neck when ``neck_feat == 'after'`` (TEST.NECK_FEAT).
+
+``input_blur_sigma`` > 0 puts a fixed Gaussian blur in front of the backbone, for every input (raw or
+protected; MODEL.C_INPUT_BLUR_SIGMA). Why: a learned anonymizer with a scattered recovery payload
+(``anonymizer.payload``) adds a code to P that is white at the pixel scale; a blur of σ≈1 passes the
+image's smooth content and damps that code, so C does not have to learn to ignore it. It is part of C,
+so every caller (training, evaluation, bundles, ONNX) sees the same filter.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .layers import gem_or_avg, init_bnneck, init_classifier
+from .layers import GaussianBlur, gem_or_avg, init_bnneck, init_classifier
 
 
 class ReidModel(nn.Module):
     def __init__(self, backbone: nn.Module, feat_dim: int, num_classes: int, gem: bool = True,
-                 neck: str = "bnneck", neck_feat: str = "after") -> None:
+                 neck: str = "bnneck", neck_feat: str = "after", input_blur_sigma: float = 0.0) -> None:
         super().__init__()
+        if not 0.0 <= float(input_blur_sigma) <= 8.0:
+            raise ValueError(f"MODEL.C_INPUT_BLUR_SIGMA must lie in [0, 8] pixels, got {input_blur_sigma}")
+        self.input_blur_sigma = float(input_blur_sigma)
+        self.input_filter = GaussianBlur(self.input_blur_sigma) if self.input_blur_sigma > 0 else nn.Identity()
         if neck not in ("bnneck", "no"):
             raise ValueError(f"MODEL.NECK must be 'bnneck' or 'no', got '{neck}'")
         if neck_feat not in ("after", "before"):
@@ -39,11 +49,11 @@ class ReidModel(nn.Module):
         a frozen C (eval mode, fixed BatchNorm statistics) still gives a Re-ID loss to train G with."""
         if self.classifier is None:
             raise RuntimeError("this ReidModel was built with num_classes=0 and has no identity logits")
-        global_feat = self.pool(self.backbone(x)).flatten(1)
+        global_feat = self.pool(self.backbone(self.input_filter(x))).flatten(1)
         return self.classifier(self.bottleneck(global_feat)), global_feat
 
     def forward(self, x: torch.Tensor):
-        global_feat = self.pool(self.backbone(x)).flatten(1)
+        global_feat = self.pool(self.backbone(self.input_filter(x))).flatten(1)
         feat = self.bottleneck(global_feat)
         if self.training:
             if self.classifier is None:

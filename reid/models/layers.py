@@ -1,11 +1,35 @@
-"""Building blocks shared by the Re-ID models: GeM pooling, non-local attention, BN-neck init.
+"""Building blocks shared by the Re-ID models: GeM pooling, non-local attention, BN-neck init, and a
+fixed Gaussian blur (C's optional input filter, also G's blur branch in ``anonymizer.networks``).
 
 Kept free of any training code so the pipeline can load the same modules for inference.
 """
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class GaussianBlur(nn.Module):
+    """Fixed separable Gaussian blur (depthwise, edge-replicating, kernel ±3σ); exports to ONNX as
+    two grouped convolutions. Not learned, and not stored: rebuilt from σ."""
+
+    def __init__(self, sigma: float, channels: int = 3) -> None:
+        super().__init__()
+        radius = max(1, int(math.ceil(3.0 * sigma)))
+        t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        k = torch.exp(-0.5 * (t / float(sigma)) ** 2)
+        k = k / k.sum()
+        self.radius, self.channels = radius, channels
+        self.register_buffer("kh", k.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), persistent=False)
+        self.register_buffer("kw", k.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.radius  # replicate padding works for any image size, unlike reflect
+        y = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), self.kh, groups=self.channels)
+        return F.conv2d(F.pad(y, (r, r, 0, 0), mode="replicate"), self.kw, groups=self.channels)
 
 
 class GeneralizedMeanPooling(nn.Module):
