@@ -65,9 +65,16 @@ def validate(cfg) -> None:
                           "and its supervision; 0 turns it off")
     if cfg.MODEL.G_SKIP_DETAIL > 0 and cfg.MODEL.G_SKIP_BLUR_SIGMA <= 0:
         raise ConfigError("MODEL.G_SKIP_DETAIL needs MODEL.G_SKIP_BLUR_SIGMA > 0 (the blur branch that keeps the detail)")
-    if cfg.MODEL.G_PAYLOAD_SCALE > 0 and any(int(v) % 16 for v in cfg.INPUT.IMG_SIZE):
-        raise ConfigError(f"MODEL.G_PAYLOAD_SCALE needs INPUT.IMG_SIZE sides that are multiples of 16 (the payload's "
-                          f"tile), got {list(cfg.INPUT.IMG_SIZE)}")
+    if cfg.MODEL.G_PAYLOAD_SCALE > 0:
+        _check_payload_size(cfg)
+
+
+def _check_payload_size(cfg) -> None:
+    from anonymizer.payload import TILE as PAYLOAD_TILE  # (torch: only imported when a payload is asked for)
+
+    if any(int(v) % PAYLOAD_TILE for v in cfg.INPUT.IMG_SIZE):
+        raise ConfigError(f"MODEL.G_PAYLOAD_SCALE needs INPUT.IMG_SIZE sides that are multiples of {PAYLOAD_TILE} (the "
+                          f"payload's tile), got {list(cfg.INPUT.IMG_SIZE)}")
 
 
 def load_config(config_file: str | Path | None = None, overrides: Sequence[str] = ()):

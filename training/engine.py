@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -151,14 +151,20 @@ def teardown(ctx: RunContext) -> None:
 # ---------------------------------------------------------------- building blocks
 
 
+def reid_model_kwargs(cfg) -> dict[str, Any]:
+    """The keyword arguments of :func:`reid.models.build_reid_model` that define C's architecture and
+    preprocessing; training builds C with them and bundles store them, so both build the same C."""
+    return {"name": cfg.MODEL.NAME, "last_stride": int(cfg.MODEL.LAST_STRIDE),
+            "gem": cfg.MODEL.GENERALIZED_MEAN_POOL == "on", "neck": cfg.MODEL.NECK,
+            "neck_feat": cfg.TEST.NECK_FEAT, "non_local": cfg.MODEL.NON_LOCAL == "on",
+            "input_blur_sigma": float(cfg.MODEL.C_INPUT_BLUR_SIGMA)}
+
+
 def build_model(cfg, num_classes: int) -> ReidModel:
     """The Re-ID model C from the config; ``PRETRAIN_CHOICE self`` loads ``PRETRAIN_DIR``'s weights."""
     choice = cfg.MODEL.PRETRAIN_CHOICE
-    model = build_reid_model(cfg.MODEL.NAME, num_classes, last_stride=cfg.MODEL.LAST_STRIDE,
-                             pretrain_choice="none" if choice == "self" else choice,
-                             pretrain_path=cfg.MODEL.PRETRAIN_PATH, gem=cfg.MODEL.GENERALIZED_MEAN_POOL == "on",
-                             neck=cfg.MODEL.NECK, neck_feat=cfg.TEST.NECK_FEAT, non_local=cfg.MODEL.NON_LOCAL == "on",
-                             input_blur_sigma=cfg.MODEL.C_INPUT_BLUR_SIGMA)
+    model = build_reid_model(num_classes=num_classes, pretrain_choice="none" if choice == "self" else choice,
+                             pretrain_path=cfg.MODEL.PRETRAIN_PATH, **reid_model_kwargs(cfg))
     if choice == "self":
         ckpt = load_self_checkpoint(cfg)
         skipped = load_model_weights(model, ckpt)

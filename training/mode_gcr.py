@@ -123,14 +123,6 @@ class GCRNets(nn.Module):
         self.frozen_G = frozen
 
 
-def reid_config(cfg) -> dict[str, Any]:
-    """keyword arguments of reid.models.build_reid_model that rebuild C for inference."""
-    return {"name": cfg.MODEL.NAME, "last_stride": int(cfg.MODEL.LAST_STRIDE),
-            "gem": cfg.MODEL.GENERALIZED_MEAN_POOL == "on", "neck": cfg.MODEL.NECK,
-            "neck_feat": cfg.TEST.NECK_FEAT, "non_local": cfg.MODEL.NON_LOCAL == "on",
-            "input_blur_sigma": float(cfg.MODEL.C_INPUT_BLUR_SIGMA)}
-
-
 # --------------------------------------------------------------------------------- a step
 def scale_grad(x: torch.Tensor, lam: float) -> torch.Tensor:
     """Identity in the forward pass; multiplies the gradient flowing back into ``x`` by ``lam``."""
@@ -559,9 +551,11 @@ def _space(cfg, device) -> ImageSpace:
 
 
 def _model_info(cfg, nets: GCRNets, num_classes: int, epoch: int, selected_by: str) -> dict[str, Any]:
+    from .engine import reid_model_kwargs
+
     return {"epoch": epoch, "selected_by": selected_by, "generator_spec": nets.g_spec.as_dict(),
             "recovery_generator_spec": nets.g_spec_r.as_dict(),
-            "reid": {"name": cfg.MODEL.NAME, "embed_dim": int(nets.C.feat_dim), "config": reid_config(cfg),
+            "reid": {"name": cfg.MODEL.NAME, "embed_dim": int(nets.C.feat_dim), "config": reid_model_kwargs(cfg),
                      "num_train_classes": num_classes},
             "input": {"size_hw": [int(v) for v in cfg.INPUT.IMG_SIZE], "color": "RGB",
                       "pixel_mean": [float(v) for v in cfg.INPUT.PIXEL_MEAN],
