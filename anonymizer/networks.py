@@ -211,6 +211,11 @@ class GeneratorSpec:
     payload_scale: float = 0.0    # amplitude of the payload in P ([-1, 1] units)
     payload_seed: int = 0         # seed of the payload's fixed tile permutation (not a secret)
 
+    def __post_init__(self) -> None:
+        # here, not in one builder, so that specs read from a bundle.yaml are checked as well
+        if self.skip_detail and self.skip_blur_sigma <= 0:
+            raise ValueError("a kept share of detail (skip_detail) needs the blur branch (skip_blur_sigma > 0)")
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -255,8 +260,6 @@ def encoder_decoder_specs(plain: GeneratorSpec, skip_blur_sigma: float = 0.0, pa
     detail); with ``payload_scale`` > 0, G writes a scattered recovery code into P and G_R reads it
     (anonymizer.payload); otherwise G_R is the plain network.
     """
-    if skip_detail and skip_blur_sigma <= 0:
-        raise ValueError("a kept share of detail (skip_detail) needs the blur branch (skip_blur_sigma > 0)")
     encoder = replace(plain, skip_blur_sigma=float(skip_blur_sigma), skip_detail=float(skip_detail))
     if payload_scale <= 0:
         return encoder, plain

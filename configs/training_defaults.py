@@ -62,6 +62,9 @@ _C.MODEL.G_PAYLOAD_SEED = 0          # seed of that fixed permutation (stored in
 _C.MODEL.C_INPUT_BLUR_SIGMA = 0.0    # ours: >0 puts a fixed Gaussian blur (σ in pixels) in front of C, for raw and
                                      # protected inputs alike, so that C sees little of a payload code (white at the
                                      # pixel scale); stored with C in bundles; 0 = METHOD.md
+_C.MODEL.CROSS_KIND_TRIPLET = 0.0   # ours: >0 adds this weight × the metric loss mined across the raw and the
+                                     # protected half of each hybrid batch (training.losses.ReidLoss.cross_kind), in
+                                     # MODE C (raw vs M) and GCR (raw vs P) alike; 0 = METHOD.md (each half alone)
 _C.MODEL.G_WARMUP_ITERS = 0          # ours: before the joint training, this many iterations train G and G_R alone
                                      # on 100·|P−M|₁ + 100·|R−O|₁ (no C, no GAN), so that C sees P ≈ M from its
                                      # first step, as Base's C does; 0 = METHOD.md (joint from the start)

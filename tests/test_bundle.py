@@ -170,6 +170,8 @@ def test_kept_detail_starts_g_at_its_supervision() -> None:
         assert torch.equal(supervision(load_config(None, []), x, blurred), blurred)
     with pytest.raises(ValueError, match="skip_blur_sigma"):
         encoder_decoder_specs(plain, 0.0, 0.0, 0, skip_detail=0.05)
+    with pytest.raises(ValueError, match="skip_blur_sigma"):  # a hand-written bundle spec is checked too
+        build_generator({**plain.as_dict(), "skip_detail": 0.05})
 
 
 def test_blur_skip_generator_starts_as_the_blur_and_exports(tmp_path):

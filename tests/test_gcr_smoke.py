@@ -191,3 +191,32 @@ def test_frozen_c_trains_g_only_and_needs_a_trained_c(tmp_path):
     assert all(torch.equal(v, c_before[k]) for k, v in nets.C.state_dict().items())
     assert all(torch.equal(v, base.state_dict()[k]) for k, v in nets.C.state_dict().items())
     assert any(not torch.equal(v, g_before[k]) for k, v in nets.G.state_dict().items())
+
+
+def test_cross_kind_triplet_joins_c_loss_in_a_gcr_step():
+    """MODEL.CROSS_KIND_TRIPLET adds the raw-vs-protected metric term to C's loss in a GCR step
+    (logged as C_cross); by default (METHOD.md) each half is ranked alone."""
+    import torch
+
+    from training.config import load_config
+    from training.losses import ReidLoss
+    from training.mode_gcr import GCRNets, _space, train_step
+
+    common = ["MODEL.MODE", "GCR", "MODEL.DEVICE", "cpu", "MODEL.NAME", "shufflenetv2_x0_5",
+              "MODEL.PRETRAIN_CHOICE", "none", "MODEL.NETG", "unet_256", "MODEL.NGF", "8", "MODEL.NDF", "8",
+              "INPUT.IMG_SIZE", "[64, 32]"]
+    raw = torch.randn(8, 3, 64, 32) * 0.5
+    batch = {"raw": raw, "desensitized": raw * 0.5, "pid": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])}
+    for extra, expect in (([], False), (["MODEL.CROSS_KIND_TRIPLET", "1.0"], True)):
+        torch.manual_seed(0)
+        cfg = load_config(None, common + extra)
+        nets = GCRNets(cfg, num_classes=4)
+        nets.train()
+        reid_loss = ReidLoss(cfg, 4, nets.C.feat_dim)
+        opts = {"G": torch.optim.Adam(list(nets.G.parameters()) + list(nets.G_R.parameters()), lr=1e-3),
+                "D": torch.optim.Adam(list(nets.D1.parameters()) + list(nets.D2.parameters()), lr=1e-3),
+                "C": torch.optim.Adam(nets.C.parameters(), lr=1e-3)}
+        parts = train_step(cfg, nets, _space(cfg, torch.device("cpu")), reid_loss, opts, batch, torch.device("cpu"))
+        assert ("C_cross" in parts) is expect
+        if expect:
+            assert parts["C_cross"] > 0

@@ -85,3 +85,33 @@ def test_center_gradient_is_rescaled_by_the_loss_weight() -> None:
     before = loss.center.centers.grad.clone()
     loss.scale_center_grads()
     assert torch.allclose(loss.center.centers.grad, before / 0.0005)
+
+
+def test_cross_kind_triplet_by_hand_and_off_by_default() -> None:
+    """MODEL.CROSS_KIND_TRIPLET w: w × the mean of (raw anchors vs protected candidates) and the reverse,
+    where an image's own twin in the other kind is a positive."""
+    raw, prot = torch.tensor([[0.0], [1.0], [3.0], [5.0]]), torch.tensor([[2.0], [1.0], [3.0], [5.0]])
+    # batch-hard, margin 0.3: raw→prot. only anchor 3 violates (d_ap 2, d_an 1): 1.3/4;
+    # prot.→raw anchors 2 (d_ap 2, d_an 1) and 3 (d_ap 2, d_an 2): (1.3 + 0.3)/4
+    hard = ReidLoss(_cfg("MODEL.WEIGHT_REGULARIZED_TRIPLET", "off", "MODEL.CROSS_KIND_TRIPLET", "2.0"), 2, 1)
+    assert float(hard.cross_kind(raw, prot, LABELS)) == pytest.approx(2.0 * 0.5 * (1.3 / 4 + 1.6 / 4), rel=1e-5)
+    assert ReidLoss(_cfg(), 2, 1).cross_kind(raw, prot, LABELS) is None  # METHOD.md: each half alone
+    # one image per identity: within a kind no anchor has a positive, across kinds the twin is one
+    a, b, two = torch.tensor([[0.0], [4.0]]), torch.tensor([[1.0], [4.0]]), torch.tensor([0, 1])
+    soft = ReidLoss(_cfg("MODEL.METRIC_LOSS_TYPE", "triplet", "MODEL.WEIGHT_REGULARIZED_TRIPLET", "off",
+                         "SOLVER.MARGIN", "0.0", "MODEL.CROSS_KIND_TRIPLET", "1.0"), 2, 1)
+    assert float(soft.metric_loss(a, two)) == 0.0
+    expected = 0.5 * (math.log1p(math.exp(1 - 3)) + math.log1p(math.exp(0 - 4))
+                      + math.log1p(math.exp(1 - 4)) + math.log1p(math.exp(0 - 3)))
+    assert float(soft.cross_kind(a, b, two)) == pytest.approx(expected / 2, rel=1e-5)
+
+
+def test_cross_kind_triplet_config_is_checked() -> None:
+    from training.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="MODEL.CROSS_KIND_TRIPLET must be >= 0"):
+        load_config(None, ["MODEL.CROSS_KIND_TRIPLET", "-1"])
+    with pytest.raises(ConfigError, match="OUTPUT_MODE both"):
+        load_config(None, ["MODEL.CROSS_KIND_TRIPLET", "1.0", "MODEL.OUTPUT_MODE", "protected"])
+    with pytest.raises(ConfigError, match="needs a metric loss"):
+        load_config(None, ["MODEL.CROSS_KIND_TRIPLET", "1.0", "MODEL.METRIC_LOSS_TYPE", "none"])

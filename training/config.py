@@ -65,6 +65,14 @@ def validate(cfg) -> None:
                           "and its supervision; 0 turns it off")
     if cfg.MODEL.G_SKIP_DETAIL > 0 and cfg.MODEL.G_SKIP_BLUR_SIGMA <= 0:
         raise ConfigError("MODEL.G_SKIP_DETAIL needs MODEL.G_SKIP_BLUR_SIGMA > 0 (the blur branch that keeps the detail)")
+    if cfg.MODEL.CROSS_KIND_TRIPLET < 0:
+        raise ConfigError("MODEL.CROSS_KIND_TRIPLET must be >= 0: the weight of the metric loss across raw and "
+                          "protected images; 0 turns it off")
+    if cfg.MODEL.CROSS_KIND_TRIPLET > 0 and cfg.MODEL.METRIC_LOSS_TYPE in ("none", "softmax"):
+        raise ConfigError("MODEL.CROSS_KIND_TRIPLET needs a metric loss (MODEL.METRIC_LOSS_TYPE triplet or wrt)")
+    if cfg.MODEL.CROSS_KIND_TRIPLET > 0 and (cfg.MODEL.OUTPUT_MODE != "both" or cfg.MODEL.FREEZE_C):
+        raise ConfigError("MODEL.CROSS_KIND_TRIPLET needs hybrid batches that train C: MODEL.OUTPUT_MODE both "
+                          "and MODEL.FREEZE_C False")
     if cfg.MODEL.G_PAYLOAD_SCALE > 0:
         _check_payload_size(cfg)
 

@@ -33,21 +33,27 @@ def euclidean_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return d.clamp_min(1e-12).sqrt()
 
 
-def _masks(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    same = target.unsqueeze(0) == target.unsqueeze(1)
-    eye = torch.eye(len(target), dtype=torch.bool, device=target.device)
-    return same & ~eye, ~same
+def _pairs(feat: torch.Tensor, target: torch.Tensor, other: Optional[torch.Tensor] = None):
+    """Distances from each anchor in ``feat`` to the candidates, positive/negative masks, and the
+    anchors that have both (the others are skipped).
 
-
-def _pairs(feat: torch.Tensor, target: torch.Tensor):
-    """Distances, positive/negative masks, and the anchors that have both (the others are skipped)."""
-    dist = euclidean_dist(feat.float(), feat.float())
-    pos, neg = _masks(target)
+    The candidates are ``feat`` itself (the anchor is then not its own positive), or ``other``: the
+    same images in the other kind of a hybrid batch (row i of ``other`` has label ``target[i]``), so
+    that an anchor's own twin counts as a positive.
+    """
+    same_set = other is None
+    cand = feat if same_set else other
+    dist = euclidean_dist(feat.float(), cand.float())
+    same = target.unsqueeze(1) == target.unsqueeze(0)
+    pos = same & ~torch.eye(len(target), dtype=torch.bool, device=target.device) if same_set else same
+    neg = ~same
     return dist, pos, neg, pos.any(1) & neg.any(1)
 
 
 class TripletLoss(nn.Module):
     """Batch-hard triplet (Hermans et al. 2017): hardest positive vs hardest negative per anchor.
+
+    With ``other``, the positives and negatives are taken from ``other`` (see :func:`_pairs`).
 
     ``margin > 0``: hinge ``max(0, d_ap - d_an + margin)``; ``margin <= 0``: soft margin
     ``log(1 + exp(d_ap - d_an))``. Anchors without a positive or negative in the batch are skipped.
@@ -57,8 +63,9 @@ class TripletLoss(nn.Module):
         super().__init__()
         self.margin = margin
 
-    def forward(self, feat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        dist, pos, neg, valid = _pairs(feat, target)
+    def forward(self, feat: torch.Tensor, target: torch.Tensor,
+                other: Optional[torch.Tensor] = None) -> torch.Tensor:
+        dist, pos, neg, valid = _pairs(feat, target, other)
         if not valid.any():
             return feat.sum() * 0.0
         d_ap = dist.masked_fill(~pos, float("-inf")).max(1).values[valid]
@@ -80,11 +87,13 @@ class WeightedRegularizedTriplet(nn.Module):
     """AGW's weighted regularized triplet: softmax-weighted positives/negatives, soft margin, no margin.
 
     Far positives and close negatives get the largest weights, so the loss focuses on hard pairs
-    without a margin hyper-parameter. Positives exclude the anchor itself.
+    without a margin hyper-parameter. Positives exclude the anchor itself; with ``other``, the
+    positives and negatives are taken from ``other`` (see :func:`_pairs`).
     """
 
-    def forward(self, feat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        dist, pos, neg, valid = _pairs(feat, target)
+    def forward(self, feat: torch.Tensor, target: torch.Tensor,
+                other: Optional[torch.Tensor] = None) -> torch.Tensor:
+        dist, pos, neg, valid = _pairs(feat, target, other)
         if not valid.any():
             return feat.sum() * 0.0
         far_pos = (dist * _softmax_weights(dist, pos)).sum(1)
@@ -137,6 +146,7 @@ class ReidLoss(nn.Module):
         self.center_weight = float(cfg.SOLVER.CENTER_LOSS_WEIGHT)
         self.center: Optional[CenterLoss] = (CenterLoss(num_classes, feat_dim)
                                              if cfg.MODEL.CENTER_LOSS == "on" else None)
+        self.cross_kind_weight = float(cfg.MODEL.CROSS_KIND_TRIPLET)
 
     def center_parameters(self) -> list[nn.Parameter]:
         return list(self.center.parameters()) if self.center is not None else []
@@ -147,6 +157,20 @@ class ReidLoss(nn.Module):
             for p in self.center.parameters():
                 if p.grad is not None:
                     p.grad.mul_(1.0 / self.center_weight)
+
+    def cross_kind(self, feat_a: torch.Tensor, feat_b: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
+        """Ours (MODEL.CROSS_KIND_TRIPLET w; ``None`` when w is 0, the paper): w × the metric loss mined
+        *across* the two halves of a hybrid batch (raw anchors against protected candidates and the
+        reverse, averaged), ``feat_b[i]`` being the other kind of the image of ``feat_a[i]``.
+
+        Why: the per-half terms (the released code) only rank raw against raw and protected against
+        protected; the shared classifier aligns the kinds only indirectly, and the crossed settings
+        (raw query, protected gallery and the reverse) are where the protected models trailed Base.
+        """
+        if self.cross_kind_weight == 0 or self.metric_loss is None:
+            return None
+        both = self.metric_loss(feat_a, target, feat_b) + self.metric_loss(feat_b, target, feat_a)
+        return self.cross_kind_weight * 0.5 * both
 
     def forward(self, cls_score: torch.Tensor, feat: torch.Tensor, target: torch.Tensor):
         id_loss = self.id_loss(cls_score.float(), target)

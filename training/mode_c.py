@@ -71,6 +71,10 @@ def train_one_epoch(ctx: engine.RunContext, net, criterion: ReidLoss, optimizer,
             loss = loss + part_loss
             for k, v in parts.items():
                 sums[k] += v / len(halves)
+        cross = criterion.cross_kind(feat[halves[0]], feat[halves[1]], target) if len(halves) == 2 else None
+        if cross is not None:  # MODEL.CROSS_KIND_TRIPLET: raw against M, ours
+            loss = loss + cross
+            sums["cross_kind"] += float(cross.detach())
         scaler.scale(loss).backward()
         if center_opt is not None:
             scaler.unscale_(center_opt)

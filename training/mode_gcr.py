@@ -190,6 +190,10 @@ def train_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, batch, de
         lo, p = reid_loss(score[i * n:(i + 1) * n], feat[i * n:(i + 1) * n], target)
         loss_c = loss_c + lo
         parts[f"C_{name}"], parts[f"acc_{name}"] = float(lo.detach()), p["acc"]
+    cross = (reid_loss.cross_kind(feat[:n], feat[n:2 * n], target) if names == ["O", "P"] else None)
+    if cross is not None:  # MODEL.CROSS_KIND_TRIPLET: raw against P, ours
+        loss_c = loss_c + cross
+        parts["C_cross"] = float(cross.detach())
     total = loss_gan + loss_l1 + loss_rec + loss_c
     total.backward()
     opts["G"].step()
