@@ -14,7 +14,6 @@ Writes ``benchmarks/results/anonymizer_speed.json`` and the table in ``docs/benc
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anonymizer.baselines import BaselineAnonymizer  # noqa: E402
 from anonymizer.bundle import BundleError, load_bundle  # noqa: E402
-from benchmarks.report import machine, save_json, update_doc_section  # noqa: E402
+from benchmarks.report import command_line, machine_line, publish_table, save_json  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,13 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"anonymizer": f"learned ({bundle_name})", "backend": backend, "protect": protect,
                      "protect_runs": p_runs, "embed": embed, "embed_runs": e_runs,
                      "generator": bundle.meta["generator"]["spec"]})
-    command = " ".join(["python benchmarks/anonymizer_speed.py", *(shlex.quote(a) for a in (argv or sys.argv[1:]))])
+    command = command_line("anonymizer_speed.py", argv or sys.argv[1:])
     save_json("anonymizer_speed", {"command": command, "crops": args.crops, "repeats": args.repeats,
                                    "torch_threads": torch.get_num_threads(), "device": args.device, "rows": rows})
-    m = machine()
     lines = [
         "## Anonymizer speed (issue 4)", "",
-        f"`{command}` on {m['cpu']} ({m['cores']} cores, load {m['load_avg_1m']} at the start), device "
+        f"`{command}` on {machine_line()}, device "
         f"`{args.device}`, torch {torch.get_num_threads()} thread(s), onnxruntime and OpenVINO their default "
         f"thread pools; {args.crops} synthetic crops of 80–300 px height per call, "
         f"median of {args.repeats} calls. `protect` includes the resizes to the bundle's input and back.", "",
@@ -105,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             lines.append(f"| {r['anonymizer']} | {r['backend']} | {r['protect']} | "
                          f"{'—' if r['embed'] is None else r['embed']} |")
-    table = "\n".join(lines)
-    update_doc_section("anonymizer_speed", table)
-    print(table)
+    publish_table("anonymizer_speed", lines)
     return 0
 
 

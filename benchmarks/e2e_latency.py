@@ -21,7 +21,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import shlex  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -32,7 +31,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.kafka_common import FP_ANON, FP_REID, machine_line, save_json, unit_vectors, write_section  # noqa: E402
+from benchmarks.kafka_common import (FP_ANON, FP_REID, command_line, machine_line, publish_table,  # noqa: E402
+                                     save_json, unit_vectors)
 from configs import build_config  # noqa: E402
 from configs.service_defaults import get_service_defaults  # noqa: E402
 from reid.service import MatchingService  # noqa: E402
@@ -98,7 +98,7 @@ def main() -> int:
             r = run_rate(broker.bootstrap, rate, per_track, args.seconds, args.dim, Path(tmp))
             rows.append(r)
             print(r)
-    cmd = ("python benchmarks/e2e_latency.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip()
+    cmd = command_line("e2e_latency.py", sys.argv[1:])
     save_json("e2e_latency", {"command": cmd, "rows": rows})
     table = ["## End-to-end latency: capture -> match event (issue 5)", "",
              f"`{cmd}` on {line}; embedded broker, publisher (`LINGER_MS` 20, gzip), one matching service, all in "
@@ -109,9 +109,7 @@ def main() -> int:
     for r in rows:
         table.append(f"| {r['rate_target']} / {r['rate_achieved']:.0f} | {r['observations_per_track']} | {r['events']} | {r['p50_ms']:.0f} | "
                      f"{r['p95_ms']:.0f} | {r['max_ms']:.0f} | {r['gallery_tracks_at_end']} |")
-    md = "\n".join(table)
-    write_section("e2e_latency", md)
-    print(md)
+    publish_table("e2e_latency", table)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Shared by the Kafka benchmarks: the doc they write to and synthetic, contract-valid inputs."""
+"""Shared by the Kafka benchmarks: the report helpers (from :mod:`benchmarks.report`) and synthetic,
+contract-valid inputs."""
 from __future__ import annotations
 
 import sys
@@ -8,7 +9,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import machine, save_json, update_doc_section  # noqa: E402,F401
+from benchmarks.report import command_line, machine_line, publish_table, save_json  # noqa: E402,F401
 
 FP_REID, FP_ANON = "5a" * 32, "6b" * 32
 
@@ -16,13 +17,3 @@ FP_REID, FP_ANON = "5a" * 32, "6b" * 32
 def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def machine_line() -> str:
-    m = machine()
-    return f"{m['cpu']} ({m['cores']} cores, load {m['load_avg_1m']} at the start), Python {m['python']}"
-
-
-def write_section(name: str, markdown: str) -> None:
-    """The section ``name`` of docs/benchmarks.md."""
-    update_doc_section(name, markdown)

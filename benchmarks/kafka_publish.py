@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import sys
 import tempfile
 import time
@@ -19,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.kafka_common import FP_ANON, FP_REID, machine_line, save_json, unit_vectors, write_section  # noqa: E402
+from benchmarks.kafka_common import (FP_ANON, FP_REID, command_line, machine_line, publish_table,  # noqa: E402
+                                     save_json, unit_vectors)
 from stream.broker import EmbeddedBroker  # noqa: E402
 from stream.kafka_io import KafkaConfigError, compression_type  # noqa: E402
 from stream.publisher import FeaturePublisher  # noqa: E402
@@ -80,8 +80,8 @@ def main() -> int:
             r = run_one(broker.bootstrap, args.observations, args.dim, dtype, codec, args.cameras)
             rows.append(r)
             print(r)
-    cmd = "python benchmarks/kafka_publish.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    save_json("kafka_publish", {"command": cmd.strip(), "goal_obs_per_s": GOAL, "rows": rows})
+    cmd = command_line("kafka_publish.py", sys.argv[1:])
+    save_json("kafka_publish", {"command": cmd, "goal_obs_per_s": GOAL, "rows": rows})
     table = [
         "## Kafka publish throughput (issue 5)", "",
         f"`{cmd.strip()}` on {line}; embedded tansu broker on loopback, `acks=all`, idempotent producer, "
@@ -92,9 +92,7 @@ def main() -> int:
         mark = "✅" if r["delivered_per_s"] >= GOAL else "❌"
         table.append(f"| {r['compression']} | {r['dtype']} | {r['message_bytes']} | {r['publish_calls_per_s']:.0f} | "
                      f"{r['delivered_per_s']:.0f} | {r['delivered_mb_per_s']} | {mark if r['dtype'] == 'float16' else ''} |")
-    md = "\n".join(table)
-    write_section("kafka_publish", md)
-    print(md)
+    publish_table("kafka_publish", table)
     return 0
 
 

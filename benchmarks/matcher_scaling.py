@@ -18,7 +18,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, _threads)
 
 import argparse
-import shlex
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.kafka_common import machine_line, save_json, unit_vectors, write_section  # noqa: E402
+from benchmarks.kafka_common import command_line, machine_line, publish_table, save_json, unit_vectors  # noqa: E402
 from reid.gallery import Gallery  # noqa: E402
 
 
@@ -84,7 +83,7 @@ def main() -> int:
         r = measure(n, args.dim, args.queries, rng)
         rows.append(r)
         print(r)
-    cmd = ("python benchmarks/matcher_scaling.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip()
+    cmd = command_line("matcher_scaling.py", sys.argv[1:])
     save_json("matcher_scaling", {"command": cmd, "rows": rows})
     table = ["## Matcher time per observation (issue 5)", "",
              f"`{cmd}` on {line}; numpy float32 (BLAS threads: {os.environ.get('OPENBLAS_NUM_THREADS')}), the service loop's thread, {args.queries} new tracks and "
@@ -94,9 +93,7 @@ def main() -> int:
     for r in rows:
         table.append(f"| {r['tracks']:,} | {r['new_track_us_p50'] / 1000:.2f} | {r['new_track_us_p95'] / 1000:.2f} | "
                      f"{r['update_us_p50']:.0f} | {r['update_us_p95']:.0f} | {r['gallery_mb']} |")
-    md = "\n".join(table)
-    write_section("matcher_scaling", md)
-    print(md)
+    publish_table("matcher_scaling", table)
     return 0
 
 

@@ -12,7 +12,6 @@ Goal (issue 2): full ≥ 0.85 × detect-only with the mosaic anonymizer. Writes
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anonymizer.factory import build_anonymizer  # noqa: E402
-from benchmarks.report import machine, save_json, update_doc_section  # noqa: E402
+from benchmarks.report import command_line, machine_line, publish_table, save_json  # noqa: E402
 from configs import build_config  # noqa: E402
 from configs.pipeline_defaults import get_pipeline_defaults  # noqa: E402
 from detectors.factory import build_detector  # noqa: E402
@@ -98,23 +97,21 @@ def main(argv=None) -> int:
         runs["full_pipeline"].append(full_pipeline(cfg, args.source, args.frames, detector, anonymizer))
     fps = {k: round(statistics.median(v), 2) for k, v in runs.items()}
     ratio = round(fps["full_pipeline"] / fps["detect_only"], 3)
-    command = "python benchmarks/pipeline_fps.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = command_line("pipeline_fps.py", argv or sys.argv[1:])
     result = {"command": command, "source": Path(args.source).name, "frames": args.frames,
               "detector": detector.name, "anonymizer": anonymizer.kind, "fps": fps, "runs": runs,
               "full_over_detect": ratio, "goal": 0.85, "goal_met": ratio >= 0.85}
     save_json("pipeline_fps", result)
-    m = machine()
-    table = "\n".join([
+    table = [
         "## Pipeline throughput (issue 2)", "",
-        f"`{command}` on {m['cpu']} ({m['cores']} cores, load {m['load_avg_1m']} at the start), "
+        f"`{command}` on {machine_line()}, "
         f"{args.frames} frames of `{Path(args.source).name}`, detector `{detector.name}`, anonymizer "
         f"`{anonymizer.kind}`, median of {args.repeats} runs.", "",
         "| stage | frames/s |", "| --- | --- |",
         f"| decode only | {fps['decode_only']} |", f"| decode + detect | {fps['detect_only']} |",
         f"| full pipeline (decode, detect, track, anonymize, encode, logs) | {fps['full_pipeline']} |",
-        f"| full / detect-only (goal ≥ 0.85) | {ratio} {'✅' if ratio >= 0.85 else '❌'} |"])
-    update_doc_section("pipeline_fps", table)
-    print(table)
+        f"| full / detect-only (goal ≥ 0.85) | {ratio} {'✅' if ratio >= 0.85 else '❌'} |"]
+    publish_table("pipeline_fps", table)
     return 0
 
 

@@ -5,10 +5,11 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -39,6 +40,17 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def machine_line() -> str:
+    """The machine in one line of a table's caption: numbers mean little without it."""
+    m = machine()
+    return f"{m['cpu']} ({m['cores']} cores, load {m['load_avg_1m']} at the start), Python {m['python']}"
+
+
+def command_line(script: str, argv: Sequence[str]) -> str:
+    """The command that produced a table, quoted so that it can be pasted back into a shell."""
+    return f"python benchmarks/{script} {shlex.join(argv)}".strip()
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
@@ -64,3 +76,11 @@ def update_doc_section(name: str, markdown: str, doc: Path = DOC) -> None:
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
+
+
+def publish_table(name: str, lines: Sequence[str], doc: Path = DOC) -> str:
+    """Write ``lines`` as the section ``name`` of docs/benchmarks.md, print it and return it."""
+    markdown = "\n".join(lines)
+    update_doc_section(name, markdown, doc)
+    print(markdown)
+    return markdown

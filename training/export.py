@@ -1,7 +1,7 @@
 """``python -m training.export --run OUTPUT_DIR --out BUNDLE_DIR [--key-file KEY]``: GCR run → model bundle.
 
 Takes the model the run kept (its validation-selected ``checkpoints/best``, else ``last``; override
-with ``--checkpoint``), and writes the bundle the pipeline, the exporters and the recovery tool load
+with ``--checkpoint``, and give the test metrics of that checkpoint with ``--metrics``), and writes the bundle the pipeline, the exporters and the recovery tool load
 (format: :mod:`anonymizer.bundle`): bundle.yaml, G and C as safetensors, G and C as ONNX (dynamic
 batch), and G_R sealed with AES-256-GCM.
 
@@ -46,6 +46,38 @@ def _read_run(run: Path, which: str | None) -> tuple[Path, dict[str, Any], dict[
     raise FileNotFoundError(f"no GCR checkpoint under {run} (looked in {', '.join(str(c) for c in candidates)})")
 
 
+def _checkpoint_metrics(folder: Path, state: dict[str, Any], run_metrics: dict[str, Any],
+                        metrics_file: str | Path | None, chosen: bool = False) -> dict[str, Any]:
+    """The test metrics of the exported checkpoint, or {} when none are known.
+
+    Why the check: a run's metrics.json describes the model the run kept; exporting another epoch
+    (``--checkpoint last``) with those numbers would label the bundle with another model's metrics.
+    The metrics of any checkpoint come from testing it (``TEST.EVALUATE_ONLY on MODEL.PRETRAIN_DIR RUN
+    MODEL.EPOCH last``), whose metrics.json names the checkpoint it tested. ``chosen``: the checkpoint
+    was named by the user rather than taken as the one the run kept.
+    """
+    epoch = state.get("epoch")
+    if metrics_file is not None:
+        path = Path(metrics_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"--metrics {path}: no such file")
+        metrics = json.loads(path.read_text())
+        kept = metrics.get("kept_checkpoint") or {}
+        if kept.get("epoch") != epoch:
+            raise ValueError(f"--metrics {path} describe {kept.get('folder', 'an unnamed checkpoint')} "
+                             f"(epoch {kept.get('epoch')}), not the exported {folder.name} (epoch {epoch})")
+        return metrics
+    kept = run_metrics.get("kept_checkpoint") or {}
+    # runs older than kept_checkpoint: their metrics describe the model the run kept, i.e. the default export
+    describes_it = kept.get("epoch") == epoch if "epoch" in kept else not chosen
+    if run_metrics and not describes_it:
+        log.warning("the run's metrics.json describes epoch %s, not the exported %s (epoch %s): the bundle "
+                    "carries no test metrics; test that checkpoint and pass its metrics.json with --metrics",
+                    kept.get("epoch"), folder.name, epoch)
+        return {}
+    return run_metrics
+
+
 def _bundle_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """The test numbers a bundle carries: four settings (rank-1, mAP) and PSNR/SSIM pairs."""
     if not metrics:
@@ -60,8 +92,13 @@ def _bundle_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = None, which: str | None = None,
-               onnx: bool = True, dataset_terms: str | None = None) -> Path:
-    """Write the bundle of a GCR run; returns the bundle folder."""
+               onnx: bool = True, dataset_terms: str | None = None,
+               metrics_file: str | Path | None = None) -> Path:
+    """Write the bundle of a GCR run; returns the bundle folder.
+
+    ``metrics_file``: the metrics.json of a test of the exported checkpoint (needed for the bundle
+    to carry test metrics when ``which`` names another checkpoint than the one the run kept).
+    """
     from anonymizer.bundle import write_bundle
     from anonymizer.crypto import KEY_ENV, key_id, load_key, write_key
     from anonymizer.networks import build_generator
@@ -70,7 +107,8 @@ def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = N
     from .checkpoint import load_checkpoint
 
     run, out = Path(run), Path(out)
-    folder, state, metrics = _read_run(run, which)
+    folder, state, run_metrics = _read_run(run, which)
+    metrics = _checkpoint_metrics(folder, state, run_metrics, metrics_file, chosen=which is not None)
     info = state["gcr"]
     ckpt = load_checkpoint(folder)
 
@@ -107,9 +145,10 @@ def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = N
     }
     training = {
         "run": str(run.resolve()), "checkpoint": folder.name, "epoch": state.get("epoch"),
-        "selected_by": info.get("selected_by"), "upgrades": metrics.get("upgrades", []),
+        "selected_by": info.get("selected_by"),
+        "upgrades": run_metrics.get("upgrades", []),
         "frozen_supervision": state.get("frozen_supervision", False),
-        "epochs": metrics.get("epochs"), "wall_seconds": metrics.get("wall_seconds"),
+        "epochs": run_metrics.get("epochs"), "wall_seconds": run_metrics.get("wall_seconds"),
         "config": {k: run_cfg.get("MODEL", {}).get(k) for k in ("MODE", "NAME", "NETG", "NGF", "NDF", "NORM",
                                                                 "OUTPUT_MODE", "LAMBDA_L1", "LAMBDA_REC",
                                                                 "VAL_R1", "PSNR", "SSIM", "REID_GRAD_G",
@@ -132,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="bundle folder to write")
     ap.add_argument("--key-file", default=None, help="recovery key (created when missing; default: $PRIVREID_RECOVERY_KEY)")
     ap.add_argument("--checkpoint", default=None, help="best | last | epoch_N (default: the run's kept model)")
+    ap.add_argument("--metrics", default=None,
+                    help="metrics.json of a test of the exported checkpoint (TEST.EVALUATE_ONLY on); "
+                         "default: the run's own, when it describes that checkpoint")
     ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX files (torch backend only)")
     ap.add_argument("--dataset-terms", default=None, help="licence / terms line for bundle.yaml")
     args = ap.parse_args(argv)
@@ -139,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     from anonymizer.crypto import RecoveryKeyError
 
     try:
-        path = export_run(args.run, args.out, args.key_file, args.checkpoint, not args.no_onnx, args.dataset_terms)
+        path = export_run(args.run, args.out, args.key_file, args.checkpoint, not args.no_onnx, args.dataset_terms,
+                          args.metrics)
     except (FileNotFoundError, ValueError, RecoveryKeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
