@@ -100,6 +100,37 @@ class PayloadWriter(nn.Module):
         return (visible + self.scale * self.scatter.scatter(code)).clamp(-1.0, 1.0)
 
 
+def load_visible_weights(writer: PayloadWriter, state: dict[str, torch.Tensor]) -> None:
+    """Start ``writer`` from the weights of a generator without a payload (same network and blur branch).
+
+    The network's layers are copied as they are; its last layer, which here has three more output
+    channels (the code), gets the trained weights in its first three (the visible image) and keeps
+    zeros in the others, as :class:`PayloadWriter` starts. So the writer's first P is exactly the
+    other generator's, with no code yet. Why: a generator trained without a payload spends the room
+    under the privacy bound on visible, matchable detail (its recovery loss pushed it there); written
+    on top of it, the code no longer has to grow in a P that sits far inside the bound.
+    """
+    own = writer.state_dict()
+    if writer.blur is None or any(torch.count_nonzero(v) for k, v in own.items() if k.startswith("code_linear")):
+        raise ValueError("load_visible_weights starts a fresh PayloadWriter with a blur branch")
+    missing = sorted(k for k in own if k not in state and not k.startswith("code_linear"))
+    extra = sorted(k for k in state if k not in own)
+    if missing or extra:
+        raise ValueError(f"the weights are not those of this writer's network without a payload (missing "
+                         f"{missing[:3]}, unexpected {extra[:3]})")
+    merged = dict(own)
+    for key, value in state.items():
+        mine = own[key]
+        differ = [d for d, (m, v) in enumerate(zip(mine.shape, value.shape)) if m != v]
+        if mine.dim() != value.dim() or len(differ) > 1 or (differ and value.shape[differ[0]] != 3):
+            raise ValueError(f"{key}: shape {tuple(value.shape)} does not fit {tuple(mine.shape)}")
+        if differ:  # the last layer: its output channels are [visible (3), code (3)] along that dimension
+            d = differ[0]
+            value = torch.cat([value, mine.narrow(d, 3, mine.shape[d] - 3)], d)
+        merged[key] = value
+    writer.load_state_dict(merged)
+
+
 class PayloadReader(nn.Module):
     """G_R for a :class:`PayloadWriter`: ``R = clamp(L([P, lowpass(P), code]) + net([P, code]), -1, 1)``
     with ``code = gather(P - lowpass(P)) / scale``.

@@ -65,6 +65,11 @@ _C.MODEL.C_INPUT_BLUR_SIGMA = 0.0    # ours: >0 puts a fixed Gaussian blur (σ i
 _C.MODEL.CROSS_KIND_TRIPLET = 0.0   # ours: >0 adds this weight × the metric loss mined across the raw and the
                                      # protected half of each hybrid batch (training.losses.ReidLoss.cross_kind), in
                                      # MODE C (raw vs M) and GCR (raw vs P) alike; 0 = METHOD.md (each half alone)
+_C.MODEL.G_INIT_DIR = ""            # ours: a GCR run (OUTPUT_DIR) whose encoder G starts this run and is its first
+                                     # supervision (as if upgraded to it): e.g. a model without a payload, whose P
+                                     # matches well, gets a payload written on top (anonymizer.payload
+                                     # .load_visible_weights); G_R, D1, D2 start fresh, C from PRETRAIN_DIR. "" = off
+_C.MODEL.G_INIT_EPOCH = "last"       # which checkpoint of G_INIT_DIR: best | last | N
 _C.MODEL.G_WARMUP_ITERS = 0          # ours: before the joint training, this many iterations train G and G_R alone
                                      # on 100·|P−M|₁ + 100·|R−O|₁ (no C, no GAN), so that C sees P ≈ M from its
                                      # first step, as Base's C does; 0 = METHOD.md (joint from the start)

@@ -220,3 +220,45 @@ def test_cross_kind_triplet_joins_c_loss_in_a_gcr_step():
         assert ("C_cross" in parts) is expect
         if expect:
             assert parts["C_cross"] > 0
+
+
+def test_a_run_can_start_from_another_runs_encoder_and_is_supervised_by_it(tmp_path):
+    """MODEL.G_INIT_DIR: G starts as a saved run's encoder (here without a payload, with one added),
+    and that encoder is G's first supervision, in the warm-up and in the joint steps; an encoder
+    built otherwise is refused with what differs, and MODE C refuses the key."""
+    import torch
+
+    from training.config import ConfigError, load_config
+    from training.mode_gcr import GCRNets, _space, current_supervision, save_gcr_checkpoint
+
+    common = ["MODEL.MODE", "GCR", "MODEL.DEVICE", "cpu", "MODEL.NAME", "shufflenetv2_x0_5",
+              "MODEL.PRETRAIN_CHOICE", "none", "MODEL.NETG", "unet_256", "MODEL.NGF", "8", "MODEL.NDF", "8",
+              "INPUT.IMG_SIZE", "[64, 32]", "MODEL.G_SKIP_BLUR_SIGMA", "1.5"]
+    torch.manual_seed(0)
+    first = GCRNets(load_config(None, common), num_classes=4)
+    with torch.no_grad():  # a "trained" encoder: its residual is no longer zero
+        for p in first.G.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    info = {"generator_spec": first.g_spec.as_dict()}
+    save_gcr_checkpoint(tmp_path / "first" / "checkpoints" / "last", first, torch.nn.Identity(), {}, 7, None, info)
+
+    cfg = load_config(None, common + ["MODEL.G_PAYLOAD_SCALE", "0.1", "MODEL.G_INIT_DIR", str(tmp_path / "first")])
+    nets = GCRNets(cfg, num_classes=4)
+    assert nets.encoder_init["epoch"] == 7 and nets.frozen_G is not None
+    first.G.eval()
+    nets.G.eval()
+    raw = torch.randn(4, 3, 64, 32) * 0.5
+    space = _space(cfg, torch.device("cpu"))
+    O = space.to_gan(raw)
+    with torch.no_grad():
+        expected = first.G(O)
+        assert torch.allclose(nets.G(O), expected, atol=1e-6)
+    supervised = current_supervision(cfg, nets, space, O, {"desensitized": raw * 0.5}, torch.device("cpu"))
+    assert torch.allclose(supervised, expected, atol=1e-6)  # not M (raw * 0.5)
+
+    with pytest.raises(ValueError, match="ngf 8 .this run: 16."):
+        GCRNets(load_config(None, common + ["MODEL.NGF", "16", "MODEL.G_INIT_DIR", str(tmp_path / "first")]), 4)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        GCRNets(load_config(None, common + ["MODEL.G_INIT_DIR", str(tmp_path / "missing")]), 4)
+    with pytest.raises(ConfigError, match="G_INIT_DIR"):
+        load_config(None, ["MODEL.MODE", "C", "MODEL.G_INIT_DIR", str(tmp_path / "first")])

@@ -109,3 +109,31 @@ def test_the_permutation_of_a_seed_never_changes():
     bundle trained before would recover garbage. Pinned values make that a test failure."""
     assert TileScatter(seed=0).perm[:8].tolist() == [375, 284, 274, 212, 23, 19, 2, 386]
     assert TileScatter(seed=1).perm[:4].tolist() == [573, 396, 90, 343]
+
+
+def _trained_like(g: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """``g`` with every weight randomized, the zero-initialized last layer included (as after training)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    return g.eval()
+
+
+def test_a_writer_started_from_a_plain_encoder_draws_its_p_until_the_code_grows():
+    from anonymizer.payload import load_visible_weights
+
+    plain = _trained_like(build_generator(dict(_spec(""), payload_scale=0.0, payload_seed=0, skip_blur_sigma=3.0)))
+    writer = build_generator(_spec("write", skip_blur_sigma=3.0)).eval()
+    load_visible_weights(writer, plain.state_dict())
+    x = torch.rand(2, 3, *INPUT_HW) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(writer(x), plain(x), atol=1e-6)  # same P, no code yet
+        writer.code_linear.bias.fill_(1.0)  # once the code is written, P differs by the scattered code only
+        assert torch.allclose(writer(x), (plain(x) + 0.1 * writer.scatter.scatter(torch.ones_like(x))).clamp(-1, 1),
+                              atol=1e-6)
+    with pytest.raises(ValueError, match="fresh PayloadWriter"):  # its code is no longer zero
+        load_visible_weights(writer, plain.state_dict())
+    other = build_generator(dict(_spec(""), ngf=4, payload_scale=0.0, payload_seed=0, skip_blur_sigma=3.0))
+    with pytest.raises(ValueError, match="does not fit"):
+        load_visible_weights(build_generator(_spec("write", skip_blur_sigma=3.0)), other.state_dict())

@@ -65,6 +65,8 @@ def validate(cfg) -> None:
                           "and its supervision; 0 turns it off")
     if cfg.MODEL.G_SKIP_DETAIL > 0 and cfg.MODEL.G_SKIP_BLUR_SIGMA <= 0:
         raise ConfigError("MODEL.G_SKIP_DETAIL needs MODEL.G_SKIP_BLUR_SIGMA > 0 (the blur branch that keeps the detail)")
+    if cfg.MODEL.G_INIT_DIR and cfg.MODEL.MODE != "GCR":
+        raise ConfigError("MODEL.G_INIT_DIR starts the encoder G of a GCR run: it needs MODEL.MODE GCR")
     if cfg.MODEL.CROSS_KIND_TRIPLET < 0:
         raise ConfigError("MODEL.CROSS_KIND_TRIPLET must be >= 0: the weight of the metric loss across raw and "
                           "protected images; 0 turns it off")

@@ -145,7 +145,7 @@ def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = N
     }
     training = {
         "run": str(run.resolve()), "checkpoint": folder.name, "epoch": state.get("epoch"),
-        "selected_by": info.get("selected_by"),
+        "selected_by": info.get("selected_by"), "encoder_init": info.get("encoder_init"),
         "upgrades": run_metrics.get("upgrades", []),
         "frozen_supervision": state.get("frozen_supervision", False),
         "epochs": run_metrics.get("epochs"), "wall_seconds": run_metrics.get("wall_seconds"),
@@ -153,7 +153,9 @@ def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = N
                                                                 "OUTPUT_MODE", "LAMBDA_L1", "LAMBDA_REC",
                                                                 "VAL_R1", "PSNR", "SSIM", "REID_GRAD_G",
                                                                 "G_WARMUP_ITERS", "FREEZE_C", "PRETRAIN_CHOICE",
-                                                                "PRETRAIN_DIR")},
+                                                                "PRETRAIN_DIR", "UPGRADE_MARGIN", "G_SKIP_BLUR_SIGMA",
+                                                                "G_SKIP_DETAIL", "G_PAYLOAD_SCALE", "C_INPUT_BLUR_SIGMA",
+                                                                "CROSS_KIND_TRIPLET", "G_INIT_DIR", "G_INIT_EPOCH")},
     }
     path = write_bundle(
         out, g=g, c=c, g_r=g_r, generator_spec=info["generator_spec"], recovery_spec=g_r_spec, key=key, onnx=onnx,

@@ -11,13 +11,16 @@ One iteration (discriminators first, vanilla BCE GAN):
 P is not detached before C, so the Re-ID loss teaches G to keep identity cues. After an upgrade,
 M := G_frozen(O) (the saved best encoder, frozen) in the L1 term and in D1's real pair. With
 MODEL.G_SKIP_DETAIL a (ours), that supervision starts as (1 − a)·M + a·O (:func:`supervision`).
+With MODEL.G_INIT_DIR (ours), G starts as another run's encoder, which is also the first supervision
+(:meth:`GCRNets.start_from_encoder`).
 
 Model selection never looks at the test split: the kept model is the one of the best
 anonymous-enough validation (the rule's "save best"), else the last epoch. Without a validation
 split the last epoch is kept.
 
-Run folder (OUTPUT_DIR) written here: ``checkpoints/gcr_last`` (resume), ``gcr_best``,
-``gcr_model`` (the kept model, read by ``python -m training.export``), ``upgrades.json``,
+Run folder (OUTPUT_DIR) written here: ``checkpoints/last`` (resume), ``checkpoints/best`` (the best
+anonymous-enough validation; the kept model when there is one, read by ``python -m training.export``),
+``upgrades.json``,
 ``metrics.json`` (four Re-ID settings + PSNR/SSIM of (O,M), (O,P), (O,R) on the test split),
 ``samples_test.png`` (raw / desensitized / protected / recovered; shows people: never publish).
 """
@@ -37,8 +40,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from anonymizer.image_metrics import ImageMetricMeter
-from anonymizer.networks import (build_discriminator, build_generator, count_parameters, encoder_decoder_specs,
-                                 resolve_generator_spec)
+from anonymizer.networks import (GeneratorSpec, build_discriminator, build_generator, count_parameters,
+                                 encoder_decoder_specs, resolve_generator_spec)
 
 from .upgradation import SupervisionUpgrader, ValidationMetrics
 
@@ -91,7 +94,8 @@ def set_requires_grad(nets, flag: bool) -> None:
 class GCRNets(nn.Module):
     """G, G_R, C, D1, D2 and (after an upgrade) the frozen encoder supervising G."""
 
-    def __init__(self, cfg, num_classes: int) -> None:
+    def __init__(self, cfg, num_classes: int, start_encoder: bool = True) -> None:
+        """``start_encoder`` False skips MODEL.G_INIT_DIR (evaluation loads all weights from the run itself)."""
         super().__init__()
         from .engine import build_model
 
@@ -113,6 +117,40 @@ class GCRNets(nn.Module):
         if cfg.MODEL.FREEZE_C:
             set_requires_grad([self.C], False)  # gradients still flow through C into G
         self.frozen_G: nn.Module | None = None
+        self.encoder_init: dict[str, Any] | None = None
+        if cfg.MODEL.G_INIT_DIR and start_encoder:
+            self.start_from_encoder(cfg.MODEL.G_INIT_DIR, cfg.MODEL.G_INIT_EPOCH)
+
+    def start_from_encoder(self, run: str, which: str) -> None:
+        """MODEL.G_INIT_DIR (ours): G starts as the encoder of another GCR run, which also becomes the
+        first supervision, as if this run had upgraded to it (else the L1 and D1 terms would pull G
+        back to M first). Same network and blur branch required; a payload may be added on top
+        (:func:`anonymizer.payload.load_visible_weights`). G_R, D1 and D2 start fresh."""
+        from anonymizer.payload import load_visible_weights
+
+        from .checkpoint import load_checkpoint, resolve_checkpoint
+
+        folder = resolve_checkpoint(run, which)
+        ckpt = load_checkpoint(folder)
+        spec = (ckpt.state.get("gcr") or {}).get("generator_spec")
+        if ckpt.state.get("mode") != "GCR" or spec is None:
+            raise ValueError(f"MODEL.G_INIT_DIR: {folder} is not a GCR checkpoint (it has no encoder G)")
+        theirs, mine = GeneratorSpec(**spec), self.g_spec
+        fields = ("arch", "ngf", "norm", "num_downs", "n_blocks", "skip_blur_sigma", "skip_detail")
+        differ = [f"{f} {getattr(theirs, f)} (this run: {getattr(mine, f)})" for f in fields
+                  if getattr(theirs, f) != getattr(mine, f)]
+        if differ or (theirs.payload_role and theirs != mine):
+            raise ValueError(f"MODEL.G_INIT_DIR: the encoder in {folder} is built otherwise: "
+                             + (", ".join(differ) or f"payload {theirs.payload_role!r} vs {mine.payload_role!r}"))
+        if mine.payload_role == "write" and not theirs.payload_role:
+            load_visible_weights(self.G, ckpt.module_state("G"))
+        else:
+            self.G.load_state_dict(ckpt.module_state("G"))
+        self.freeze_encoder(self.G.state_dict())
+        self.encoder_init = {"run": str(Path(run).resolve()), "checkpoint": folder.name,
+                             "epoch": ckpt.state.get("epoch")}
+        log.info("G starts as the encoder of %s (epoch %s), also the first supervision", folder,
+                 ckpt.state.get("epoch"))
 
     def freeze_encoder(self, state: dict[str, torch.Tensor]) -> None:
         """Install a frozen copy of an encoder (the saved best G) as the new supervision."""
@@ -134,6 +172,14 @@ def gan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
+@torch.no_grad()
+def current_supervision(cfg, nets: GCRNets, space: ImageSpace, O: torch.Tensor, batch, device) -> torch.Tensor:
+    """What G is pulled towards now: the frozen encoder's P once there is one, else :func:`supervision`."""
+    if nets.frozen_G is not None:
+        return nets.frozen_G(O)
+    return supervision(cfg, O, space.to_gan(batch["desensitized"].to(device, non_blocking=True)))
+
+
 def supervision(cfg, O: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     """G's first supervision: M, or (1 − a)·M + a·O with MODEL.G_SKIP_DETAIL a (the detail G's blur
     branch keeps). An upgrade replaces it by the frozen encoder; the ε check always compares with M."""
@@ -146,9 +192,7 @@ def train_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, batch, de
     raw = batch["raw"].to(device, non_blocking=True)
     target = batch["pid"].to(device, non_blocking=True)
     O = space.to_gan(raw)
-    with torch.no_grad():
-        M = (nets.frozen_G(O) if nets.frozen_G is not None
-             else supervision(cfg, O, space.to_gan(batch["desensitized"].to(device))))
+    M = current_supervision(cfg, nets, space, O, batch, device)
     P = nets.G(O)
     R = nets.G_R(published(cfg, P))
 
@@ -208,7 +252,8 @@ def train_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, batch, de
 
 
 def warm_up_generators(cfg, nets: GCRNets, space: ImageSpace, loader, device, iters: int) -> dict[str, float]:
-    """Train G and G_R alone on the two L1 terms for ``iters`` iterations (MODEL.G_WARMUP_ITERS).
+    """Train G and G_R alone on the two L1 terms for ``iters`` iterations (MODEL.G_WARMUP_ITERS), G
+    towards its current supervision (M; the starting encoder's P with MODEL.G_INIT_DIR).
 
     Why: jointly from scratch, C first sees P far from M and chases a moving target while G is
     pulled by the Re-ID gradient before it has learned M; a short CPU run never recovers from
@@ -228,7 +273,7 @@ def warm_up_generators(cfg, nets: GCRNets, space: ImageSpace, loader, device, it
             if done >= iters:
                 break
             O = space.to_gan(batch["raw"].to(device, non_blocking=True))
-            M = supervision(cfg, O, space.to_gan(batch["desensitized"].to(device, non_blocking=True)))
+            M = current_supervision(cfg, nets, space, O, batch, device)
             P = nets.G(O)
             loss_l1 = F.l1_loss(P, M) * float(cfg.MODEL.LAMBDA_L1)
             loss_rec = F.l1_loss(nets.G_R(published(cfg, P)), O) * float(cfg.MODEL.LAMBDA_REC)
@@ -543,7 +588,7 @@ def evaluate(cfg, ctx=None) -> dict[str, Any]:
         raise ValueError("evaluating a GCR model needs MODEL.PRETRAIN_DIR (the run's OUTPUT_DIR)")
     folder = resolve_checkpoint(cfg.MODEL.PRETRAIN_DIR, cfg.MODEL.EPOCH)
     ds = load_gcr_dataset(cfg)
-    nets = GCRNets(cfg, ds.num_train_pids).to(ctx.device)
+    nets = GCRNets(cfg, ds.num_train_pids, start_encoder=False).to(ctx.device)
     state = load_gcr_weights(folder, nets)
     from .data import build_test_loader
     return report(cfg, ctx, ds, nets, _space(cfg, ctx.device), build_test_loader(cfg, ds.query + ds.gallery),
@@ -566,7 +611,7 @@ def _model_info(cfg, nets: GCRNets, num_classes: int, epoch: int, selected_by: s
                       "pixel_std": [float(v) for v in cfg.INPUT.PIXEL_STD]},
             "desensitization": {"type": cfg.INPUT.TYPE, "radius": float(cfg.INPUT.RADIUS),
                                 "computed_at_hw": [int(v) for v in cfg.INPUT.DESENS_SIZE]},
-            "frozen_supervision": nets.frozen_G is not None}
+            "frozen_supervision": nets.frozen_G is not None, "encoder_init": nets.encoder_init}
 
 
 @torch.no_grad()
