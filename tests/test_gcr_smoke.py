@@ -258,6 +258,10 @@ def test_a_run_can_start_from_another_runs_encoder_and_is_supervised_by_it(tmp_p
 
     with pytest.raises(ValueError, match="ngf 8 .this run: 16."):
         GCRNets(load_config(None, common + ["MODEL.NGF", "16", "MODEL.G_INIT_DIR", str(tmp_path / "first")]), 4)
+    save_gcr_checkpoint(tmp_path / "second" / "checkpoints" / "last", nets, torch.nn.Identity(), {}, 3, None,
+                        {"generator_spec": nets.g_spec.as_dict()})
+    with pytest.raises(ValueError, match="payload scale 0.1 seed 0 .this run: no payload"):  # a code is never dropped
+        GCRNets(load_config(None, common + ["MODEL.G_INIT_DIR", str(tmp_path / "second")]), 4)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         GCRNets(load_config(None, common + ["MODEL.G_INIT_DIR", str(tmp_path / "missing")]), 4)
     with pytest.raises(ConfigError, match="G_INIT_DIR"):

@@ -139,9 +139,11 @@ class GCRNets(nn.Module):
         fields = ("arch", "ngf", "norm", "num_downs", "n_blocks", "skip_blur_sigma", "skip_detail")
         differ = [f"{f} {getattr(theirs, f)} (this run: {getattr(mine, f)})" for f in fields
                   if getattr(theirs, f) != getattr(mine, f)]
-        if differ or (theirs.payload_role and theirs != mine):
-            raise ValueError(f"MODEL.G_INIT_DIR: the encoder in {folder} is built otherwise: "
-                             + (", ".join(differ) or f"payload {theirs.payload_role!r} vs {mine.payload_role!r}"))
+        if theirs.payload_role and theirs != mine:  # a payload is only ever added, never changed or removed
+            differ.append(f"payload scale {theirs.payload_scale} seed {theirs.payload_seed} (this run: "
+                          f"{mine.payload_scale if mine.payload_role else 'no payload'} seed {mine.payload_seed})")
+        if differ:
+            raise ValueError(f"MODEL.G_INIT_DIR: the encoder in {folder} is built otherwise: " + ", ".join(differ))
         if mine.payload_role == "write" and not theirs.payload_role:
             load_visible_weights(self.G, ckpt.module_state("G"))
         else:
