@@ -84,7 +84,7 @@ def main() -> int:
     save_json("kafka_publish", {"command": cmd, "goal_obs_per_s": GOAL, "rows": rows})
     table = [
         "## Kafka publish throughput (issue 5)", "",
-        f"`{cmd.strip()}` on {line}; embedded tansu broker on loopback, `acks=all`, idempotent producer, "
+        f"`{cmd}` on {line}; embedded tansu broker on loopback, `acks=all`, idempotent producer, "
         f"{args.observations} observations over {args.cameras} cameras, {args.dim}-d embeddings.", "",
         "| compression | embedding | message bytes | publish() calls/s | delivered obs/s (acked) | MB/s | goal ≥ 5,000 |",
         "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -1,8 +1,8 @@
 """``python -m training.export --run OUTPUT_DIR --out BUNDLE_DIR [--key-file KEY]``: GCR run → model bundle.
 
 Takes the model the run kept (its validation-selected ``checkpoints/best``, else ``last``; override
-with ``--checkpoint``, and give the test metrics of that checkpoint with ``--metrics``), and writes the bundle the pipeline, the exporters and the recovery tool load
-(format: :mod:`anonymizer.bundle`): bundle.yaml, G and C as safetensors, G and C as ONNX (dynamic
+with ``--checkpoint``, and give the test metrics of that checkpoint with ``--metrics``), and writes
+the bundle the pipeline, the exporters and the recovery tool load (format: :mod:`anonymizer.bundle`): bundle.yaml, G and C as safetensors, G and C as ONNX (dynamic
 batch), and G_R sealed with AES-256-GCM.
 
 The key: ``--key-file`` is used when it exists and created (random, mode 0600) when it does not;
@@ -16,16 +16,19 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
 
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
+
 log = logging.getLogger("training.export")
 
 
-def _read_run(run: Path, which: str | None) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    """(checkpoint folder, its state.json, the run's metrics.json or {})."""
+def _read_run(run: Path, which: str | None) -> tuple[Path, Checkpoint, dict[str, Any]]:
+    """(checkpoint folder, the loaded checkpoint, the run's metrics.json or {})."""
     from .checkpoint import load_checkpoint
 
     metrics_path = run / "metrics.json"
@@ -42,7 +45,7 @@ def _read_run(run: Path, which: str | None) -> tuple[Path, dict[str, Any], dict[
             if ckpt.state.get("mode") != "GCR" or "gcr" not in ckpt.state:
                 raise ValueError(f"{folder} is not a GCR checkpoint (MODEL.MODE GCR): only the learned "
                                  "anonymizer can be bundled")
-            return folder, ckpt.state, metrics
+            return folder, ckpt, metrics
     raise FileNotFoundError(f"no GCR checkpoint under {run} (looked in {', '.join(str(c) for c in candidates)})")
 
 
@@ -104,13 +107,11 @@ def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = N
     from anonymizer.networks import build_generator
     from reid.models import build_reid_model
 
-    from .checkpoint import load_checkpoint
-
     run, out = Path(run), Path(out)
-    folder, state, run_metrics = _read_run(run, which)
+    folder, ckpt, run_metrics = _read_run(run, which)
+    state = ckpt.state
     metrics = _checkpoint_metrics(folder, state, run_metrics, metrics_file, chosen=which is not None)
     info = state["gcr"]
-    ckpt = load_checkpoint(folder)
 
     if key_file is not None:
         key_path = Path(key_file).resolve()
