@@ -114,6 +114,17 @@ def embedded_matcher(bootstrap: str, kafka_cfg, output_dir: Path):
     return MatchingService(bootstrap, cfg)
 
 
+def check_privacy(cfg) -> None:
+    """Refuse PRIVACY settings that cannot work before any camera starts (exit 2, key named)."""
+    from detectors.motion import MotionSafetyNet
+    try:
+        MotionSafetyNet.from_config(cfg.PRIVACY)
+    except ValueError as exc:
+        raise ConfigError(f"PRIVACY.MOTION_*: {exc}") from exc
+    if int(cfg.PRIVACY.LOOKAHEAD_FRAMES) < 0:
+        raise ConfigError(f"PRIVACY.LOOKAHEAD_FRAMES must be >= 0, got {cfg.PRIVACY.LOOKAHEAD_FRAMES}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -131,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     device = cfg.ANONYMIZER.DEVICE
     try:
+        check_privacy(cfg)
         detector = build_detector(cfg.DETECTOR.KIND, cfg.DETECTOR, device=device)
         anonymizer = build_anonymizer(cfg.ANONYMIZER.KIND, cfg.ANONYMIZER)
         embedder, reid_fp = (None, "")
@@ -145,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     with KafkaRuntime(cfg.KAFKA, output, embedded_matcher) as kafka:
-        pipeline = Pipeline(cfg, [CameraSpec(c, s) for c, s in zip(ids, args.source)], output, detector,
+        pipeline = Pipeline(cfg, [CameraSpec(c, s) for c, s in zip(ids, args.source, strict=True)], output, detector,
                             anonymizer, max_frames=args.max_frames, publisher=kafka.publisher,
                             embedder=embedder, reid_fingerprint=reid_fp)
         summaries = pipeline.run()

@@ -140,6 +140,15 @@ class Redactor:
             log.warning("masked %d region(s) solid: %s", result.fallback_masks, result.reasons[-1])
         return result
 
+    def mask_all(self, image: np.ndarray, boxes: Sequence[Sequence[float]] = ()) -> RedactionResult:
+        """The whole frame solid: nothing in it can be vouched for (e.g. a background model warming up)."""
+        out = np.empty_like(image)
+        out[...] = self.fill
+        h, w = image.shape[:2]
+        regions = [expand_and_clip(b, self.margin, w, h) for b in boxes]
+        return RedactionResult(RedactedFrame(out, _TOKEN), regions, [None] * len(regions),
+                               fallback_masks=sum(r is not None for r in regions))
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)

@@ -105,16 +105,20 @@ def merge_file(cfg: CfgNode, path: str | Path) -> CfgNode:
 
 def _coerce_scalar(default, loaded: CfgNode, key: str) -> None:
     """yacs decodes the YAML string ``'0'`` to the int 0, so a run's own ``config.yaml``
-    (``MODEL.DEVICE_ID: '0'``) could not be read back; and ``75`` where a float is expected is
-    ``75.0``. Only these two unambiguous widenings: anything else stays a type error."""
+    (``MODEL.DEVICE_ID: '0'``) could not be read back; ``75`` where a float is expected is
+    ``75.0``; and a bare ``off``/``on`` (a YAML boolean) where a string is expected is that word.
+    Only these unambiguous widenings: anything else stays a type error."""
     *parents, leaf = key.split(".")
     node = loaded
     for part in parents:
         node = node[part]
     value = node[leaf]
     if isinstance(default, str):
+        # YAML 1.1 reads a bare on/off/yes/no as a boolean; for a string key (MOTION_NET: off) that is the word
+        if isinstance(value, bool):
+            node[leaf] = repr("on" if value else "off")
         # yacs literal-evaluates strings while merging ('0' -> 0): quote what would not stay a string
-        if isinstance(value, str) and not isinstance(_parse_value(value), str):
+        elif isinstance(value, str) and not isinstance(_parse_value(value), str):
             node[leaf] = repr(value)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             node[leaf] = repr(str(value))

@@ -17,15 +17,30 @@ _C.SOURCE.READ_TIMEOUT_S = 10.0     # no frame for this long from a live source 
 _C.SOURCE.IMAGE_FOLDER_FPS = 10.0   # frame rate written for image folders
 
 _C.DETECTOR = CN()
-_C.DETECTOR.KIND = "auto"           # auto | hog | path to an Ultralytics model (.pt, .onnx, *_openvino_model/, .engine)
+_C.DETECTOR.KIND = "auto"           # auto | hog | a model path (Ultralytics .pt/.onnx/*_openvino_model/.engine, or an
+                                    # OpenVINO SSD .xml); 'A,B' = an ensemble, the union of both detectors' regions
 _C.DETECTOR.WEIGHTS = "yolo11n.pt"  # what 'auto' tries first (Ultralytics downloads it when online)
-_C.DETECTOR.CONF = 0.25
+_C.DETECTOR.CONF = 0.25            # tracked, observed and published as a person from this score up
+_C.DETECTOR.MASK_CONF = 0.05        # masked (never published) from this score up: recall first (docs/privacy-recall.md)
 _C.DETECTOR.IOU = 0.5
 _C.DETECTOR.IMGSZ = 640
 _C.DETECTOR.BATCH = 8               # frames per detector call, gathered across cameras
-_C.DETECTOR.HOG_WIDTH = 640         # HOG runs on frames resized to this width (speed)
+_C.DETECTOR.TILES = "auto"          # sliced inference: auto (tiles for frames > 1.5x IMGSZ) | off | COLSxROWS, e.g. 3x2
+_C.DETECTOR.TILE_OVERLAP = 0.2      # share of a tile overlapping its neighbour (people cut by one border fit the next)
+_C.DETECTOR.HOG_UPSCALE = 1.5       # HOG's window is 64x128 px: run it on the frame enlarged by this factor ...
+_C.DETECTOR.HOG_WIDTH = 1920        # ... but never wider than this (speed; 640 = the old downscaled HOG)
 _C.DETECTOR.HOG_HIT_THRESHOLD = 0.0
 _C.DETECTOR.HOG_MIN_SCORE = 0.3
+
+_C.PRIVACY = CN()
+_C.PRIVACY.MOTION_NET = "auto"      # auto | on | off: mask moving foreground no detection covers (static cameras)
+_C.PRIVACY.MOTION_WIDTH = 320       # the background model runs on frames resized to this width
+_C.PRIVACY.MOTION_WARMUP_FRAMES = 100  # frames learned before the net is trusted: files read them ahead, live
+                                       # cameras mask whole frames meanwhile (see detectors/motion.py)
+_C.PRIVACY.MOTION_MIN_HEIGHT = 0.025  # smallest blob kept, as a share of the frame height
+_C.PRIVACY.MOTION_MIN_AREA = 0.0001   # smallest blob kept, as a share of the frame area
+_C.PRIVACY.MOTION_COVERED = 0.6       # a blob this much inside detection regions is already masked
+_C.PRIVACY.LOOKAHEAD_FRAMES = 10    # files only (0 = off): output delayed this many frames so a track also masks the frames before it was found
 
 _C.TRACKER = CN()
 _C.TRACKER.KIND = "bytetrack"       # bytetrack | botsort (Ultralytics' trackers)

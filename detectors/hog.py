@@ -1,7 +1,11 @@
 """OpenCV's HOG + linear SVM people detector: the detector that needs no weights file.
 
 Slow and less accurate than a CNN, but always available, so the pipeline never runs without
-detection (which would mean no anonymization at all).
+detection (which would mean no anonymization at all). Its window is 64×128 pixels, so a person
+shorter than 128 pixels is invisible to it at the frame's own size; surveillance frames are full
+of such people, so it runs on the frame enlarged by ``upscale`` (capped at ``width`` pixels wide,
+which bounds its time on large frames). It stays the fallback: the motion safety net
+(``detectors.motion``) is what makes a HOG-only run safe.
 """
 from __future__ import annotations
 
@@ -14,13 +18,16 @@ from detectors.base import Detections
 
 
 class HogDetector:
-    """Dalal–Triggs pedestrian detector on frames resized to ``width`` pixels for speed."""
+    """Dalal–Triggs pedestrian detector on the frame scaled by ``upscale``, at most ``width`` pixels wide."""
 
     name = "hog"
 
-    def __init__(self, width: int = 640, hit_threshold: float = 0.0, min_score: float = 0.3,
-                 win_stride: int = 8, scale: float = 1.05) -> None:
+    def __init__(self, width: int = 1920, hit_threshold: float = 0.0, min_score: float = 0.3,
+                 win_stride: int = 8, scale: float = 1.05, upscale: float = 1.0) -> None:
+        if upscale <= 0 or width < 0:
+            raise ValueError(f"HOG upscale must be > 0 and width >= 0, got {upscale} and {width}")
         self.width = int(width)
+        self.upscale = float(upscale)
         self.hit_threshold = float(hit_threshold)
         self.min_score = float(min_score)
         self.win_stride = (int(win_stride), int(win_stride))
@@ -30,8 +37,10 @@ class HogDetector:
 
     def _detect_one(self, frame: np.ndarray) -> Detections:
         h, w = frame.shape[:2]
-        ratio = min(1.0, self.width / float(w)) if self.width > 0 else 1.0
-        small = cv2.resize(frame, (int(round(w * ratio)), int(round(h * ratio)))) if ratio < 1.0 else frame
+        ratio = min(self.upscale, self.width / float(w)) if self.width > 0 else self.upscale
+        interp = cv2.INTER_LINEAR if ratio > 1.0 else cv2.INTER_AREA
+        small = cv2.resize(frame, (int(round(w * ratio)), int(round(h * ratio))), interpolation=interp) \
+            if abs(ratio - 1.0) > 1e-3 else frame
         rects, weights = self._hog.detectMultiScale(
             small, hitThreshold=self.hit_threshold, winStride=self.win_stride, padding=(8, 8), scale=self.scale)
         if len(rects) == 0:

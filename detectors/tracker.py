@@ -16,15 +16,27 @@ import yaml
 from detectors.base import Detections
 
 
+# What a masked region is. Only 'person' regions are observations of a person (and may be
+# published); every other kind is masked just the same but is never published.
+MASK_KINDS = ("person", "held", "low_score", "motion", "lookahead")
+
+
 @dataclass
 class Observation:
-    """One person region in one frame. ``track_id`` is -1 for untracked detections and ``held`` marks
-    a predicted box of a track the detector lost (masked, but not a new observation of the person)."""
+    """One region to mask in one frame. ``track_id`` is -1 for untracked detections; ``held`` marks a
+    region that is masked but is not a new observation of a person (a lost track's predicted box, and
+    every kind but 'person'); ``kind`` says why the region is masked (``MASK_KINDS``)."""
 
     box: tuple[float, float, float, float]
     score: float
     track_id: int
     held: bool = False
+    kind: str = "person"
+
+    @property
+    def is_person(self) -> bool:
+        """A fresh observation of a person at the publishing threshold."""
+        return self.kind == "person" and not self.held
 
 
 class _TrackerInput:
@@ -90,5 +102,13 @@ class CameraTracker:
             if frame_id - track.frame_id <= self.hold_frames:
                 box = tuple(float(v) for v in track.xyxy)
                 if box[2] > box[0] and box[3] > box[1]:
-                    observations.append(Observation(box, float(track.score), int(track.track_id), held=True))
+                    observations.append(Observation(box, float(track.score), int(track.track_id), held=True,
+                                                    kind="held"))
         return observations
+
+    def velocity(self, track_id: int) -> tuple[float, float]:
+        """The Kalman filter's centre velocity (pixels per frame) of an active track, (0, 0) if unknown."""
+        for track in self._tracker.tracked_stracks:
+            if int(track.track_id) == track_id and track.mean is not None:
+                return float(track.mean[4]), float(track.mean[5])
+        return 0.0, 0.0

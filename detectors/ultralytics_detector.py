@@ -22,6 +22,10 @@ class UltralyticsDetector:
         os.environ.setdefault("YOLO_OFFLINE", "1")  # no hub / update checks from inside a pipeline
         from ultralytics import YOLO  # heavy import: only when this detector is chosen
 
+        # Ultralytics prints "Loading ... for OpenVINO inference" and the like on every model load;
+        # an operator needs the pipeline's own log line saying which detector runs, not those.
+        logging.getLogger("ultralytics").setLevel(logging.WARNING)
+
         self.weights = str(weights)
         self.conf, self.iou, self.imgsz = float(conf), float(iou), int(imgsz)
         self.batch = max(1, int(batch))

@@ -1,4 +1,4 @@
-"""The pipeline runner: sources → batched detection → per-camera tracking → redaction → outputs.
+"""The pipeline runner: sources → batched detection → per-camera regions → redaction → outputs.
 
 Threads: one reader per camera (decoding releases the GIL), the main thread for detection,
 tracking and redaction, one encoder process per camera fed by a writer thread. Cameras are
@@ -23,8 +23,10 @@ from tqdm import tqdm
 from anonymizer.base import CropAnonymizer
 from anonymizer.redactor import Redactor
 from anonymizer.sidecar import SidecarWriter
-from detectors.base import Detector
+from detectors.base import Detections, Detector
+from detectors.motion import MotionSafetyNet
 from detectors.tracker import CameraTracker, Observation
+from stream.regions import CameraRegions, PlannedFrame
 from stream.sinks import JsonLinesWriter, SinkError, VideoSink, write_json
 from stream.sources import Frame, FrameSource, SourceError, open_source
 
@@ -91,7 +93,7 @@ class CameraState:
     spec: CameraSpec
     source: FrameSource
     reader: SourceReader
-    tracker: CameraTracker
+    regions: CameraRegions
     sink: VideoSink
     observations: JsonLinesWriter
     progress: tqdm | None
@@ -102,6 +104,10 @@ class CameraState:
     anonymized_observations: int = 0
     fallback_masks: int = 0
     held_masks: int = 0
+    low_score_masks: int = 0
+    motion_masks: int = 0
+    lookahead_masks: int = 0
+    masked_frames: int = 0
     published: int = 0
     error: str | None = None
     ending: Any = None      # _EOS or the reader's exception, acted on after the frames before it
@@ -154,43 +160,79 @@ class Pipeline:
                  source.fps, f", {source.expected_frames} frames" if source.expected_frames else "",
                  ", live" if source.is_live else "")
         tracker = CameraTracker(self.cfg.TRACKER.KIND, self.cfg.TRACKER.HOLD_FRAMES, source.fps)
+        lookahead = int(self.cfg.PRIVACY.LOOKAHEAD_FRAMES)
+        if lookahead and source.is_live:
+            log.info("[%s] live source: PRIVACY.LOOKAHEAD_FRAMES ignored (a live camera is never delayed)",
+                     spec.camera_id)
+            lookahead = 0
+        regions = CameraRegions(tracker, self.cfg.DETECTOR.CONF, self.cfg.ANONYMIZER.MARGIN,
+                                self._motion_net(spec, source), lookahead)
         sidecar = SidecarWriter(out / f"{spec.camera_id}.crops") if self.cfg.ANONYMIZER.SIDECAR else None
-        state = CameraState(spec, source, reader, tracker, sink,
+        state = CameraState(spec, source, reader, regions, sink,
                             JsonLinesWriter(out / f"{spec.camera_id}.observations.jsonl"), progress, sidecar)
         reader.start()
         return state
 
+    def _motion_net(self, spec: CameraSpec, source: FrameSource) -> MotionSafetyNet | None:
+        """The camera's motion safety net; for files, primed on frames read ahead by a second decoder so
+        that frame 0 already has a background model (live cameras warm up on full-frame masks)."""
+        net = MotionSafetyNet.from_config(self.cfg.PRIVACY, spec.camera_id)
+        if not net.enabled:
+            return None
+        if not source.is_live:
+            primer = None
+            try:
+                primer = open_source(spec.source, spec.camera_id, self.cfg.SOURCE)
+                want = int(self.cfg.PRIVACY.MOTION_WARMUP_FRAMES)
+                images = (f.image for _, f in zip(range(want), primer.frames(), strict=False))  # one frame in memory at a time
+                used = net.prime(images)
+                if used < want and not net.active:  # the whole file is shorter than the warm-up
+                    net.finish_warmup()
+            except SourceError as exc:  # the reader reports the same error for the camera itself
+                log.warning("[%s] could not read ahead to prime the motion net: %s", spec.camera_id, exc)
+            finally:
+                if primer is not None:
+                    primer.close()
+        return net
+
     def _summary_skeleton(self, spec: CameraSpec) -> dict[str, Any]:
         return {"camera_id": spec.camera_id, "source": spec.source, "frames": 0, "fps_in": None, "width": None,
                 "height": None, "person_observations": 0, "anonymized_observations": 0, "fallback_masks": 0,
-                "held_masks": 0, "processing_fps": 0.0, "detector": self.detector.name,
+                "held_masks": 0, "low_score_masks": 0, "motion_masks": 0, "lookahead_masks": 0,
+                "masked_frames": 0, "processing_fps": 0.0, "detector": self.detector.name,
                 "anonymizer": getattr(self.anonymizer, "kind", "?"),
                 "anonymizer_fingerprint": getattr(self.anonymizer, "fingerprint", ""), "error": None}
 
     # ---- per-frame work ------------------------------------------------------------------------
-    def _process(self, cam: CameraState, frame: Frame, detections) -> None:
-        observations: list[Observation] = cam.tracker.update(detections, frame.image)
-        result = self.redactor.redact(frame.image, [o.box for o in observations])
+    def _process(self, cam: CameraState, frame: Frame, detections: Detections) -> None:
+        for planned in cam.regions.add(frame, detections):
+            self._emit(cam, planned)
+
+    def _emit(self, cam: CameraState, planned: PlannedFrame) -> None:
+        frame, observations = planned.frame, planned.observations
+        boxes = [o.box for o in observations]
+        if planned.mask_frame:
+            result = self.redactor.mask_all(frame.image, boxes)
+            cam.masked_frames += 1
+        else:
+            result = self.redactor.redact(frame.image, boxes)
         cam.sink.write(result.frame)
         cam.frames += 1
         cam.fallback_masks += result.fallback_masks
         publishable: list[tuple[Observation, np.ndarray]] = []
         native = result.native or [None] * len(observations)
-        for obs, region, prot, nat in zip(observations, result.regions, result.protected, native):
-            if obs.held:
-                cam.held_masks += 1
-            else:
-                cam.person_observations += 1
-                cam.anonymized_observations += prot is not None
+        for obs, region, prot, nat in zip(observations, result.regions, result.protected, native, strict=True):
+            self._count(cam, obs, prot is not None)
             cam.observations.write({
                 "frame_index": frame.index, "timestamp_ms": frame.timestamp_ms, "track_id": obs.track_id,
                 "box": [round(v, 2) for v in obs.box], "score": round(obs.score, 4),
-                "region": list(region) if region else None, "held": obs.held, "protected": prot is not None})
+                "region": list(region) if region else None, "held": obs.held, "kind": obs.kind,
+                "protected": prot is not None})
             if cam.sidecar is not None and prot is not None:  # protected pixels only, losslessly
                 cam.sidecar.write(frame.index, obs.track_id, region, prot, kind="region")
                 if nat is not None:
                     cam.sidecar.write(frame.index, obs.track_id, region, nat, kind="native")
-            if prot is not None and not obs.held and obs.track_id >= 0:
+            if prot is not None and obs.is_person and obs.track_id >= 0:
                 publishable.append((obs, prot))
         cam.observations.flush()
         if cam.sidecar is not None:
@@ -198,9 +240,23 @@ class Pipeline:
         if self.publisher is not None and publishable:
             self._publish(cam, frame, publishable)
 
+    @staticmethod
+    def _count(cam: CameraState, obs: Observation, protected: bool) -> None:
+        if obs.is_person:
+            cam.person_observations += 1
+            cam.anonymized_observations += protected
+        elif obs.kind == "held":
+            cam.held_masks += 1
+        elif obs.kind == "low_score":
+            cam.low_score_masks += 1
+        elif obs.kind == "motion":
+            cam.motion_masks += 1
+        elif obs.kind == "lookahead":
+            cam.lookahead_masks += 1
+
     def _publish(self, cam: CameraState, frame: Frame, items: list[tuple[Observation, np.ndarray]]) -> None:
         embeddings = self.embedder([prot for _, prot in items])  # protected crops only, never raw
-        for (obs, _), emb in zip(items, embeddings):
+        for (obs, _), emb in zip(items, embeddings, strict=True):
             sent = self.publisher.publish(
                 camera_id=cam.spec.camera_id, frame_index=frame.index, timestamp_ms=frame.timestamp_ms,
                 track_id=obs.track_id, box=tuple(obs.box), score=obs.score, embedding=emb,
@@ -209,9 +265,15 @@ class Pipeline:
             cam.published += bool(sent)
 
     # ---- main loop -----------------------------------------------------------------------------
-    def _finish(self, cam: CameraState, error: str | None = None) -> None:
+    def _finish(self, cam: CameraState, error: str | None = None, flush: bool = True) -> None:
         cam.done = True
         cam.reader.stop()
+        if flush:  # frames held back for look-ahead are written too (redacted like every other)
+            try:
+                for planned in cam.regions.flush():
+                    self._emit(cam, planned)
+            except SinkError as exc:
+                error = error or f"[{cam.spec.camera_id}] {exc}"
         if error:
             cam.error = error
             log.error("%s", error)
@@ -230,13 +292,17 @@ class Pipeline:
             "frames": cam.frames, "fps_in": cam.source.fps, "width": cam.source.width, "height": cam.source.height,
             "person_observations": cam.person_observations, "anonymized_observations": cam.anonymized_observations,
             "fallback_masks": cam.fallback_masks, "held_masks": cam.held_masks,
+            "low_score_masks": cam.low_score_masks, "motion_masks": cam.motion_masks,
+            "lookahead_masks": cam.lookahead_masks, "masked_frames": cam.masked_frames,
             "processing_fps": round(cam.frames / elapsed, 3), "dropped_frames": cam.reader.dropped,
             "published": cam.published, "video": str(cam.sink.path), "error": cam.error}
         self.summaries[cam.spec.camera_id] = summary
         write_json(self.output_dir / f"{cam.spec.camera_id}.summary.json", summary)
-        log.info("[%s] done: %d frames, %d person observations, %d protected, %d masked solid%s",
+        log.info("[%s] done: %d frames, %d person observations, %d protected, %d masked solid; also masked: "
+                 "%d held, %d low-score, %d motion, %d look-ahead regions, %d whole frames%s",
                  cam.spec.camera_id, cam.frames, cam.person_observations, cam.anonymized_observations,
-                 cam.fallback_masks, f", ERROR: {cam.error}" if cam.error else "")
+                 cam.fallback_masks, cam.held_masks, cam.low_score_masks, cam.motion_masks, cam.lookahead_masks,
+                 cam.masked_frames, f", ERROR: {cam.error}" if cam.error else "")
 
     def _gather(self, active: list[CameraState], limit: int) -> list[tuple[CameraState, Frame]]:
         batch: list[tuple[CameraState, Frame]] = []
@@ -279,13 +345,13 @@ class Pipeline:
                     self._wakeup.wait(0.05)
                     continue
                 detections = self.detector.detect([f.image for _, f in batch])
-                for (cam, frame), dets in zip(batch, detections):
+                for (cam, frame), dets in zip(batch, detections, strict=True):
                     if cam.done:
                         continue
                     try:
                         self._process(cam, frame, dets)
                     except SinkError as exc:
-                        self._finish(cam, f"[{cam.spec.camera_id}] {exc}")
+                        self._finish(cam, f"[{cam.spec.camera_id}] {exc}", flush=False)
                         continue
                     if cam.progress is not None:
                         cam.progress.update(1)

@@ -46,3 +46,11 @@ def test_missing_yaml_file(tmp_path):
 def test_int_widens_to_float_where_default_is_float():
     cfg = build_config(get_pipeline_defaults(), None, ["DETECTOR.CONF", "1"])
     assert isinstance(cfg.DETECTOR.CONF, float) and cfg.DETECTOR.CONF == 1.0
+
+
+def test_bare_yaml_on_off_is_the_word_where_a_string_is_expected(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("PRIVACY:\n  MOTION_NET: off\nKAFKA:\n  BOOTSTRAP: off\nLOG:\n  PROGRESS: off\n")
+    cfg = build_config(get_pipeline_defaults(), path)
+    assert cfg.PRIVACY.MOTION_NET == "off" and cfg.KAFKA.BOOTSTRAP == "off"
+    assert cfg.LOG.PROGRESS is False  # a boolean key stays a boolean

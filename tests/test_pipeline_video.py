@@ -67,7 +67,9 @@ def test_every_observed_region_differs_from_raw(yolo_run, tmp_path):
     raw = read_frames(src, FRAMES)
     anon = read_frames(out / "vtest.mp4")
     codec_only = read_frames(reencode(src, tmp_path / "raw.mp4", FRAMES))
-    obs = load_jsonl(out / "vtest.observations.jsonl")
+    # look-ahead, low-score and motion regions are masked on suspicion and may hold only background,
+    # which a mosaic can leave close to raw; every region of a detected or held person must differ
+    obs = [o for o in load_jsonl(out / "vtest.observations.jsonl") if o["kind"] in ("person", "held")]
     assert obs
     for o in obs:
         x1, y1, x2, y2 = o["region"]

@@ -12,7 +12,7 @@ import pytest
 
 import run_pipeline
 from tests.conftest import REPO_ROOT, vtest_path
-from tests.video_utils import load_jsonl, video_stream
+from tests.video_utils import load_jsonl, read_frames, video_stream
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 
@@ -52,7 +52,8 @@ def rtsp_camera():
 def test_rtsp_camera_is_anonymized(rtsp_camera, tmp_path):
     url, _ = rtsp_camera
     code = run_pipeline.main(["--source", url, "--camera-id", "door", "--output", str(tmp_path), "--detector", "hog",
-                              "--anonymizer", "mosaic", "--max-frames", "30", "LOG.PROGRESS", "False"])
+                              "--anonymizer", "mosaic", "--max-frames", "30", "LOG.PROGRESS", "False",
+                              "PRIVACY.MOTION_NET", "off"])  # its warm-up is tested below
     assert code == 0
     summary = json.loads((tmp_path / "door.summary.json").read_text())
     assert summary["frames"] > 0 and summary["error"] is None
@@ -63,6 +64,23 @@ def test_rtsp_camera_is_anonymized(rtsp_camera, tmp_path):
     assert obs and all(o["protected"] for o in obs)
     now_ms = time.time() * 1000
     assert all(now_ms - 120_000 < o["timestamp_ms"] <= now_ms for o in obs)  # live: wall-clock capture time
+
+
+@pytest.mark.timeout(180)
+def test_live_camera_is_masked_whole_while_the_motion_net_learns(rtsp_camera, tmp_path):
+    url, _ = rtsp_camera
+    warmup, frames = 8, 20
+    code = run_pipeline.main(["--source", url, "--camera-id", "door", "--output", str(tmp_path), "--detector", "hog",
+                              "--anonymizer", "mosaic", "--max-frames", str(frames), "LOG.PROGRESS", "False",
+                              "PRIVACY.MOTION_NET", "on", "PRIVACY.MOTION_WARMUP_FRAMES", str(warmup)])
+    assert code == 0
+    summary = json.loads((tmp_path / "door.summary.json").read_text())
+    # a live camera that falls behind drops its oldest frames, so fewer than 20 may be processed
+    assert summary["masked_frames"] == warmup and warmup + 3 <= summary["frames"] <= frames
+    out = read_frames(tmp_path / "door.mp4")
+    assert len(out) == summary["frames"]
+    assert all(f.max() <= 16 for f in out[:warmup])  # solid fill (codec noise aside): nothing to see
+    assert all(f.std() > 20 for f in out[warmup:])   # then the scene, with people masked where found
 
 
 @pytest.mark.timeout(120)
