@@ -121,6 +121,11 @@ def check_privacy(cfg) -> None:
         MotionSafetyNet.from_config(cfg.PRIVACY)
     except ValueError as exc:
         raise ConfigError(f"PRIVACY.MOTION_*: {exc}") from exc
+    from anonymizer.privacy_floor import PrivacyFloor
+    try:
+        PrivacyFloor(cfg.PRIVACY.FLOOR_SSIM, cfg.PRIVACY.FLOOR_MIN_CHANGED)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     if int(cfg.PRIVACY.LOOKAHEAD_FRAMES) < 0:
         raise ConfigError(f"PRIVACY.LOOKAHEAD_FRAMES must be >= 0, got {cfg.PRIVACY.LOOKAHEAD_FRAMES}")
 

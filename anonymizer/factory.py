@@ -32,8 +32,26 @@ def _load_bundle(path: Path, cfg, backend: str, device: str) -> CropAnonymizer:
     return load_bundle(path, backend=backend, device=device)
 
 
+# Below these a hand-made protection leaves a person recognizable (a 2-pixel mosaic or a 0.01 blur is
+# the raw crop), so such settings are refused rather than reported as "protected". The crop is
+# processed at 256×128 (anonymizer.baselines), so a mosaic block of 8 leaves 16×32 blocks of a person.
+MINIMUMS = {"MARGIN": 0.0, "MOSAIC_SIZE": 8, "BLUR_RADIUS": 4.0, "NOISE_SIGMA": 0.2}
+
+
+def check_settings(cfg) -> None:
+    """Refuse ANONYMIZER settings that cannot protect; the message names the key and its minimum."""
+    for key, low in MINIMUMS.items():
+        if float(cfg[key]) < low:
+            raise AnonymizerError(f"ANONYMIZER.{key} {cfg[key]} is below its minimum {low}: it would leave people "
+                                  "recognizable (configs/pipeline_defaults.py)")
+    fill = list(cfg.FILL)
+    if len(fill) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in fill):
+        raise AnonymizerError(f"ANONYMIZER.FILL must be three integers 0-255 (B, G, R), got {cfg.FILL}")
+
+
 def build_anonymizer(kind: str, cfg, backend: str | None = None, device: str | None = None) -> CropAnonymizer:
     """``cfg`` is the pipeline config's ANONYMIZER node."""
+    check_settings(cfg)
     backend = backend or cfg.BACKEND
     device = device or cfg.DEVICE
     if kind in DEFAULT_PARAMS:

@@ -2,8 +2,8 @@
 
 The only way to get a frame out of the pipeline is :meth:`Redactor.redact`, which returns a
 :class:`RedactedFrame`; sinks accept nothing else. Every region is first filled solid, and only then
-overwritten with its protected crop when the anonymizer returned one in time and of the right
-shape. So an exception, a time-out, a wrong shape or a stuck anonymizer can only leave a solid
+overwritten with its protected crop when the anonymizer returned one in time, of the right shape,
+and far enough from the raw crop (``anonymizer.privacy_floor``). So an exception, a time-out, a wrong shape or a stuck anonymizer can only leave a solid
 mask, never a raw person.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from anonymizer.base import CropAnonymizer
+from anonymizer.privacy_floor import PrivacyFloor
 
 log = logging.getLogger(__name__)
 _TOKEN = object()
@@ -42,6 +43,7 @@ class RedactionResult:
     regions: list[tuple[int, int, int, int] | None]   # x1, y1, x2, y2 replaced (None: empty after clipping)
     protected: list[np.ndarray | None]                 # protected crop, None where the region was masked
     fallback_masks: int = 0
+    floor_masks: int = 0                               # protected crops refused by the privacy floor (left solid)
     reasons: list[str] = field(default_factory=list)
     native: list[np.ndarray | None] | None = None      # G's output at model size, when asked for (sidecar)
 
@@ -65,8 +67,9 @@ class Redactor:
     """Replaces regions with an anonymizer's output; masks whatever it cannot replace in time."""
 
     def __init__(self, anonymizer: CropAnonymizer, margin: float = 0.1, timeout_s: float = 2.0,
-                 fill: Sequence[int] = (0, 0, 0), keep_native: bool = False) -> None:
+                 fill: Sequence[int] = (0, 0, 0), keep_native: bool = False, floor: PrivacyFloor | None = None) -> None:
         self.anonymizer = anonymizer
+        self.floor = floor
         # Learned bundles can also hand back G's output at model size, the best input for recovery.
         self._native = keep_native and hasattr(anonymizer, "protect_with_native")
         self.margin = float(margin)
@@ -129,6 +132,11 @@ class Redactor:
                 result.fallback_masks += 1
                 result.reasons.append("anonymizer returned the crop unchanged")
                 continue
+            refused = self.floor.reason(crop, prot) if self.floor is not None else None
+            if refused:  # protected in name only: the region stays solid
+                result.floor_masks += 1
+                result.reasons.append(refused)
+                continue
             x1, y1, x2, y2 = regions[i]
             out[y1:y2, x1:x2] = prot
             protected[i] = prot
@@ -138,6 +146,8 @@ class Redactor:
                 result.native[i] = nat if protected[i] is not None else None
         if result.fallback_masks:
             log.warning("masked %d region(s) solid: %s", result.fallback_masks, result.reasons[-1])
+        elif result.floor_masks:
+            log.debug("privacy floor: %d region(s) left solid: %s", result.floor_masks, result.reasons[-1])
         return result
 
     def mask_all(self, image: np.ndarray, boxes: Sequence[Sequence[float]] = ()) -> RedactionResult:

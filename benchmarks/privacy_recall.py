@@ -57,6 +57,7 @@ AUDITORS = {"yolov8n@0.25": (YOLO, 0.25), "ssd-adas@0.5": (SSD, 0.5)}
 PERSON_AREA_CLASSES = (1, 2, 7, 8, 12)
 OLD = ["DETECTOR.MASK_CONF", "0.25", "DETECTOR.TILES", "off", "PRIVACY.MOTION_NET", "off"]
 OLD_HOG = ["DETECTOR.HOG_UPSCALE", "1.0", "DETECTOR.HOG_WIDTH", "640"]
+NO_FLOOR = ("PRIVACY.FLOOR_SSIM", "1.0", "PRIVACY.FLOOR_MIN_CHANGED", "0.0")
 
 
 @dataclass(frozen=True)
@@ -69,20 +70,19 @@ class Config:
 
 
 CONFIGS = [
-    Config("before: CONF 0.25, no tiles, no motion net", "yolo", tuple(OLD) + ("PRIVACY.LOOKAHEAD_FRAMES", "0")),
-    Config("two thresholds alone (MASK_CONF 0.05)", "yolo", ("DETECTOR.TILES", "off", "PRIVACY.MOTION_NET", "off",
+    Config("before: CONF 0.25, no tiles, no motion net", "yolo", tuple(OLD) + NO_FLOOR + ("PRIVACY.LOOKAHEAD_FRAMES", "0")),
+    Config("two thresholds alone (MASK_CONF 0.05)", "yolo", (*NO_FLOOR, "DETECTOR.TILES", "off", "PRIVACY.MOTION_NET", "off",
                                                             "PRIVACY.LOOKAHEAD_FRAMES", "0")),
-    Config("tiles (auto) alone", "yolo", ("DETECTOR.MASK_CONF", "0.25", "PRIVACY.MOTION_NET", "off",
+    Config("tiles (auto) alone", "yolo", (*NO_FLOOR, "DETECTOR.MASK_CONF", "0.25", "PRIVACY.MOTION_NET", "off",
                                          "PRIVACY.LOOKAHEAD_FRAMES", "0")),
-    Config("motion net alone", "yolo", ("DETECTOR.MASK_CONF", "0.25", "DETECTOR.TILES", "off",
+    Config("motion net alone", "yolo", (*NO_FLOOR, "DETECTOR.MASK_CONF", "0.25", "DETECTOR.TILES", "off",
                                        "PRIVACY.MOTION_NET", "on", "PRIVACY.LOOKAHEAD_FRAMES", "0")),
-    Config("look-ahead 10 alone", "yolo", tuple(OLD)),
-    Config("default (thresholds + tiles + motion net + look-ahead)", "yolo", ()),
+    Config("default (thresholds, tiles, motion net, look-ahead, floor)", "yolo", ()),
     Config("default without look-ahead", "yolo", ("PRIVACY.LOOKAHEAD_FRAMES", "0")),
+    Config("default without the privacy floor", "yolo", NO_FLOOR),
     Config("default, learned anonymizer (auto)", "yolo", (), anonymizer="auto"),
-    Config("HOG before (640 px, no motion net)", "hog", tuple(OLD[4:] + OLD_HOG) + ("PRIVACY.LOOKAHEAD_FRAMES", "0"),
+    Config("HOG before (640 px, no motion net)", "hog", tuple(OLD[4:] + OLD_HOG) + NO_FLOOR + ("PRIVACY.LOOKAHEAD_FRAMES", "0"),
            ("vtest",)),
-    Config("HOG default (upscale 1.5 + motion net + look-ahead)", "hog", (), ("vtest",)),
     Config("HOG default, learned anonymizer (the README demo offline)", "hog", (), ("vtest",), "auto"),
 ]
 

@@ -40,6 +40,8 @@ _C.PRIVACY.MOTION_WARMUP_FRAMES = 100  # frames learned before the net is truste
 _C.PRIVACY.MOTION_MIN_HEIGHT = 0.025  # smallest blob kept, as a share of the frame height
 _C.PRIVACY.MOTION_MIN_AREA = 0.0001   # smallest blob kept, as a share of the frame area
 _C.PRIVACY.MOTION_COVERED = 0.6       # a blob this much inside detection regions is already masked
+_C.PRIVACY.FLOOR_SSIM = 0.70        # a protected crop whose grey SSIM to the raw crop exceeds this stays solid
+_C.PRIVACY.FLOOR_MIN_CHANGED = 0.15  # ... as does one whose least-changed half has fewer pixels changed (0 = off)
 _C.PRIVACY.LOOKAHEAD_FRAMES = 10    # files only (0 = off): output delayed this many frames so a track also masks the frames before it was found
 
 _C.TRACKER = CN()
@@ -49,14 +51,14 @@ _C.TRACKER.HOLD_FRAMES = 15         # keep masking a lost track's predicted box 
 _C.ANONYMIZER = CN()
 _C.ANONYMIZER.KIND = "auto"         # auto (learned demo bundle, else mosaic) | mosaic | blur | noise | path to a bundle
 _C.ANONYMIZER.DEFAULT_BUNDLE = "models/demo"
-_C.ANONYMIZER.MARGIN = 0.1          # box grown by this fraction of its size on each side, clipped to the frame
+_C.ANONYMIZER.MARGIN = 0.1          # box grown by this fraction of its size on each side, clipped to the frame (>= 0)
 _C.ANONYMIZER.TIMEOUT_S = 2.0       # a crop batch slower than this is masked instead
 _C.ANONYMIZER.FILL = (0, 0, 0)      # BGR colour of the fail-closed mask
 _C.ANONYMIZER.BACKEND = "torch"     # torch | onnxruntime | openvino | tensorrt (learned bundles only)
 _C.ANONYMIZER.DEVICE = "cpu"
-_C.ANONYMIZER.MOSAIC_SIZE = 24
-_C.ANONYMIZER.BLUR_RADIUS = 12.0
-_C.ANONYMIZER.NOISE_SIGMA = 0.5
+_C.ANONYMIZER.MOSAIC_SIZE = 24      # block size at 256x128 (minimum 8: smaller leaves people recognizable)
+_C.ANONYMIZER.BLUR_RADIUS = 12.0    # minimum 4.0
+_C.ANONYMIZER.NOISE_SIGMA = 0.5     # minimum 0.2
 _C.ANONYMIZER.SIDECAR = False       # also write protected crops losslessly (for full-quality recovery)
 
 _C.OUTPUT = CN()

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from anonymizer.base import CropAnonymizer
+from anonymizer.privacy_floor import PrivacyFloor
 from anonymizer.redactor import Redactor
 from anonymizer.sidecar import SidecarWriter
 from detectors.base import Detections, Detector
@@ -104,6 +105,7 @@ class CameraState:
     anonymized_observations: int = 0
     fallback_masks: int = 0
     held_masks: int = 0
+    floor_masks: int = 0
     low_score_masks: int = 0
     motion_masks: int = 0
     lookahead_masks: int = 0
@@ -131,8 +133,9 @@ class Pipeline:
         self.reid_fingerprint = reid_fingerprint
         if publisher is not None and embedder is None:
             raise ValueError("publishing features needs a Re-ID embedder")
+        floor = PrivacyFloor(cfg.PRIVACY.FLOOR_SSIM, cfg.PRIVACY.FLOOR_MIN_CHANGED)
         self.redactor = Redactor(anonymizer, cfg.ANONYMIZER.MARGIN, cfg.ANONYMIZER.TIMEOUT_S, cfg.ANONYMIZER.FILL,
-                                 keep_native=cfg.ANONYMIZER.SIDECAR)
+                                 keep_native=cfg.ANONYMIZER.SIDECAR, floor=floor)
         self._wakeup = threading.Event()
         self.summaries: dict[str, dict[str, Any]] = {}
 
@@ -198,7 +201,7 @@ class Pipeline:
     def _summary_skeleton(self, spec: CameraSpec) -> dict[str, Any]:
         return {"camera_id": spec.camera_id, "source": spec.source, "frames": 0, "fps_in": None, "width": None,
                 "height": None, "person_observations": 0, "anonymized_observations": 0, "fallback_masks": 0,
-                "held_masks": 0, "low_score_masks": 0, "motion_masks": 0, "lookahead_masks": 0,
+                "held_masks": 0, "floor_masks": 0, "low_score_masks": 0, "motion_masks": 0, "lookahead_masks": 0,
                 "masked_frames": 0, "processing_fps": 0.0, "detector": self.detector.name,
                 "anonymizer": getattr(self.anonymizer, "kind", "?"),
                 "anonymizer_fingerprint": getattr(self.anonymizer, "fingerprint", ""), "error": None}
@@ -219,6 +222,7 @@ class Pipeline:
         cam.sink.write(result.frame)
         cam.frames += 1
         cam.fallback_masks += result.fallback_masks
+        cam.floor_masks += result.floor_masks
         publishable: list[tuple[Observation, np.ndarray]] = []
         native = result.native or [None] * len(observations)
         for obs, region, prot, nat in zip(observations, result.regions, result.protected, native, strict=True):
@@ -292,17 +296,17 @@ class Pipeline:
             "frames": cam.frames, "fps_in": cam.source.fps, "width": cam.source.width, "height": cam.source.height,
             "person_observations": cam.person_observations, "anonymized_observations": cam.anonymized_observations,
             "fallback_masks": cam.fallback_masks, "held_masks": cam.held_masks,
-            "low_score_masks": cam.low_score_masks, "motion_masks": cam.motion_masks,
+            "floor_masks": cam.floor_masks, "low_score_masks": cam.low_score_masks, "motion_masks": cam.motion_masks,
             "lookahead_masks": cam.lookahead_masks, "masked_frames": cam.masked_frames,
             "processing_fps": round(cam.frames / elapsed, 3), "dropped_frames": cam.reader.dropped,
             "published": cam.published, "video": str(cam.sink.path), "error": cam.error}
         self.summaries[cam.spec.camera_id] = summary
         write_json(self.output_dir / f"{cam.spec.camera_id}.summary.json", summary)
-        log.info("[%s] done: %d frames, %d person observations, %d protected, %d masked solid; also masked: "
-                 "%d held, %d low-score, %d motion, %d look-ahead regions, %d whole frames%s",
-                 cam.spec.camera_id, cam.frames, cam.person_observations, cam.anonymized_observations,
-                 cam.fallback_masks, cam.held_masks, cam.low_score_masks, cam.motion_masks, cam.lookahead_masks,
-                 cam.masked_frames, f", ERROR: {cam.error}" if cam.error else "")
+        log.info("[%s] done: %d frames, %d person observations, %d protected, %d masked solid, %d solid by the "
+                 "privacy floor; also masked: %d held, %d low-score, %d motion, %d look-ahead regions, %d whole "
+                 "frames%s", cam.spec.camera_id, cam.frames, cam.person_observations, cam.anonymized_observations,
+                 cam.fallback_masks, cam.floor_masks, cam.held_masks, cam.low_score_masks, cam.motion_masks,
+                 cam.lookahead_masks, cam.masked_frames, f", ERROR: {cam.error}" if cam.error else "")
 
     def _gather(self, active: list[CameraState], limit: int) -> list[tuple[CameraState, Frame]]:
         batch: list[tuple[CameraState, Frame]] = []
