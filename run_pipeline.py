@@ -177,6 +177,13 @@ def print_summary(summaries: dict[str, dict[str, Any]], kafka_summary: dict[str,
         status = "ok" if not s.get("error") else f"ERROR: {s['error']}"
         print(f"{cam:<16} {s['frames']:>7} {s['person_observations']:>7} {s['anonymized_observations']:>10} "
               f"{s['fallback_masks']:>7}  {s['processing_fps']:<7} {status}")
+    for cam, s in summaries.items():
+        extra = {k: s.get(k, 0) for k in ("low_score_masks", "motion_masks", "lookahead_masks", "floor_masks",
+                                          "masked_frames")}
+        if any(extra.values()):
+            print(f"{cam}: also masked {extra['low_score_masks']} low-score, {extra['motion_masks']} motion and "
+                  f"{extra['lookahead_masks']} look-ahead regions; {extra['floor_masks']} left solid by the privacy "
+                  f"floor; {extra['masked_frames']} whole frames")
     pub, match = kafka_summary.get("publisher"), kafka_summary.get("matcher")
     if pub:
         print(f"published {pub.get('published', 0)} feature messages of protected crops: "

@@ -102,7 +102,8 @@ def run_pipeline(cfg, detector, anonymizer, source: Path, out: Path, max_frames:
 
 
 def replaced_area(observations: Path, shape: tuple[int, int], frames: int) -> np.ndarray:
-    """Pixels the pipeline replaced in each frame: the union of its regions (whole frames when masked)."""
+    """Pixels the pipeline replaced in each frame: the union of its regions. (Whole-frame masks, which only
+    a live camera's warm-up makes, write no region; files, as here, never have them.)"""
     area = np.zeros(frames)
     per_frame: dict[int, list[list[int]]] = {}
     for line in observations.read_text().splitlines():
