@@ -121,14 +121,7 @@ def replaced_area(observations: Path, shape: tuple[int, int], frames: int) -> np
 
 def gt_person_area(gt_file: Path, shape: tuple[int, int], frames: int) -> np.ndarray:
     gt = np.loadtxt(gt_file, delimiter=",", ndmin=2)
-    area = np.zeros(frames)
-    for index in range(frames):
-        m = np.zeros(shape, bool)
-        for row in gt[(gt[:, 0] == index + 1) & np.isin(gt[:, 7], PERSON_AREA_CLASSES)]:
-            x, y, w, h = row[2:6]
-            m[max(0, int(y)):max(0, int(y + h)), max(0, int(x)):max(0, int(x + w))] = True
-        area[index] = m.sum()
-    return area
+    return np.array([gt_person_area_rows(gt[gt[:, 0] == index + 1], shape) for index in range(frames)], float)
 
 
 CACHE = Path.home() / ".cache" / "privreid" / "bench"
