@@ -8,16 +8,23 @@
 Per camera, ``out/`` receives ``<camera>.mp4`` (same size, frame count and rate as the input; every
 detected person replaced in place), ``<camera>.observations.jsonl`` (boxes, no pixels) and
 ``<camera>.summary.json``. Trailing ``KEY VALUE`` pairs override ``configs/pipeline.yaml``.
-Exit status: 0 when every camera finished cleanly, 1 when a camera ended with an error (its output
-so far is kept), 2 for a bad command line or configuration.
+Exit status (a supervisor can act on each):
+
+* 0: every camera finished cleanly and every feature message reached Kafka;
+* 1: some camera ended with an error (its output so far is kept, the others ran to the end);
+* 2: refused at start: bad command line, configuration, model, bundle or output folder (nothing ran);
+* 3: every camera finished, but feature messages were not delivered: they wait in the Kafka spool
+  for the next run, or a full spool dropped some (the summary says how many and where).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,6 +33,7 @@ from configs.pipeline_defaults import get_pipeline_defaults
 
 log = logging.getLogger("run_pipeline")
 DEFAULT_CONFIG = CONFIG_DIR / "pipeline.yaml"
+EXIT_OK, EXIT_CAMERA_ERROR, EXIT_REFUSED, EXIT_UNDELIVERED = 0, 1, 2, 3
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -35,7 +43,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     "place, write the anonymized video, and optionally publish Re-ID features of the "
                     "protected crops to Kafka.",
         epilog="Trailing KEY VALUE pairs override the config, e.g. DETECTOR.CONF 0.3 ANONYMIZER.MARGIN 0.15.\n"
-               "Exit status: 0 all cameras clean, 1 some camera ended with an error, 2 bad arguments or config.")
+               "Exit status: 0 all cameras clean, 1 some camera ended with an error, 2 refused at start (bad "
+               "arguments, config, model or output), 3 feature messages not delivered to Kafka (spooled or dropped).")
     p.add_argument("--source", action="append", required=True, metavar="PATH_OR_URL",
                    help="video file (any container/codec FFmpeg reads, raw .264 too), image folder, "
                         "rtsp:// URL, or webcam index/device; repeat for several cameras")
@@ -52,12 +61,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", default=None, choices=["torch", "onnxruntime", "openvino", "tensorrt"],
                    help="runtime of a learned bundle (default: ANONYMIZER.BACKEND)")
     p.add_argument("--device", default=None, metavar="cpu|cuda:0", help="device for models (default: cpu)")
+    p.add_argument("--trusted-keys", default=None, metavar="PUB[,PUB...]",
+                   help="Ed25519 public keys (files or folders) a learned bundle must be signed by; unsigned or "
+                        "otherwise signed bundles are refused (default: ANONYMIZER.TRUSTED_KEYS)")
     p.add_argument("--kafka", default=None, metavar="off|embedded|HOST:PORT",
                    help="publish Re-ID features of protected crops: off, an embedded loopback broker (plus the "
                         "matching service), or a Kafka bootstrap address (default: KAFKA.BOOTSTRAP)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("overrides", nargs="*", metavar="KEY VALUE", help="config overrides")
-    return p.parse_args(argv)
+    # Intermixed: KEY VALUE pairs may come before, between or after the flags.
+    return p.parse_intermixed_args(argv)
 
 
 def camera_ids(sources: Sequence[str], given: Sequence[str]) -> list[str]:
@@ -83,7 +96,7 @@ def build_cfg(args: argparse.Namespace):
     overrides = list(args.overrides)
     for flag, key in ((args.detector, "DETECTOR.KIND"), (args.anonymizer, "ANONYMIZER.KIND"),
                       (args.backend, "ANONYMIZER.BACKEND"), (args.device, "ANONYMIZER.DEVICE"),
-                      (args.kafka, "KAFKA.BOOTSTRAP")):
+                      (args.kafka, "KAFKA.BOOTSTRAP"), (args.trusted_keys, "ANONYMIZER.TRUSTED_KEYS")):
         if flag is not None:
             overrides += [key, repr(flag)]
     return build_config(get_pipeline_defaults(), args.config, overrides)
@@ -101,7 +114,7 @@ def _embedder(cfg, anonymizer):
                       "to a Re-ID model (ONNX)")
 
 
-def embedded_matcher(bootstrap: str, kafka_cfg, output_dir: Path):
+def embedded_matcher(bootstrap: str, kafka_cfg, output_dir: Path, reid_fingerprint: str = "", embedding_dim: int = 0):
     """The matching service that ``--kafka embedded`` runs beside the pipeline."""
     from configs.service_defaults import get_service_defaults
     from reid.service import MatchingService
@@ -110,8 +123,15 @@ def embedded_matcher(bootstrap: str, kafka_cfg, output_dir: Path):
     # group join (which tansu holds for the rebalance timeout) take seconds, not tens of seconds.
     overrides = ["TOPIC", repr(kafka_cfg.TOPIC), "OUT", repr(str(output_dir / "matches.jsonl")),
                  "KAFKA.MAX_POLL_INTERVAL_MS", "3000", "KAFKA.SESSION_TIMEOUT_MS", "3000"]
+    if reid_fingerprint:  # the model this run publishes: the service never learns it from the input
+        overrides += ["MATCHER.REID_FINGERPRINT", repr(reid_fingerprint), "MATCHER.EMBEDDING_DIM", str(int(embedding_dim))]
+    if kafka_cfg.HMAC_KEY_FILE:  # verify what this run signs
+        overrides += ["AUTH.KEYS_FILE", repr(str(kafka_cfg.HMAC_KEY_FILE))]
     cfg = build_config(get_service_defaults(), kafka_cfg.MATCHER_CONFIG or None, overrides)
-    return MatchingService(bootstrap, cfg)
+    try:
+        return MatchingService(bootstrap, cfg)
+    except ValueError as exc:  # TrustConfigError and other refusals of the service's own config
+        raise ConfigError(f"embedded matcher: {exc}") from exc
 
 
 def check_privacy(cfg) -> None:
@@ -130,6 +150,65 @@ def check_privacy(cfg) -> None:
         raise ConfigError(f"PRIVACY.LOOKAHEAD_FRAMES must be >= 0, got {cfg.PRIVACY.LOOKAHEAD_FRAMES}")
 
 
+def check_sources(cfg) -> None:
+    """Source settings under which a live camera could not be read or reconnected (exit 2, key named)."""
+    src = cfg.SOURCE
+    checks = [("SOURCE.RECONNECT_DELAY_S", float(src.RECONNECT_DELAY_S) > 0, "> 0"),
+              ("SOURCE.RECONNECT_MAX_DELAY_S", float(src.RECONNECT_MAX_DELAY_S) >= float(src.RECONNECT_DELAY_S),
+               ">= SOURCE.RECONNECT_DELAY_S"),
+              ("SOURCE.GIVE_UP_AFTER_S", float(src.GIVE_UP_AFTER_S) >= 0, ">= 0 (0 = never)"),
+              ("SOURCE.READ_TIMEOUT_S", float(src.READ_TIMEOUT_S) > 0, "> 0"),
+              ("SOURCE.RECONNECT_ATTEMPTS", int(src.RECONNECT_ATTEMPTS) >= 0, ">= 0"),
+              ("SOURCE.QUEUE_SIZE", int(src.QUEUE_SIZE) >= 1, ">= 1"),
+              ("SOURCE.MAX_PIXELS", int(src.MAX_PIXELS) >= 0, ">= 0 (0 = no limit)")]
+    for key, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"{key} must be {expected}, got {_config_value(cfg, key)}")
+
+
+def _config_value(cfg, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """The output folder, created and proven writable before any camera starts (else exit 2)."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"--output {out} is not a writable folder: {exc.strerror or exc}") from exc
+    return out
+
+
+def check_kafka(cfg) -> None:
+    """Kafka security settings that cannot connect are refused at start, not on the first send."""
+    if cfg.KAFKA.BOOTSTRAP == "off":
+        return
+    from stream.kafka_io import KafkaConfigError, security_config
+    try:
+        security_config(cfg.KAFKA)
+    except KafkaConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def exit_status(summaries: dict[str, dict[str, Any]], kafka_summary: dict[str, Any]) -> int:
+    """0 clean, 1 a camera ended with an error, 3 features that did not reach Kafka (see module doc)."""
+    if any(s.get("error") for s in summaries.values()):
+        return EXIT_CAMERA_ERROR
+    pub = kafka_summary.get("publisher") or {}
+    if pub.get("spool_records", 0) or pub.get("overflow_dropped", 0) or pub.get("in_flight", 0):
+        return EXIT_UNDELIVERED
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -143,32 +222,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     from anonymizer.factory import AnonymizerError, build_anonymizer
     from detectors.factory import DetectorError, build_detector
     from stream.kafka_runtime import KafkaRuntime
+    from stream.message_auth import AuthConfigError
     from stream.pipeline import CameraSpec, Pipeline
 
     device = cfg.ANONYMIZER.DEVICE
     try:
         check_privacy(cfg)
+        check_sources(cfg)
+        check_kafka(cfg)
+        output = check_output_dir(args.output)
         detector = build_detector(cfg.DETECTOR.KIND, cfg.DETECTOR, device=device)
         anonymizer = build_anonymizer(cfg.ANONYMIZER.KIND, cfg.ANONYMIZER)
-        embedder, reid_fp = (None, "")
+        embedder, reid_fp, reid_dim = (None, "", 0)
         if cfg.KAFKA.BOOTSTRAP != "off":
             embedder, reid_fp = _embedder(cfg, anonymizer)
+            reid_dim = int(getattr(embedder, "dim", 0) or getattr(anonymizer, "embed_dim", 0) or 0)
+            if not reid_dim:
+                raise ConfigError("cannot tell the Re-ID embedding dimension of the features to publish")
     except (DetectorError, AnonymizerError, ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     log.info("detector: %s; anonymizer: %s (%s…); Kafka: %s", detector.name, anonymizer.kind,
              anonymizer.fingerprint[:12], cfg.KAFKA.BOOTSTRAP)
 
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    with KafkaRuntime(cfg.KAFKA, output, embedded_matcher) as kafka:
-        pipeline = Pipeline(cfg, [CameraSpec(c, s) for c, s in zip(ids, args.source, strict=True)], output, detector,
-                            anonymizer, max_frames=args.max_frames, publisher=kafka.publisher,
-                            embedder=embedder, reid_fingerprint=reid_fp)
-        summaries = pipeline.run()
-        kafka_summary: dict[str, Any] = kafka.finish()
+    try:
+        with KafkaRuntime(cfg.KAFKA, output, embedded_matcher, reid_fingerprint=reid_fp,
+                          embedding_dim=reid_dim) as kafka:
+            pipeline = Pipeline(cfg, [CameraSpec(c, s) for c, s in zip(ids, args.source, strict=True)], output,
+                                detector, anonymizer, max_frames=args.max_frames, publisher=kafka.publisher,
+                                embedder=embedder, reid_fingerprint=reid_fp)
+            summaries = pipeline.run()
+            kafka_summary: dict[str, Any] = kafka.finish()
+    except (ConfigError, AuthConfigError) as exc:  # the HMAC key file or the embedded matcher's config
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print_summary(summaries, kafka_summary)
-    return 1 if any(s.get("error") for s in summaries.values()) else 0
+    return exit_status(summaries, kafka_summary)
 
 
 def print_summary(summaries: dict[str, dict[str, Any]], kafka_summary: dict[str, Any]) -> None:
@@ -189,6 +278,11 @@ def print_summary(summaries: dict[str, dict[str, Any]], kafka_summary: dict[str,
         print(f"published {pub.get('published', 0)} feature messages of protected crops: "
               f"{pub.get('delivered', 0)} acknowledged by Kafka, {pub.get('spooled', 0)} spooled during outages, "
               f"{pub.get('overflow_dropped', 0)} dropped by a full spool")
+        left, dropped = pub.get("spool_records", 0) + pub.get("in_flight", 0), pub.get("overflow_dropped", 0)
+        if left or dropped:
+            print(f"NOT DELIVERED: {left} feature messages wait in {kafka_summary.get('spool_dir', 'the Kafka spool')} "
+                  f"for the next run; {dropped} were dropped because the spool was full (KAFKA.SPOOL_MAX_MB). "
+                  f"Exit status {EXIT_UNDELIVERED}.", file=sys.stderr)
     if match:
         print(f"matcher: {match.get('observations', 0)} observations, {match.get('tracks', 0)} tracks -> "
               f"{match.get('global_ids', 0)} global identities, {match.get('matches', 0)} cross-track matches, "

@@ -26,33 +26,7 @@ A box is **leaked** when ``ssim > ssim_max`` (default 0.75) or ``changed_weakest
 (nothing identifying survives at that size, and SSIM on a few pixels is noise) but are counted as
 ``too_small``.
 
-Why these numbers (measured on the first 100 frames of vtest.avi, 768×576, with the real pipeline:
-YOLOv8n INT8 OpenVINO and ``--anonymizer mosaic``, ``blur`` and the learned ``auto``; boxes = the
-pipeline's own 500 fresh detections, or the 503 boxes of the SSD at conf 0.3; grey levels):
-
-* Codec noise. The raw video through libx264 CRF 23 ultrafast yuv420p (the pipeline's settings)
-  changes at most 0.4 % of a box's pixels by more than 12 grey levels; through
-  ``tests/video_utils.reencode`` (CRF 20 veryfast) at most 5.2 % (95th percentile 3.8 %), and up to
-  9.9 % by more than 10 levels, which is why the change level is 12, not lower. SSIM of a raw
-  re-encode: 0.93-0.996.
-* Properly masked persons, ``changed_weakest_half`` at level 12, minimum (1st percentile) over the
-  pipeline's 500 boxes: mosaic 0.244 (0.307), blur 0.283 (0.382), ``auto`` 0.274 (0.303). SSIM:
-  mosaic at most 0.56, blur 0.75, ``auto`` 0.80; the only boxes above 0.75 are one 30-px-high,
-  low-contrast, mask-only detection at the top-left (frames 73, 80, 97), which the SSD does not
-  report as a person. ``ssim_max`` 0.75 is the bound the project's tests already use.
-* Half-covered persons (the CRF-23 re-encoded raw pasted back over the top, bottom, left or right
-  half of a masked box; 100 boxes per half and anonymizer): ``changed_weakest_half`` at most 0.003,
-  SSIM 0.55-0.89 (SSIM alone misses most of them). Their whole-box ``changed`` share, 0.12-0.48,
-  overlaps that of properly masked mosaic boxes (from 0.32): a whole-box share cannot tell the two
-  apart, the weakest half can, with a wide margin on both sides of 0.12 (at most 0.052 for a raw
-  re-encode, at least 0.244 for a masked box).
-* The audit with the SSD (conf 0.3) on the three pipeline outputs: all 359 SSD boxes lying entirely
-  inside the pipeline's masked regions pass (weakest half >= 0.28, SSIM <= 0.63); 14 boxes are
-  misses, the same for the three anonymizers: a person partly hidden by a sign (x ~ 410, frames 44,
-  68, 77-99) whom YOLO misses or masks only in part; at most 56 % of each missed box lies inside the
-  pipeline's masked regions. (The 30-px box above is not found by the SSD even at conf 0.05.)
-  Limitation: a box with only a corner or a thin strip left raw (the SSD box 58 % inside the masked
-  regions at frames 43 and 69) keeps 15-21 % changed in its weakest half and passes.
+Why these numbers: the measurements that chose them are in ``docs/audit.md``.
 
 Besides misses, the audit reports coverage (protected / audited), ``too_small``, and the share of
 the frame changed *outside* person boxes (each grown by 10 % per side; mean and maximum over
@@ -76,7 +50,6 @@ import logging
 import math
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence, Union
@@ -84,18 +57,16 @@ from typing import Any, Iterator, Mapping, Sequence, Union
 import cv2
 import numpy as np
 
+from anonymizer.privacy_floor import SIZE_WH as SSIM_SIZE_WH
+from anonymizer.privacy_floor import region_measures
+from anonymizer.audit_persons import (PERSON_LIKE_CLASSES, AuditInputError, GroundTruth, Person, build_audit_detector,
+                                      read_mot_gt)
 from detectors.base import Detector
 
 log = logging.getLogger("anonymizer.audit")
 
-PERSON_LIKE_CLASSES = (1, 2, 7, 8, 12)  # MOT17: pedestrian, on vehicle, static person, distractor, reflection
-SSIM_SIZE_WH = (64, 128)
 MAX_TILES = 64
 DETECT_CHUNK = 8
-
-
-class AuditInputError(ValueError):
-    """The audit cannot run on these inputs (missing/undecodable file, size mismatch, bad option)."""
 
 
 @dataclass(frozen=True)
@@ -125,29 +96,6 @@ class AuditRule:
                 f"{SSIM_SIZE_WH[1]}) exceeds {self.ssim_max:g}, or when fewer than {self.min_changed:.0%} of "
                 f"the pixels of its least-changed half (top, bottom, left or right) differ by more than "
                 f"{self.change_level} grey levels")
-
-
-@dataclass
-class Person:
-    """One person of one raw frame. ``audited=False``: only counts as person area (background measure)."""
-
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
-    id: int | None = None
-    score: float | None = None
-    audited: bool = True
-
-
-@dataclass
-class GroundTruth:
-    """Persons per raw frame index (0-based), read from a MOT-format file by :func:`read_mot_gt`."""
-
-    frames: dict[int, list[Person]]
-    path: str = ""
-    classes: tuple[int, ...] = (1, 2, 7)
-    min_visibility: float = 0.5
-
-    def persons(self, index: int) -> list[Person]:
-        return self.frames.get(index, [])
 
 
 PersonsSource = Union[Detector, GroundTruth, Mapping[int, Sequence[Person]]]
@@ -183,64 +131,6 @@ class _Tally:
 
 
 # ------------------------------------------------------------------------------------------ inputs
-def read_mot_gt(path: str | Path, classes: Sequence[int] = (1, 2, 7), min_visibility: float = 0.5) -> GroundTruth:
-    """MOT ground truth ``frame, id, left, top, width, height, consider, class, visibility`` (frame 1-based).
-
-    ``consider`` is ignored on purpose: MOT marks static people and reflections 0 for tracking
-    benchmarks, but they are still people whose faces the video shows. Rows of the given ``classes``
-    with ``visibility >= min_visibility`` are audited; every person-like row (classes 1, 2, 7, 8, 12,
-    any visibility) counts as person area for the background measure. Files with only 6-7 columns
-    (no class/visibility) are read as visible pedestrians.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise AuditInputError(f"ground-truth file not found: {path}")
-    wanted = {int(c) for c in classes}
-    frames: dict[int, list[Person]] = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        person = _parse_mot_row(line, lineno, path, wanted, min_visibility)
-        if person is not None:
-            frames.setdefault(person[0], []).append(person[1])
-    return GroundTruth(frames, str(path), tuple(sorted(wanted)), float(min_visibility))
-
-
-def _parse_mot_row(line: str, lineno: int, path: Path, wanted: set[int],
-                   min_visibility: float) -> tuple[int, Person] | None:
-    try:
-        values = [float(v) for v in line.replace(" ", "").split(",") if v != ""]
-    except ValueError:
-        raise AuditInputError(f"{path}:{lineno}: not a MOT row (numbers separated by commas): {line!r}") from None
-    if len(values) < 6:
-        raise AuditInputError(f"{path}:{lineno}: a MOT row needs at least frame,id,left,top,width,height: {line!r}")
-    frame, pid, left, top, width, height = values[:6]
-    cls = int(values[7]) if len(values) >= 9 else 1
-    vis = values[8] if len(values) >= 9 else 1.0
-    if frame < 1 or (cls not in PERSON_LIKE_CLASSES and cls not in wanted):
-        return None
-    audited = cls in wanted and vis >= min_visibility
-    return int(frame) - 1, Person((left, top, left + width, top + height), int(pid), None, audited)
-
-
-def build_audit_detector(spec: str, conf: float) -> Detector:
-    """The independent detector of ``--detector``, built by the pipeline's factory (an Ultralytics
-    model, an OpenVINO SSD ``.xml``, 'hog'), reporting boxes from ``conf`` up."""
-    from configs import build_config
-    from configs.pipeline_defaults import get_pipeline_defaults
-    from detectors.factory import DetectorError, build_detector
-
-    if spec not in ("hog", "auto") and not Path(spec).expanduser().exists():
-        raise AuditInputError(f"detector model not found: {spec}")
-    # whole frames, as the model was made to run: the audit measures the pipeline, not a better detector
-    cfg = build_config(get_pipeline_defaults(), None, ["DETECTOR.CONF", repr(float(conf)), "DETECTOR.TILES", "off",
-                                                       "DETECTOR.MASK_CONF", repr(float(conf))])
-    try:
-        return build_detector(spec, cfg.DETECTOR)
-    except DetectorError as exc:
-        raise AuditInputError(str(exc)) from exc
-
-
 def _open(spec: str | Path, camera_id: str):
     """Open ``spec`` exactly as the pipeline does; live cameras are refused (an audit needs a recording)."""
     from configs.pipeline_defaults import get_pipeline_defaults
@@ -269,25 +159,6 @@ def _frames(source, stats: dict[str, Any]) -> Iterator[np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------ measures
-@contextlib.contextmanager
-def _fast_ssim() -> Iterator[None]:
-    """SSIM of one 64x128 pair is a handful of tiny 11x11 convolutions, where torch's set-up costs
-    dominate: oneDNN and a second OpenMP thread make it 5-20x slower on a busy 2-core CPU (measured
-    85-175 ms vs 10-18 ms per pair). The plain single-threaded ATen kernel gives identical numbers;
-    the thread count is restored on exit."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # oneDNN's flags() warns about TF32 on Intel GPUs
-            with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
-                yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def clip_box(box: Sequence[float], width: int, height: int) -> list[int]:
     """Integer pixel box covering ``box`` (floor/ceil), clipped to the frame."""
     x1, y1, x2, y2 = (float(v) for v in box)
@@ -302,24 +173,11 @@ def grow_box(box: Sequence[float], margin: float, width: int, height: int) -> li
     return clip_box((x1 - dx, y1 - dy, x2 + dx, y2 + dy), width, height)
 
 
-def _halves(changed: np.ndarray) -> list[np.ndarray]:
-    """Top, bottom, left and right halves: a box masked only in part has one half left (nearly) raw."""
-    h, w = changed.shape
-    parts = [changed[: h // 2], changed[h // 2:], changed[:, : w // 2], changed[:, w // 2:]]
-    return [p for p in parts if p.size] or [changed]
-
-
 def compare_region(raw_grey: np.ndarray, out_grey: np.ndarray, box: Sequence[int],
                    rule: AuditRule) -> tuple[float, float, float]:
     """(ssim, changed, changed_weakest_half) of one clipped box; grey uint8 frames of equal size."""
-    from anonymizer.image_metrics import ssim_uint8
-
     x1, y1, x2, y2 = box
-    a, b = raw_grey[y1:y2, x1:x2], out_grey[y1:y2, x1:x2]
-    ssim = ssim_uint8(cv2.resize(a, SSIM_SIZE_WH, interpolation=cv2.INTER_AREA),
-                      cv2.resize(b, SSIM_SIZE_WH, interpolation=cv2.INTER_AREA))
-    changed = cv2.absdiff(a, b) > rule.change_level
-    return ssim, float(changed.mean()), min(float(p.mean()) for p in _halves(changed))
+    return region_measures(raw_grey[y1:y2, x1:x2], out_grey[y1:y2, x1:x2], rule.change_level)
 
 
 def background_changed(diff_mask: np.ndarray, persons: Sequence[Person], rule: AuditRule) -> float | None:
@@ -339,10 +197,9 @@ def _audit_frame(index: int, raw: np.ndarray, out: np.ndarray, persons: Sequence
     raw_grey = cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY)
     out_grey = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
     h, w = raw_grey.shape
-    with _fast_ssim():
-        for person in persons:
-            if person.audited:
-                _audit_box(index, person, clip_box(person.box, w, h), raw_grey, out_grey, out, rule, tally)
+    for person in persons:
+        if person.audited:
+            _audit_box(index, person, clip_box(person.box, w, h), raw_grey, out_grey, out, rule, tally)
     bg = background_changed(cv2.absdiff(raw_grey, out_grey) > rule.change_level, persons, rule)
     if bg is not None:
         tally.background.append(bg)

@@ -11,8 +11,15 @@ A bundle is a folder the pipeline, the exporters and the recovery tool all read:
     G.onnx, C.onnx     the same G and C for the onnxruntime / OpenVINO / TensorRT backends
                        (dynamic batch, fixed image size)
 
-Every file is checked against its sha256 on load, so a swapped weight file fails loudly instead of
-silently changing what the pipeline publishes. Loading never unpickles: safetensors and ONNX only.
+    bundle.sig         optional detached Ed25519 signature of the manifest (anonymizer.bundle_signing)
+
+Every listed file is checked against its sha256 on load, so a swapped weight file fails loudly
+instead of silently changing what the pipeline publishes. The file hashes sit in bundle.yaml, so
+they prove nothing by themselves: the manifest hash (:func:`manifest_sha256`, over the whole parsed
+bundle.yaml: specs, normalization, sizes, desensitization, privacy bound, file hashes) is what a
+signature covers, and every load also runs G on built-in canaries (:mod:`anonymizer.canary`) so that
+an edited, unsigned spec cannot pass raw people off as protected. Loading never unpickles:
+safetensors and ONNX only.
 
 Image conventions: crops come in as BGR uint8 of any size. G and G_R work on RGB images at the
 bundle's input size scaled to [-1, 1]; C sees RGB images normalized with the bundle's mean/std.
@@ -36,6 +43,7 @@ log = logging.getLogger(__name__)
 BUNDLE_FORMAT = "privreid-anonymizer-bundle"
 BUNDLE_VERSION = 1
 BUNDLE_YAML = "bundle.yaml"
+SIGNATURE_FIELDS = ("signature",)   # never part of the manifest (a signature cannot cover itself)
 G_FILE, C_FILE, GR_FILE = "G.safetensors", "C.safetensors", "G_R.sealed"
 G_ONNX, C_ONNX = "G.onnx", "C.onnx"
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
@@ -368,14 +376,34 @@ class LearnedBundle:
 
 
 # ----------------------------------------------------------------------------------- loading
-def read_bundle_yaml(path: str | Path) -> tuple[Path, dict[str, Any]]:
+def read_bundle_yaml(path: str | Path, verify: bool = False,
+                     trusted_keys: Sequence[str | Path] | str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """(bundle folder, parsed bundle.yaml).
+
+    ``verify``: also check every listed file against its sha256 and apply the signature policy of
+    :func:`anonymizer.bundle_signing.enforce_signature_policy` with ``trusted_keys`` (what every
+    consumer of a bundle's weights must do; only tools that merely describe a bundle skip it).
+    """
+    root, meta = _parse_bundle_yaml(path)
+    if verify:
+        from anonymizer.bundle_signing import enforce_signature_policy
+
+        verify_all_files(root, meta)
+        enforce_signature_policy(root, meta, trusted_keys)
+    return root, meta
+
+
+def _parse_bundle_yaml(path: str | Path) -> tuple[Path, dict[str, Any]]:
     root = Path(path)
     if root.is_file() and root.name == BUNDLE_YAML:
         root = root.parent
     yml = root / BUNDLE_YAML
     if not yml.is_file():
         raise BundleError(f"no {BUNDLE_YAML} in {root}: not a learned anonymizer bundle")
-    meta = yaml.safe_load(yml.read_text())
+    try:
+        meta = yaml.safe_load(yml.read_text())
+    except yaml.YAMLError as exc:
+        raise BundleError(f"{yml} is not valid YAML: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{yml} is not a {BUNDLE_FORMAT} file")
     if int(meta.get("version", 0)) > BUNDLE_VERSION:
@@ -396,6 +424,34 @@ def verify_file(root: Path, meta: dict[str, Any], name: str) -> Path:
         raise BundleError(f"{path} does not match the sha256 recorded in bundle.yaml "
                           f"({actual[:12]}… vs {expected[:12]}…): the file was modified or replaced")
     return path
+
+
+def verify_all_files(root: Path, meta: dict[str, Any]) -> None:
+    """Check every file bundle.yaml lists (G and C must be among them) against its sha256."""
+    files = meta.get("files")
+    if not isinstance(files, dict) or G_FILE not in files or C_FILE not in files:
+        raise BundleError(f"{root / BUNDLE_YAML} must list at least {G_FILE} and {C_FILE} with their sha256")
+    for name in files:
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+            raise BundleError(f"{root / BUNDLE_YAML} lists '{name}': bundle files must be plain names inside the folder")
+        verify_file(root, meta, name)
+
+
+def manifest_sha256(meta: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the parsed bundle.yaml, without any signature field.
+
+    Everything that decides what G and C do is in bundle.yaml (specs, normalization, sizes,
+    desensitization, privacy bound, and the sha256 of every weight, ONNX and sealed file), so this
+    one hash is what a signature covers. Canonical (sorted keys, no whitespace) so that YAML
+    formatting and comments do not matter, and so that every reader computes the same bytes.
+    """
+    body = {k: v for k, v in meta.items() if k not in SIGNATURE_FIELDS}
+    try:
+        text = json.dumps(_plain(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False, default=str)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"bundle.yaml cannot be put in canonical form: {exc}") from None
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def bundle_fingerprint(root: Path, meta: dict[str, Any]) -> str:
@@ -421,8 +477,15 @@ def load_generator_weights(spec: dict, state: dict):
 
 
 def load_bundle(path: str | Path, backend: str = "torch", device: str = "cpu",
-                batch_size: int = DEFAULT_BATCH, cache_dir: str | Path | None = None) -> LearnedBundle:
+                batch_size: int = DEFAULT_BATCH, cache_dir: str | Path | None = None,
+                trusted_keys: Sequence[str | Path] | str | Path | None = None) -> LearnedBundle:
     """Load a learned anonymizer bundle for the pipeline.
+
+    Fails closed, in this order: every listed file must match its sha256; a present signature must
+    be valid for the manifest; with ``trusted_keys`` the bundle must be signed by one of them
+    (without: a bundle not signed by a default trusted key loads with a warning); and G, run with
+    the chosen backend on the built-in canaries, must change them at least as much as the bundle's
+    recorded privacy bound and the privacy floor's absolute limits require.
 
     Args:
         path: bundle folder (or its bundle.yaml).
@@ -431,17 +494,33 @@ def load_bundle(path: str | Path, backend: str = "torch", device: str = "cpu",
             tensorrt package is missing).
         device: 'cpu' or 'cuda:N'.
         cache_dir: where TensorRT engines are cached (default: the bundle folder).
+        trusted_keys: public key files (or folders of them) whose signature is required; None or
+            empty: the project's default trusted keys, and unsigned bundles are accepted with a warning.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend '{backend}' (expected one of {', '.join(BACKENDS)})")
-    root, meta = read_bundle_yaml(path)
-    for name in (G_FILE, C_FILE):
-        verify_file(root, meta, name)
-    if backend == "torch":
-        from safetensors.torch import load_file
+    root, meta = read_bundle_yaml(path, verify=True, trusted_keys=trusted_keys)
+    bundle = _open_verified(root, meta, backend, device, batch_size, cache_dir)
+    from anonymizer import canary
 
-        g = load_generator_weights(meta["generator"]["spec"], load_file(str(root / G_FILE)))
-        c = build_reid_from_meta(meta["reid"], load_file(str(root / C_FILE)))
+    ssim_max, changed_min = canary.measure(bundle.protect_unit, bundle.input_hw)
+    reason = canary.check(meta.get("privacy_bound"), ssim_max, changed_min, f"{root} ({backend})")
+    if reason:
+        raise BundleError(f"refusing bundle {reason}")
+    log.info("loaded %s (canaries: SSIM %.3f, weakest half changed %.0f%%)", bundle.describe(), ssim_max,
+             100 * changed_min)
+    return bundle
+
+
+def _open_verified(root: Path, meta: dict[str, Any], backend: str, device: str = "cpu",
+                   batch_size: int = DEFAULT_BATCH, cache_dir: str | Path | None = None) -> LearnedBundle:
+    """Build the runner of a bundle whose files were already verified (no canary check)."""
+    if backend == "torch":
+        from safetensors.torch import load as load_safetensors
+
+        # the bytes that were hashed are the bytes that are loaded
+        g = load_generator_weights(meta["generator"]["spec"], load_safetensors(_verified_bytes(root, meta, G_FILE)))
+        c = build_reid_from_meta(meta["reid"], load_safetensors(_verified_bytes(root, meta, C_FILE)))
         runner: _Runner = _TorchRunner(g, c, device)
     else:
         g_onnx, c_onnx = verify_file(root, meta, G_ONNX), verify_file(root, meta, C_ONNX)
@@ -451,11 +530,16 @@ def load_bundle(path: str | Path, backend: str = "torch", device: str = "cpu",
             runner = _OpenVinoRunner(g_onnx, c_onnx, device)
         else:
             runner = _TensorRTRunner(g_onnx, c_onnx, device, Path(cache_dir) if cache_dir else root)
-    bundle = LearnedBundle(path=root, meta=meta, runner=runner, fingerprint=bundle_fingerprint(root, meta),
-                           reid_fingerprint=reid_fingerprint(meta), embed_dim=int(meta["reid"]["embed_dim"]),
-                           batch_size=batch_size)
-    log.info("loaded %s", bundle.describe())
-    return bundle
+    return LearnedBundle(path=root, meta=meta, runner=runner, fingerprint=bundle_fingerprint(root, meta),
+                         reid_fingerprint=reid_fingerprint(meta), embed_dim=int(meta["reid"]["embed_dim"]),
+                         batch_size=batch_size)
+
+
+def _verified_bytes(root: Path, meta: dict[str, Any], name: str) -> bytes:
+    data = (root / name).read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta["files"][name]:
+        raise BundleError(f"{root / name} changed while it was being loaded")
+    return data
 
 
 # ------------------------------------------------------------------------------ Re-ID adapter
@@ -531,10 +615,29 @@ def write_bundle(out_dir: str | Path, *, g, c, g_r, generator_spec: dict, reid_m
         "metrics": metrics or {},
         "training": training or {},
         **(extra or {}),
+        "privacy_bound": measure_privacy_bound_torch(g, input_meta["size_hw"]),
         "files": files,
     }
     (out / BUNDLE_YAML).write_text(yaml.safe_dump(_plain(meta), sort_keys=False, allow_unicode=True))
     return out
+
+
+def measure_privacy_bound_torch(g, size_hw: Sequence[int]) -> dict[str, Any]:
+    """bundle.yaml's ``privacy_bound``: G's scores on the built-in canaries (torch, CPU, a copy of G)."""
+    import copy
+
+    from anonymizer import canary
+
+    runner = _TorchRunner(copy.deepcopy(g).cpu().eval(), None, "cpu")
+    hw = (int(size_hw[0]), int(size_hw[1]))
+    def protect_unit(u: np.ndarray) -> np.ndarray:
+        return (runner.run_g(np.ascontiguousarray(u * 2.0 - 1.0, np.float32)) + 1.0) / 2.0
+
+    ssim_max, changed_min = canary.measure(protect_unit, hw)
+    reason = canary.check(None, ssim_max, changed_min, "this G")
+    if reason:
+        log.warning("the bundle will not load: %s", reason)
+    return canary.bound_record(ssim_max, changed_min, "torch")
 
 
 def export_onnx(net, shape: tuple[int, ...], path: Path) -> None:

@@ -29,7 +29,7 @@ def _load_bundle(path: Path, cfg, backend: str, device: str) -> CropAnonymizer:
         from anonymizer.bundle import load_bundle
     except ImportError as exc:
         raise AnonymizerError(f"learned bundles are not supported by this build: {exc}") from exc
-    return load_bundle(path, backend=backend, device=device)
+    return load_bundle(path, backend=backend, device=device, trusted_keys=cfg.get("TRUSTED_KEYS", "") or None)
 
 
 # Below these a hand-made protection leaves a person recognizable (a 2-pixel mosaic or a 0.01 blur is

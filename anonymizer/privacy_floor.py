@@ -40,12 +40,30 @@ def ssim_grey(a: np.ndarray, b: np.ndarray) -> float:
     return float(ssim_map.mean())
 
 
-def weakest_half_changed(a: np.ndarray, b: np.ndarray, level: int = CHANGE_LEVEL) -> float:
-    """Share of pixels changed by more than ``level`` in the least-changed of the four halves."""
-    changed = cv2.absdiff(a, b) > level
+def _weakest_half(changed: np.ndarray) -> float:
+    """Top, bottom, left and right halves: a box masked only in part has one half left (nearly) raw."""
+    if not changed.size:
+        return 0.0
     h, w = changed.shape
     halves = [changed[: h // 2], changed[h // 2:], changed[:, : w // 2], changed[:, w // 2:]]
-    return min(float(p.mean()) for p in halves if p.size) if changed.size else 0.0
+    return min(float(p.mean()) for p in halves if p.size) if any(p.size for p in halves) else float(changed.mean())
+
+
+def weakest_half_changed(a: np.ndarray, b: np.ndarray, level: int = CHANGE_LEVEL) -> float:
+    """Share of pixels changed by more than ``level`` in the least-changed of the four halves."""
+    return _weakest_half(cv2.absdiff(a, b) > level)
+
+
+def region_measures(raw_grey: np.ndarray, out_grey: np.ndarray, level: int = CHANGE_LEVEL) -> tuple[float, float, float]:
+    """(SSIM at the comparison size, share changed, share changed in the weakest half) of two grey regions.
+
+    The audit and the floor judge regions with these same numbers, so that what the floor lets
+    through is exactly what the audit would measure.
+    """
+    ssim = ssim_grey(cv2.resize(raw_grey, SIZE_WH, interpolation=cv2.INTER_AREA),
+                     cv2.resize(out_grey, SIZE_WH, interpolation=cv2.INTER_AREA))
+    changed = cv2.absdiff(raw_grey, out_grey) > level
+    return ssim, float(changed.mean()) if changed.size else 0.0, _weakest_half(changed)
 
 
 @dataclass(frozen=True)
@@ -62,12 +80,9 @@ class PrivacyFloor:
 
     def reason(self, raw: np.ndarray, protected: np.ndarray) -> str | None:
         """Why ``protected`` may not replace ``raw`` (None: it may)."""
-        a = cv2.resize(_grey(raw), SIZE_WH, interpolation=cv2.INTER_AREA)
-        b = cv2.resize(_grey(protected), SIZE_WH, interpolation=cv2.INTER_AREA)
-        ssim = ssim_grey(a, b)
+        ssim, _, changed = region_measures(_grey(raw), _grey(protected))
         if ssim > self.ssim_max:
             return f"protected crop too close to the raw one (grey SSIM {ssim:.2f} > {self.ssim_max:g})"
-        changed = weakest_half_changed(_grey(raw), _grey(protected))
         if changed < self.min_changed:
             return (f"protected crop left part of the region nearly raw ({changed:.0%} of its least-changed half "
                     f"changed < {self.min_changed:.0%})")

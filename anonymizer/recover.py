@@ -6,18 +6,28 @@ Python API::
     r = load_recovery("models/demo", "recovery.key")
     raw_like = r.recover(protected_crops)        # BGR uint8 crops of any size
 
-Command line (restores the person regions of an anonymized video and appends an audit record)::
+Command line (restores the person regions of an anonymized video; audited)::
 
     python -m anonymizer.recover --bundle models/demo --key-file recovery.key \\
         --video cam1.anonymized.mp4 --observations cam1.observations.jsonl \\
         --output cam1.recovered.mp4 [--sidecar cam1.crops] [--tracks 3,7] \\
         [--operator alice --reason "case 2024-17"] [--audit-log audit.jsonl]
+    python -m anonymizer.recover verify-log audit.jsonl [--anchor HEAD_HASH]
 
-Security behaviour: the key is checked (key id, then AES-GCM authentication) before any file is
-opened for writing; a wrong key exits with status 2, a clear message, and writes nothing — no
-video, no audit record. The output is written to a temporary name and renamed only on success. The
-audit record (JSON Lines) says who, when, which camera, which video, which tracks and frames, with
-which bundle and key id.
+Security behaviour, in this order (each step fails closed with exit status 2 and a named reason):
+
+1. The key is checked against the bundle's key id, and the audit log is opened (a regular file
+   only, created 0600, its hash chain intact) — a wrong key or an unusable log writes nothing.
+2. A ``started`` record of intent (operator, OS user, host, key id, bundle fingerprint, video,
+   observations and sidecar with their sha256, output path, tracks asked for) is appended and
+   fsynced *before* G_R is decrypted, so no restored pixel can exist without a record.
+3. The restored video goes to a 0600 temporary file next to the output, is fsynced, and is renamed
+   into place; any failure removes it and appends a ``failed`` record with the reason.
+4. A ``completed`` record (output sha256, tracks, frames, regions) is appended; if it cannot be
+   written, the restored output is deleted again.
+
+The log format and its verification are in :mod:`anonymizer.recovery_log`. Restored pixels go to
+the output file only: sidecar crops are read into memory, never written out.
 
 Observations: the pipeline's ``<cam>.observations.jsonl``, one JSON object per line with at least
 ``frame_index``, ``track_id`` and ``box`` [x1, y1, x2, y2]; ``region`` (the area actually replaced,
@@ -34,9 +44,12 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -45,10 +58,11 @@ import cv2
 import numpy as np
 
 from anonymizer.bundle import (
-    BUNDLE_YAML, GR_FILE, BundleError, _chunks, crops_to_unit_batch, load_generator_weights,
-    read_bundle_yaml, unit_batch_to_crops, verify_file,
+    BUNDLE_YAML, GR_FILE, BundleError, _chunks, bundle_fingerprint, crops_to_unit_batch,
+    load_generator_weights, read_bundle_yaml, unit_batch_to_crops, verify_file,
 )
 from anonymizer.crypto import KEY_ENV, RecoveryKeyError, key_id, load_key, open_sealed
+from anonymizer.recovery_log import AuditLog, AuditLogError
 from anonymizer.sidecar import read_sidecar, sidecar_key
 
 log = logging.getLogger("anonymizer.recover")
@@ -99,7 +113,7 @@ def load_recovery(path: str | Path, key_file: str | Path | None = None, *, key: 
     """
     from safetensors.torch import load as load_safetensors
 
-    root, meta = read_bundle_yaml(path)
+    root, meta = read_bundle_yaml(path, verify=True)  # every file, the manifest and its signature
     rec = meta.get("recovery") or {}
     if not rec:
         raise BundleError(f"{root / BUNDLE_YAML} has no recovery section: this bundle is not reversible")
@@ -174,88 +188,168 @@ def _clip(rect: Sequence[int], w: int, h: int) -> tuple[int, int, int, int] | No
     return x1, y1, x2, y2
 
 
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def recover_video(recovery: Recovery, video: Path, by_frame: dict[int, list[dict]], output: Path,
                   sidecar: dict | None = None, progress: bool = True) -> dict[str, Any]:
-    """Write ``output`` = ``video`` with every observed region restored; returns statistics."""
+    """Write ``output`` = ``video`` with every observed region restored; returns statistics.
+
+    Restored frames go to a temporary file created 0600 next to ``output`` (so the rename stays
+    on one file system and nobody else can open it meanwhile), which is fsynced and renamed into
+    place only when every frame is written; on any failure it is removed.
+    """
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise FileNotFoundError(f"cannot open video {video}")
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    tmp = output.with_name(f".{output.stem}.partial{output.suffix}")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    if not writer.isOpened():
-        cap.release()
-        raise RuntimeError(f"cannot open a video writer for {output}")
-    stats = {"frames": 0, "regions": 0, "from_sidecar": 0, "tracks": set(), "frame_range": [None, None]}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=total, unit="frame", desc="recovering", file=sys.stderr)
     try:
-        index = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            jobs = []
-            for obs in by_frame.get(index, []):
-                rect = _clip(obs["_rect"], width, height)
-                if rect is None:
-                    continue
-                x1, y1, x2, y2 = rect
-                src = frame[y1:y2, x1:x2]
-                if sidecar is not None:
-                    recs = sidecar.get(sidecar_key(index, obs["_rect"]), {})
-                    if "native" in recs:
-                        src = recs["native"].crop
-                        stats["from_sidecar"] += 1
-                    elif "region" in recs:
-                        src = recs["region"].crop
-                        stats["from_sidecar"] += 1
-                jobs.append((rect, src, obs))
-            if jobs:
-                restored = recovery.recover([j[1] for j in jobs])
-                for (rect, _, obs), rec in zip(jobs, restored):
-                    x1, y1, x2, y2 = rect
-                    if rec.shape[:2] != (y2 - y1, x2 - x1):
-                        rec = cv2.resize(rec, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
-                    frame[y1:y2, x1:x2] = rec
-                    stats["regions"] += 1
-                    stats["tracks"].add(str(obs.get("track_id")))
-                    lo, hi = stats["frame_range"]
-                    stats["frame_range"] = [index if lo is None else min(lo, index), index if hi is None else max(hi, index)]
-            writer.write(frame)
-            stats["frames"] += 1
-            index += 1
-            if bar is not None:
-                bar.update(1)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=f".partial{output.suffix}",
+                                        dir=output.parent)
     except BaseException:
-        writer.release()
+        cap.release()
+        raise
+    os.close(fd)          # mkstemp made it 0600; the writer reopens it by name and keeps that mode
+    tmp = Path(tmp_name)
+    stats: dict[str, Any] = {"frames": 0, "frames_restored": 0, "regions": 0, "from_sidecar": 0,
+                             "tracks": set(), "frame_range": [None, None]}
+    bar = None
+    placed = False
+    try:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        if not writer.isOpened():
+            raise RuntimeError(f"cannot open a video writer for {output}")
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=total, unit="frame", desc="recovering", file=sys.stderr)
+        try:
+            index = 0
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                jobs = []
+                for obs in by_frame.get(index, []):
+                    rect = _clip(obs["_rect"], width, height)
+                    if rect is None:
+                        continue
+                    x1, y1, x2, y2 = rect
+                    src = frame[y1:y2, x1:x2]
+                    if sidecar is not None:
+                        recs = sidecar.get(sidecar_key(index, obs["_rect"]), {})
+                        if "native" in recs:
+                            src = recs["native"].crop
+                            stats["from_sidecar"] += 1
+                        elif "region" in recs:
+                            src = recs["region"].crop
+                            stats["from_sidecar"] += 1
+                    jobs.append((rect, src, obs))
+                if jobs:
+                    restored = recovery.recover([j[1] for j in jobs])
+                    for (rect, _, obs), rec in zip(jobs, restored):
+                        x1, y1, x2, y2 = rect
+                        if rec.shape[:2] != (y2 - y1, x2 - x1):
+                            rec = cv2.resize(rec, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+                        frame[y1:y2, x1:x2] = rec
+                        stats["regions"] += 1
+                        stats["tracks"].add(str(obs.get("track_id")))
+                        lo, hi = stats["frame_range"]
+                        stats["frame_range"] = [index if lo is None else min(lo, index), index if hi is None else max(hi, index)]
+                    stats["frames_restored"] += 1
+                writer.write(frame)
+                stats["frames"] += 1
+                index += 1
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            writer.release()
+        os.chmod(tmp, 0o600)
+        _fsync_path(tmp)
+        stats["output_sha256"] = sha256_path(tmp)
+        os.replace(tmp, output)
+        placed = True
+        _fsync_path(output.parent, directory=True)
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        if placed:
+            output.unlink(missing_ok=True)
         raise
     finally:
         cap.release()
         if bar is not None:
             bar.close()
-    writer.release()
-    os.replace(tmp, output)
     stats["tracks"] = sorted(stats["tracks"], key=lambda t: (len(t), t))
     return stats
 
 
-def append_audit(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line; the file is created owner-readable only (it names people's tracks)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a") as fh:
-        fh.write(json.dumps(record, sort_keys=True) + "\n")
+def remove_output(output: Path) -> bool:
+    """Delete a restored output whose recovery could not be recorded; True when it is gone."""
+    try:
+        output.unlink(missing_ok=True)
+        _fsync_path(output.parent, directory=True)
+    except OSError:
+        return not output.exists()
+    return True
+
+
+def check_key(bundle: str | Path, key_file: str | Path | None) -> tuple[Path, dict[str, Any], str]:
+    """(bundle folder, bundle.yaml, key id) once the key is known to be the bundle's — decrypts nothing.
+
+    Lets the tool refuse a wrong key before it writes anything, the audit log included.
+    """
+    root, meta = read_bundle_yaml(bundle)
+    rec = meta.get("recovery") or {}
+    if not rec:
+        raise BundleError(f"{root / BUNDLE_YAML} has no recovery section: this bundle is not reversible")
+    kid = key_id(load_key(key_file))
+    expected = rec.get("key_id")
+    if expected and kid != expected:
+        raise RecoveryKeyError(f"wrong recovery key: this key has id {kid}, but {root.name} was sealed "
+                               f"with key id {expected}")
+    return root, meta, kid
+
+
+class RecoveryInterrupted(BaseException):
+    """SIGTERM during a recovery: raised so that the partial output is removed and the failure recorded."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise RecoveryInterrupted(f"terminated by signal {signum}")
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:          # no login name and no passwd entry (some containers)
+        return str(os.getuid())
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
 
 
 def main(argv: Iterable[str] | None = None) -> int:
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    if argv and argv[0] == "verify-log":
+        from anonymizer.recovery_log import verify_main
+        return verify_main(argv[1:], prog="python -m anonymizer.recover verify-log")
     ap = argparse.ArgumentParser(prog="python -m anonymizer.recover",
-                                 description="Restore the person regions of an anonymized video (authorized use only; audited).")
+                                 description="Restore the person regions of an anonymized video (authorized use only; audited).",
+                                 epilog="Check an audit log: python -m anonymizer.recover verify-log LOG [--anchor HASH]")
     ap.add_argument("--bundle", required=True, help="learned anonymizer bundle folder")
     ap.add_argument("--key-file", default=None, help=f"recovery key file (default: ${KEY_ENV})")
     ap.add_argument("--video", required=True, help="anonymized video written by the pipeline")
@@ -267,53 +361,140 @@ def main(argv: Iterable[str] | None = None) -> int:
     ap.add_argument("--operator", default=None, help="who asks for recovery (default: the OS user)")
     ap.add_argument("--reason", default="", help="why (case number, request id) for the audit log")
     ap.add_argument("--audit-log", default=None,
-                    help=f"audit log (JSON Lines) to append to (default: ${AUDIT_ENV} or recovery_audit.jsonl next to --output)")
+                    help=f"hash-chained audit log (JSON Lines, a regular file) to append to (default: ${AUDIT_ENV} or "
+                         "recovery_audit.jsonl next to --output); check it with: verify-log LOG")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = ap.parse_args(list(argv) if argv is not None else None)
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     video, observations, output = Path(args.video), Path(args.observations), Path(args.output)
-    for p, what in ((video, "video"), (observations, "observations")):
-        if not p.is_file():
+    sidecar_path = Path(args.sidecar) if args.sidecar else None
+    for p, what in ((video, "video"), (observations, "observations"), (sidecar_path, "sidecar")):
+        if p is not None and not p.is_file():
             print(f"error: {what} file {p} does not exist", file=sys.stderr)
             return 2
+    audit_path = Path(args.audit_log or os.environ.get(AUDIT_ENV) or output.parent / "recovery_audit.jsonl")
+    if output.is_dir():
+        print(f"error: --output {output} is a directory; name the video file to write", file=sys.stderr)
+        return 2
+    for p, what in ((video, "the input video"), (observations, "the observations"),
+                    (sidecar_path, "the sidecar"), (audit_path, "the audit log")):
+        if p is not None and _same_file(output, p):
+            print(f"error: --output {output} is {what}; recovery would overwrite it", file=sys.stderr)
+            return 2
     try:
-        recovery = load_recovery(args.bundle, args.key_file, device=args.device)
+        root, meta, kid = check_key(args.bundle, args.key_file)
     except (RecoveryKeyError, BundleError) as exc:
         print(f"error: recovery refused: {exc}. Nothing was written.", file=sys.stderr)
         return 2
     tracks = {t.strip() for t in args.tracks.split(",") if t.strip()} if args.tracks else None
-    by_frame = read_observations(observations, tracks)
-    sidecar = None
-    if args.sidecar:
-        sidecar = read_sidecar(args.sidecar)
-        log.info("sidecar %s: %d protected crops", args.sidecar, len(sidecar))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    stats = recover_video(recovery, video, by_frame, output, sidecar, progress=not args.quiet)
-    record = {
-        "event": "recovery",
-        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "operator": args.operator or getpass.getuser(),
-        "host": socket.gethostname(),
-        "reason": args.reason,
-        "camera": camera_name(observations, by_frame, args.camera),
-        "video": str(video.resolve()),
-        "video_sha256": sha256_path(video),
-        "observations": str(observations.resolve()),
-        "output": str(output.resolve()),
-        "source": "sidecar" if sidecar is not None else "video",
-        "tracks": stats["tracks"],
-        "tracks_requested": sorted(tracks) if tracks else "all",
-        "frames": {"first": stats["frame_range"][0], "last": stats["frame_range"][1], "total": stats["frames"]},
-        "regions": stats["regions"],
-        "regions_from_sidecar": stats["from_sidecar"],
-        "bundle": str(Path(args.bundle).resolve()),
-        "bundle_g_sha256": recovery.meta["files"]["G.safetensors"],
-        "key_id": recovery.key_id,
-        "seconds": round(time.time() - t0, 2),
-    }
+    try:
+        by_frame = read_observations(observations, tracks)
+    except (ValueError, KeyError, TypeError) as exc:
+        print(f"error: recovery refused: observations {observations}: {exc}. Nothing was written.", file=sys.stderr)
+        return 2
+    try:
+        audit = AuditLog(audit_path)
+    except AuditLogError as exc:
+        print(f"error: recovery refused: {exc}. Nothing was decrypted or written.", file=sys.stderr)
+        return 2
+    with audit:
+        intent = {
+            "event": "recovery",
+            "recovery_id": uuid.uuid4().hex,
+            "operator": args.operator or _os_user(),
+            "os_user": _os_user(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "reason": args.reason,
+            "camera": camera_name(observations, by_frame, args.camera),
+            "video": str(video.resolve()),
+            "video_sha256": sha256_path(video),
+            "observations": str(observations.resolve()),
+            "observations_sha256": sha256_path(observations),
+            "sidecar": str(sidecar_path.resolve()) if sidecar_path else None,
+            "sidecar_sha256": sha256_path(sidecar_path) if sidecar_path else None,
+            "source": "sidecar" if sidecar_path else "video",
+            "output": str(output.resolve()),
+            "tracks_requested": sorted(tracks) if tracks else "all",
+            "bundle": str(root.resolve()),
+            "bundle_fingerprint": bundle_fingerprint(root, meta),
+            "bundle_g_sha256": meta["files"]["G.safetensors"],
+            "key_id": kid,
+        }
+        try:
+            audit.append({**intent, "status": "started", "time": _now()})
+        except Exception as exc:
+            print(f"error: recovery refused: {exc}. Nothing was decrypted or written.", file=sys.stderr)
+            return 2
+
+        def failed(reason: str) -> None:
+            try:
+                audit.append({**intent, "status": "failed", "time": _now(), "error": reason})
+            except Exception as exc:
+                print(f"error: the failure could not be recorded either: {exc}", file=sys.stderr)
+
+        t0 = time.time()
+        old_umask = os.umask(0o077)           # whatever else gets created on the way is private too
+        old_term = None
+        try:                                  # SIGTERM unwinds like an error: partial output removed, failure recorded
+            old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:                    # not the main thread: no handler, no change
+            pass
+        try:
+            try:
+                output.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                recovery = load_recovery(args.bundle, args.key_file, device=args.device)
+                if recovery.key_id != kid:
+                    raise RecoveryKeyError(f"the key changed during recovery (id {kid} recorded, {recovery.key_id} loaded)")
+                sidecar = None
+                if sidecar_path is not None:
+                    sidecar = read_sidecar(sidecar_path)
+                    log.info("sidecar %s: %d protected crops", sidecar_path, len(sidecar))
+                stats = recover_video(recovery, video, by_frame, output, sidecar, progress=not args.quiet)
+            except (RecoveryKeyError, BundleError) as exc:
+                failed(f"{type(exc).__name__}: {exc}")
+                print(f"error: recovery refused: {exc}. No restored output was written.", file=sys.stderr)
+                return 2
+            except Exception as exc:
+                failed(f"{type(exc).__name__}: {exc}")
+                print(f"error: recovery failed: {type(exc).__name__}: {exc}. No restored output was left.", file=sys.stderr)
+                return 1
+            except BaseException as exc:
+                failed(f"interrupted: {type(exc).__name__}: {exc}")
+                if isinstance(exc, RecoveryInterrupted):
+                    print(f"error: recovery {exc}. No restored output was left.", file=sys.stderr)
+                    return 128 + signal.SIGTERM
+                raise
+            try:
+                audit.append({
+                    **intent, "status": "completed", "time": _now(),
+                    "output_sha256": stats["output_sha256"],
+                    "tracks": stats["tracks"],
+                    "frames": {"first": stats["frame_range"][0], "last": stats["frame_range"][1], "total": stats["frames"]},
+                    "frames_restored": stats["frames_restored"],
+                    "regions": stats["regions"],
+                    "regions_from_sidecar": stats["from_sidecar"],
+                    "seconds": round(time.time() - t0, 2),
+                })
+            except BaseException as exc:      # unrecorded restored output must not stay (fail closed)
+                gone = remove_output(output)
+                what = "removed" if gone else "could NOT be removed"
+                if not isinstance(exc, Exception):
+                    failed(f"interrupted before the completion record; restored output {what}")
+                    if isinstance(exc, RecoveryInterrupted):
+                        print(f"error: recovery {exc}. The restored output was {what}.", file=sys.stderr)
+                        return 128 + signal.SIGTERM
+                    raise
+                failed(f"completion record not written ({exc}); restored output {what}")
+                print(f"error: {exc}. The restored output {output} "
+                      + ("was removed." if gone else "could NOT be removed: delete it by hand."), file=sys.stderr)
+                return 2
+        finally:
+            os.umask(old_umask)
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
     from_video = stats["regions"] - stats["from_sidecar"]
     if from_video and has_payload(recovery.meta):
         log.warning("%d of %d regions were recovered from the decoded video, but this bundle's G hides its recovery "
@@ -321,10 +502,8 @@ def main(argv: Iterable[str] | None = None) -> int:
                     "at about the protected image's quality (CUHK01: 17.6 dB through H.264 against 27.5 dB from the "
                     "sidecar). Pass the pipeline's lossless --sidecar for full-quality recovery.",
                     from_video, stats["regions"])
-    audit = Path(args.audit_log or os.environ.get(AUDIT_ENV) or output.parent / "recovery_audit.jsonl")
-    append_audit(audit, record)
     print(f"recovered {stats['regions']} regions of {len(stats['tracks'])} tracks in {stats['frames']} frames "
-          f"→ {output}; audit record appended to {audit}")
+          f"→ {output}; audit records appended to {audit_path}")
     return 0
 
 

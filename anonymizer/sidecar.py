@@ -1,7 +1,7 @@
 """Lossless sidecar of protected crops, written next to an anonymized video for full-quality recovery.
 
 A video codec smooths exactly the fine detail in which G hides what G_R needs to restore the
-person, so recovery from decoded video frames is lossy. The pipeline can optionally append every
+person, so recovery from decoded video frames is lossy. The pipeline can optionally write every
 protected crop, losslessly (PNG), to a sidecar file; ``anonymizer.recover --sidecar`` then uses
 those crops instead of the decoded pixels. The sidecar only holds *protected* crops, so it is as
 sensitive as the anonymized video itself, not more.
@@ -11,7 +11,11 @@ and ``region`` (the crop as pasted into the frame, at the region's size).
 
 File layout: the magic line ``PRIVREID-CROPS 1\\n`` then records, each
 ``uint32 little-endian header length ‖ JSON header ‖ PNG bytes`` (header: frame_index, track_id,
-region, kind, shape, png_bytes). Appending is crash-tolerant: a truncated last record is ignored.
+region, kind, shape, png_bytes). Writing is crash-tolerant: a truncated last record is ignored.
+
+A sidecar belongs to one video: the pipeline overwrites the video on a re-run, so the writer
+starts the sidecar afresh too (a stale record of the previous run would otherwise be taken, by
+its (frame, region) key, as a crop of the new video). ``append=True`` keeps an existing file.
 """
 from __future__ import annotations
 
@@ -37,13 +41,13 @@ class SidecarRecord:
 
 
 class SidecarWriter:
-    """Append protected crops to a sidecar file (created with its magic line when new)."""
+    """Write protected crops to a sidecar file, started afresh with its magic line unless ``append``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, append: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self._fh = open(self.path, "ab")
+        new = not append or not self.path.exists() or self.path.stat().st_size == 0
+        self._fh = open(self.path, "wb" if new else "ab")
         if new:
             self._fh.write(MAGIC)
 
@@ -64,7 +68,16 @@ class SidecarWriter:
         self._fh.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        """Flush and close; the file is closed even when the last flush fails (the error is raised)."""
+        if self._fh.closed:
+            return
+        try:
+            self._fh.flush()
+        finally:
+            try:
+                self._fh.close()
+            except OSError:
+                pass
 
     def __enter__(self) -> "SidecarWriter":
         return self

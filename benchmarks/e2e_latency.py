@@ -46,7 +46,8 @@ def run_rate(bootstrap: str, rate: int, per_track: int, seconds: float, dim: int
     cfg = build_config(get_service_defaults(), None, [
         "TOPIC", repr(topic), "GROUP", repr(f"g-{topic}"), "OUTPUT_TOPIC", repr(f"{topic}.matches"),
         "OUT", repr(str(out)), "STATE.SNAPSHOT_DIR", repr(str(tmp / topic)), "KAFKA.MAX_POLL_INTERVAL_MS", "3000",
-        "KAFKA.HEARTBEAT_INTERVAL_MS", "500", "KAFKA.SESSION_TIMEOUT_MS", "6000"])
+        "KAFKA.HEARTBEAT_INTERVAL_MS", "500", "KAFKA.SESSION_TIMEOUT_MS", "6000",
+        "MATCHER.REID_FINGERPRINT", repr(FP_REID), "MATCHER.EMBEDDING_DIM", str(dim)])
     pub = FeaturePublisher.from_config({"TOPIC": topic}, bootstrap=bootstrap, spool_dir=tmp / f"{topic}-spool")
     # Create the topic and let the service join the group before the clock starts.
     pub.publish("warm", 0, int(time.time() * 1000), 0, (0, 0, 1, 1), 0.5, unit_vectors(1, dim)[0], FP_REID, FP_ANON,

@@ -11,10 +11,13 @@ _C = CN()
 _C.SOURCE = CN()
 _C.SOURCE.QUEUE_SIZE = 8            # decoded frames buffered per camera before the reader waits
 _C.SOURCE.LIVE_DROP_OLD = True      # live sources (RTSP, webcam): drop stale frames instead of lagging
-_C.SOURCE.RECONNECT_ATTEMPTS = 3    # live sources: reopen this many times before the camera is declared dead
-_C.SOURCE.RECONNECT_DELAY_S = 1.0
-_C.SOURCE.READ_TIMEOUT_S = 10.0     # no frame for this long from a live source = dead camera
+_C.SOURCE.RECONNECT_ATTEMPTS = 3    # live sources at start: a camera that never answers is reported (wrong URL?)
+_C.SOURCE.RECONNECT_DELAY_S = 1.0   # first wait after a live source is lost; doubles per attempt ...
+_C.SOURCE.RECONNECT_MAX_DELAY_S = 2.0  # ... up to this (with +-20 % jitter): a camera is dark at most this long after it is back
+_C.SOURCE.GIVE_UP_AFTER_S = 0.0     # end a live camera lost for this long (0 = reconnect for as long as the run lasts)
+_C.SOURCE.READ_TIMEOUT_S = 10.0     # live sources: a connection or a read that hangs this long counts as lost
 _C.SOURCE.IMAGE_FOLDER_FPS = 10.0   # frame rate written for image folders
+_C.SOURCE.MAX_PIXELS = 33177600     # larger frames end that camera with a clear error (8K UHD; 0 = no limit)
 
 _C.DETECTOR = CN()
 _C.DETECTOR.KIND = "auto"           # auto | hog | a model path (Ultralytics .pt/.onnx/*_openvino_model/.engine, or an
@@ -51,6 +54,7 @@ _C.TRACKER.HOLD_FRAMES = 15         # keep masking a lost track's predicted box 
 _C.ANONYMIZER = CN()
 _C.ANONYMIZER.KIND = "auto"         # auto (learned demo bundle, else mosaic) | mosaic | blur | noise | path to a bundle
 _C.ANONYMIZER.DEFAULT_BUNDLE = "models/demo"
+_C.ANONYMIZER.TRUSTED_KEYS = ""     # comma-separated public key files/folders a bundle must be signed by ('' = configs/trusted_keys, unsigned bundles load with a warning)
 _C.ANONYMIZER.MARGIN = 0.1          # box grown by this fraction of its size on each side, clipped to the frame (>= 0)
 _C.ANONYMIZER.TIMEOUT_S = 2.0       # a crop batch slower than this is masked instead
 _C.ANONYMIZER.FILL = (0, 0, 0)      # BGR colour of the fail-closed mask
@@ -67,6 +71,8 @@ _C.OUTPUT.CRF = 23
 _C.OUTPUT.PRESET = "ultrafast"      # x264 preset: the encoder shares the CPU with detection (docs/benchmarks.md)
 _C.OUTPUT.THREADS = 1               # encoder threads per camera (0 = FFmpeg decides)
 _C.OUTPUT.COPY_AUDIO = True
+_C.OUTPUT.FRAGMENT_S = 1.0          # MP4 fragment length in seconds of video: a crash (kill -9) loses at most about
+                                    # this much; keyframes stay where the encoder puts them (0 = at keyframes only)
 
 _C.REID = CN()
 _C.REID.MODEL = ""                  # '' = the anonymizer bundle's Re-ID network; or an ONNX / bundle path
@@ -81,6 +87,7 @@ _C.KAFKA.COMPRESSION = "lz4"
 _C.KAFKA.SPOOL_DIR = ""             # '' = OUTPUT_DIR/kafka-spool
 _C.KAFKA.SPOOL_MAX_MB = 256
 add_security_keys(_C.KAFKA)  # SECURITY_PROTOCOL, SASL_*, SSL_* (configs/kafka_security.py)
+_C.KAFKA.HMAC_KEY_FILE = ""         # sign every record (HMAC-SHA256 headers, stream/message_auth.py); '' = off
 _C.KAFKA.MATCHER = True             # with 'embedded', also run the matching service for the run
 _C.KAFKA.MATCHER_CONFIG = ""        # YAML for that matching service ('' = configs/service_defaults.py)
 _C.KAFKA.LINGER_MS = 20             # producer batching delay (throughput vs latency)

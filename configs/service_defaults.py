@@ -23,7 +23,29 @@ _C.MATCHER = CN()
 _C.MATCHER.THRESHOLD = 0.65         # cosine similarity to join an existing identity (model-dependent)
 _C.MATCHER.MIN_OBSERVATIONS = 1     # observations of a track before its identity is decided
 _C.MATCHER.EXPIRY_S = 3600.0        # forget tracks not seen for this long (capture time)
-_C.MATCHER.REID_FINGERPRINT = ""    # accept only this Re-ID model ('' = the first one seen, then only it)
+# The one Re-ID model (fingerprint and dimension) whose features are accepted. Never learned from
+# the input (a forged first message would otherwise lock out every real camera): set
+# REID_FINGERPRINT + EMBEDDING_DIM, BUNDLE or REID_MODEL, else the service refuses to start (exit 2).
+# When several are set they must agree.
+_C.MATCHER.REID_FINGERPRINT = ""    # sha256 hex, as in the messages' reid_fingerprint
+_C.MATCHER.BUNDLE = ""              # a learned anonymizer bundle folder: its Re-ID fingerprint (read-only)
+_C.MATCHER.REID_MODEL = ""          # a Re-ID ONNX model file (REID.MODEL of the pipeline): sha256 of the file
+_C.MATCHER.EMBEDDING_DIM = 0        # length of the vectors (0 = from BUNDLE / REID_MODEL; needed with REID_FINGERPRINT)
+
+# Plausibility of what a writer of the topic claims (reid/trust.py). Failures go to the DLQ.
+_C.TRUST = CN()
+_C.TRUST.MAX_FUTURE_SKEW_S = 300.0  # capture time may be this far ahead of the record time (and of our clock)
+# How far a capture time may lie behind its record time. Recorded files carry their creation time
+# (years old is legitimate), and spooled messages are replayed late, so this only catches the absurd.
+_C.TRUST.MAX_AGE_S = 315576000.0    # 10 years
+_C.TRUST.MAX_FRAME_JUMP = 300       # a track's frame index may exceed its last one by this many frames ...
+_C.TRUST.MAX_FPS = 240.0            # ... plus this many per second of capture time elapsed since then
+_C.TRUST.MAX_TRACK_BACKSTEP_S = 10.0  # a newer frame of a track may not be older than its last by more
+
+# Message authentication (stream/message_auth.py): HMAC-SHA256 headers from the publisher.
+_C.AUTH = CN()
+_C.AUTH.KEYS_FILE = ""              # YAML/JSON: one key for all cameras, or per camera ('' = off)
+_C.AUTH.REQUIRE = True              # with KEYS_FILE: refuse records without a MAC (False: only check present ones)
 
 _C.STATE = CN()
 _C.STATE.SNAPSHOT_DIR = ""          # gallery snapshots ('' = next to OUT, or none when OUT is '' too)

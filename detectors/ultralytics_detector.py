@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from detectors.base import Detections
+from detectors.safe_weights import enable_ultralytics_safe_mode, private_workdir, vetted_copy
 
 log = logging.getLogger(__name__)
 PERSON_CLASS = 0  # COCO
@@ -20,6 +21,7 @@ class UltralyticsDetector:
     def __init__(self, weights: str | Path, conf: float = 0.25, iou: float = 0.5, imgsz: int = 640,
                  batch: int = 8, device: str = "cpu") -> None:
         os.environ.setdefault("YOLO_OFFLINE", "1")  # no hub / update checks from inside a pipeline
+        enable_ultralytics_safe_mode()  # before the first import: Ultralytics reads the flag then
         from ultralytics import YOLO  # heavy import: only when this detector is chosen
 
         # Ultralytics prints "Loading ... for OpenVINO inference" and the like on every model load;
@@ -30,7 +32,11 @@ class UltralyticsDetector:
         self.conf, self.iou, self.imgsz = float(conf), float(iou), int(imgsz)
         self.batch = max(1, int(batch))
         self.device = device
-        self._model = YOLO(self.weights, task="detect")
+        if Path(self.weights).suffix.lower() == ".pt" and Path(self.weights).is_file():
+            with private_workdir() as tmp:  # a pickle: only a copy the restricted loader accepted
+                self._model = YOLO(str(vetted_copy(self.weights, tmp)), task="detect")
+        else:
+            self._model = YOLO(self.weights, task="detect")
         names = getattr(self._model, "names", None) or {}
         if names and str(names.get(PERSON_CLASS, "person")).lower() != "person":
             raise ValueError(f"{self.weights}: class 0 is '{names.get(PERSON_CLASS)}', not 'person'; "

@@ -129,6 +129,12 @@ class Gallery:
     def keys(self) -> list[TrackKey]:
         return list(self._rows)
 
+    def progress(self, key: TrackKey) -> tuple[int, int] | None:
+        """(last frame index, last seen ms) of a live track, ``None`` if unknown: what the service's
+        plausibility check of the next observation compares against (cheaper than :meth:`entry`)."""
+        row = self._rows.get(key)
+        return None if row is None else (int(self._last_frame[row]), int(self._last[row]))
+
     # ------------------------------------------------------------------ observations
 
     def observe(self, camera_id: str, session_id: str, track_id: int, frame_index: int, timestamp_ms: int,
@@ -305,16 +311,22 @@ class Gallery:
         ``now_ms`` defaults to the newest capture time seen, so expiry follows the video, not the
         wall clock, and a replay expires exactly what the original run did.
         """
+        return self.expire_detail(now_ms)[0]
+
+    def expire_detail(self, now_ms: int | None = None) -> tuple[int, set[int]]:
+        """:meth:`expire`, also returning the partitions whose state changed: their snapshots must be
+        rewritten even when no new input arrives there (else expired tracks live on in the files)."""
         now = self.max_timestamp_ms if now_ms is None else int(now_ms)
         cutoff = now - self.expiry_ms
         n = self._n
         rows = np.nonzero(self._alive[:n] & (self._last[:n] < cutoff))[0]
+        parts = {int(p) for p in self._part[rows].tolist()}
         for row in rows.tolist():
             self._remove_row(row)
         for key in [k for k, last in self.tombstones.items() if last < cutoff]:
             del self.tombstones[key]
-            self._tomb_part.pop(key, None)
-        return len(rows)
+            parts.add(self._tomb_part.pop(key, -1))
+        return len(rows), parts
 
     def erase(self, global_id: int) -> list[TrackKey]:
         """Remove every embedding of ``global_id``; its tracks are tombstoned (ignored from now on)."""

@@ -19,10 +19,11 @@ with :class:`reid.gallery.Gallery` and publishes one event per identity decision
   erasure and at shutdown. A new owner (this instance after a restart, or another instance on the
   same snapshot directory) loads it, seeks to its offset, and replays silently up to the committed
   offset if the snapshot is older; without a snapshot it rebuilds from the start of the topic.
-* **Hostile input never stops the service.** Anything that fails validation
-  (:func:`stream.schema.decode_message`), has a key other than its camera id, or comes from another
-  Re-ID model (fingerprint or dimension different from the gallery's) goes to ``<topic>.dlq`` with
-  a reason, a truncated copy of the value and its sha256.
+* **Hostile input never stops the service, nor steers it.** Anything that fails validation
+  (:func:`stream.schema.decode_message`), has a key other than its camera id, comes from another
+  Re-ID model than the configured one, fails its HMAC (``AUTH.KEYS_FILE``) or the plausibility
+  rules of :mod:`reid.trust` (capture time, frame progress) goes to ``<topic>.dlq`` with a reason,
+  a truncated copy of the value and its sha256.
 * **Erasure**: ``python -m reid.service erase --global-id N --bootstrap ...`` publishes a command on
   ``CONTROL_TOPIC``; every instance drops all embeddings of that identity, tombstones its tracks,
   rewrites its snapshots at once and emits an ``erased`` event. With ``--snapshot-dir`` (service
@@ -61,8 +62,9 @@ from typing import Any, Callable, Sequence
 from configs import ConfigError, build_config
 from configs.service_defaults import get_service_defaults
 from reid.gallery import Gallery, load_snapshot, save_snapshot
+from reid.trust import Admission
 from stream.kafka_io import KafkaConfigError, consumer_config, parse_bootstrap, producer_config
-from stream.schema import DLQ_SUFFIX, FeatureMessage, SchemaError, decode_message
+from stream.schema import DLQ_SUFFIX, FeatureMessage
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +146,9 @@ class MatchingService:
         consumer_config(self.cfg.KAFKA, self.bootstrap, self.group)
         producer_config(self.cfg.KAFKA, self.bootstrap)
 
-        self.gallery: Gallery | None = None
-        self.fingerprint: str | None = str(self.cfg.MATCHER.REID_FINGERPRINT) or None
+        self.admission = Admission.from_config(self.cfg)  # model, MAC keys, plausibility: refuses to start without
+        self.fingerprint, self.dim, self.trust = self.admission.fingerprint, self.admission.dim, self.admission.policy
+        self.gallery: Gallery = self._new_gallery(self.dim)
         self._parts: dict[Any, _Partition] = {}
         self._pending_setup: set[Any] = set()
         self._erased: set[int] = set()
@@ -167,6 +170,7 @@ class MatchingService:
             "consumed": 0, "observations": 0, "duplicates": 0, "replayed_silently": 0, "dlq": 0,
             "dlq_reasons": {}, "events": 0, "new_identities": 0, "matches": 0, "reassigned": 0,
             "erasures": 0, "erased_tracks": 0, "expired": 0, "snapshots_written": 0, "commits": 0,
+            "snapshot_entries_dropped": 0,
             "tracks": 0, "global_ids": 0, "partitions": [], "state": "created"}
 
     # ================================================================== lifecycle
@@ -396,8 +400,7 @@ class MatchingService:
             for tp in mine:
                 if flushed:
                     self._snapshot_partition(tp)
-                if self.gallery is not None:
-                    self.gallery.drop_partition(tp.partition)
+                self.gallery.drop_partition(tp.partition)
                 del self._parts[tp]
                 self._pending_setup.discard(tp)
             log.info("[%s] partitions %s %s (%s)", self.name, sorted(tp.partition for tp in mine),
@@ -544,30 +547,10 @@ class MatchingService:
         return False
 
     def _handle(self, tp, rec, silent: bool) -> None:
-        try:
-            msg = decode_message(rec.value)
-        except SchemaError as exc:
+        msg, reject = self.admission.admit(rec, self.gallery, int(time.time() * 1000))
+        if reject is not None:
             if not silent:
-                self._dead_letter(rec, exc.reason, exc.detail)
-            return
-        if rec.key is None or rec.key != msg.camera_id.encode("utf-8"):
-            if not silent:
-                self._dead_letter(rec, "bad_key", "the message key must be the camera_id")
-            return
-        if self.fingerprint is None:
-            self.fingerprint = msg.reid_fingerprint
-            log.info("[%s] gallery uses Re-ID model %s… (from the first message)", self.name, self.fingerprint[:12])
-        if msg.reid_fingerprint != self.fingerprint:
-            if not silent:
-                self._dead_letter(rec, "fingerprint_mismatch",
-                                  f"reid_fingerprint {msg.reid_fingerprint[:12]}… but the gallery holds "
-                                  f"{self.fingerprint[:12]}… (features of different models are not comparable)")
-            return
-        if self.gallery is None:
-            self.gallery = self._new_gallery(msg.dim)
-        if msg.dim != self.gallery.dim:
-            if not silent:
-                self._dead_letter(rec, "dim_mismatch", f"embedding_dim {msg.dim}, gallery {self.gallery.dim}")
+                self._dead_letter(rec, *reject)
             return
         result = self.gallery.observe(msg.camera_id, msg.session_id, msg.track_id, msg.frame_index,
                                       msg.timestamp_ms, msg.embedding, partition=tp.partition)
@@ -643,8 +626,7 @@ class MatchingService:
         if not self._flush_outputs():
             with self._lock:
                 for tp in list(self._parts):
-                    if self.gallery is not None:
-                        self.gallery.drop_partition(tp.partition)
+                    self.gallery.drop_partition(tp.partition)
                     self._parts[tp] = _Partition()
                     self._pending_setup.add(tp)
             log.warning("[%s] reloading partition state from the last snapshot/commit; events since then "
@@ -715,21 +697,19 @@ class MatchingService:
             return None
         if snap is None:
             return None
-        meta, _ = snap
-        if self.fingerprint is not None and meta.get("reid_fingerprint") not in (None, self.fingerprint):
-            log.warning("[%s] snapshot %s is for another Re-ID model; ignoring it", self.name, base)
+        meta, means = snap
+        if meta.get("reid_fingerprint") != self.fingerprint or int(meta.get("dim", -1)) != self.dim:
+            log.warning("[%s] snapshot %s is for another Re-ID model (%s, dim %s; configured %s…, dim %d): not "
+                        "adopting it, rebuilding from the topic", self.name, base, str(meta.get("reid_fingerprint"))[:12],
+                        meta.get("dim"), self.fingerprint[:12], self.dim)
             return None
-        if self.gallery is not None and int(meta.get("dim", -1)) != self.gallery.dim:
-            log.warning("[%s] snapshot %s has dimension %s, gallery %d; ignoring it", self.name, base,
-                        meta.get("dim"), self.gallery.dim)
-            return None
-        return snap
+        meta, means, dropped = self.trust.sanitize_snapshot(meta, means, int(time.time() * 1000))
+        if dropped:  # the damage of a time from the future must not come back from disk
+            log.warning("[%s] snapshot %s: %d tracks with impossible capture times dropped", self.name, base, dropped)
+            self.summary["snapshot_entries_dropped"] += dropped
+        return meta, means
 
     def _import_snapshot(self, tp, meta: dict[str, Any], means) -> None:
-        if self.fingerprint is None and meta.get("reid_fingerprint"):
-            self.fingerprint = str(meta["reid_fingerprint"])
-        if self.gallery is None:
-            self.gallery = self._new_gallery(int(meta["dim"]))
         n = self.gallery.import_partition(tp.partition, meta.get("entries", []), means,
                                           meta.get("tombstones", []), self._erased)
         log.info("[%s] partition %d: %d tracks loaded from the snapshot", self.name, tp.partition, n)
@@ -738,7 +718,7 @@ class MatchingService:
         """Write the partition's gallery state with the offset it reflects. Call with outputs flushed."""
         base = self._snapshot_base(tp)
         part = self._parts.get(tp)
-        if base is None or part is None or not part.ready or self.gallery is None:
+        if base is None or part is None or not part.ready:
             return
         if part.snapshot_offset == part.next_offset:
             return  # nothing changed since the last snapshot
@@ -761,13 +741,16 @@ class MatchingService:
         self.summary["snapshots_written"] += 1
 
     def _maybe_snapshot_and_expire(self) -> None:
-        if self.gallery is not None:
-            with self._lock:
-                expired = self.gallery.expire()
-            if expired:
-                self.summary["expired"] += expired
-                log.info("[%s] %d tracks expired (not seen for %.0f s)", self.name, expired,
-                         self.cfg.MATCHER.EXPIRY_S)
+        with self._lock:
+            # Event time, but never beyond what is plausible now (defence in depth for old state).
+            now = min(self.gallery.max_timestamp_ms, self.trust.latest_plausible_ms(int(time.time() * 1000)))
+            expired, changed = self.gallery.expire_detail(now)
+            for tp, part in self._parts.items():
+                if tp.partition in changed:
+                    part.snapshot_offset = -1  # rewrite idle partitions' snapshots too: no expired track stays on disk
+        if expired:
+            self.summary["expired"] += expired
+            log.info("[%s] %d tracks expired (not seen for %.0f s)", self.name, expired, self.cfg.MATCHER.EXPIRY_S)
         if self.snapshot_dir is None or time.monotonic() - self._last_snapshot < self.snapshot_interval_s:
             return
         self._last_snapshot = time.monotonic()
@@ -779,8 +762,7 @@ class MatchingService:
 
     def _update_summary(self) -> None:
         with self._lock:
-            self.summary["tracks"] = len(self.gallery) if self.gallery is not None else 0
-            self.summary["global_ids"] = len(self.gallery.global_ids) if self.gallery is not None else 0
+            self.summary["tracks"], self.summary["global_ids"] = len(self.gallery), len(self.gallery.global_ids)
             self.summary["partitions"] = sorted(tp.partition for tp in self._parts)
 
     # ================================================================== erasure (control topic)
@@ -832,8 +814,7 @@ class MatchingService:
             return
         with self._lock:
             self._erased.add(gid)
-            partitions = self.gallery.partitions_of(gid) if self.gallery is not None else set()
-            keys = self.gallery.erase(gid) if self.gallery is not None else []
+            partitions, keys = self.gallery.partitions_of(gid), self.gallery.erase(gid)
             if not keys and historic:
                 return
             self.summary["erasures"] += 1

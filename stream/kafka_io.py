@@ -25,7 +25,7 @@ _COMPRESSION = {
     "lz4": ("lz4", kafka_codec.has_lz4, "lz4"),
     "zstd": ("zstd", kafka_codec.has_zstd, "zstandard"),
 }
-_HOSTPORT_RE = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
+_HOSTPORT_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})")  # always fullmatch
 
 
 class KafkaConfigError(ValueError):
@@ -45,7 +45,7 @@ def parse_bootstrap(bootstrap: str) -> list[str]:
     out = []
     for part in bootstrap.split(","):
         part = part.strip()
-        m = _HOSTPORT_RE.match(part)
+        m = _HOSTPORT_RE.fullmatch(part)
         if not m or not 0 < int(m.group(2)) < 65536:
             raise KafkaConfigError(f"KAFKA.BOOTSTRAP: {part!r} is not HOST:PORT (from {bootstrap!r})")
         out.append(part)

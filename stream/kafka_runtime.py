@@ -18,10 +18,18 @@ class KafkaRuntime:
     """Context manager owning the publisher (and, for 'embedded', the broker and matcher)."""
 
     def __init__(self, kafka_cfg, output_dir: Path,
-                 matcher_factory: Callable[[str, Any, Path], Any] | None = None) -> None:
+                 matcher_factory: Callable[..., Any] | None = None, *, reid_fingerprint: str = "",
+                 embedding_dim: int = 0) -> None:
         """``matcher_factory(bootstrap, kafka_cfg, output_dir)`` builds the matching service for
-        'embedded' runs; an object with ``run(exit_when_idle_s)``, ``wait_idle(s)``, ``stop()``."""
+        'embedded' runs; an object with ``run(exit_when_idle_s)``, ``wait_idle(s)``, ``stop()``.
+
+        ``reid_fingerprint`` / ``embedding_dim``: the Re-ID model the pipeline publishes. The
+        service accepts only a configured model (never the first message's), so when they are
+        given they are passed on as ``matcher_factory(..., reid_fingerprint=..., embedding_dim=...)``.
+        """
         self.cfg = kafka_cfg
+        self._matcher_model = {k: v for k, v in (("reid_fingerprint", str(reid_fingerprint or "")),
+                                                  ("embedding_dim", int(embedding_dim or 0))) if v}
         self._matcher_factory = matcher_factory
         self.output_dir = Path(output_dir)
         self.mode = str(kafka_cfg.BOOTSTRAP)
@@ -48,7 +56,7 @@ class KafkaRuntime:
         return self
 
     def _start_matcher(self, bootstrap: str) -> None:
-        self._service = self._matcher_factory(bootstrap, self.cfg, self.output_dir)
+        self._service = self._matcher_factory(bootstrap, self.cfg, self.output_dir, **self._matcher_model)
 
         def run() -> None:
             self._service_summary = self._service.run(exit_when_idle_s=None) or {}

@@ -2,17 +2,29 @@
 
 Threads: one reader per camera (decoding releases the GIL), the main thread for detection,
 tracking and redaction, one encoder process per camera fed by a writer thread. Cameras are
-independent: a dead camera, a corrupt file or a full disk ends that camera with an error in its
-summary, and the others carry on. Nothing raw leaves: frames reach a sink only as
-``RedactedFrame`` objects, observations carry boxes but no pixels, and Kafka gets embeddings of
-protected crops only.
+independent: whatever goes wrong for one camera, at set-up (source unopenable, output path
+blocked, encoder not starting, motion-net priming failing) or later (a dead camera, a corrupt file,
+a dead encoder, a full disk), ends that camera with an error in its summary, and the others carry
+on. Nothing raw leaves: frames reach a sink only as ``RedactedFrame`` objects, observations carry
+boxes but no pixels, and Kafka gets embeddings of protected crops only.
+
+What the outputs promise, crash or not: a frame's observations are written only once the frame
+went to the encoder, so after a ``kill -9`` the log is at most the encoder's last fragment ahead of
+the video (``OUTPUT.FRAGMENT_S``). When the encoder dies while the pipeline lives, the frames really
+in the file are counted after closing it (``frames``; ``frames_processed`` is what was redacted) and
+the observations log is cut after the last of them (``observations_truncated``), with the counts of
+the summary following the log: no observation claims a frame the video does not hold. Feature
+messages already published for the lost frames cannot be recalled. A summary that cannot be
+written (full disk) is logged at ERROR as one JSON line and kept in what ``run()`` returns.
 """
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,11 +40,13 @@ from detectors.base import Detections, Detector
 from detectors.motion import MotionSafetyNet
 from detectors.tracker import CameraTracker, Observation
 from stream.regions import CameraRegions, PlannedFrame
-from stream.sinks import JsonLinesWriter, SinkError, VideoSink, write_json
+from stream.sinks import (JsonLinesWriter, SinkError, VideoSink, count_mp4_video_frames, cut_torn_fragment,
+                          describe_os_error, truncate_jsonl_after, write_json)
 from stream.sources import Frame, FrameSource, SourceError, open_source
 
 log = logging.getLogger(__name__)
 _EOS = object()
+EMITTED_MEMORY = 100_000  # frame indexes remembered to map "n frames in the file" back to a frame index
 
 Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
 
@@ -100,7 +114,8 @@ class CameraState:
     progress: tqdm | None
     sidecar: SidecarWriter | None = None
     started: float = field(default_factory=time.perf_counter)
-    frames: int = 0
+    frames: int = 0          # redacted and handed to the sink
+    emitted: deque = field(default_factory=lambda: deque(maxlen=EMITTED_MEMORY))  # their frame indexes, in order
     person_observations: int = 0
     anonymized_observations: int = 0
     fallback_masks: int = 0
@@ -141,17 +156,42 @@ class Pipeline:
 
     # ---- set-up -------------------------------------------------------------------------------
     def _open_camera(self, spec: CameraSpec, position: int) -> CameraState | None:
+        """Everything one camera needs; whatever fails here ends this camera only (error in its summary)."""
+        source: FrameSource | None = None
+        opened: list[Any] = []  # outputs to close again if a later step fails
+        out = self.output_dir
+        video = out / f"{spec.camera_id}.mp4"
+        made_video = False
         try:
             source = open_source(spec.source, spec.camera_id, self.cfg.SOURCE)
-        except SourceError as exc:
-            log.error("%s", exc)
-            self.summaries[spec.camera_id] = self._summary_skeleton(spec) | {"error": str(exc)}
+            made_video = not video.exists() and not video.is_symlink()
+            self._check_output(video)
+            # priming reads ahead (seconds): before any output is started, so a failure leaves none half-made
+            motion = self._motion_net(spec, source)
+            observations = JsonLinesWriter(out / f"{spec.camera_id}.observations.jsonl")
+            opened.append(observations)
+            sidecar = SidecarWriter(out / f"{spec.camera_id}.crops") if self.cfg.ANONYMIZER.SIDECAR else None
+            if sidecar is not None:
+                opened.append(sidecar)
+            sink = VideoSink(video, source.width, source.height, source.fps,
+                             audio_from=source.audio_path if self.cfg.OUTPUT.COPY_AUDIO else None,
+                             audio_codec=source.media.audio_codec, codec=self.cfg.OUTPUT.VIDEO_CODEC,
+                             crf=self.cfg.OUTPUT.CRF, preset=self.cfg.OUTPUT.PRESET, threads=self.cfg.OUTPUT.THREADS,
+                             fragment_s=self.cfg.OUTPUT.FRAGMENT_S)
+        except Exception as exc:  # SourceError, SinkError, OSError, a failing motion net: this camera only
+            message = str(exc) if isinstance(exc, SourceError) else f"[{spec.camera_id}] {self._setup_error(exc)}"
+            log.error("%s", message)
+            for item in opened:
+                try:
+                    item.close()
+                except Exception:  # already failing: the first error is the one reported
+                    pass
+            if source is not None:
+                source.close()
+            if made_video and video.is_file() and video.stat().st_size == 0:
+                video.unlink()  # the empty file the path check made: a camera that never started leaves no video
+            self.summaries[spec.camera_id] = self._summary_skeleton(spec) | {"error": message}
             return None
-        out = self.output_dir
-        sink = VideoSink(out / f"{spec.camera_id}.mp4", source.width, source.height, source.fps,
-                         audio_from=source.audio_path if self.cfg.OUTPUT.COPY_AUDIO else None,
-                         audio_codec=source.media.audio_codec, codec=self.cfg.OUTPUT.VIDEO_CODEC,
-                         crf=self.cfg.OUTPUT.CRF, preset=self.cfg.OUTPUT.PRESET, threads=self.cfg.OUTPUT.THREADS)
         total = source.expected_frames
         if total is not None and self.max_frames is not None:
             total = min(total, self.max_frames)
@@ -168,17 +208,47 @@ class Pipeline:
             log.info("[%s] live source: PRIVACY.LOOKAHEAD_FRAMES ignored (a live camera is never delayed)",
                      spec.camera_id)
             lookahead = 0
-        regions = CameraRegions(tracker, self.cfg.DETECTOR.CONF, self.cfg.ANONYMIZER.MARGIN,
-                                self._motion_net(spec, source), lookahead)
-        sidecar = SidecarWriter(out / f"{spec.camera_id}.crops") if self.cfg.ANONYMIZER.SIDECAR else None
-        state = CameraState(spec, source, reader, regions, sink,
-                            JsonLinesWriter(out / f"{spec.camera_id}.observations.jsonl"), progress, sidecar)
+        regions = CameraRegions(tracker, self.cfg.DETECTOR.CONF, self.cfg.ANONYMIZER.MARGIN, motion, lookahead)
+        state = CameraState(spec, source, reader, regions, sink, observations, progress, sidecar)
         reader.start()
         return state
 
+    @staticmethod
+    def _check_output(video: Path) -> None:
+        """Refuse a blocked video path before the encoder starts, with the reason in words.
+
+        ffmpeg would fail on it too, but only after the camera's set-up, and with a terser message.
+        A stale summary temp file of an earlier crash is removed here as well.
+        """
+        if video.is_dir():
+            raise SinkError(f"cannot write {video}: the output path is a directory")
+        try:
+            with open(video, "ab"):
+                pass
+        except OSError as exc:
+            raise SinkError(f"cannot write {video}: {describe_os_error(exc)}") from exc
+        stale = video.with_name(video.stem + ".summary.json.tmp")
+        try:
+            stale.unlink()
+        except FileNotFoundError:
+            pass
+
+    @staticmethod
+    def _setup_error(exc: BaseException) -> str:
+        if isinstance(exc, SinkError):
+            return str(exc)
+        if isinstance(exc, OSError):
+            where = f"cannot write {exc.filename}: " if exc.filename else ""
+            return where + describe_os_error(exc)
+        return f"set-up failed: {exc!r}"
+
     def _motion_net(self, spec: CameraSpec, source: FrameSource) -> MotionSafetyNet | None:
         """The camera's motion safety net; for files, primed on frames read ahead by a second decoder so
-        that frame 0 already has a background model (live cameras warm up on full-frame masks)."""
+        that frame 0 already has a background model (live cameras warm up on full-frame masks).
+
+        A decoding error while reading ahead is left to the reader, which meets the same error for the
+        camera itself; anything else raises and ends the camera (an unprimed net would vouch for frames
+        it knows nothing about)."""
         net = MotionSafetyNet.from_config(self.cfg.PRIVACY, spec.camera_id)
         if not net.enabled:
             return None
@@ -199,10 +269,12 @@ class Pipeline:
         return net
 
     def _summary_skeleton(self, spec: CameraSpec) -> dict[str, Any]:
-        return {"camera_id": spec.camera_id, "source": spec.source, "frames": 0, "fps_in": None, "width": None,
+        return {"camera_id": spec.camera_id, "source": spec.source, "frames": 0, "frames_processed": 0,
+                "frames_verified": False, "observations_truncated": 0, "fps_in": None, "width": None,
                 "height": None, "person_observations": 0, "anonymized_observations": 0, "fallback_masks": 0,
                 "held_masks": 0, "floor_masks": 0, "low_score_masks": 0, "motion_masks": 0, "lookahead_masks": 0,
-                "masked_frames": 0, "processing_fps": 0.0, "detector": self.detector.name,
+                "masked_frames": 0, "processing_fps": 0.0, "reconnects": 0, "gaps": [], "unreadable_images": [],
+                "detector": self.detector.name,
                 "anonymizer": getattr(self.anonymizer, "kind", "?"),
                 "anonymizer_fingerprint": getattr(self.anonymizer, "fingerprint", ""), "error": None}
 
@@ -216,33 +288,48 @@ class Pipeline:
         boxes = [o.box for o in observations]
         if planned.mask_frame:
             result = self.redactor.mask_all(frame.image, boxes)
-            cam.masked_frames += 1
         else:
             result = self.redactor.redact(frame.image, boxes)
-        cam.sink.write(result.frame)
+        native = result.native or [None] * len(observations)
+        records = [{
+            "frame_index": frame.index, "timestamp_ms": frame.timestamp_ms, "track_id": obs.track_id,
+            "box": [round(v, 2) for v in obs.box], "score": round(obs.score, 4),
+            "region": list(region) if region else None, "held": obs.held, "kind": obs.kind,
+            "protected": prot is not None} for obs, region, prot in zip(observations, result.regions, result.protected,
+                                                                     strict=True)]
+        # the observations are written by the sink's thread once the frame is with the encoder, never before
+        writer = cam.observations
+        cam.sink.write(result.frame, on_written=(lambda: writer.write_frame(records)) if records else None)
         cam.frames += 1
+        cam.emitted.append(frame.index)
+        cam.masked_frames += planned.mask_frame
         cam.fallback_masks += result.fallback_masks
         cam.floor_masks += result.floor_masks
         publishable: list[tuple[Observation, np.ndarray]] = []
-        native = result.native or [None] * len(observations)
         for obs, region, prot, nat in zip(observations, result.regions, result.protected, native, strict=True):
             self._count(cam, obs, prot is not None)
-            cam.observations.write({
-                "frame_index": frame.index, "timestamp_ms": frame.timestamp_ms, "track_id": obs.track_id,
-                "box": [round(v, 2) for v in obs.box], "score": round(obs.score, 4),
-                "region": list(region) if region else None, "held": obs.held, "kind": obs.kind,
-                "protected": prot is not None})
             if cam.sidecar is not None and prot is not None:  # protected pixels only, losslessly
-                cam.sidecar.write(frame.index, obs.track_id, region, prot, kind="region")
+                self._sidecar_write(cam, frame.index, obs.track_id, region, prot, "region")
                 if nat is not None:
-                    cam.sidecar.write(frame.index, obs.track_id, region, nat, kind="native")
+                    self._sidecar_write(cam, frame.index, obs.track_id, region, nat, "native")
             if prot is not None and obs.is_person and obs.track_id >= 0:
                 publishable.append((obs, prot))
-        cam.observations.flush()
         if cam.sidecar is not None:
-            cam.sidecar.flush()
+            self._sidecar_write(cam)
         if self.publisher is not None and publishable:
             self._publish(cam, frame, publishable)
+
+    @staticmethod
+    def _sidecar_write(cam: CameraState, *record: Any) -> None:
+        """One sidecar record (or, without one, a flush); a write error (full disk) ends the camera."""
+        assert cam.sidecar is not None
+        try:
+            if record:
+                cam.sidecar.write(*record[:4], kind=record[4])
+            else:
+                cam.sidecar.flush()
+        except OSError as exc:
+            raise SinkError(f"cannot write {cam.sidecar.path}: {describe_os_error(exc)}") from exc
 
     @staticmethod
     def _count(cam: CameraState, obs: Observation, protected: bool) -> None:
@@ -270,6 +357,7 @@ class Pipeline:
 
     # ---- main loop -----------------------------------------------------------------------------
     def _finish(self, cam: CameraState, error: str | None = None, flush: bool = True) -> None:
+        """Close the camera's outputs and write its summary; never raises, so one camera cannot stop the rest."""
         cam.done = True
         cam.reader.stop()
         if flush:  # frames held back for look-ahead are written too (redacted like every other)
@@ -278,6 +366,9 @@ class Pipeline:
                     self._emit(cam, planned)
             except SinkError as exc:
                 error = error or f"[{cam.spec.camera_id}] {exc}"
+            except Exception as exc:  # this camera only
+                log.exception("[%s] flushing the look-ahead frames failed", cam.spec.camera_id)
+                error = error or f"[{cam.spec.camera_id}] {exc!r}"
         if error:
             cam.error = error
             log.error("%s", error)
@@ -285,28 +376,106 @@ class Pipeline:
             cam.sink.close()
         except SinkError as exc:
             cam.error = cam.error or f"[{cam.spec.camera_id}] {exc}"
-            log.error("%s", cam.error)
-        cam.observations.close()
-        if cam.sidecar is not None:
-            cam.sidecar.close()
+            log.error("[%s] %s", cam.spec.camera_id, exc)
+        for name, closer in (("observations", cam.observations.close),
+                             ("sidecar", cam.sidecar.close if cam.sidecar is not None else None)):
+            if closer is None:
+                continue
+            try:
+                closer()
+            except OSError as exc:
+                cam.error = cam.error or f"[{cam.spec.camera_id}] cannot write {exc.filename or name}: " \
+                                         f"{describe_os_error(exc)}"
+                log.error("%s", cam.error)
         if cam.progress is not None:
             cam.progress.close()
+        frames, verified, truncated = self._reconcile(cam)
         elapsed = max(time.perf_counter() - cam.started, 1e-9)
         summary = self._summary_skeleton(cam.spec) | {
-            "frames": cam.frames, "fps_in": cam.source.fps, "width": cam.source.width, "height": cam.source.height,
+            "frames": frames, "frames_processed": cam.frames, "frames_verified": verified,
+            "fps_in": cam.source.fps, "width": cam.source.width, "height": cam.source.height,
             "person_observations": cam.person_observations, "anonymized_observations": cam.anonymized_observations,
             "fallback_masks": cam.fallback_masks, "held_masks": cam.held_masks,
             "floor_masks": cam.floor_masks, "low_score_masks": cam.low_score_masks, "motion_masks": cam.motion_masks,
             "lookahead_masks": cam.lookahead_masks, "masked_frames": cam.masked_frames,
             "processing_fps": round(cam.frames / elapsed, 3), "dropped_frames": cam.reader.dropped,
-            "published": cam.published, "video": str(cam.sink.path), "error": cam.error}
-        self.summaries[cam.spec.camera_id] = summary
-        write_json(self.output_dir / f"{cam.spec.camera_id}.summary.json", summary)
+            "published": cam.published, "observations_truncated": truncated, "video": str(cam.sink.path),
+            "reconnects": getattr(cam.source, "reconnects", 0), "gaps": list(getattr(cam.source, "gaps", [])),
+            "unreadable_images": list(getattr(cam.source, "unreadable", [])), "error": cam.error}
+        self._write_summary(cam.spec.camera_id, summary)
         log.info("[%s] done: %d frames, %d person observations, %d protected, %d masked solid, %d solid by the "
                  "privacy floor; also masked: %d held, %d low-score, %d motion, %d look-ahead regions, %d whole "
-                 "frames%s", cam.spec.camera_id, cam.frames, cam.person_observations, cam.anonymized_observations,
+                 "frames%s", cam.spec.camera_id, frames, cam.person_observations, cam.anonymized_observations,
                  cam.fallback_masks, cam.floor_masks, cam.held_masks, cam.low_score_masks, cam.motion_masks,
-                 cam.lookahead_masks, cam.masked_frames, f", ERROR: {cam.error}" if cam.error else "")
+                 cam.lookahead_masks, cam.masked_frames, f", ERROR: {summary['error']}" if summary["error"] else "")
+
+    def _reconcile(self, cam: CameraState) -> tuple[int, bool, int]:
+        """After closing: the frames really in the file, and, if fewer than processed, the observations
+        log cut to match (and the camera in error: a video short of its frames is never a clean run).
+
+        Returns (frames in the file, whether that was counted from the file, observations removed).
+        The file's fragments are counted, not decoded, so this stays fast on long videos; after an
+        encoder failure a torn last fragment is cut off so that every decoder finds exactly that many.
+        When the file cannot be read (e.g. the output is a device, or OpenCV wrote it), the frames the
+        encoder accepted are reported.
+        """
+        counted: int | None = None
+        if cam.sink.fragmented:
+            try:
+                counted = cut_torn_fragment(cam.sink.path) if cam.sink.failed else count_mp4_video_frames(cam.sink.path)
+            except OSError as exc:
+                log.error("[%s] could not read back %s: %s", cam.spec.camera_id, cam.sink.path, exc)
+        verified = counted is not None
+        frames = min(cam.frames, counted if verified else cam.sink.frames_written)
+        if frames >= cam.frames:
+            return frames, verified, 0
+        if cam.error is None:
+            cam.error = f"[{cam.spec.camera_id}] {cam.sink.path} holds {frames} of the {cam.frames} frames written"
+        # frame index of the last frame in the file: remembered ones exactly, older ones bounded below by
+        # their position (indexes only grow, one per frame at least)
+        first_remembered = cam.frames - len(cam.emitted)
+        if frames == 0:
+            last_index = -1
+        elif frames - 1 >= first_remembered:
+            last_index = cam.emitted[frames - 1 - first_remembered]
+        else:
+            last_index = frames - 1
+        try:
+            removed = truncate_jsonl_after(cam.observations.path, last_index)
+        except OSError as exc:
+            log.error("[%s] could not cut %s after frame %d: %s", cam.spec.camera_id, cam.observations.path,
+                      last_index, describe_os_error(exc))
+            return frames, verified, 0
+        for record in removed:  # the summary's counts follow the log
+            kind = record.get("kind")
+            if kind == "person" and not record.get("held"):
+                cam.person_observations -= 1
+                cam.anonymized_observations -= bool(record.get("protected"))
+            elif kind == "held":
+                cam.held_masks -= 1
+            elif kind == "low_score":
+                cam.low_score_masks -= 1
+            elif kind == "motion":
+                cam.motion_masks -= 1
+            elif kind == "lookahead":
+                cam.lookahead_masks -= 1
+        log.error("[%s] the video holds %d of the %d frames processed%s; %d observations after frame %d removed",
+                  cam.spec.camera_id, frames, cam.frames, "" if verified else " (not verifiable in the file)",
+                  len(removed), last_index)
+        return frames, verified, len(removed)
+
+    def _write_summary(self, camera_id: str, summary: dict[str, Any]) -> None:
+        """Keep the summary and write it; a summary that cannot be written (full disk) is logged whole
+        at ERROR, as one JSON line, and its camera's error says why, so the run still ends with status 1."""
+        path = self.output_dir / f"{camera_id}.summary.json"
+        try:
+            write_json(path, summary)
+        except OSError as exc:
+            problem = f"cannot write {path}: {describe_os_error(exc)}"
+            summary["error"] = f"{summary['error']}; {problem}" if summary.get("error") else f"[{camera_id}] {problem}"
+            log.error("[%s] %s; the summary follows as one JSON line:", camera_id, problem)
+            log.error("%s", json.dumps({"summary": summary}, separators=(",", ":"), default=str))
+        self.summaries[camera_id] = summary
 
     def _gather(self, active: list[CameraState], limit: int) -> list[tuple[CameraState, Frame]]:
         batch: list[tuple[CameraState, Frame]] = []
@@ -337,7 +506,7 @@ class Pipeline:
         states = [s for i, spec in enumerate(self.cameras) if (s := self._open_camera(spec, i)) is not None]
         for spec in self.cameras:
             if spec.camera_id in self.summaries:  # could not open: still leave a summary behind
-                write_json(self.output_dir / f"{spec.camera_id}.summary.json", self.summaries[spec.camera_id])
+                self._write_summary(spec.camera_id, self.summaries[spec.camera_id])
         limit = max(1, int(self.cfg.DETECTOR.BATCH))
         try:
             while any(not s.done for s in states):
@@ -356,6 +525,11 @@ class Pipeline:
                         self._process(cam, frame, dets)
                     except SinkError as exc:
                         self._finish(cam, f"[{cam.spec.camera_id}] {exc}", flush=False)
+                        continue
+                    except Exception as exc:  # a fault of this camera ends this camera only
+                        log.exception("[%s] processing frame %d failed", cam.spec.camera_id, frame.index)
+                        self._finish(cam, f"[{cam.spec.camera_id}] processing frame {frame.index} failed: {exc!r}",
+                                     flush=False)
                         continue
                     if cam.progress is not None:
                         cam.progress.update(1)

@@ -16,6 +16,10 @@
   duplicates by (camera, session, track, frame). A full spool refuses new messages, counted in
   ``overflow_dropped`` and logged. Records left in the spool at :meth:`close` are replayed by the
   next publisher that opens the same spool directory.
+* **Authentication** (optional, ``KAFKA.HMAC_KEY_FILE``): every record carries HMAC-SHA256
+  headers (:mod:`stream.message_auth`) over its key and exact value bytes. The spool keeps its
+  format (key + value) and the headers are computed again when a record is sent or replayed, so
+  spools of older versions replay signed, and a rotated key signs what is replayed after it.
 
 The pipeline's thread calls :meth:`publish`; kafka-python's sender thread calls back on delivery;
 one supervisor thread detects outages, reconnects and replays.
@@ -36,6 +40,7 @@ import numpy as np
 from kafka.errors import KafkaError
 
 from stream.kafka_io import producer_config
+from stream.message_auth import Signer
 from stream.schema import EMBEDDING_DTYPES, build_message, encode_message
 from stream.spool import DiskSpool
 
@@ -113,7 +118,7 @@ class FeaturePublisher:
     def __init__(self, bootstrap: str, topic: str, spool: DiskSpool, kafka_cfg: Any = None, *,
                  embedding_dtype: str = "float16", every_kth: int = 1, unreachable_after_s: float = 5.0,
                  retry_interval_s: float = 1.0, max_in_flight: int = 50_000, session_id: str | None = None,
-                 producer_factory: Callable[[dict[str, Any]], Any] | None = None) -> None:
+                 producer_factory: Callable[[dict[str, Any]], Any] | None = None, signer: Signer | None = None) -> None:
         if embedding_dtype not in EMBEDDING_DTYPES:
             raise ValueError(f"KAFKA.EMBEDDING_DTYPE={embedding_dtype!r}; expected one of {sorted(EMBEDDING_DTYPES)}")
         if int(every_kth) < 1:
@@ -129,6 +134,7 @@ class FeaturePublisher:
         self.session_id = session_id or uuid.uuid4().hex
         self._conf = producer_config(kafka_cfg if kafka_cfg is not None else {}, bootstrap)
         self._factory = producer_factory or _default_producer_factory
+        self.signer = signer
 
         self._lock = threading.Lock()          # state, producer, ordering of spool appends
         self._plock = threading.Lock()         # in-flight table; the only lock delivery callbacks take
@@ -162,7 +168,8 @@ class FeaturePublisher:
         """A publisher from the pipeline config's ``KAFKA`` section.
 
         Never raises because the broker is down (it starts spooling); raises ``ValueError``
-        (:class:`stream.kafka_io.KafkaConfigError`) for wrong settings and
+        (:class:`stream.kafka_io.KafkaConfigError`, :class:`stream.message_auth.AuthConfigError` for
+        ``HMAC_KEY_FILE``) for wrong settings and
         :class:`stream.spool.SpoolError` when the spool directory is unusable.
         """
         def get(key: str, default: Any) -> Any:
@@ -175,6 +182,9 @@ class FeaturePublisher:
         spool_dir = spool_dir or get("SPOOL_DIR", "")
         if not spool_dir:
             raise ValueError("KAFKA.SPOOL_DIR is empty and no spool_dir was given")
+        key_file = str(get("HMAC_KEY_FILE", "") or "")
+        if key_file and "signer" not in kwargs:  # before the spool: a bad key file must not leave a spool behind
+            kwargs["signer"] = Signer.from_file(key_file)
         spool = DiskSpool(spool_dir, max_bytes=int(float(get("SPOOL_MAX_MB", 256)) * 1024 * 1024),
                           fsync=str(get("SPOOL_FSYNC", "interval")))
         return cls(bootstrap, str(get("TOPIC", "reid.features")), spool, kafka_cfg,
@@ -206,6 +216,7 @@ class FeaturePublisher:
                             anonymizer_fingerprint=anonymizer_fingerprint, anonymization=anonymization,
                             embedding_dtype=self.embedding_dtype)
         key, value = camera_id.encode("utf-8"), encode_message(msg)
+        headers = self._headers(key, value)  # also fails early for a camera without a key
         with self._lock:
             self._counts["published"] += 1
             if self._state == ONLINE and self._unhealthy():
@@ -218,7 +229,7 @@ class FeaturePublisher:
             with self._plock:
                 self._pending[seq] = (key, value, time.monotonic())
             try:
-                future = self._producer.send(self.topic, key=key, value=value)
+                future = self._producer.send(self.topic, key=key, value=value, headers=headers)
             except Exception as exc:  # KafkaTimeoutError (no metadata / full buffer), closed producer, ...
                 with self._plock:
                     self._counts["send_errors"] += 1
@@ -227,6 +238,9 @@ class FeaturePublisher:
             future.add_callback(self._on_delivered, seq)
             future.add_errback(self._on_failed, seq)
         return True
+
+    def _headers(self, key: bytes, value: bytes) -> list[tuple[str, bytes]] | None:
+        return self.signer.headers(key, value) if self.signer is not None else None
 
     def _on_delivered(self, seq: int, _metadata: Any) -> None:
         with self._plock:
@@ -360,7 +374,7 @@ class FeaturePublisher:
         try:
             for rec in records:
                 key, value = _unpack(rec)
-                futures.append(producer.send(self.topic, key=key, value=value))
+                futures.append(producer.send(self.topic, key=key, value=value, headers=self._headers(key, value)))
         except Exception as exc:
             log.debug("replay batch interrupted after %d records: %r", len(futures), exc)
         try:  # wait for what was sent, so an acknowledged prefix is not sent twice

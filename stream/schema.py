@@ -36,13 +36,17 @@ MAX_COORD = 1e6                     # pixel coordinates beyond this are garbage,
 MAX_TIMESTAMP_MS = 2**53 - 1        # exact in IEEE doubles, so JavaScript consumers read it unchanged
 NORM_TOLERANCE = 1e-2               # float16 rounding of a unit vector moves its norm by ~1e-3
 EMBEDDING_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
-# Features of unprotected crops must never leave the pipeline: the contract refuses these labels.
-FORBIDDEN_ANONYMIZATION = ("none", "raw", "identity", "off")
+# The protections the pipeline publishes (anonymizer/factory.py: the baselines and learned
+# bundles). Anything else is refused: an unknown label may mean raw pixels ("unprotected", "none").
+ANONYMIZATION_KINDS = ("blur", "learned", "mosaic", "noise")
+# Kept for the clearer error message: labels that say outright that the crop was not protected.
+FORBIDDEN_ANONYMIZATION = ("none", "raw", "identity", "off", "unprotected")
 
-_ID_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_KIND_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_SESSION_RE = re.compile(r"^[0-9a-f]{32}$")
+# Compiled without anchors and always applied with ``fullmatch``: ``match`` with ``$`` would let a
+# trailing newline through ("evil\n"), since ``$`` also matches just before a final newline.
+_ID_RE = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_SESSION_RE = re.compile(r"[0-9a-f]{32}")
 
 FIELDS = (
     "schema_version", "camera_id", "session_id", "frame_index", "timestamp_ms", "track_id", "box",
@@ -154,7 +158,7 @@ def _require_str(d: Mapping[str, Any], key: str, pattern: re.Pattern[str], what:
     v = d[key]
     if not isinstance(v, str):
         raise SchemaError("bad_type", f"{key} must be a string, got {type(v).__name__}")
-    if not pattern.match(v):
+    if not pattern.fullmatch(v):
         shown = v if len(v) <= 40 else v[:40] + "..."
         raise SchemaError("bad_value", f"{key}={shown!r} is not {what}")
     return v
@@ -208,9 +212,14 @@ def _validate_fields(d: Any) -> dict[str, Any]:
     out["reid_fingerprint"] = _require_str(d, "reid_fingerprint", _SHA256_RE, "a lowercase sha256 hex digest")
     out["anonymizer_fingerprint"] = _require_str(d, "anonymizer_fingerprint", _SHA256_RE,
                                                  "a lowercase sha256 hex digest")
-    kind = _require_str(d, "anonymization", _KIND_RE, "a lowercase anonymization kind")
-    if kind in FORBIDDEN_ANONYMIZATION:
-        raise SchemaError("bad_value", f"anonymization={kind!r}: features of unprotected crops are not allowed")
+    kind = d["anonymization"]
+    if not isinstance(kind, str):
+        raise SchemaError("bad_type", f"anonymization must be a string, got {type(kind).__name__}")
+    if kind not in ANONYMIZATION_KINDS:
+        shown = kind if len(kind) <= 40 else kind[:40] + "..."
+        why = ("features of unprotected crops are not allowed" if kind.strip().lower() in FORBIDDEN_ANONYMIZATION
+               else f"not one of {', '.join(ANONYMIZATION_KINDS)}")
+        raise SchemaError("bad_value", f"anonymization={shown!r}: {why}")
     out["anonymization"] = kind
     return out
 
@@ -313,7 +322,14 @@ def to_dict(msg: FeatureMessage) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- JSON Schema
 
-_SHA256_SCHEMA = {"type": "string", "pattern": _SHA256_RE.pattern}
+def _json_pattern(rx: re.Pattern[str]) -> str:
+    """The ECMA-262 pattern of a fullmatch regex. ``(?!\\n)`` after ``$`` changes nothing in ECMA-262
+    (where ``$`` is the end of input) but stops ``re.search``-based validators (Python's
+    ``jsonschema``) from accepting a trailing newline."""
+    return f"^{rx.pattern}$(?!\\n)"
+
+
+_SHA256_SCHEMA = {"type": "string", "pattern": _json_pattern(_SHA256_RE)}
 
 JSON_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -331,8 +347,8 @@ JSON_SCHEMA: dict[str, Any] = {
     "required": list(FIELDS),
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION, "description": "Bumped on any change of this schema."},
-        "camera_id": {"type": "string", "pattern": _ID_RE.pattern, "description": "Also the message key."},
-        "session_id": {"type": "string", "pattern": _SESSION_RE.pattern,
+        "camera_id": {"type": "string", "pattern": _json_pattern(_ID_RE), "description": "Also the message key."},
+        "session_id": {"type": "string", "pattern": _json_pattern(_SESSION_RE),
                        "description": "Random id of the publishing pipeline run; track ids are unique "
                                       "within (camera_id, session_id)."},
         "frame_index": {"type": "integer", "minimum": 0, "maximum": MAX_TIMESTAMP_MS,
@@ -351,9 +367,8 @@ JSON_SCHEMA: dict[str, Any] = {
         "embedding_dim": {"type": "integer", "minimum": 1, "maximum": MAX_DIM},
         "reid_fingerprint": {**_SHA256_SCHEMA, "description": "sha256 of the Re-ID model file."},
         "anonymizer_fingerprint": {**_SHA256_SCHEMA, "description": "sha256 identifying the anonymizer."},
-        "anonymization": {"type": "string", "pattern": _KIND_RE.pattern,
-                          "not": {"enum": list(FORBIDDEN_ANONYMIZATION)},
-                          "description": "Kind of protection: mosaic, blur, noise, learned, ..."},
+        "anonymization": {"enum": list(ANONYMIZATION_KINDS),
+                          "description": "Kind of protection; anything else (e.g. 'unprotected') is refused."},
     },
 }
 

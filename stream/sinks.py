@@ -1,20 +1,32 @@
 """Outputs of one camera: the anonymized video, the observations log, the summary.
 
-The video goes through an ``ffmpeg`` process (H.264 in fragmented MP4, so whatever was written
-before a crash or a full disk stays playable), fed from a writer thread so encoding overlaps with
+The video goes through an ``ffmpeg`` process, fed from a writer thread so encoding overlaps with
 detection. Only :class:`anonymizer.redactor.RedactedFrame` objects are accepted. Without an ffmpeg
 binary, OpenCV's writer is used (no audio).
+
+Crash durability: the MP4 is fragmented, a fragment is closed every ``fragment_s`` seconds of
+video whether or not a keyframe falls there (a fragment need not start on one: the frames before
+it are in the file), and every fragment is flushed to the file as soon as it is complete. So a
+``kill -9`` of the whole process group loses at most the last fragment (about ``fragment_s``
+seconds), plus whatever the encoder holds back (nothing with x264's ``ultrafast``). Keyframes stay
+where the encoder puts them, because a keyframe every second would make the file much larger for
+no gain in what survives. Observations of a frame are written only after the frame went to the
+encoder, so the log never runs ahead of the video by more than that last fragment.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import queue
 import shutil
+import signal
+import struct
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import cv2
 
@@ -22,11 +34,20 @@ from anonymizer.redactor import RedactedFrame
 
 log = logging.getLogger(__name__)
 COPYABLE_AUDIO = {"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"}
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _STOP = object()
 
 
 class SinkError(RuntimeError):
     """The output cannot be written (disk full, encoder died); ends that camera only."""
+
+
+def describe_os_error(exc: BaseException) -> str:
+    """An operator's reading of a write error: a full disk (or file-size limit) is named as such."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        what = "disk full" if exc.errno != errno.EFBIG else "disk full or file-size limit reached"
+        return f"{what} ({exc.strerror or exc})"
+    return str(exc)
 
 
 def _fmt_rate(fps: float) -> str:
@@ -35,24 +56,38 @@ def _fmt_rate(fps: float) -> str:
 
 
 class VideoSink:
-    """Writes redacted frames to ``path`` at the input's size and frame rate, audio copied through."""
+    """Writes redacted frames to ``path`` at the input's size and frame rate, audio copied through.
+
+    ``write(frame, on_written)`` calls ``on_written`` from the writer thread once the frame is in
+    the encoder's hands; that is where the pipeline writes the frame's observations, so a frame the
+    encoder never got is never observed. A dead encoder is noticed on the next ``write``.
+    """
 
     def __init__(self, path: Path, width: int, height: int, fps: float, audio_from: Path | None = None,
                  audio_codec: str | None = None, codec: str = "libx264", crf: int = 23, preset: str = "ultrafast",
-                 threads: int = 1, queue_size: int = 16) -> None:
+                 threads: int = 1, queue_size: int = 16, fragment_s: float = 1.0) -> None:
         self.path = Path(path)
         self.width, self.height, self.fps = int(width), int(height), float(fps)
+        self.fragment_s = float(fragment_s)
+        if self.fragment_s < 0:
+            raise SinkError(f"OUTPUT.FRAGMENT_S must be >= 0, got {fragment_s}")
         self.frames_written = 0
-        self._error: BaseException | None = None
+        self._error: str | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._proc: subprocess.Popen | None = None
         self._cv_writer: cv2.VideoWriter | None = None
+        self._stderr_tail: list[bytes] = []
+        self._stderr_thread: threading.Thread | None = None
         ffmpeg = shutil.which("ffmpeg")
         if ffmpeg:
-            self._proc = subprocess.Popen(self._command(ffmpeg, audio_from, audio_codec, codec, crf, preset, threads),
-                                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            self._stderr_tail: list[bytes] = []
-            threading.Thread(target=self._drain_stderr, daemon=True).start()
+            try:
+                self._proc = subprocess.Popen(
+                    self._command(ffmpeg, audio_from, audio_codec, codec, crf, preset, threads),
+                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            except OSError as exc:
+                raise SinkError(f"cannot start ffmpeg for {self.path}: {exc}") from exc
+            self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+            self._stderr_thread.start()
         else:
             log.warning("ffmpeg not found: writing %s with OpenCV (mp4v, no audio)", self.path)
             self._cv_writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
@@ -72,8 +107,12 @@ class VideoSink:
         cmd += ["-c:v", codec, "-threads", str(int(threads))]
         if codec == "libx264":
             cmd += ["-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
-        # Fragmented MP4: every fragment is playable on its own, so a crash loses at most the last second.
-        cmd += ["-movflags", "+frag_keyframe+empty_moov+default_base_moof", "-f", "mp4", str(self.path)]
+        # Fragmented MP4, a fragment per fragment_s of video (and at keyframes), each flushed to the file
+        # when complete: what a crash leaves is playable and misses at most the last fragment.
+        if self.fragment_s > 0:
+            cmd += ["-frag_duration", str(max(1, round(self.fragment_s * 1_000_000)))]
+        cmd += ["-flush_packets", "1", "-movflags", "+frag_keyframe+empty_moov+default_base_moof",
+                "-f", "mp4", str(self.path)]
         return cmd
 
     def _drain_stderr(self) -> None:
@@ -81,37 +120,96 @@ class VideoSink:
         for line in self._proc.stderr:
             self._stderr_tail = (self._stderr_tail + [line])[-20:]
 
+    def _encoder_exit(self) -> str | None:
+        """Why the encoder is gone, or None while it runs."""
+        if self._proc is None:
+            return None
+        code = self._proc.poll()
+        if code is None:
+            return None
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            why = {"SIGXFSZ": " (file-size limit reached)", "SIGKILL": " (from outside, e.g. the OOM killer)"}
+            return f"ffmpeg was killed by {name}{why.get(name, '')}"
+        return f"ffmpeg exited with code {code}"
+
+    def _why_gone(self, exc: BaseException) -> str:
+        """The encoder refused a frame: say why, after giving a dying ffmpeg a moment to be reaped."""
+        if self._proc is None:
+            return describe_os_error(exc)
+        try:
+            self._proc.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            return f"ffmpeg stopped taking frames ({describe_os_error(exc)})"
+        return self._encoder_exit() or f"ffmpeg stopped taking frames ({describe_os_error(exc)})"
+
+    def _fail(self, message: str) -> None:
+        if self._error is None:
+            self._error = message
+
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item is _STOP:
                 return
             if self._error is not None:
-                continue  # drain so the producer never blocks on a dead sink
+                continue  # drain so the producer never blocks on a dead sink; no callback: frame not written
+            data, on_written = item
             try:
                 if self._proc is not None:
+                    gone = self._encoder_exit()
+                    if gone:
+                        self._fail(gone)
+                        continue
                     assert self._proc.stdin is not None
-                    self._proc.stdin.write(item)
+                    self._proc.stdin.write(data)
                 else:
-                    self._cv_writer.write(item)
-                self.frames_written += 1
+                    self._cv_writer.write(data)
             except (BrokenPipeError, OSError, ValueError) as exc:
-                self._error = exc
+                self._fail(self._why_gone(exc))
+                continue
+            self.frames_written += 1
+            if on_written is not None:
+                try:
+                    on_written()
+                except OSError as exc:  # the observations log could not be written: end the camera
+                    self._fail(f"{getattr(exc, 'filename', None) or 'observations'}: {describe_os_error(exc)}")
+                except Exception as exc:  # never let the writer thread die silently
+                    self._fail(f"after writing a frame: {exc!r}")
 
     def _describe_error(self) -> str:
-        tail = b"".join(getattr(self, "_stderr_tail", [])).decode(errors="replace").strip()
+        if self._stderr_thread is not None and self._proc is not None and self._proc.poll() is not None:
+            self._stderr_thread.join(timeout=2.0)  # the encoder is gone: its last words are on their way
+        tail = b"".join(self._stderr_tail).decode(errors="replace").strip()
+        tail = " | ".join(line.strip() for line in tail.splitlines() if line.strip())[-600:]
         return f"cannot write {self.path}: {self._error}" + (f" (ffmpeg: {tail})" if tail else "")
 
-    def write(self, frame: RedactedFrame) -> None:
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    @property
+    def fragmented(self) -> bool:
+        """Written by ffmpeg as fragmented MP4, so what it holds can be counted from box headers."""
+        return self._proc is not None
+
+    def write(self, frame: RedactedFrame, on_written: Callable[[], None] | None = None) -> None:
         """Queue one frame for encoding; raises :class:`SinkError` once the encoder has failed."""
         if not isinstance(frame, RedactedFrame):
             raise TypeError("VideoSink only writes RedactedFrame objects (fail-closed guarantee)")
+        if self._error is None:
+            gone = self._encoder_exit()  # checked on every frame: a dead encoder ends the camera at once
+            if gone:
+                self._fail(gone)
         if self._error is not None:
             raise SinkError(self._describe_error())
         image = frame.image
         if image.shape != (self.height, self.width, 3):
             raise SinkError(f"frame of shape {image.shape} for a {self.width}x{self.height} video")
-        self._queue.put(image.tobytes() if self._proc is not None else image)
+        self._queue.put((image.tobytes() if self._proc is not None else image, on_written))
 
     def close(self) -> None:
         """Finish the file. Raises :class:`SinkError` when anything could not be written."""
@@ -122,36 +220,250 @@ class VideoSink:
                 assert self._proc.stdin is not None
                 self._proc.stdin.close()
             except (BrokenPipeError, OSError) as exc:
-                self._error = self._error or exc
-            code = self._proc.wait()
-            if code != 0 and self._error is None:
-                self._error = RuntimeError(f"ffmpeg exited with code {code}")
+                self._fail(self._why_gone(exc))
+            self._proc.wait()
+            gone = self._encoder_exit()
+            if self._proc.returncode != 0:
+                self._fail(gone or f"ffmpeg exited with code {self._proc.returncode}")
         elif self._cv_writer is not None:
             self._cv_writer.release()
         if self._error is not None:
             raise SinkError(self._describe_error())
 
 
+# ---- what a fragmented MP4 really holds ---------------------------------------------------------------
+
+def _boxes(fh, start: int, end: int) -> Iterable[tuple[bytes, int, int]]:
+    """(type, payload offset, box end) of the boxes between ``start`` and ``end``; stops at a torn box."""
+    pos = start
+    while pos + 8 <= end:
+        fh.seek(pos)
+        head = fh.read(8)
+        if len(head) < 8:
+            return
+        size, kind = struct.unpack(">I4s", head)
+        header = 8
+        if size == 1:
+            big = fh.read(8)
+            if len(big) < 8:
+                return
+            size, header = struct.unpack(">Q", big)[0], 16
+        elif size == 0:
+            size = end - pos
+        if size < header:
+            return
+        yield kind, pos + header, pos + size
+        pos += size
+
+
+def _video_track_ids(fh, start: int, end: int) -> tuple[set[int], bool]:
+    """The moov's video track ids, and whether the file is fragmented (the moov has an mvex)."""
+    ids: set[int] = set()
+    fragmented = False
+    for kind, off, box_end in _boxes(fh, start, end):
+        fragmented = fragmented or kind == b"mvex"
+        if kind != b"trak":
+            continue
+        track_id, handler = None, None
+        for k, o, e in _boxes(fh, off, box_end):
+            if k == b"tkhd":
+                fh.seek(o)
+                version = fh.read(1)[0]
+                fh.seek(o + (20 if version == 1 else 12))
+                track_id = struct.unpack(">I", fh.read(4))[0]
+            elif k == b"mdia":
+                for k2, o2, _ in _boxes(fh, o, e):
+                    if k2 == b"hdlr":
+                        fh.seek(o2 + 8)
+                        handler = fh.read(4)
+        if track_id is not None and handler == b"vide":
+            ids.add(track_id)
+    return ids, fragmented
+
+
+def _fragment_samples(fh, start: int, end: int, video_ids: set[int]) -> int:
+    count = 0
+    for kind, off, box_end in _boxes(fh, start, end):
+        if kind != b"traf":
+            continue
+        track_id, samples = None, 0
+        for k, o, _ in _boxes(fh, off, box_end):
+            if k == b"tfhd":
+                fh.seek(o + 4)
+                track_id = struct.unpack(">I", fh.read(4))[0]
+            elif k == b"trun":
+                fh.seek(o + 4)
+                samples += struct.unpack(">I", fh.read(4))[0]
+        if track_id in video_ids:
+            count += samples
+    return count
+
+
+def mp4_complete_frames(path: str | Path) -> tuple[int, int] | None:
+    """(video frames held by complete fragments, byte length of the file's complete part) of a
+    fragmented MP4, from box headers only (no decoding, so fast on long videos).
+
+    A fragment counts only when its media data is wholly in the file, so the count never exceeds
+    what a player can decode. (0, ...) when the encoder died before writing its header; ``None`` when
+    ``path`` is not a regular file (e.g. a device) or not a fragmented MP4 with a video track.
+    """
+    path = Path(path)
+    try:
+        if not path.is_file():
+            return None
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            video_ids: set[int] | None = None
+            frames, pending, good_end = 0, 0, 0
+            for kind, off, box_end in _boxes(fh, 0, size):
+                if box_end > size:
+                    break  # a torn box at the end: the fragment it belongs to was cut short
+                if kind == b"moov":
+                    video_ids, fragmented = _video_track_ids(fh, off, box_end)
+                    if not fragmented:
+                        return None
+                    good_end = box_end
+                elif kind == b"moof":
+                    pending = _fragment_samples(fh, off, box_end, video_ids) if video_ids else 0
+                elif kind == b"mdat":
+                    frames, pending, good_end = frames + pending, 0, box_end
+                elif not pending:
+                    good_end = box_end  # ftyp, mfra, ...
+            if video_ids is None:
+                return 0, good_end  # the encoder died before its header: nothing is playable
+            return (frames, good_end) if video_ids else None
+    except (OSError, struct.error, IndexError):
+        return None
+
+
+def count_mp4_video_frames(path: str | Path) -> int | None:
+    """Video frames in the complete fragments of a fragmented MP4 (see :func:`mp4_complete_frames`)."""
+    found = mp4_complete_frames(path)
+    return None if found is None else found[0]
+
+
+def cut_torn_fragment(path: str | Path) -> int | None:
+    """Frames in a fragmented MP4 whose encoder died, after cutting off a torn last fragment.
+
+    Then every decoder sees exactly the frames counted, and nothing half-written stays at the end.
+    ``None`` when the file cannot be read as a fragmented MP4 (left as it is).
+    """
+    found = mp4_complete_frames(path)
+    if found is None:
+        return None
+    frames, good_end = found
+    path = Path(path)
+    if path.stat().st_size > good_end:
+        os.truncate(path, good_end)
+    return frames
+
+
+# ---- observations and summaries --------------------------------------------------------------------
+
 class JsonLinesWriter:
-    """Append-only JSON lines, flushed per frame so a crash loses nothing already processed."""
+    """JSON lines, one file per run (a re-run starts it afresh), flushed per frame so a crash loses
+    nothing already processed. Write errors (a full disk) surface as :class:`OSError` naming the file."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._file = self.path.open("w", encoding="utf-8")
 
+    def _guard(self, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except OSError as exc:
+            if not exc.filename:
+                exc.filename = str(self.path)
+            raise
+
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._guard(lambda: self._file.write(json.dumps(record, separators=(",", ":")) + "\n"))
+
+    def write_frame(self, records: list[dict[str, Any]]) -> None:
+        """One frame's records, flushed together."""
+        if records:
+            self._guard(lambda: self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n"
+                                                         for r in records)))
+            self.flush()
 
     def flush(self) -> None:
-        self._file.flush()
+        self._guard(self._file.flush)
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        """Flush and close; the file is closed even when the last flush fails (the error is raised)."""
+        if self._file.closed:
+            return
+        try:
+            self._guard(self._file.flush)
+            os.fsync(self._file.fileno())
+        finally:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+
+
+def truncate_jsonl_after(path: Path, last_frame_index: int) -> list[dict[str, Any]]:
+    """Cut a frame-ordered observations log after ``last_frame_index``; returns the records removed.
+
+    Used when the video ended short of what was processed, so that no observation claims a frame
+    the video does not hold. A torn last line (a crash mid-write) goes too.
+    """
+    removed: list[dict[str, Any]] = []
+    cut: int | None = None
+    if not Path(path).is_file():  # a device (e.g. /dev/full) cannot be cut, and reading one may never end
+        return removed
+    with open(path, "rb+") as fh:
+        offset = 0
+        for line in fh:
+            try:
+                record = json.loads(line)
+                beyond = int(record.get("frame_index", -1)) > last_frame_index
+            except (ValueError, TypeError):
+                record, beyond = None, True
+            if beyond:
+                if cut is None:
+                    cut = offset
+                if record is not None:
+                    removed.append(record)
+            offset += len(line)
+        if cut is not None:
+            fh.truncate(cut)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return removed
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` atomically (temp file + rename), so a summary is never half-written."""
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """Write ``data`` atomically and durably: temp file, fsync, rename, fsync of the folder.
+
+    A summary is never half-written, and when writing fails (a full disk) the temp file is removed,
+    so nothing empty is left behind; the :class:`OSError` is raised for the caller to report.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    payload = (json.dumps(data, indent=2) + "\n").encode("utf-8")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass  # the rename happened; a folder that cannot be synced (some file systems) is not an error

@@ -27,6 +27,10 @@ The cursor file is replaced atomically (write, ``fsync``, rename) whenever recor
 acknowledged, so a crash during replay re-sends at most the last unacknowledged batch
 (at-least-once; consumers drop the duplicates).
 
+Records are opaque bytes here; the publisher stores key + value only and computes its HMAC
+headers (``KAFKA.HMAC_KEY_FILE``) again when it replays them, so the format needs no version for
+authentication and spools written before it replay signed.
+
 The spool is bounded by ``max_bytes`` of segment files. A record that does not fit is refused:
 :meth:`DiskSpool.append` returns ``False`` and ``overflow_dropped`` counts it, and the first
 refusal after a period of acceptance is logged as a warning (then one summary line every

@@ -22,6 +22,8 @@ OSNET = "reid_models/boxmot_export/osnet_x0_25_msmt17.onnx"
 FP_REID, FP_ANON = "3c" * 32, "4d" * 32
 T0 = 1_700_000_000_000
 ASSIGN = {"new", "match"}
+# The service accepts only a configured Re-ID model (never the first message's): the one of _raw().
+MODEL = ("MATCHER.REID_FINGERPRINT", repr(FP_REID), "MATCHER.EMBEDDING_DIM", "128")
 
 
 def _producer(bootstrap):
@@ -118,7 +120,7 @@ def test_real_crops_same_person_gets_same_global_id(kafka_broker, fresh_topic, t
     assert pub.flush(20)
     pub.close()
 
-    cfg = make_service_cfg(fresh_topic, tmp_path)
+    cfg = make_service_cfg(fresh_topic, tmp_path, "MATCHER.REID_MODEL", repr(str(shared_path(OSNET))))
     summary = MatchingService(kafka_broker.bootstrap, cfg).run(exit_when_idle_s=2.0)
     events = read_jsonl(tmp_path / "matches.jsonl")
     gid = {(e["camera_id"], e["track_id"]): e["global_id"] for e in events if e["event"] in ASSIGN}
@@ -183,7 +185,7 @@ def test_thousand_hostile_messages_go_to_the_dlq_and_service_keeps_serving(kafka
     p.send(fresh_topic, key=b"cam0", value=_raw("cam0", 2, 1, T0 + 60_000, _noisy(_person(1), rng)))
     p.flush()
 
-    cfg = make_service_cfg(fresh_topic, tmp_path)
+    cfg = make_service_cfg(fresh_topic, tmp_path, *MODEL)
     with Runner(kafka_broker.bootstrap, cfg) as run:
         assert run.service.wait_idle(60)
         # still serving: a new valid observation after the flood gets its event
@@ -223,7 +225,7 @@ def test_restart_keeps_the_gallery_and_emits_no_duplicates(kafka_broker, fresh_t
     for cam, track, f, ts, emb in first:
         p.send(fresh_topic, key=cam.encode(), value=_raw(cam, track, f, ts, emb))
     p.flush()
-    cfg = make_service_cfg(fresh_topic, tmp_path)
+    cfg = make_service_cfg(fresh_topic, tmp_path, *MODEL)
     s1 = MatchingService(kafka_broker.bootstrap, cfg).run(exit_when_idle_s=1.5)
     assert s1["events"] == 6 and s1["snapshots_written"] > 0
     if not keep_snapshot:  # state lost: the service must rebuild it from the topic, silently
@@ -277,8 +279,8 @@ def test_two_instances_share_partitions_and_a_rebalance_loses_nothing(kafka_brok
         p.flush()
 
     group = f"g-{fresh_topic}"
-    cfg1 = make_service_cfg(fresh_topic, tmp_path, group=group, out_name="m1.jsonl")
-    cfg2 = make_service_cfg(fresh_topic, tmp_path, group=group, out_name="m2.jsonl")
+    cfg1 = make_service_cfg(fresh_topic, tmp_path, *MODEL, group=group, out_name="m1.jsonl")
+    cfg2 = make_service_cfg(fresh_topic, tmp_path, *MODEL, group=group, out_name="m2.jsonl")
     publish(10)
     with Runner(kafka_broker.bootstrap, cfg1, name="one") as one:
         assert one.service.wait_idle(30)
@@ -322,7 +324,7 @@ def test_erasure_removes_an_identity_everywhere(kafka_broker, fresh_topic, tmp_p
             ts = T0 + 1000 * k + (50_000 if cam == "camB" else 0)
             p.send(fresh_topic, key=cam.encode(), value=_raw(cam, k, k, ts, _noisy(_person(7 + k), rng)))
     p.flush()
-    cfg = make_service_cfg(fresh_topic, tmp_path)
+    cfg = make_service_cfg(fresh_topic, tmp_path, *MODEL)
     with Runner(kafka_broker.bootstrap, cfg) as run:
         assert run.service.wait_idle(30)
         events = read_jsonl(tmp_path / "matches.jsonl")
@@ -372,7 +374,7 @@ def test_broker_restart_mid_run_every_outage_feature_is_matched(restartable_brok
             pub.publish(f"cam{i % 2}", i, T0 + 1000 * i, i // 2, (0, 0, 10, 20), 0.9, _noisy(_person(i), rng),
                         FP_REID, FP_ANON, "blur")
 
-    cfg = make_service_cfg("feat", tmp_path, "STATE.SNAPSHOT_INTERVAL_S", "1.0")
+    cfg = make_service_cfg("feat", tmp_path, *MODEL, "STATE.SNAPSHOT_INTERVAL_S", "1.0")
     with Runner(broker.bootstrap, cfg) as run:
         publish(range(0, 40))
         assert pub.flush(10) and run.service.wait_idle(30)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,7 +18,11 @@ W, H, N_FRAMES = 160, 120, 6
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rec")
+    return make_recovery_setup(tmp_path_factory.mktemp("rec"))
+
+
+def make_recovery_setup(root):
+    """A tiny bundle with its right and a wrong key, an anonymized video and its observations."""
     bundle = make_tiny_bundle(root / "bundle", root / "right.key")
     wrong = root / "wrong.key"
     write_key(wrong)
@@ -116,8 +119,8 @@ def test_cli_restores_regions_and_audits(setup, tmp_path):
     assert n == N_FRAMES
     assert changed_in > 3 * changed_out
     rec = [json.loads(line) for line in audit.read_text().splitlines()]
-    assert len(rec) == 1
-    r = rec[0]
+    assert [x["status"] for x in rec] == ["started", "completed"]   # intent before any pixel, then the outcome
+    r = rec[1]
     assert r["camera"] == "cam7" and r["tracks"] == ["1"] and r["operator"] == "tester"
     assert r["frames"] == {"first": 0, "last": N_FRAMES - 1, "total": N_FRAMES}
     assert r["regions"] == N_FRAMES and r["reason"] == "unit test" and r["time"]

@@ -89,7 +89,7 @@ def test_camera_dying_mid_stream_keeps_output(rtsp_camera, tmp_path):
     import threading
     threading.Timer(4.0, proc.kill).start()  # the camera disappears while we read it
     code = run_pipeline.main(["--source", url, "--camera-id", "door", "--output", str(tmp_path), "--detector", "hog",
-                              "--anonymizer", "mosaic", "SOURCE.RECONNECT_ATTEMPTS", "1",
+                              "--anonymizer", "mosaic", "SOURCE.GIVE_UP_AFTER_S", "2",
                               "SOURCE.RECONNECT_DELAY_S", "0.2", "LOG.PROGRESS", "False"])
     assert code == 1
     summary = json.loads((tmp_path / "door.summary.json").read_text())

@@ -60,6 +60,10 @@ def test_producer_side_refuses_contract_violations():
         _msg(box=(50, 20, 10, 120))
     with pytest.raises(SchemaError):
         _msg(camera_id="cam with spaces")
+    with pytest.raises(SchemaError, match="anonymization"):
+        _msg(anonymization="unprotected")
+    for kind in schema.ANONYMIZATION_KINDS:  # every protection the pipeline publishes is accepted
+        assert _msg(anonymization=kind)["anonymization"] == kind
 
 
 def _wire(**changes) -> dict:
@@ -96,6 +100,13 @@ HOSTILE = {
                      .encode(), "bad_embedding"),
     "raw crops": (json.dumps(_wire(anonymization="none")).encode(), "bad_value"),
     "long camera": (json.dumps(_wire(camera_id="c" * 500)).encode(), "bad_value"),
+    # `$` also matches before a trailing newline: ids are checked with fullmatch
+    "camera newline": (json.dumps(_wire(camera_id="evil\n")).encode(), "bad_value"),
+    "session newline": (json.dumps(_wire(session_id="0" * 32 + "\n")).encode(), "bad_value"),
+    "fingerprint newline": (json.dumps(_wire(reid_fingerprint="ab" * 32 + "\n")).encode(), "bad_value"),
+    "unprotected": (json.dumps(_wire(anonymization="unprotected")).encode(), "bad_value"),
+    "unknown kind": (json.dumps(_wire(anonymization="pixelate")).encode(), "bad_value"),
+    "kind newline": (json.dumps(_wire(anonymization="mosaic\n")).encode(), "bad_value"),
 }
 
 
@@ -114,7 +125,8 @@ def test_json_schema_agrees_with_the_validator():
     assert not list(validator.iter_errors(json.loads(encode_message(_msg()))))
     assert not list(validator.iter_errors(json.loads(encode_message(_msg(embedding_dtype="float32")))))
     structural = ["version 2", "bool version", "missing field", "extra field", "string frame", "bool track",
-                  "negative ts", "box of 3", "huge box", "bad dtype", "raw crops", "long camera"]
+                  "negative ts", "box of 3", "huge box", "bad dtype", "raw crops", "long camera", "camera newline",
+                  "session newline", "fingerprint newline", "unprotected", "unknown kind", "kind newline"]
     for name in structural:  # what JSON Schema can express, it must reject too
         doc = json.loads(HOSTILE[name][0])
         assert list(validator.iter_errors(doc)), name

@@ -8,6 +8,11 @@ batch), and G_R sealed with AES-256-GCM.
 The key: ``--key-file`` is used when it exists and created (random, mode 0600) when it does not;
 without ``--key-file`` the key comes from ``$PRIVREID_RECOVERY_KEY``. The key is never written into
 the bundle folder: whoever holds it and the bundle can undo the anonymization.
+
+``--sign-key PRIVKEY`` (an Ed25519 key from ``python -m anonymizer.bundle_signing keygen``) signs
+the bundle's manifest at export (bundle.sig), so that pipelines requiring trusted keys accept it
+and any later edit of its spec or weights is refused. The privacy bound (G's scores on the built-in
+canaries, :mod:`anonymizer.canary`) is measured and stored in bundle.yaml either way.
 """
 from __future__ import annotations
 
@@ -96,11 +101,13 @@ def _bundle_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = None, which: str | None = None,
                onnx: bool = True, dataset_terms: str | None = None,
-               metrics_file: str | Path | None = None) -> Path:
+               metrics_file: str | Path | None = None, sign_key: str | Path | None = None) -> Path:
     """Write the bundle of a GCR run; returns the bundle folder.
 
     ``metrics_file``: the metrics.json of a test of the exported checkpoint (needed for the bundle
     to carry test metrics when ``which`` names another checkpoint than the one the run kept).
+    ``sign_key``: Ed25519 private key file; the bundle is signed with it (and nothing is written
+    when the key cannot be read).
     """
     from anonymizer.bundle import write_bundle
     from anonymizer.crypto import KEY_ENV, key_id, load_key, write_key
@@ -108,6 +115,10 @@ def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = N
     from reid.models import build_reid_model
 
     run, out = Path(run), Path(out)
+    if sign_key is not None:
+        from anonymizer.bundle_signing import load_private_key
+
+        load_private_key(sign_key)  # fail before the export, not after it
     folder, ckpt, run_metrics = _read_run(run, which)
     state = ckpt.state
     metrics = _checkpoint_metrics(folder, state, run_metrics, metrics_file, chosen=which is not None)
@@ -164,6 +175,11 @@ def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = N
         input_meta=info["input"], desensitization=info["desensitization"], dataset=dataset,
         metrics=_bundle_metrics(metrics), training=training)
     log.info("wrote bundle %s (key id %s)", path, key_id(key))
+    if sign_key is not None:
+        from anonymizer.bundle_signing import sign_bundle
+
+        sig = sign_bundle(path, sign_key)
+        log.info("signed bundle %s (%s)", path, sig.name)
     return path
 
 
@@ -179,14 +195,17 @@ def main(argv: list[str] | None = None) -> int:
                          "default: the run's own, when it describes that checkpoint")
     ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX files (torch backend only)")
     ap.add_argument("--dataset-terms", default=None, help="licence / terms line for bundle.yaml")
+    ap.add_argument("--sign-key", default=None,
+                    help="Ed25519 private key (python -m anonymizer.bundle_signing keygen): sign the bundle")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from anonymizer.bundle import BundleError
     from anonymizer.crypto import RecoveryKeyError
 
     try:
         path = export_run(args.run, args.out, args.key_file, args.checkpoint, not args.no_onnx, args.dataset_terms,
-                          args.metrics)
-    except (FileNotFoundError, ValueError, RecoveryKeyError) as exc:
+                          args.metrics, args.sign_key)
+    except (FileNotFoundError, ValueError, RecoveryKeyError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"bundle written to {path}")
