@@ -151,7 +151,8 @@ def check_privacy(cfg) -> None:
 
 
 def check_sources(cfg) -> None:
-    """Source settings under which a live camera could not be read or reconnected (exit 2, key named)."""
+    """Source and output settings under which a camera could not be read, reconnected or written
+    durably (exit 2, key named)."""
     src = cfg.SOURCE
     checks = [("SOURCE.RECONNECT_DELAY_S", float(src.RECONNECT_DELAY_S) > 0, "> 0"),
               ("SOURCE.RECONNECT_MAX_DELAY_S", float(src.RECONNECT_MAX_DELAY_S) >= float(src.RECONNECT_DELAY_S),
@@ -160,7 +161,8 @@ def check_sources(cfg) -> None:
               ("SOURCE.READ_TIMEOUT_S", float(src.READ_TIMEOUT_S) > 0, "> 0"),
               ("SOURCE.RECONNECT_ATTEMPTS", int(src.RECONNECT_ATTEMPTS) >= 0, ">= 0"),
               ("SOURCE.QUEUE_SIZE", int(src.QUEUE_SIZE) >= 1, ">= 1"),
-              ("SOURCE.MAX_PIXELS", int(src.MAX_PIXELS) >= 0, ">= 0 (0 = no limit)")]
+              ("SOURCE.MAX_PIXELS", int(src.MAX_PIXELS) >= 0, ">= 0 (0 = no limit)"),
+              ("OUTPUT.FRAGMENT_S", float(cfg.OUTPUT.FRAGMENT_S) >= 0, ">= 0 (0 = fragments at keyframes only)")]
     for key, ok, expected in checks:
         if not ok:
             raise ConfigError(f"{key} must be {expected}, got {_config_value(cfg, key)}")
@@ -192,6 +194,8 @@ def check_kafka(cfg) -> None:
     """Kafka security settings that cannot connect are refused at start, not on the first send."""
     if cfg.KAFKA.BOOTSTRAP == "off":
         return
+    if float(cfg.KAFKA.SPOOL_MAX_MB) * 1024 * 1024 < 4096:
+        raise ConfigError(f"KAFKA.SPOOL_MAX_MB must hold at least 4096 bytes (0.004), got {cfg.KAFKA.SPOOL_MAX_MB}")
     from stream.kafka_io import KafkaConfigError, security_config
     try:
         security_config(cfg.KAFKA)

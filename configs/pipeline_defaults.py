@@ -85,7 +85,7 @@ _C.KAFKA.EMBEDDING_DTYPE = "float16"  # float16 | float32
 _C.KAFKA.EVERY_KTH = 1              # publish only every k-th observation of a track
 _C.KAFKA.COMPRESSION = "lz4"
 _C.KAFKA.SPOOL_DIR = ""             # '' = OUTPUT_DIR/kafka-spool
-_C.KAFKA.SPOOL_MAX_MB = 256
+_C.KAFKA.SPOOL_MAX_MB = 256.0
 add_security_keys(_C.KAFKA)  # SECURITY_PROTOCOL, SASL_*, SSL_* (configs/kafka_security.py)
 _C.KAFKA.HMAC_KEY_FILE = ""         # sign every record (HMAC-SHA256 headers, stream/message_auth.py); '' = off
 _C.KAFKA.MATCHER = True             # with 'embedded', also run the matching service for the run

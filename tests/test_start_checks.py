@@ -32,12 +32,14 @@ def _observations(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("case", ["output_is_a_file", "output_not_writable", "kafka_security", "fill_out_of_range"])
+@pytest.mark.parametrize("case", ["output_is_a_file", "output_not_writable", "kafka_security", "fill_out_of_range",
+                                  "negative_fragment"])
 def test_refused_at_start_with_exit_2_and_the_reason(tmp_path, case):
     clip = _clip(tmp_path / "clip.avi")
     args = ["--source", str(clip), "--detector", "hog", "--anonymizer", "mosaic", "--output", str(tmp_path / "out")]
     expect = {"output_is_a_file": "is not a folder", "output_not_writable": "is not a writable folder",
-              "kafka_security": "KAFKA.SASL_MECHANISM", "fill_out_of_range": "ANONYMIZER.FILL"}[case]
+              "kafka_security": "KAFKA.SASL_MECHANISM", "fill_out_of_range": "ANONYMIZER.FILL",
+              "negative_fragment": "OUTPUT.FRAGMENT_S"}[case]
     if case == "output_is_a_file":
         (tmp_path / "taken").write_text("x")
         args[-1] = str(tmp_path / "taken")
@@ -45,6 +47,8 @@ def test_refused_at_start_with_exit_2_and_the_reason(tmp_path, case):
         args[-1] = "/proc/self/privreid-out"  # refused even for root, unlike a chmod'ed folder
     elif case == "kafka_security":
         args += ["--kafka", "127.0.0.1:1", "KAFKA.SECURITY_PROTOCOL", "SASL_SSL"]
+    elif case == "negative_fragment":
+        args += ["OUTPUT.FRAGMENT_S", "-1"]
     else:
         args += ["ANONYMIZER.FILL", "(300,0,0)"]
     proc = _pipeline(*args, cwd=tmp_path)
@@ -115,12 +119,16 @@ def test_capture_time_from_file_metadata_only_when_plausible(tmp_path, when, kep
     assert abs(first.timestamp_ms - expected) < 60_000
 
 
-def test_undelivered_features_exit_3_and_say_where_they_wait(tmp_path, vtest):
-    """A supervisor must be able to tell "done" from "done, but Kafka still owes us messages"."""
+@pytest.mark.parametrize("spool_mb", ["256", "0.005"])
+def test_undelivered_features_exit_3_and_say_where_they_wait(tmp_path, vtest, spool_mb):
+    """A supervisor must be able to tell "done" from "done, but Kafka still owes us messages" (spooled
+    for the next run), or "some were dropped" (a spool too small to hold them)."""
     proc = _pipeline("--source", str(vtest), "--max-frames", "8", "--detector", "hog", "--kafka", "127.0.0.1:9",
-                     "--output", str(tmp_path / "out"), "PRIVACY.MOTION_NET", "off",
+                     "--output", str(tmp_path / "out"), "PRIVACY.MOTION_NET", "off", "KAFKA.SPOOL_MAX_MB", spool_mb,
                      cwd=tmp_path, timeout=600)
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "NOT DELIVERED" in proc.stderr
+    dropped = int(proc.stderr.split("NOT DELIVERED")[1].split(";")[1].split()[0])
+    assert (dropped > 0) == (spool_mb != "256")
     summary = json.loads((tmp_path / "out" / "vtest.summary.json").read_text())
     assert summary["error"] is None and summary["published"] > 0
