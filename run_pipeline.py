@@ -23,8 +23,10 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,9 +47,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog="Trailing KEY VALUE pairs override the config, e.g. DETECTOR.CONF 0.3 ANONYMIZER.MARGIN 0.15.\n"
                "Exit status: 0 all cameras clean, 1 some camera ended with an error, 2 refused at start (bad "
                "arguments, config, model or output), 3 feature messages not delivered to Kafka (spooled or dropped).")
-    p.add_argument("--source", action="append", required=True, metavar="PATH_OR_URL",
+    p.add_argument("--source", action="append", default=[], metavar="PATH_OR_URL",
                    help="video file (any container/codec FFmpeg reads, raw .264 too), image folder, "
                         "rtsp:// URL, or webcam index/device; repeat for several cameras")
+    p.add_argument("--cameras", default=None, metavar="YAML",
+                   help="camera list instead of --source (id, url, optional fps cap, privacy zones, per-camera "
+                        "overrides; see configs/cameras.example.yaml); edits are applied while running, and on SIGHUP")
     p.add_argument("--camera-id", action="append", default=[], metavar="ID",
                    help="name of each camera, in --source order (default: the file name, or camN)")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for videos, observations, summaries")
@@ -67,10 +72,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kafka", default=None, metavar="off|embedded|HOST:PORT",
                    help="publish Re-ID features of protected crops: off, an embedded loopback broker (plus the "
                         "matching service), or a Kafka bootstrap address (default: KAFKA.BOOTSTRAP)")
+    p.add_argument("--restream", default=None, metavar="rtsp://HOST:PORT/{camera_id}",
+                   help="also push each camera's anonymized video to an RTSP server ('{camera_id}' is replaced; "
+                        "needed with several cameras); retried like a camera when the server goes away")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus /metrics, /healthz and /readyz on PORT (default: RUN.METRICS_PORT, 0 = off)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("overrides", nargs="*", metavar="KEY VALUE", help="config overrides")
     # Intermixed: KEY VALUE pairs may come before, between or after the flags.
-    return p.parse_intermixed_args(argv)
+    args = p.parse_intermixed_args(argv)
+    if bool(args.source) == bool(args.cameras):
+        p.error("give the cameras either as --source (repeatable) or as --cameras FILE, one of the two")
+    return args
 
 
 def camera_ids(sources: Sequence[str], given: Sequence[str]) -> list[str]:
@@ -96,7 +109,8 @@ def build_cfg(args: argparse.Namespace):
     overrides = list(args.overrides)
     for flag, key in ((args.detector, "DETECTOR.KIND"), (args.anonymizer, "ANONYMIZER.KIND"),
                       (args.backend, "ANONYMIZER.BACKEND"), (args.device, "ANONYMIZER.DEVICE"),
-                      (args.kafka, "KAFKA.BOOTSTRAP"), (args.trusted_keys, "ANONYMIZER.TRUSTED_KEYS")):
+                      (args.kafka, "KAFKA.BOOTSTRAP"), (args.trusted_keys, "ANONYMIZER.TRUSTED_KEYS"),
+                      (args.metrics_port, "RUN.METRICS_PORT"), (args.restream, "OUTPUT.RESTREAM")):
         if flag is not None:
             overrides += [key, repr(flag)]
     return build_config(get_pipeline_defaults(), args.config, overrides)
@@ -162,7 +176,9 @@ def check_sources(cfg) -> None:
               ("SOURCE.RECONNECT_ATTEMPTS", int(src.RECONNECT_ATTEMPTS) >= 0, ">= 0"),
               ("SOURCE.QUEUE_SIZE", int(src.QUEUE_SIZE) >= 1, ">= 1"),
               ("SOURCE.MAX_PIXELS", int(src.MAX_PIXELS) >= 0, ">= 0 (0 = no limit)"),
-              ("OUTPUT.FRAGMENT_S", float(cfg.OUTPUT.FRAGMENT_S) >= 0, ">= 0 (0 = fragments at keyframes only)")]
+              ("OUTPUT.FRAGMENT_S", float(cfg.OUTPUT.FRAGMENT_S) >= 0, ">= 0 (0 = fragments at keyframes only)"),
+              ("OUTPUT.LIVE_TIMING", str(cfg.OUTPUT.LIVE_TIMING) in ("wallclock", "frames"), "wallclock or frames"),
+              ("OUTPUT.MAX_FILL_S", float(cfg.OUTPUT.MAX_FILL_S) >= 0, ">= 0")]
     for key, ok, expected in checks:
         if not ok:
             raise ConfigError(f"{key} must be {expected}, got {_config_value(cfg, key)}")
@@ -173,6 +189,47 @@ def _config_value(cfg, dotted: str) -> Any:
     for part in dotted.split("."):
         node = getattr(node, part)
     return node
+
+
+def camera_specs_from_file(args: argparse.Namespace, cfg) -> tuple[list, Any]:
+    """The cameras of ``--cameras`` and a poll function for the pipeline's loop (edits and SIGHUP)."""
+    from stream.cameras import CameraFileWatcher, camera_config
+    from stream.pipeline import CameraSpec
+
+    def check(camera_cfg) -> None:
+        check_privacy(camera_cfg)
+        check_sources(camera_cfg)
+
+    def spec(entry) -> CameraSpec:
+        return CameraSpec(entry.id, str(entry.url), cfg=camera_config(cfg, entry) if entry.overrides else None,
+                          fps_cap=entry.fps, zones=entry.zones)
+
+    watcher = CameraFileWatcher(args.cameras, float(cfg.RUN.CAMERA_POLL_S), base_cfg=cfg, check=check)
+    watcher.install_sighup()
+
+    def changes():
+        found = watcher.poll()
+        if not found:
+            return None
+        return [spec(e) for e in found.added], [e.id for e in found.removed], [spec(e) for e in found.changed]
+
+    return [spec(e) for e in watcher.cameras], changes
+
+
+def check_restream(cfg, camera_count: int, dynamic: bool) -> None:
+    """A re-stream target that cannot work is refused at start: a bad URL, or one path for several
+    cameras (they would overwrite each other's stream)."""
+    template = str(cfg.OUTPUT.RESTREAM)
+    if not template:
+        return
+    from stream.restream import restream_url
+    try:
+        restream_url(template, "cam")
+    except ValueError as exc:
+        raise ConfigError(f"OUTPUT.RESTREAM / --restream: {exc}") from exc
+    if "{camera_id}" not in template and (camera_count > 1 or dynamic):
+        raise ConfigError("--restream needs '{camera_id}' in its URL with several cameras (or a camera file), e.g. "
+                          "rtsp://127.0.0.1:8554/{camera_id}")
 
 
 def check_output_dir(path: str | Path) -> Path:
@@ -213,12 +270,77 @@ def exit_status(summaries: dict[str, dict[str, Any]], kafka_summary: dict[str, A
     return EXIT_OK
 
 
+def quiet_third_party(level: int) -> None:
+    """kafka-python logs every failed reconnect (hundreds of lines while a broker is down) and would
+    bury the pipeline's own lines; the publisher logs each state change once, with what to do. They
+    come back with --log-level DEBUG."""
+    if level > logging.DEBUG:
+        for name in ("kafka", "kafka.conn", "kafka.client", "kafka.producer", "kafka.consumer", "kafka.coordinator"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+class GracefulStop:
+    """SIGTERM/SIGINT: ask the pipeline to finish the frames in hand and close every output; a second
+    signal, or RUN.STOP_TIMEOUT_S without the run ending, exits at once (outputs are fragmented MP4,
+    playable up to their last second). Installed only from the main thread, and undone on exit."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.event = threading.Event()
+        self.timeout_s = float(timeout_s)
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.event.is_set():
+            log.error("second %s: exiting now", name)
+            os._exit(128 + signum)
+        log.warning("%s: stopping (at most %.0f s: RUN.STOP_TIMEOUT_S)", name, self.timeout_s)
+        self.event.set()
+        timer = threading.Timer(self.timeout_s, self._overdue)
+        timer.daemon = True
+        timer.start()
+
+    def _overdue(self) -> None:
+        log.error("did not stop within RUN.STOP_TIMEOUT_S = %.0f s: exiting now", self.timeout_s)
+        logging.shutdown()
+        os._exit(EXIT_CAMERA_ERROR)
+
+    def __enter__(self) -> "GracefulStop":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def start_metrics(cfg, pipeline, kafka):
+    """The metrics endpoint of this run, or None when RUN.METRICS_PORT is 0."""
+    port = int(cfg.RUN.METRICS_PORT)
+    if port <= 0:
+        return None
+    from stream.metrics import MetricsServer, PipelineMetrics
+
+    def kafka_stats() -> dict[str, Any] | None:
+        pub = kafka.publisher
+        return None if pub is None else {**pub.stats, "spool_bytes": pub.spool.pending_bytes}
+
+    pipeline.metrics = PipelineMetrics(pipeline.camera_snapshots, kafka_stats)
+    try:
+        return MetricsServer(pipeline.metrics, port).start()
+    except OSError as exc:
+        raise ConfigError(f"--metrics-port {port}: {exc.strerror or exc}") from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_third_party(getattr(logging, args.log_level))
     try:
         cfg = build_cfg(args)
-        ids = camera_ids(args.source, args.camera_id)
+        ids = camera_ids(args.source, args.camera_id) if args.source else []
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -235,6 +357,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_sources(cfg)
         check_kafka(cfg)
         output = check_output_dir(args.output)
+        if args.cameras:
+            cameras, camera_changes = camera_specs_from_file(args, cfg)
+        else:
+            cameras, camera_changes = [CameraSpec(c, s) for c, s in zip(ids, args.source, strict=True)], None
+        check_restream(cfg, len(cameras), camera_changes is not None)
         detector = build_detector(cfg.DETECTOR.KIND, cfg.DETECTOR, device=device)
         anonymizer = build_anonymizer(cfg.ANONYMIZER.KIND, cfg.ANONYMIZER)
         embedder, reid_fp, reid_dim = (None, "", 0)
@@ -249,17 +376,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("detector: %s; anonymizer: %s (%s…); Kafka: %s", detector.name, anonymizer.kind,
              anonymizer.fingerprint[:12], cfg.KAFKA.BOOTSTRAP)
 
+    metrics = None
     try:
-        with KafkaRuntime(cfg.KAFKA, output, embedded_matcher, reid_fingerprint=reid_fp,
-                          embedding_dim=reid_dim) as kafka:
-            pipeline = Pipeline(cfg, [CameraSpec(c, s) for c, s in zip(ids, args.source, strict=True)], output,
-                                detector, anonymizer, max_frames=args.max_frames, publisher=kafka.publisher,
-                                embedder=embedder, reid_fingerprint=reid_fp)
+        with GracefulStop(cfg.RUN.STOP_TIMEOUT_S) as stop, \
+                KafkaRuntime(cfg.KAFKA, output, embedded_matcher, reid_fingerprint=reid_fp,
+                             embedding_dim=reid_dim) as kafka:
+            pipeline = Pipeline(cfg, cameras, output, detector, anonymizer, max_frames=args.max_frames,
+                                publisher=kafka.publisher, embedder=embedder, reid_fingerprint=reid_fp,
+                                stop_event=stop.event, camera_changes=camera_changes)
+            metrics = start_metrics(cfg, pipeline, kafka)
             summaries = pipeline.run()
             kafka_summary: dict[str, Any] = kafka.finish()
-    except (ConfigError, AuthConfigError) as exc:  # the HMAC key file or the embedded matcher's config
+    except (ConfigError, AuthConfigError) as exc:  # the HMAC key file, the embedded matcher, the metrics port
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if metrics is not None:
+            metrics.close()
     print_summary(summaries, kafka_summary)
     return exit_status(summaries, kafka_summary)
 

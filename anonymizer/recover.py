@@ -34,6 +34,16 @@ Observations: the pipeline's ``<cam>.observations.jsonl``, one JSON object per l
 after margin and clipping) is used when present. Lines without a box/region (e.g. frame or summary
 records), with ``region: null`` or with ``protected: false`` (masked solid, nothing to undo) are
 skipped.
+
+Pairing with the video: by ``output_frame``, the video frame the pipeline wrote the observed
+picture to, and also the ``output_repeats`` frames after it that repeat that picture (a live
+camera's video keeps real time by repeating the last picture where frames were missing).
+``output_frame: null`` (processed, left out of the video) restores nothing. A live camera's
+``frame_index`` is not its place in the video once frames were dropped, so pairing by position
+would put a person's restored crop onto another moment. Logs written before ``output_frame``
+existed are paired as they were, video frame *i* with ``frame_index`` *i*, with a warning when
+the log names frames the video does not have (frames were dropped: that pairing is off). The
+sidecar is always looked up by ``frame_index`` (its records are keyed by source frame).
 """
 from __future__ import annotations
 
@@ -137,7 +147,11 @@ def has_payload(meta: dict[str, Any]) -> bool:
 
 # ------------------------------------------------------------------------------- video tool
 def read_observations(path: str | Path, tracks: set[str] | None = None) -> dict[int, list[dict]]:
-    """``frame_index → [observation]`` for lines that carry a region or box (and a wanted track)."""
+    """``video frame → [observation]`` for lines that carry a region or box (and a wanted track).
+
+    The video frame is ``output_frame`` (and each of its ``output_repeats``), else, in logs from
+    before it existed, ``frame_index``; such observations are marked ``_legacy``. Each observation
+    keeps its source frame in ``_frame`` (the sidecar's key)."""
     by_frame: dict[int, list[dict]] = {}
     with open(path) as fh:
         for n, line in enumerate(fh, 1):
@@ -156,8 +170,35 @@ def read_observations(path: str | Path, tracks: set[str] | None = None) -> dict[
             if tracks is not None and str(obs.get("track_id")) not in tracks:
                 continue
             obs["_rect"] = [int(round(float(v))) for v in rect[:4]]
-            by_frame.setdefault(int(obs["frame_index"]), []).append(obs)
+            obs["_frame"] = int(obs["frame_index"])
+            if "output_frame" not in obs:
+                obs["_legacy"] = True
+                by_frame.setdefault(obs["_frame"], []).append(obs)
+                continue
+            if obs["output_frame"] is None:  # processed but left out of the video: nothing there to restore
+                continue
+            first = int(obs["output_frame"])
+            for shown in range(first, first + 1 + max(0, int(obs.get("output_repeats") or 0))):
+                by_frame.setdefault(shown, []).append(obs)
     return by_frame
+
+
+def warn_if_misaligned(by_frame: dict[int, list[dict]], video_frames: int) -> bool:
+    """Warn when a log without ``output_frame`` names frames beyond the video; True when it does.
+
+    Without ``output_frame``, video frame *i* is paired with ``frame_index`` *i*, which holds only
+    when no frame was dropped; a log that names more frames than the video has proves some were,
+    so restored crops may sit on the wrong frames (those after the first drop)."""
+    legacy = [index for index, items in by_frame.items() if any(o.get("_legacy") for o in items)]
+    beyond = [index for index in legacy if index >= video_frames]
+    if not beyond:
+        return False
+    log.warning("the observations have no output_frame (written by an older pipeline), so video frame i is paired "
+                "with frame_index i; but they name frames up to %d and the video has %d: frames were dropped "
+                "(a live camera that fell behind), and restored regions after the first drop are on the wrong "
+                "frames; %d observed frames beyond the video were not restored", max(beyond), video_frames,
+                len(beyond))
+    return True
 
 
 def camera_name(observations: Path, by_frame: dict[int, list[dict]], override: str | None) -> str:
@@ -242,8 +283,8 @@ def recover_video(recovery: Recovery, video: Path, by_frame: dict[int, list[dict
                         continue
                     x1, y1, x2, y2 = rect
                     src = frame[y1:y2, x1:x2]
-                    if sidecar is not None:
-                        recs = sidecar.get(sidecar_key(index, obs["_rect"]), {})
+                    if sidecar is not None:  # keyed by the source frame, which a repeat shares with its picture
+                        recs = sidecar.get(sidecar_key(obs.get("_frame", index), obs["_rect"]), {})
                         if "native" in recs:
                             src = recs["native"].crop
                             stats["from_sidecar"] += 1
@@ -270,6 +311,7 @@ def recover_video(recovery: Recovery, video: Path, by_frame: dict[int, list[dict
                     bar.update(1)
         finally:
             writer.release()
+        warn_if_misaligned(by_frame, stats["frames"])
         os.chmod(tmp, 0o600)
         _fsync_path(tmp)
         stats["output_sha256"] = sha256_path(tmp)

@@ -71,8 +71,15 @@ _C.OUTPUT.CRF = 23
 _C.OUTPUT.PRESET = "ultrafast"      # x264 preset: the encoder shares the CPU with detection (docs/benchmarks.md)
 _C.OUTPUT.THREADS = 1               # encoder threads per camera (0 = FFmpeg decides)
 _C.OUTPUT.COPY_AUDIO = True
+_C.OUTPUT.RESTREAM = ""             # also push each camera's anonymized video to rtsp://HOST:PORT/path ('{camera_id}' is
+                                    # replaced; '' = off; --restream). Only redacted frames; a target that goes away is retried
 _C.OUTPUT.FRAGMENT_S = 1.0          # MP4 fragment length in seconds of video: a crash (kill -9) loses at most about
                                     # this much; keyframes stay where the encoder puts them (0 = at keyframes only)
+_C.OUTPUT.LIVE_TIMING = "wallclock"  # live cameras: wallclock (constant rate, frames placed by capture time, missing
+                                    # ones filled with the previous redacted picture, so the video keeps real time)
+                                    # | frames (every processed frame once: plays fast when frames were dropped).
+                                    # Files and image folders are always frame for frame
+_C.OUTPUT.MAX_FILL_S = 2.0          # wallclock: longest gap filled with repeats; after a longer outage the video jumps
 
 _C.REID = CN()
 _C.REID.MODEL = ""                  # '' = the anonymizer bundle's Re-ID network; or an ONNX / bundle path
@@ -102,6 +109,11 @@ _C.KAFKA.DELIVERY_TIMEOUT_MS = 30000  # kafka-python's own retry budget for one 
 
 _C.LOG = CN()
 _C.LOG.PROGRESS = True
+
+_C.RUN = CN()
+_C.RUN.STOP_TIMEOUT_S = 20.0        # SIGTERM/SIGINT: finish, close, flush and exit within this; then exit anyway
+_C.RUN.METRICS_PORT = 0             # Prometheus /metrics, /healthz, /readyz on this port (0 = off; --metrics-port)
+_C.RUN.CAMERA_POLL_S = 1.0          # --cameras: how often the camera file is checked for changes (also on SIGHUP)
 
 
 def get_pipeline_defaults() -> CN:

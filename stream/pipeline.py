@@ -42,65 +42,44 @@ from detectors.tracker import CameraTracker, Observation
 from stream.regions import CameraRegions, PlannedFrame
 from stream.sinks import (JsonLinesWriter, SinkError, VideoSink, count_mp4_video_frames, cut_torn_fragment,
                           describe_os_error, truncate_jsonl_after, write_json)
+from stream.cameras import zones_to_boxes
+from stream.metrics import CameraSnapshot, PipelineMetrics
+from stream.reader import EOS as _EOS
+from stream.restream import RestreamSink, restream_url
+from stream.reader import SourceReader
 from stream.sources import Frame, FrameSource, SourceError, open_source
 
 log = logging.getLogger(__name__)
-_EOS = object()
-EMITTED_MEMORY = 100_000  # frame indexes remembered to map "n frames in the file" back to a frame index
+LATENCY_MEMORY = 20_000   # recent capture-to-output latencies per camera, for the summary's percentiles
 
 Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
+CameraChanges = tuple  # (added specs, removed camera ids, changed specs), from a camera-file watcher
+
+
+def latency_percentiles(latencies: Sequence[float]) -> dict[str, float] | None:
+    """Capture-to-output latency of the recent frames, in ms (p50, p95, max); None without frames."""
+    if not latencies:
+        return None
+    ms = np.asarray(latencies, dtype=np.float64) * 1000.0
+    return {"p50": round(float(np.percentile(ms, 50)), 1), "p95": round(float(np.percentile(ms, 95)), 1),
+            "max": round(float(ms.max()), 1), "frames": int(ms.size)}
 
 
 @dataclass
 class CameraSpec:
+    """One camera to run. ``cfg``: its own config (per-camera overrides of a camera file), else the
+    pipeline's; ``stem``: the name of its output files (the id, or ``id.N`` for the N-th restart of a
+    camera whose entry changed, so a restart never overwrites what the previous run wrote)."""
+
     camera_id: str
     source: str
+    cfg: Any = None
+    fps_cap: float | None = None
+    zones: tuple = ()
+    stem: str = ""
 
-
-class SourceReader(threading.Thread):
-    """Decodes one source into a bounded queue; live sources drop their oldest frame when behind."""
-
-    def __init__(self, source: FrameSource, queue_size: int, drop_old: bool, max_frames: int | None,
-                 wakeup: threading.Event) -> None:
-        super().__init__(name=f"reader-{source.camera_id}", daemon=True)
-        self.source = source
-        self.queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
-        self.drop_old = drop_old and source.is_live
-        self.max_frames = max_frames
-        self.dropped = 0
-        self._wakeup = wakeup
-        self._stop = threading.Event()
-
-    def _put(self, item: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.2)
-                break
-            except queue.Full:
-                if self.drop_old and item is not _EOS and not isinstance(item, BaseException):
-                    try:
-                        self.queue.get_nowait()
-                        self.dropped += 1
-                    except queue.Empty:
-                        pass
-        self._wakeup.set()
-
-    def run(self) -> None:
-        try:
-            for frame in self.source.frames():
-                if self._stop.is_set():
-                    break
-                self._put(frame)
-                if self.max_frames is not None and frame.index + 1 >= self.max_frames:
-                    break
-            self._put(_EOS)
-        except Exception as exc:  # SourceError or a decoder crash: report to the main loop
-            self._put(exc if isinstance(exc, SourceError) else SourceError(f"[{self.source.camera_id}] {exc}"))
-        finally:
-            self.source.close()
-
-    def stop(self) -> None:
-        self._stop.set()
+    def __post_init__(self) -> None:
+        self.stem = self.stem or self.camera_id
 
 
 @dataclass
@@ -113,9 +92,9 @@ class CameraState:
     observations: JsonLinesWriter
     progress: tqdm | None
     sidecar: SidecarWriter | None = None
+    restream: RestreamSink | None = None
     started: float = field(default_factory=time.perf_counter)
     frames: int = 0          # redacted and handed to the sink
-    emitted: deque = field(default_factory=lambda: deque(maxlen=EMITTED_MEMORY))  # their frame indexes, in order
     person_observations: int = 0
     anonymized_observations: int = 0
     fallback_masks: int = 0
@@ -129,6 +108,9 @@ class CameraState:
     error: str | None = None
     ending: Any = None      # _EOS or the reader's exception, acted on after the frames before it
     done: bool = False
+    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_MEMORY))  # capture-to-output, s
+    zone_boxes: list = field(default_factory=list)  # static privacy zones in pixels
+    stopped_early: bool = False  # ended by a stop request (SIGTERM/SIGINT), not by its source
 
 
 class Pipeline:
@@ -136,7 +118,9 @@ class Pipeline:
 
     def __init__(self, cfg, cameras: Sequence[CameraSpec], output_dir: Path, detector: Detector,
                  anonymizer: CropAnonymizer, max_frames: int | None = None, publisher: Any = None,
-                 embedder: Embedder | None = None, reid_fingerprint: str = "") -> None:
+                 embedder: Embedder | None = None, reid_fingerprint: str = "",
+                 stop_event: threading.Event | None = None,
+                 camera_changes: Callable[[], CameraChanges | None] | None = None) -> None:
         self.cfg = cfg
         self.cameras = list(cameras)
         self.output_dir = Path(output_dir)
@@ -152,32 +136,47 @@ class Pipeline:
         self.redactor = Redactor(anonymizer, cfg.ANONYMIZER.MARGIN, cfg.ANONYMIZER.TIMEOUT_S, cfg.ANONYMIZER.FILL,
                                  keep_native=cfg.ANONYMIZER.SIDECAR, floor=floor)
         self._wakeup = threading.Event()
+        self._stop_event = stop_event or threading.Event()
         self.summaries: dict[str, dict[str, Any]] = {}
+        self.camera_changes = camera_changes
+        self.metrics: PipelineMetrics | None = None
+        self._states: list[CameraState] = []
+        self._order: list[str] = []  # output stems in start order, for the summaries returned
+        self._generations: dict[str, int] = {}
 
     # ---- set-up -------------------------------------------------------------------------------
     def _open_camera(self, spec: CameraSpec, position: int) -> CameraState | None:
         """Everything one camera needs; whatever fails here ends this camera only (error in its summary)."""
+        cfg = spec.cfg or self.cfg  # the camera's own overrides, if a camera file gave any
         source: FrameSource | None = None
         opened: list[Any] = []  # outputs to close again if a later step fails
         out = self.output_dir
-        video = out / f"{spec.camera_id}.mp4"
+        video = out / f"{spec.stem}.mp4"
         made_video = False
         try:
-            source = open_source(spec.source, spec.camera_id, self.cfg.SOURCE)
+            source = open_source(spec.source, spec.camera_id, cfg.SOURCE)
             made_video = not video.exists() and not video.is_symlink()
             self._check_output(video)
             # priming reads ahead (seconds): before any output is started, so a failure leaves none half-made
             motion = self._motion_net(spec, source)
-            observations = JsonLinesWriter(out / f"{spec.camera_id}.observations.jsonl")
+            observations = JsonLinesWriter(out / f"{spec.stem}.observations.jsonl")
             opened.append(observations)
-            sidecar = SidecarWriter(out / f"{spec.camera_id}.crops") if self.cfg.ANONYMIZER.SIDECAR else None
+            sidecar = SidecarWriter(out / f"{spec.stem}.crops") if cfg.ANONYMIZER.SIDECAR else None
             if sidecar is not None:
                 opened.append(sidecar)
-            sink = VideoSink(video, source.width, source.height, source.fps,
-                             audio_from=source.audio_path if self.cfg.OUTPUT.COPY_AUDIO else None,
-                             audio_codec=source.media.audio_codec, codec=self.cfg.OUTPUT.VIDEO_CODEC,
-                             crf=self.cfg.OUTPUT.CRF, preset=self.cfg.OUTPUT.PRESET, threads=self.cfg.OUTPUT.THREADS,
-                             fragment_s=self.cfg.OUTPUT.FRAGMENT_S)
+            # a capped live camera is stored at its cap: the source's rate would repeat each picture
+            out_fps = min(source.fps, spec.fps_cap) if spec.fps_cap and source.is_live else source.fps
+            sink = VideoSink(video, source.width, source.height, out_fps,
+                             audio_from=source.audio_path if cfg.OUTPUT.COPY_AUDIO else None,
+                             audio_codec=source.media.audio_codec, codec=cfg.OUTPUT.VIDEO_CODEC,
+                             crf=cfg.OUTPUT.CRF, preset=cfg.OUTPUT.PRESET, threads=cfg.OUTPUT.THREADS,
+                             fragment_s=cfg.OUTPUT.FRAGMENT_S, max_fill_s=float(cfg.OUTPUT.MAX_FILL_S),
+                             timing=str(cfg.OUTPUT.LIVE_TIMING) if source.is_live else "frames")
+            opened.append(sink)
+            restream = None
+            if cfg.OUTPUT.RESTREAM:  # redacted frames only, like the file; its outages never stop the camera
+                restream = RestreamSink(restream_url(cfg.OUTPUT.RESTREAM, spec.camera_id), source.width,
+                                        source.height, source.fps, spec.camera_id)
         except Exception as exc:  # SourceError, SinkError, OSError, a failing motion net: this camera only
             message = str(exc) if isinstance(exc, SourceError) else f"[{spec.camera_id}] {self._setup_error(exc)}"
             log.error("%s", message)
@@ -190,26 +189,27 @@ class Pipeline:
                 source.close()
             if made_video and video.is_file() and video.stat().st_size == 0:
                 video.unlink()  # the empty file the path check made: a camera that never started leaves no video
-            self.summaries[spec.camera_id] = self._summary_skeleton(spec) | {"error": message}
+            self._write_summary(spec.stem, self._summary_skeleton(spec) | {"error": message})
             return None
         total = source.expected_frames
         if total is not None and self.max_frames is not None:
             total = min(total, self.max_frames)
         progress = tqdm(total=total, desc=spec.camera_id, unit="frame", position=position, leave=True,
-                        disable=not self.cfg.LOG.PROGRESS, dynamic_ncols=True)
-        reader = SourceReader(source, self.cfg.SOURCE.QUEUE_SIZE, self.cfg.SOURCE.LIVE_DROP_OLD,
-                              self.max_frames, self._wakeup)
+                        disable=not cfg.LOG.PROGRESS, dynamic_ncols=True)
+        reader = SourceReader(source, cfg.SOURCE.QUEUE_SIZE, cfg.SOURCE.LIVE_DROP_OLD,
+                              self.max_frames, self._wakeup, spec.fps_cap)
         log.info("[%s] %s: %dx%d @ %.3f fps%s%s", spec.camera_id, spec.source, source.width, source.height,
                  source.fps, f", {source.expected_frames} frames" if source.expected_frames else "",
                  ", live" if source.is_live else "")
-        tracker = CameraTracker(self.cfg.TRACKER.KIND, self.cfg.TRACKER.HOLD_FRAMES, source.fps)
-        lookahead = int(self.cfg.PRIVACY.LOOKAHEAD_FRAMES)
+        tracker = CameraTracker(cfg.TRACKER.KIND, cfg.TRACKER.HOLD_FRAMES, source.fps)
+        lookahead = int(cfg.PRIVACY.LOOKAHEAD_FRAMES)
         if lookahead and source.is_live:
             log.info("[%s] live source: PRIVACY.LOOKAHEAD_FRAMES ignored (a live camera is never delayed)",
                      spec.camera_id)
             lookahead = 0
-        regions = CameraRegions(tracker, self.cfg.DETECTOR.CONF, self.cfg.ANONYMIZER.MARGIN, motion, lookahead)
-        state = CameraState(spec, source, reader, regions, sink, observations, progress, sidecar)
+        regions = CameraRegions(tracker, cfg.DETECTOR.CONF, cfg.ANONYMIZER.MARGIN, motion, lookahead)
+        state = CameraState(spec, source, reader, regions, sink, observations, progress, sidecar, restream)
+        state.zone_boxes = zones_to_boxes(spec.zones, source.width, source.height)
         reader.start()
         return state
 
@@ -249,14 +249,15 @@ class Pipeline:
         A decoding error while reading ahead is left to the reader, which meets the same error for the
         camera itself; anything else raises and ends the camera (an unprimed net would vouch for frames
         it knows nothing about)."""
-        net = MotionSafetyNet.from_config(self.cfg.PRIVACY, spec.camera_id)
+        cfg = spec.cfg or self.cfg  # the camera's own overrides, if a camera file gave any
+        net = MotionSafetyNet.from_config(cfg.PRIVACY, spec.camera_id)
         if not net.enabled:
             return None
         if not source.is_live:
             primer = None
             try:
-                primer = open_source(spec.source, spec.camera_id, self.cfg.SOURCE)
-                want = int(self.cfg.PRIVACY.MOTION_WARMUP_FRAMES)
+                primer = open_source(spec.source, spec.camera_id, cfg.SOURCE)
+                want = int(cfg.PRIVACY.MOTION_WARMUP_FRAMES)
                 images = (f.image for _, f in zip(range(want), primer.frames(), strict=False))  # one frame in memory at a time
                 used = net.prime(images)
                 if used < want and not net.active:  # the whole file is shorter than the warm-up
@@ -274,6 +275,7 @@ class Pipeline:
                 "height": None, "person_observations": 0, "anonymized_observations": 0, "fallback_masks": 0,
                 "held_masks": 0, "floor_masks": 0, "low_score_masks": 0, "motion_masks": 0, "lookahead_masks": 0,
                 "masked_frames": 0, "processing_fps": 0.0, "reconnects": 0, "gaps": [], "unreadable_images": [],
+                "latency_ms": None, "stopped_early": False,
                 "detector": self.detector.name,
                 "anonymizer": getattr(self.anonymizer, "kind", "?"),
                 "anonymizer_fingerprint": getattr(self.anonymizer, "fingerprint", ""), "error": None}
@@ -282,6 +284,7 @@ class Pipeline:
     def _process(self, cam: CameraState, frame: Frame, detections: Detections) -> None:
         for planned in cam.regions.add(frame, detections):
             self._emit(cam, planned)
+            self._observe_latency(cam, planned.frame)
 
     def _emit(self, cam: CameraState, planned: PlannedFrame) -> None:
         frame, observations = planned.frame, planned.observations
@@ -297,11 +300,13 @@ class Pipeline:
             "region": list(region) if region else None, "held": obs.held, "kind": obs.kind,
             "protected": prot is not None} for obs, region, prot in zip(observations, result.regions, result.protected,
                                                                      strict=True)]
-        # the observations are written by the sink's thread once the frame is with the encoder, never before
-        writer = cam.observations
-        cam.sink.write(result.frame, on_written=(lambda: writer.write_frame(records)) if records else None)
+        # the observations are written by the sink's thread once the frame is with the encoder, never before,
+        # with the output frame its picture landed on (live: placed by capture time, maybe repeated after)
+        cam.sink.write(result.frame, on_written=self._observations_writer(cam, records) if records else None,
+                       timestamp_ms=frame.timestamp_ms)
+        if cam.restream is not None:  # the same redacted picture; a slow or absent target drops, never blocks
+            cam.restream.write(result.frame)
         cam.frames += 1
-        cam.emitted.append(frame.index)
         cam.masked_frames += planned.mask_frame
         cam.fallback_masks += result.fallback_masks
         cam.floor_masks += result.floor_masks
@@ -318,6 +323,19 @@ class Pipeline:
             self._sidecar_write(cam)
         if self.publisher is not None and publishable:
             self._publish(cam, frame, publishable)
+
+    @staticmethod
+    def _observations_writer(cam: CameraState, records: list[dict[str, Any]]) -> Callable[[int | None, int], None]:
+        """The sink's callback for one frame: its records, told which output frame shows them.
+
+        ``output_frame`` is what recovery pairs by (a live frame's index is not its place in the
+        video once frames were dropped or repeated); ``output_repeats`` more output frames show the
+        same picture; ``output_frame: null``: the frame was processed but left out of the video."""
+        writer = cam.observations
+
+        def written(output_frame: int | None, repeats: int) -> None:
+            writer.write_frame([r | {"output_frame": output_frame, "output_repeats": repeats} for r in records])
+        return written
 
     @staticmethod
     def _sidecar_write(cam: CameraState, *record: Any) -> None:
@@ -360,10 +378,13 @@ class Pipeline:
         """Close the camera's outputs and write its summary; never raises, so one camera cannot stop the rest."""
         cam.done = True
         cam.reader.stop()
+        if cam.source.is_live:  # a reconnect back-off in the reader's thread ends now, not after its wait
+            cam.source.close()
         if flush:  # frames held back for look-ahead are written too (redacted like every other)
             try:
                 for planned in cam.regions.flush():
                     self._emit(cam, planned)
+                    self._observe_latency(cam, planned.frame)
             except SinkError as exc:
                 error = error or f"[{cam.spec.camera_id}] {exc}"
             except Exception as exc:  # this camera only
@@ -377,6 +398,8 @@ class Pipeline:
         except SinkError as exc:
             cam.error = cam.error or f"[{cam.spec.camera_id}] {exc}"
             log.error("[%s] %s", cam.spec.camera_id, exc)
+        if cam.restream is not None:
+            cam.restream.close()
         for name, closer in (("observations", cam.observations.close),
                              ("sidecar", cam.sidecar.close if cam.sidecar is not None else None)):
             if closer is None:
@@ -401,8 +424,10 @@ class Pipeline:
             "processing_fps": round(cam.frames / elapsed, 3), "dropped_frames": cam.reader.dropped,
             "published": cam.published, "observations_truncated": truncated, "video": str(cam.sink.path),
             "reconnects": getattr(cam.source, "reconnects", 0), "gaps": list(getattr(cam.source, "gaps", [])),
-            "unreadable_images": list(getattr(cam.source, "unreadable", [])), "error": cam.error}
-        self._write_summary(cam.spec.camera_id, summary)
+            "unreadable_images": list(getattr(cam.source, "unreadable", [])),
+            "latency_ms": latency_percentiles(cam.latencies), "stopped_early": cam.stopped_early,
+            "error": cam.error} | cam.sink.timing_summary()
+        self._write_summary(cam.spec.stem, summary)
         log.info("[%s] done: %d frames, %d person observations, %d protected, %d masked solid, %d solid by the "
                  "privacy floor; also masked: %d held, %d low-score, %d motion, %d look-ahead regions, %d whole "
                  "frames%s", cam.spec.camera_id, frames, cam.person_observations, cam.anonymized_observations,
@@ -426,24 +451,17 @@ class Pipeline:
             except OSError as exc:
                 log.error("[%s] could not read back %s: %s", cam.spec.camera_id, cam.sink.path, exc)
         verified = counted is not None
-        frames = min(cam.frames, counted if verified else cam.sink.frames_written)
-        if frames >= cam.frames:
+        handed = cam.sink.output_frames  # output frames handed to the encoder, a live camera's repeats included
+        frames = min(handed, counted if verified else cam.sink.frames_written)
+        if frames >= handed:
             return frames, verified, 0
         if cam.error is None:
-            cam.error = f"[{cam.spec.camera_id}] {cam.sink.path} holds {frames} of the {cam.frames} frames written"
-        # frame index of the last frame in the file: remembered ones exactly, older ones bounded below by
-        # their position (indexes only grow, one per frame at least)
-        first_remembered = cam.frames - len(cam.emitted)
-        if frames == 0:
-            last_index = -1
-        elif frames - 1 >= first_remembered:
-            last_index = cam.emitted[frames - 1 - first_remembered]
-        else:
-            last_index = frames - 1
+            cam.error = f"[{cam.spec.camera_id}] {cam.sink.path} holds {frames} of the {handed} frames written"
+        last_index = frames - 1  # the last output frame in the file; every observation names its output frame
         try:
-            removed = truncate_jsonl_after(cam.observations.path, last_index)
+            removed = truncate_jsonl_after(cam.observations.path, last_index, key="output_frame")
         except OSError as exc:
-            log.error("[%s] could not cut %s after frame %d: %s", cam.spec.camera_id, cam.observations.path,
+            log.error("[%s] could not cut %s after output frame %d: %s", cam.spec.camera_id, cam.observations.path,
                       last_index, describe_os_error(exc))
             return frames, verified, 0
         for record in removed:  # the summary's counts follow the log
@@ -459,8 +477,8 @@ class Pipeline:
                 cam.motion_masks -= 1
             elif kind == "lookahead":
                 cam.lookahead_masks -= 1
-        log.error("[%s] the video holds %d of the %d frames processed%s; %d observations after frame %d removed",
-                  cam.spec.camera_id, frames, cam.frames, "" if verified else " (not verifiable in the file)",
+        log.error("[%s] the video holds %d of the %d output frames written%s; %d observations after output frame %d "
+                  "removed", cam.spec.camera_id, frames, handed, "" if verified else " (not verifiable in the file)",
                   len(removed), last_index)
         return frames, verified, len(removed)
 
@@ -501,22 +519,101 @@ class Pipeline:
             if not cam.done and cam.ending is not None:
                 self._finish(cam, None if cam.ending is _EOS else str(cam.ending))
 
+    # ---- cameras coming and going ----------------------------------------------------------------
+    def _start(self, spec: CameraSpec) -> None:
+        state = self._open_camera(spec, len(self._states))
+        if state is not None:
+            self._states.append(state)
+        self._order.append(spec.stem)
+
+    def _apply_camera_changes(self) -> None:
+        """Cameras added to, removed from or changed in the camera file since the last poll; the
+        others are not disturbed. A changed camera is finished and started again under a new stem."""
+        if self.camera_changes is None:
+            return
+        changes = self.camera_changes()
+        if not changes:
+            return
+        added, removed, changed = changes
+        running = {c.spec.camera_id: c for c in self._states if not c.done}
+        for camera_id in list(removed) + [c.camera_id for c in changed]:
+            cam = running.get(camera_id)
+            if cam is not None:
+                log.info("[%s] removed from the camera file: finishing it", camera_id)
+                self._finish(cam, None)
+        for spec in list(changed) + list(added):
+            generation = self._generations.get(spec.camera_id, -1) + 1
+            self._generations[spec.camera_id] = generation
+            spec.stem = spec.camera_id if generation == 0 else f"{spec.camera_id}.{generation}"
+            log.info("[%s] %s the camera file: starting it (outputs %s.*)", spec.camera_id,
+                     "changed in" if spec in changed else "added to", spec.stem)
+            self._start(spec)
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """From any thread (a signal handler): finish the frames in hand, close every output, return."""
+        if not self._stop_event.is_set():
+            log.warning("%s: finishing the frames in hand and closing every output", reason)
+        self._stop_event.set()
+        self._wakeup.set()
+
+    # ---- what operators see while it runs -------------------------------------------------------
+    def camera_snapshots(self) -> dict[str, CameraSnapshot]:
+        """Per-camera counters for the metrics endpoint, read from the state the summaries use."""
+        out: dict[str, CameraSnapshot] = {}
+        for cam in list(self._states):
+            if cam.done:
+                state = "error" if cam.error else "finished"
+            else:
+                state = getattr(cam.source, "state", "streaming") if cam.source.is_live else "streaming"
+            out[cam.spec.stem] = CameraSnapshot(
+                frames_in=cam.reader.frames_read, frames_processed=cam.frames, frames_dropped=cam.reader.dropped,
+                reconnects=getattr(cam.source, "reconnects", 0), queue_depth=cam.reader.queue.qsize(), state=state,
+                regions={"protected": cam.anonymized_observations, "solid": cam.fallback_masks,
+                         "floor": cam.floor_masks, "held": cam.held_masks, "low_score": cam.low_score_masks,
+                         "motion": cam.motion_masks, "lookahead": cam.lookahead_masks})
+        for stem, summary in self.summaries.items():  # cameras that never started
+            out.setdefault(stem, CameraSnapshot(state="error" if summary.get("error") else "finished"))
+        return out
+
+    def _observe_latency(self, cam: CameraState, frame: Frame) -> None:
+        seconds = time.monotonic() - frame.arrived
+        cam.latencies.append(seconds)
+        if self.metrics is not None:
+            self.metrics.observe_latency(cam.spec.stem, seconds)
+
+    @staticmethod
+    def _mask_zones(cam: CameraState, frame: Frame, fill: Sequence[int]) -> None:
+        """Static privacy zones are filled before the detector sees the frame: always masked, solid."""
+        for x1, y1, x2, y2 in cam.zone_boxes:
+            frame.image[int(y1):int(y2), int(x1):int(x2)] = fill
+
+    # ---- the loop ----------------------------------------------------------------------------------
     def run(self) -> dict[str, dict[str, Any]]:
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        states = [s for i, spec in enumerate(self.cameras) if (s := self._open_camera(spec, i)) is not None]
         for spec in self.cameras:
-            if spec.camera_id in self.summaries:  # could not open: still leave a summary behind
-                self._write_summary(spec.camera_id, self.summaries[spec.camera_id])
+            self._start(spec)
         limit = max(1, int(self.cfg.DETECTOR.BATCH))
+        fill = tuple(int(v) for v in self.cfg.ANONYMIZER.FILL)
         try:
-            while any(not s.done for s in states):
-                active = [s for s in states if not s.done]
+            while True:
+                if self._stop_event.is_set():
+                    for cam in self._states:
+                        if not cam.done:
+                            cam.stopped_early = True
+                            self._finish(cam, None)
+                    break
+                self._apply_camera_changes()
+                active = [s for s in self._states if not s.done]
+                if not active:
+                    break
                 self._wakeup.clear()
                 batch = self._gather(active, limit)
                 if not batch:
-                    self._finish_ended(states)
+                    self._finish_ended(self._states)
                     self._wakeup.wait(0.05)
                     continue
+                for cam, frame in batch:
+                    self._mask_zones(cam, frame, fill)
                 detections = self.detector.detect([f.image for _, f in batch])
                 for (cam, frame), dets in zip(batch, detections, strict=True):
                     if cam.done:
@@ -533,13 +630,13 @@ class Pipeline:
                         continue
                     if cam.progress is not None:
                         cam.progress.update(1)
-                self._finish_ended(states)
+                self._finish_ended(self._states)
         except KeyboardInterrupt:
             log.warning("interrupted: closing outputs (everything written so far stays)")
             raise
         finally:
-            for cam in states:
+            for cam in self._states:
                 if not cam.done:
                     self._finish(cam, None)
             self.redactor.close()
-        return {c.camera_id: self.summaries[c.camera_id] for c in self.cameras}
+        return {stem: self.summaries[stem] for stem in self._order if stem in self.summaries}

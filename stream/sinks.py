@@ -12,12 +12,26 @@ seconds), plus whatever the encoder holds back (nothing with x264's ``ultrafast`
 where the encoder puts them, because a keyframe every second would make the file much larger for
 no gain in what survives. Observations of a frame are written only after the frame went to the
 encoder, so the log never runs ahead of the video by more than that last fragment.
+
+Timing: a file's frame *i* is output frame *i*. A live camera's frames are placed by their
+capture time instead (``timing="wallclock"``, :class:`WallClockTimeline`): the video has a
+constant rate, and a frame goes to the output frame its timestamp falls on. Where frames are
+missing (dropped because processing fell behind, a stall, a short outage) the previous picture
+is repeated until the next one is due, so the video plays in real time; a frame whose slot is
+long taken (a burst) is left out of the video. A repeat is the already redacted picture written
+again, never anything else. Fills are capped (``max_fill_s``): after a longer outage the video
+jumps on instead of holding one picture for minutes. Constant rate, not per-frame timestamps,
+because every player, cutter and frame counter (this module's included) handles it, and because
+"output frame *n*" then means the same thing for the recovery tool as for a file. Each frame's
+callback learns where its picture landed (output frame, and how many repeats follow it), which is
+what the observations log records.
 """
 from __future__ import annotations
 
 import errno
 import json
 import logging
+import math
 import os
 import queue
 import shutil
@@ -25,6 +39,7 @@ import signal
 import struct
 import subprocess
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -36,6 +51,13 @@ log = logging.getLogger(__name__)
 COPYABLE_AUDIO = {"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"}
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _STOP = object()
+_FRAME, _REPEAT, _DONE = "frame", "repeat", "done"   # kinds of items for the writer thread
+TIMINGS = ("wallclock", "frames")
+LATE_SLACK_S = 0.2   # a live frame may land this much after its own time (jitter, bursts) before it is left out
+
+# Called once a frame's picture is with the encoder: (output frame, or None when it was left out of the
+# video; how many repeats of it follow).
+OnWritten = Callable[[int | None, int], None]
 
 
 class SinkError(RuntimeError):
@@ -55,23 +77,116 @@ def _fmt_rate(fps: float) -> str:
     return str(Fraction(fps).limit_denominator(1001))
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one frame goes in the output video."""
+
+    output_frame: int | None   # None: left out (its time was long taken by earlier frames)
+    repeats_before: int = 0    # copies of the previous picture written first, to keep time
+    jumped: bool = False       # the gap was longer than the fill cap: the video skips the rest
+
+
+class FrameTimeline:
+    """Frame *i* is output frame *i*: files and image folders (and live cameras with
+    ``OUTPUT.LIVE_TIMING frames``), whose frame rate is a property of the material, not of a clock."""
+
+    holds = False  # never repeats a picture, so a frame's place is final when it is written
+    kind = "frames"
+    repeated = left_out = jumps = 0
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def place(self, timestamp_ms: int | None = None) -> Placement:
+        self.next += 1
+        return Placement(self.next - 1)
+
+
+class WallClockTimeline:
+    """Output frames of a live camera by capture time, at a constant ``fps``.
+
+    Output frame 0 is the first frame; frame *f* is due at output frame
+    ``round((t_f - t_0) * fps / 1000)``. Missing output frames before it are filled with the
+    previous picture (at most ``max_fill_s`` worth; a longer gap moves ``t_0`` on, so the video
+    jumps). A frame due at an output frame already taken goes to the next free one if that is at
+    most ``late_s`` after its time (network jitter, a decoder burst), else it is left out: the
+    video never runs ahead of the clock by more than that. A clock stepped back further than the
+    fill cap moves ``t_0`` too, rather than leaving every frame out until the clock catches up.
+    """
+
+    holds = True  # a picture's repeats are known only when the next frame comes
+    kind = "wallclock"
+
+    def __init__(self, fps: float, max_fill_s: float = 2.0, late_s: float = LATE_SLACK_S) -> None:
+        if not fps > 0:
+            raise SinkError(f"wall-clock timing needs a frame rate > 0, got {fps}")
+        if max_fill_s < 0:
+            raise SinkError(f"OUTPUT.MAX_FILL_S must be >= 0, got {max_fill_s}")
+        self.fps = float(fps)
+        self.max_fill = round(float(max_fill_s) * self.fps)
+        self.late = max(1.0, float(late_s) * self.fps)   # in output frames
+        self.next = 0
+        self.repeated = 0   # output frames that repeat the previous picture
+        self.left_out = 0   # frames whose time was taken
+        self.jumps = 0      # gaps longer than the fill cap (or clock steps back)
+        self._origin_ms: float | None = None
+
+    def _rebase(self, timestamp_ms: int, slot: int) -> None:
+        self._origin_ms = timestamp_ms - slot * 1000.0 / self.fps
+        self.jumps += 1
+
+    def place(self, timestamp_ms: int | None) -> Placement:
+        if timestamp_ms is None:
+            raise ValueError("wall-clock timing needs each frame's capture timestamp")
+        if self._origin_ms is None:
+            self._origin_ms = float(timestamp_ms)
+        exact = (timestamp_ms - self._origin_ms) * self.fps / 1000.0
+        due = math.floor(exact + 0.5)
+        if due >= self.next:
+            missing, jumped = due - self.next, False
+            if missing > self.max_fill:
+                missing, jumped = self.max_fill, True
+                self._rebase(timestamp_ms, self.next + missing)
+            slot = self.next + missing
+            self.repeated += missing
+            self.next = slot + 1
+            return Placement(slot, missing, jumped)
+        behind = self.next - exact  # > 0.5: the frame's own output frame is taken
+        if behind > max(self.late, self.max_fill + 1.0):  # the clock went back: carry on from here
+            self._rebase(timestamp_ms, self.next)
+        elif behind > self.late:
+            self.left_out += 1
+            return Placement(None)
+        self.next += 1
+        return Placement(self.next - 1)
+
+
 class VideoSink:
     """Writes redacted frames to ``path`` at the input's size and frame rate, audio copied through.
 
-    ``write(frame, on_written)`` calls ``on_written`` from the writer thread once the frame is in
-    the encoder's hands; that is where the pipeline writes the frame's observations, so a frame the
-    encoder never got is never observed. A dead encoder is noticed on the next ``write``.
+    ``write(frame, on_written, timestamp_ms)`` places the frame (see the module docstring; files:
+    frame *i* is output frame *i*) and calls ``on_written(output_frame, repeats)`` from the writer
+    thread once its picture is in the encoder's hands; that is where the pipeline writes the
+    frame's observations, so a frame the encoder never got is never observed. With wall-clock
+    timing the call waits for the next frame (or ``close``), because only that decides how often
+    the picture is repeated. A dead encoder is noticed on the next ``write``.
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: float, audio_from: Path | None = None,
                  audio_codec: str | None = None, codec: str = "libx264", crf: int = 23, preset: str = "ultrafast",
-                 threads: int = 1, queue_size: int = 16, fragment_s: float = 1.0) -> None:
+                 threads: int = 1, queue_size: int = 16, fragment_s: float = 1.0, timing: str = "frames",
+                 max_fill_s: float = 2.0) -> None:
         self.path = Path(path)
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         self.fragment_s = float(fragment_s)
         if self.fragment_s < 0:
             raise SinkError(f"OUTPUT.FRAGMENT_S must be >= 0, got {fragment_s}")
-        self.frames_written = 0
+        if timing not in TIMINGS:
+            raise SinkError(f"OUTPUT.LIVE_TIMING must be one of {', '.join(TIMINGS)}, got {timing!r}")
+        self.timeline: FrameTimeline | WallClockTimeline = (
+            WallClockTimeline(self.fps, float(max_fill_s)) if timing == "wallclock" else FrameTimeline())
+        self._unsettled: list[tuple[OnWritten | None, int | None]] = []  # callbacks waiting for their repeats
+        self.frames_written = 0  # output frames the encoder took, repeats included
         self._error: str | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._proc: subprocess.Popen | None = None
@@ -150,31 +265,44 @@ class VideoSink:
         if self._error is None:
             self._error = message
 
+    def _encode(self, data: Any) -> bool:
+        """One output frame to the encoder; False (and the sink failed) when it refused it."""
+        try:
+            if self._proc is not None:
+                gone = self._encoder_exit()
+                if gone:
+                    self._fail(gone)
+                    return False
+                assert self._proc.stdin is not None
+                self._proc.stdin.write(data)
+            else:
+                self._cv_writer.write(data)
+        except (BrokenPipeError, OSError, ValueError) as exc:
+            self._fail(self._why_gone(exc))
+            return False
+        self.frames_written += 1
+        return True
+
     def _run(self) -> None:
+        last: Any = None  # the picture written last: what a repeat writes again
         while True:
             item = self._queue.get()
             if item is _STOP:
                 return
             if self._error is not None:
                 continue  # drain so the producer never blocks on a dead sink; no callback: frame not written
-            data, on_written = item
-            try:
-                if self._proc is not None:
-                    gone = self._encoder_exit()
-                    if gone:
-                        self._fail(gone)
-                        continue
-                    assert self._proc.stdin is not None
-                    self._proc.stdin.write(data)
-                else:
-                    self._cv_writer.write(data)
-            except (BrokenPipeError, OSError, ValueError) as exc:
-                self._fail(self._why_gone(exc))
-                continue
-            self.frames_written += 1
-            if on_written is not None:
+            kind = item[0]
+            if kind == _FRAME:
+                last = item[1]
+                self._encode(last)
+            elif kind == _REPEAT:
+                for _ in range(item[1]):
+                    if not self._encode(last):
+                        break
+            else:
+                _, on_written, output_frame, repeats = item
                 try:
-                    on_written()
+                    on_written(output_frame, repeats)
                 except OSError as exc:  # the observations log could not be written: end the camera
                     self._fail(f"{getattr(exc, 'filename', None) or 'observations'}: {describe_os_error(exc)}")
                 except Exception as exc:  # never let the writer thread die silently
@@ -196,8 +324,29 @@ class VideoSink:
         """Written by ffmpeg as fragmented MP4, so what it holds can be counted from box headers."""
         return self._proc is not None
 
-    def write(self, frame: RedactedFrame, on_written: Callable[[], None] | None = None) -> None:
-        """Queue one frame for encoding; raises :class:`SinkError` once the encoder has failed."""
+    @property
+    def output_frames(self) -> int:
+        """Output frames handed to the encoder so far, repeats included (what the file should hold)."""
+        return self.timeline.next
+
+    def timing_summary(self) -> dict[str, Any]:
+        """How the video kept time, for a camera's summary: the timing used, output frames that repeat
+        the previous picture, frames left out of the video, and gaps beyond the fill cap (jumps)."""
+        t = self.timeline
+        return {"output_timing": t.kind, "repeated_frames": t.repeated, "left_out_frames": t.left_out,
+                "timing_jumps": t.jumps}
+
+    def _settle(self, repeats: int) -> None:
+        """The waiting callbacks, now that the last picture's repeats are known (in frame order)."""
+        for on_written, output_frame in self._unsettled:
+            if on_written is not None:
+                self._queue.put((_DONE, on_written, output_frame, repeats if output_frame is not None else 0))
+        self._unsettled = []
+
+    def write(self, frame: RedactedFrame, on_written: OnWritten | None = None,
+              timestamp_ms: int | None = None) -> int | None:
+        """Queue one frame for encoding; returns its output frame (None: left out of the video, see
+        :class:`WallClockTimeline`). Raises :class:`SinkError` once the encoder has failed."""
         if not isinstance(frame, RedactedFrame):
             raise TypeError("VideoSink only writes RedactedFrame objects (fail-closed guarantee)")
         if self._error is None:
@@ -209,10 +358,22 @@ class VideoSink:
         image = frame.image
         if image.shape != (self.height, self.width, 3):
             raise SinkError(f"frame of shape {image.shape} for a {self.width}x{self.height} video")
-        self._queue.put((image.tobytes() if self._proc is not None else image, on_written))
+        placed = self.timeline.place(timestamp_ms)
+        if placed.output_frame is None:  # its observations follow the picture it gave way to
+            self._unsettled.append((on_written, None))
+            return None
+        if placed.repeats_before:
+            self._queue.put((_REPEAT, placed.repeats_before))
+        self._settle(placed.repeats_before)
+        self._queue.put((_FRAME, image.tobytes() if self._proc is not None else image))
+        self._unsettled.append((on_written, placed.output_frame))
+        if not self.timeline.holds:
+            self._settle(0)
+        return placed.output_frame
 
     def close(self) -> None:
         """Finish the file. Raises :class:`SinkError` when anything could not be written."""
+        self._settle(0)
         self._queue.put(_STOP)
         self._thread.join()
         if self._proc is not None:
@@ -403,11 +564,14 @@ class JsonLinesWriter:
                 pass
 
 
-def truncate_jsonl_after(path: Path, last_frame_index: int) -> list[dict[str, Any]]:
+def truncate_jsonl_after(path: Path, last_frame_index: int, key: str = "frame_index") -> list[dict[str, Any]]:
     """Cut a frame-ordered observations log after ``last_frame_index``; returns the records removed.
 
     Used when the video ended short of what was processed, so that no observation claims a frame
-    the video does not hold. A torn last line (a crash mid-write) goes too.
+    the video does not hold. A torn last line (a crash mid-write) goes too. ``key="output_frame"``
+    counts in frames of the video (what the file holds); a record without that key falls back to
+    its ``frame_index``, and one whose output frame is ``null`` (left out of the video) claims no
+    frame: it stays when it comes before the cut.
     """
     removed: list[dict[str, Any]] = []
     cut: int | None = None
@@ -418,10 +582,11 @@ def truncate_jsonl_after(path: Path, last_frame_index: int) -> list[dict[str, An
         for line in fh:
             try:
                 record = json.loads(line)
-                beyond = int(record.get("frame_index", -1)) > last_frame_index
+                value = record.get(key, record.get("frame_index", -1))
+                beyond = value is not None and int(value) > last_frame_index
             except (ValueError, TypeError):
                 record, beyond = None, True
-            if beyond:
+            if beyond or cut is not None:  # everything after the cut goes, and is reported
                 if cut is None:
                     cut = offset
                 if record is not None:

@@ -13,7 +13,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -85,6 +85,7 @@ class Frame:
     index: int          # 0-based position in the source
     timestamp_ms: int   # capture time, ms since the epoch (UTC)
     image: np.ndarray   # BGR uint8, H×W×3
+    arrived: float = field(default_factory=time.monotonic)  # when decoded: start of capture-to-output latency
 
 
 class FrameSource:
