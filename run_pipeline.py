@@ -178,7 +178,8 @@ def check_sources(cfg) -> None:
               ("SOURCE.MAX_PIXELS", int(src.MAX_PIXELS) >= 0, ">= 0 (0 = no limit)"),
               ("OUTPUT.FRAGMENT_S", float(cfg.OUTPUT.FRAGMENT_S) >= 0, ">= 0 (0 = fragments at keyframes only)"),
               ("OUTPUT.LIVE_TIMING", str(cfg.OUTPUT.LIVE_TIMING) in ("wallclock", "frames"), "wallclock or frames"),
-              ("OUTPUT.MAX_FILL_S", float(cfg.OUTPUT.MAX_FILL_S) >= 0, ">= 0")]
+              ("OUTPUT.MAX_FILL_S", float(cfg.OUTPUT.MAX_FILL_S) >= 0, ">= 0"),
+              ("OUTPUT.KEYFRAME_S", float(cfg.OUTPUT.KEYFRAME_S) >= 0, ">= 0 (0 = the encoder's choice)")]
     for key, ok, expected in checks:
         if not ok:
             raise ConfigError(f"{key} must be {expected}, got {_config_value(cfg, key)}")

@@ -71,6 +71,8 @@ _C.OUTPUT.CRF = 23
 _C.OUTPUT.PRESET = "ultrafast"      # x264 preset: the encoder shares the CPU with detection (docs/benchmarks.md)
 _C.OUTPUT.THREADS = 1               # encoder threads per camera (0 = FFmpeg decides)
 _C.OUTPUT.COPY_AUDIO = True
+_C.OUTPUT.KEYFRAME_S = 1.0          # a keyframe at least this often (0 = the encoder's choice: smaller files, the same
+                                    # crash loss, since fragments need not start on a keyframe; see docs/security.md)
 _C.OUTPUT.RESTREAM = ""             # also push each camera's anonymized video to rtsp://HOST:PORT/path ('{camera_id}' is
                                     # replaced; '' = off; --restream). Only redacted frames; a target that goes away is retried
 _C.OUTPUT.FRAGMENT_S = 1.0          # MP4 fragment length in seconds of video: a crash (kill -9) loses at most about

@@ -57,4 +57,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$py" -c "import cv2; assert cv2.__version__.startswith('4'), cv2.__version__; cv2.HOGDescriptor()"
   echo "$want" > "$stamp"
 fi
+# The `privreid` command (pyproject.toml), pointing at this checkout: cheap, and redone when the venv
+# last pointed at another clone.
+if [ "$(cd / && "$py" -c 'import privreid, os; print(os.path.dirname(os.path.dirname(privreid.__file__)))' 2>/dev/null)" != "$here" ] \
+   || [ ! -x "$venv/bin/privreid" ]; then
+  "$py" -m pip install -q --no-deps --no-build-isolation -e "$here" >&2 2>/dev/null \
+    || echo "[setup] warning: could not install the privreid command (python -m privreid still works)" >&2
+fi
 echo "$py"

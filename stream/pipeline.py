@@ -170,7 +170,7 @@ class Pipeline:
                              audio_from=source.audio_path if cfg.OUTPUT.COPY_AUDIO else None,
                              audio_codec=source.media.audio_codec, codec=cfg.OUTPUT.VIDEO_CODEC,
                              crf=cfg.OUTPUT.CRF, preset=cfg.OUTPUT.PRESET, threads=cfg.OUTPUT.THREADS,
-                             fragment_s=cfg.OUTPUT.FRAGMENT_S, max_fill_s=float(cfg.OUTPUT.MAX_FILL_S),
+                             fragment_s=cfg.OUTPUT.FRAGMENT_S, keyframe_s=float(cfg.OUTPUT.KEYFRAME_S), max_fill_s=float(cfg.OUTPUT.MAX_FILL_S),
                              timing=str(cfg.OUTPUT.LIVE_TIMING) if source.is_live else "frames")
             opened.append(sink)
             restream = None
@@ -639,4 +639,16 @@ class Pipeline:
                 if not cam.done:
                     self._finish(cam, None)
             self.redactor.close()
+            self._join_readers()
         return {stem: self.summaries[stem] for stem in self._order if stem in self.summaries}
+
+    def _join_readers(self, timeout_s: float = 12.0) -> None:
+        """Wait for the reader threads to leave their decoders. A daemon thread still inside OpenCV's
+        FFmpeg capture when the interpreter exits aborts the process ("terminate called without an
+        active exception"); a live read ends with the next frame or the read timeout."""
+        deadline = time.monotonic() + timeout_s
+        for cam in self._states:
+            cam.reader.join(max(0.0, deadline - time.monotonic()))
+            if cam.reader.is_alive():
+                log.warning("[%s] its reader is still inside the decoder after %.0f s", cam.spec.camera_id,
+                            timeout_s)

@@ -31,7 +31,7 @@ class SourceReader(threading.Thread):
         # a live camera faster than its cap: frames closer than this to the last kept one are skipped
         self._min_gap_ms = 1000.0 / fps_cap if fps_cap and source.is_live else 0.0
         self._wakeup = wakeup
-        self._stop = threading.Event()
+        self._stop_requested = threading.Event()
 
     def _put(self, item: Any) -> None:
         """Queue ``item``. A live frame never waits: the oldest queued frame makes room at once, so the
@@ -39,7 +39,7 @@ class SourceReader(threading.Thread):
         that waited would let frames pile up in the network buffer and stamp them late). Files and
         end-of-stream markers wait for room instead."""
         droppable = self.drop_old and item is not EOS and not isinstance(item, BaseException)
-        while not self._stop.is_set():
+        while not self._stop_requested.is_set():
             try:
                 if droppable:
                     self.queue.put_nowait(item)
@@ -59,7 +59,7 @@ class SourceReader(threading.Thread):
         try:
             last_kept_ms = float("-inf")
             for frame in self.source.frames():
-                if self._stop.is_set():
+                if self._stop_requested.is_set():
                     break
                 self.frames_read += 1
                 if self._min_gap_ms and frame.timestamp_ms - last_kept_ms < self._min_gap_ms * 0.9:
@@ -76,4 +76,4 @@ class SourceReader(threading.Thread):
             self.source.close()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stop_requested.set()

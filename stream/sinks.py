@@ -175,10 +175,11 @@ class VideoSink:
     def __init__(self, path: Path, width: int, height: int, fps: float, audio_from: Path | None = None,
                  audio_codec: str | None = None, codec: str = "libx264", crf: int = 23, preset: str = "ultrafast",
                  threads: int = 1, queue_size: int = 16, fragment_s: float = 1.0, timing: str = "frames",
-                 max_fill_s: float = 2.0) -> None:
+                 max_fill_s: float = 2.0, keyframe_s: float = 1.0) -> None:
         self.path = Path(path)
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         self.fragment_s = float(fragment_s)
+        self.keyframe_s = float(keyframe_s)
         if self.fragment_s < 0:
             raise SinkError(f"OUTPUT.FRAGMENT_S must be >= 0, got {fragment_s}")
         if timing not in TIMINGS:
@@ -222,6 +223,8 @@ class VideoSink:
         cmd += ["-c:v", codec, "-threads", str(int(threads))]
         if codec == "libx264":
             cmd += ["-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
+        if self.keyframe_s > 0:  # a keyframe at least this often: a crashed file decodes, and seeks, per second
+            cmd += ["-g", str(max(1, round(self.fps * self.keyframe_s)))]
         # Fragmented MP4, a fragment per fragment_s of video (and at keyframes), each flushed to the file
         # when complete: what a crash leaves is playable and misses at most the last fragment.
         if self.fragment_s > 0:

@@ -314,3 +314,15 @@ def test_sidecar_writer_truncates_unless_appending(tmp_path):
     with SidecarWriter(path, append=True) as w:
         w.write(1, 1, [0, 0, 4, 8], crop)
     assert [r.frame_index for r in iter_sidecar(path)] == [0, 1]
+
+
+def test_a_keyframe_at_least_every_second(clips, tmp_path):
+    out = tmp_path / "out"
+    subprocess.run(_pipeline_cmd(clips["short"], out, "PRIVACY.MOTION_NET", "off"), check=True, cwd=REPO_ROOT,
+                   capture_output=True)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-skip_frame", "nokey",
+                            "-show_entries", "frame=pts_time", "-of", "csv=p=0", str(out / "short.mp4")],
+                           check=True, capture_output=True, text=True).stdout.split()
+    keys = [float(t.strip(",")) for t in probe if t.strip(",")]
+    assert keys and keys[0] == 0.0
+    assert max(b - a for a, b in zip([*keys, 40 / FPS][:-1], [*keys, 40 / FPS][1:], strict=True)) <= 1.0 + 1e-6

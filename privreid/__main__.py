@@ -1,0 +1,5 @@
+import sys
+
+from privreid.cli import main
+
+sys.exit(main())

@@ -1,0 +1,34 @@
+"""The one ``privreid`` command dispatches to every job's own CLI (the ``python -m`` forms stay)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from privreid.cli import SUBCOMMANDS
+from tests.conftest import REPO_ROOT
+
+
+def _privreid(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "privreid", *args], capture_output=True, text=True, timeout=300,
+                          cwd=REPO_ROOT)
+
+
+def test_help_lists_every_subcommand():
+    proc = _privreid("--help")
+    assert proc.returncode == 0
+    assert all(name in proc.stdout for name in SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("name,flag", [("export", "--sign-key"), ("run", "--trusted-keys"), ("recover", "--key-file"),
+                                       ("sign", "keygen"), ("audit", "--anonymized")])
+def test_subcommand_help_is_the_jobs_own(name, flag):
+    proc = _privreid(name, "--help")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert flag in proc.stdout
+
+
+def test_unknown_subcommand_exits_2():
+    proc = _privreid("frobnicate")
+    assert proc.returncode == 2 and "unknown subcommand" in proc.stderr
