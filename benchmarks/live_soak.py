@@ -15,6 +15,10 @@ Memory is compared from the end of a warm-up (1 min, or 20 % of a shorter run: m
 the motion net's background settle first) to the end; goal: flat within 10 %. Writes
 ``benchmarks/results/live_soak.json`` and the "Live soak" section of ``docs/benchmarks.md``; with
 ``--out DIR`` (CI smoke runs) everything, the JSON included, goes to DIR and the docs are left alone.
+
+Why one file of this length: it is a script run by hand (and by one smoke test), whose parts
+(servers, sampler, report) only make sense together; splitting it would only spread one
+experiment over several modules.
 """
 from __future__ import annotations
 
