@@ -1,4 +1,5 @@
 """Crop anonymizers: hand-made baselines and learned, reversible model bundles."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -13,8 +14,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CropAnonymizer", "BaselineAnonymizer", "load_bundle", "load_recovery", "LearnedBundle", "Recovery"]
 
 # The learned anonymizer pulls in torch; import it only when asked for, so the baselines stay light.
-_LAZY = {"load_bundle": "anonymizer.bundle", "LearnedBundle": "anonymizer.bundle",
-         "load_recovery": "anonymizer.recover", "Recovery": "anonymizer.recover"}
+_LAZY = {
+    "load_bundle": "anonymizer.bundle",
+    "LearnedBundle": "anonymizer.bundle",
+    "load_recovery": "anonymizer.recover",
+    "Recovery": "anonymizer.recover",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -41,6 +41,7 @@ of one output folder do not overwrite each other).
 Exit status: 0 no miss, 1 at least one miss, 2 bad input (missing or undecodable file, size mismatch,
 bad arguments), with ``error: ...`` on stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,17 +51,24 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence, Union
+from typing import Any
 
 import cv2
 import numpy as np
 
+from anonymizer.audit_persons import (
+    PERSON_LIKE_CLASSES,
+    AuditInputError,
+    GroundTruth,
+    Person,
+    build_audit_detector,
+    read_mot_gt,
+)
 from anonymizer.privacy_floor import SIZE_WH as SSIM_SIZE_WH
 from anonymizer.privacy_floor import region_measures
-from anonymizer.audit_persons import (PERSON_LIKE_CLASSES, AuditInputError, GroundTruth, Person, build_audit_detector,
-                                      read_mot_gt)
 from detectors.base import Detector
 
 log = logging.getLogger("anonymizer.audit")
@@ -81,24 +89,28 @@ class AuditRule:
 
     def validate(self) -> None:
         """Refuse thresholds under which nothing (or everything) could be a leak; NaN fails every test."""
-        checks = [("ssim_max", 0.0 < self.ssim_max <= 1.0, "in (0, 1]"),
-                  ("min_changed", 0.0 <= self.min_changed <= 1.0, "in [0, 1]"),
-                  ("change_level", 0 <= self.change_level < 255, "in [0, 255)"),
-                  ("min_box_height", self.min_box_height >= 1, ">= 1"),
-                  ("background_margin", self.background_margin >= 0.0, ">= 0")]
+        checks = [
+            ("ssim_max", 0.0 < self.ssim_max <= 1.0, "in (0, 1]"),
+            ("min_changed", 0.0 <= self.min_changed <= 1.0, "in [0, 1]"),
+            ("change_level", 0 <= self.change_level < 255, "in [0, 255)"),
+            ("min_box_height", self.min_box_height >= 1, ">= 1"),
+            ("background_margin", self.background_margin >= 0.0, ">= 0"),
+        ]
         for name, ok, expected in checks:
             if not ok:
                 raise AuditInputError(f"{name} must be {expected}, got {getattr(self, name)}")
 
     def describe(self) -> str:
-        return (f"a person box (clipped to the frame, at least {self.min_box_height} px high) is leaked when "
-                f"the grey SSIM of its raw and anonymized regions (both resized to {SSIM_SIZE_WH[0]}x"
-                f"{SSIM_SIZE_WH[1]}) exceeds {self.ssim_max:g}, or when fewer than {self.min_changed:.0%} of "
-                f"the pixels of its least-changed half (top, bottom, left or right) differ by more than "
-                f"{self.change_level} grey levels")
+        return (
+            f"a person box (clipped to the frame, at least {self.min_box_height} px high) is leaked when "
+            f"the grey SSIM of its raw and anonymized regions (both resized to {SSIM_SIZE_WH[0]}x"
+            f"{SSIM_SIZE_WH[1]}) exceeds {self.ssim_max:g}, or when fewer than {self.min_changed:.0%} of "
+            f"the pixels of its least-changed half (top, bottom, left or right) differ by more than "
+            f"{self.change_level} grey levels"
+        )
 
 
-PersonsSource = Union[Detector, GroundTruth, Mapping[int, Sequence[Person]]]
+PersonsSource = Detector | GroundTruth | Mapping[int, Sequence[Person]]
 
 
 @dataclass
@@ -162,8 +174,12 @@ def _frames(source, stats: dict[str, Any]) -> Iterator[np.ndarray]:
 def clip_box(box: Sequence[float], width: int, height: int) -> list[int]:
     """Integer pixel box covering ``box`` (floor/ceil), clipped to the frame."""
     x1, y1, x2, y2 = (float(v) for v in box)
-    return [max(0, min(width, math.floor(x1))), max(0, min(height, math.floor(y1))),
-            max(0, min(width, math.ceil(x2))), max(0, min(height, math.ceil(y2)))]
+    return [
+        max(0, min(width, math.floor(x1))),
+        max(0, min(height, math.floor(y1))),
+        max(0, min(width, math.ceil(x2))),
+        max(0, min(height, math.ceil(y2))),
+    ]
 
 
 def grow_box(box: Sequence[float], margin: float, width: int, height: int) -> list[int]:
@@ -173,8 +189,9 @@ def grow_box(box: Sequence[float], margin: float, width: int, height: int) -> li
     return clip_box((x1 - dx, y1 - dy, x2 + dx, y2 + dy), width, height)
 
 
-def compare_region(raw_grey: np.ndarray, out_grey: np.ndarray, box: Sequence[int],
-                   rule: AuditRule) -> tuple[float, float, float]:
+def compare_region(
+    raw_grey: np.ndarray, out_grey: np.ndarray, box: Sequence[int], rule: AuditRule
+) -> tuple[float, float, float]:
     """(ssim, changed, changed_weakest_half) of one clipped box; grey uint8 frames of equal size."""
     x1, y1, x2, y2 = box
     return region_measures(raw_grey[y1:y2, x1:x2], out_grey[y1:y2, x1:x2], rule.change_level)
@@ -192,8 +209,9 @@ def background_changed(diff_mask: np.ndarray, persons: Sequence[Person], rule: A
 
 
 # ------------------------------------------------------------------------------------------ the audit
-def _audit_frame(index: int, raw: np.ndarray, out: np.ndarray, persons: Sequence[Person], rule: AuditRule,
-                 tally: _Tally) -> None:
+def _audit_frame(
+    index: int, raw: np.ndarray, out: np.ndarray, persons: Sequence[Person], rule: AuditRule, tally: _Tally
+) -> None:
     raw_grey = cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY)
     out_grey = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
     h, w = raw_grey.shape
@@ -205,8 +223,16 @@ def _audit_frame(index: int, raw: np.ndarray, out: np.ndarray, persons: Sequence
         tally.background.append(bg)
 
 
-def _audit_box(index: int, person: Person, box: list[int], raw_grey: np.ndarray, out_grey: np.ndarray,
-               out: np.ndarray, rule: AuditRule, tally: _Tally) -> None:
+def _audit_box(
+    index: int,
+    person: Person,
+    box: list[int],
+    raw_grey: np.ndarray,
+    out_grey: np.ndarray,
+    out: np.ndarray,
+    rule: AuditRule,
+    tally: _Tally,
+) -> None:
     if box[3] - box[1] < rule.min_box_height or box[2] - box[0] < 2:
         tally.too_small += 1
         return
@@ -223,20 +249,31 @@ def _audit_box(index: int, person: Person, box: list[int], raw_grey: np.ndarray,
         tally.tiles.append((out[y1:y2, x1:x2].copy(), f"f{index} {x1},{y1},{x2},{y2}"))
 
 
-def _judge(index: int, box: list[int], person: Person, measures: tuple[float, float, float],
-           rule: AuditRule) -> BoxResult:
+def _judge(
+    index: int, box: list[int], person: Person, measures: tuple[float, float, float], rule: AuditRule
+) -> BoxResult:
     ssim, changed, weakest = measures
     reasons = []
     if ssim > rule.ssim_max:
         reasons.append(f"ssim {ssim:.3f} > {rule.ssim_max:g}")
     if weakest < rule.min_changed:
         reasons.append(f"weakest half changed {weakest:.3f} < {rule.min_changed:g}")
-    return BoxResult(index, box, _finite(ssim), _finite(changed), _finite(weakest), bool(reasons), reasons,
-                     person.id, _finite(person.score))
+    return BoxResult(
+        index,
+        box,
+        _finite(ssim),
+        _finite(changed),
+        _finite(weakest),
+        bool(reasons),
+        reasons,
+        person.id,
+        _finite(person.score),
+    )
 
 
-def _pairs(raw_src, out_src, max_frames: int | None, counts: dict[str, dict[str, Any]]
-           ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def _pairs(
+    raw_src, out_src, max_frames: int | None, counts: dict[str, Any]
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Frame pairs (i, raw_i, out_i) of the common prefix; then the longer stream's length is found out.
 
     That length is the container's frame count when it has one (decoding an hour of raw video to
@@ -265,8 +302,9 @@ def _count_rest(source, frames: Iterator[np.ndarray], stats: dict[str, Any]) -> 
         pass
 
 
-def _persons_stream(pairs: Iterator[tuple[int, np.ndarray, np.ndarray]], persons_source: Detector | GroundTruth
-                    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, list[Person]]]:
+def _persons_stream(
+    pairs: Iterator[tuple[int, np.ndarray, np.ndarray]], persons_source: Detector | GroundTruth
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, list[Person]]]:
     """Attach the persons of each raw frame: looked up in the ground truth, or detected in chunks."""
     if isinstance(persons_source, GroundTruth):
         for index, raw, out in pairs:
@@ -278,12 +316,22 @@ def _persons_stream(pairs: Iterator[tuple[int, np.ndarray, np.ndarray]], persons
             return
         dets = persons_source.detect([raw for _, raw, _ in chunk])
         for (index, raw, out), d in zip(chunk, dets, strict=True):
-            yield index, raw, out, [Person(tuple(b), None, float(s)) for b, s in zip(d.boxes.tolist(), d.scores, strict=True)]
+            yield (
+                index,
+                raw,
+                out,
+                [Person(tuple(b), None, float(s)) for b, s in zip(d.boxes.tolist(), d.scores, strict=True)],
+            )
 
 
-def audit(raw: str | Path, anonymized: str | Path, persons_source: PersonsSource,
-          rule: AuditRule = AuditRule(), out_dir: str | Path | None = None,
-          max_frames: int | None = None) -> dict[str, Any]:
+def audit(
+    raw: str | Path,
+    anonymized: str | Path,
+    persons_source: PersonsSource,
+    rule: AuditRule = AuditRule(),
+    out_dir: str | Path | None = None,
+    max_frames: int | None = None,
+) -> dict[str, Any]:
     """Audit ``anonymized`` against ``raw``; the report dict (also ``out_dir/audit.json`` when given).
 
     ``persons_source``: a :class:`detectors.base.Detector` run on the raw frames, a
@@ -306,8 +354,11 @@ def audit(raw: str | Path, anonymized: str | Path, persons_source: PersonsSource
         raise
     try:
         size = _check_sizes(raw_src, out_src)
-        counts: dict[str, Any] = {"raw": {"decoded": 0, "error": None}, "anonymized": {"decoded": 0, "error": None},
-                                  "stopped_at_max_frames": False}
+        counts: dict[str, Any] = {
+            "raw": {"decoded": 0, "error": None},
+            "anonymized": {"decoded": 0, "error": None},
+            "stopped_at_max_frames": False,
+        }
         tally, compared = _Tally(), 0
         pairs = _pairs(raw_src, out_src, max_frames, counts)
         for index, raw_img, out_img, persons in _persons_stream(pairs, persons_source):
@@ -318,8 +369,9 @@ def audit(raw: str | Path, anonymized: str | Path, persons_source: PersonsSource
         out_src.close()
     if compared == 0:
         raise AuditInputError(f"no frame could be compared: {counts['raw']['error'] or counts['anonymized']['error']}")
-    report = _report(raw, anonymized, persons_source, rule, size, counts, compared, tally,
-                     time.perf_counter() - started)
+    report = _report(
+        raw, anonymized, persons_source, rule, size, counts, compared, tally, time.perf_counter() - started
+    )
     if out_dir is not None:
         write_outputs(report, tally.tiles, Path(out_dir))
     return report
@@ -327,17 +379,24 @@ def audit(raw: str | Path, anonymized: str | Path, persons_source: PersonsSource
 
 def _check_sizes(raw_src, out_src) -> tuple[int, int]:
     if (raw_src.width, raw_src.height) != (out_src.width, out_src.height):
-        raise AuditInputError(f"frame sizes differ: raw {raw_src.width}x{raw_src.height}, anonymized "
-                              f"{out_src.width}x{out_src.height} ({out_src.spec}); an anonymized video must keep "
-                              "the raw video's size")
+        raise AuditInputError(
+            f"frame sizes differ: raw {raw_src.width}x{raw_src.height}, anonymized "
+            f"{out_src.width}x{out_src.height} ({out_src.spec}); an anonymized video must keep "
+            "the raw video's size"
+        )
     return raw_src.width, raw_src.height
 
 
 # ------------------------------------------------------------------------------------------ report
 def _persons_description(persons_source: Detector | GroundTruth) -> dict[str, Any]:
     if isinstance(persons_source, GroundTruth):
-        return {"kind": "ground_truth", "path": persons_source.path, "classes": list(persons_source.classes),
-                "min_visibility": persons_source.min_visibility, "person_area_classes": list(PERSON_LIKE_CLASSES)}
+        return {
+            "kind": "ground_truth",
+            "path": persons_source.path,
+            "classes": list(persons_source.classes),
+            "min_visibility": persons_source.min_visibility,
+            "person_area_classes": list(PERSON_LIKE_CLASSES),
+        }
     conf = getattr(persons_source, "conf", None)
     return {"kind": "detector", "name": persons_source.name, "conf": None if conf is None else float(conf)}
 
@@ -346,13 +405,23 @@ def _finite(value: float | None, digits: int = 4) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
 
-def _report(raw, anonymized, persons_source, rule: AuditRule, size: tuple[int, int], counts: dict[str, Any],
-            compared: int, tally: _Tally, seconds: float) -> dict[str, Any]:
+def _report(
+    raw,
+    anonymized,
+    persons_source,
+    rule: AuditRule,
+    size: tuple[int, int],
+    counts: dict[str, Any],
+    compared: int,
+    tally: _Tally,
+    seconds: float,
+) -> dict[str, Any]:
     frames_raw, frames_out = counts["raw"]["decoded"], counts["anonymized"]["decoded"]
     warnings_ = []
     if not counts["stopped_at_max_frames"] and frames_raw != frames_out:
-        warnings_.append(f"frame counts differ: raw {frames_raw}, anonymized {frames_out}; the first {compared} "
-                         "frames were compared")
+        warnings_.append(
+            f"frame counts differ: raw {frames_raw}, anonymized {frames_out}; the first {compared} frames were compared"
+        )
     warnings_ += [f"{k}: {v['error']}" for k, v in counts.items() if isinstance(v, dict) and v["error"]]
     for w in warnings_:
         log.warning("%s", w)
@@ -360,19 +429,27 @@ def _report(raw, anonymized, persons_source, rule: AuditRule, size: tuple[int, i
     return {
         "verdict": "pass" if not tally.misses else "fail",
         "coverage": _finite(tally.protected / tally.audited) if tally.audited else None,
-        "audited": tally.audited, "protected": tally.protected, "missed": len(tally.misses),
+        "audited": tally.audited,
+        "protected": tally.protected,
+        "missed": len(tally.misses),
         "too_small": tally.too_small,
         "background_changed_mean": _finite(float(np.mean(bg))) if bg else None,
         "background_changed_max": _finite(float(np.max(bg))) if bg else None,
         "mean_ssim": _finite(tally.ssim_sum / tally.audited) if tally.audited else None,
         "lowest_weakest_half_changed": _finite(tally.changed_min) if tally.audited else None,
         "frames_compared": compared,
-        "frames_raw": frames_raw, "frames_anonymized": frames_out,
+        "frames_raw": frames_raw,
+        "frames_anonymized": frames_out,
         "stopped_at_max_frames": counts["stopped_at_max_frames"],
         "warnings": warnings_,
         "rule": {**asdict(rule), "ssim_size_wh": list(SSIM_SIZE_WH), "text": rule.describe()},
-        "inputs": {"raw": str(raw), "anonymized": str(anonymized), "width": size[0], "height": size[1],
-                   "persons": _persons_description(persons_source)},
+        "inputs": {
+            "raw": str(raw),
+            "anonymized": str(anonymized),
+            "width": size[0],
+            "height": size[1],
+            "persons": _persons_description(persons_source),
+        },
         "timing": {"seconds": _finite(seconds, 3), "fps": _finite(compared / seconds, 2) if seconds > 0 else None},
         "misses": [asdict(m) for m in tally.misses],
     }
@@ -390,19 +467,23 @@ def verdict_text(report: dict[str, Any]) -> str:
     bg = report["background_changed_mean"]
     bg_text = "n/a" if bg is None else f"{bg:.2%} (max {report['background_changed_max']:.2%})"
     src = report["inputs"]["persons"]
-    who = (f"detector {src['name']} at conf {src['conf']}" if src["kind"] == "detector"
-           else f"ground truth {src['path']}")
-    text = (f"{head}: {report['protected']} of {n} audited persons protected (coverage {cov}), {missed} leaked"
-            f"{first}, over {report['frames_compared']} frames; {report['too_small']} persons below "
-            f"{report['rule']['min_box_height']} px not audited. Outside person boxes {bg_text} of the frame "
-            f"changed. Persons from {who}. Rule: {report['rule']['text']}.")
+    who = (
+        f"detector {src['name']} at conf {src['conf']}" if src["kind"] == "detector" else f"ground truth {src['path']}"
+    )
+    text = (
+        f"{head}: {report['protected']} of {n} audited persons protected (coverage {cov}), {missed} leaked"
+        f"{first}, over {report['frames_compared']} frames; {report['too_small']} persons below "
+        f"{report['rule']['min_box_height']} px not audited. Outside person boxes {bg_text} of the frame "
+        f"changed. Persons from {who}. Rule: {report['rule']['text']}."
+    )
     if report["warnings"]:
         text += " Warnings: " + "; ".join(report["warnings"]) + "."
     return text
 
 
-def contact_sheet(tiles: Sequence[tuple[np.ndarray, str]], tile_wh: tuple[int, int] = (112, 192),
-                  columns: int = 8) -> np.ndarray:
+def contact_sheet(
+    tiles: Sequence[tuple[np.ndarray, str]], tile_wh: tuple[int, int] = (112, 192), columns: int = 8
+) -> np.ndarray:
     """Grid of anonymized-output regions, each labelled with its frame and box (two lines under it)."""
     tw, th = tile_wh
     label_h = 30
@@ -411,10 +492,18 @@ def contact_sheet(tiles: Sequence[tuple[np.ndarray, str]], tile_wh: tuple[int, i
     for k, (crop, label) in enumerate(tiles):
         r, c = divmod(k, columns)
         y, x = r * (th + label_h), c * tw
-        sheet[y:y + th, x:x + tw] = cv2.resize(crop, (tw, th), interpolation=cv2.INTER_NEAREST)
+        sheet[y : y + th, x : x + tw] = cv2.resize(crop, (tw, th), interpolation=cv2.INTER_NEAREST)
         for line_no, text in enumerate(label.split(" ", 1)):
-            cv2.putText(sheet, text, (x + 3, y + th + 12 + 13 * line_no), cv2.FONT_HERSHEY_SIMPLEX, 0.38,
-                        (0, 0, 200), 1, cv2.LINE_AA)
+            cv2.putText(
+                sheet,
+                text,
+                (x + 3, y + th + 12 + 13 * line_no),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.38,
+                (0, 0, 200),
+                1,
+                cv2.LINE_AA,
+            )
     return sheet
 
 
@@ -431,28 +520,53 @@ def write_outputs(report: dict[str, Any], tiles: Sequence[tuple[np.ndarray, str]
 
 # ------------------------------------------------------------------------------------------ CLI
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m anonymizer.audit", description=__doc__.split("\n\n")[0],
-                                epilog="Exit status: 0 no miss, 1 some person leaked, 2 bad input.")
+    p = argparse.ArgumentParser(
+        prog="python -m anonymizer.audit",
+        description=__doc__.split("\n\n")[0],
+        epilog="Exit status: 0 no miss, 1 some person leaked, 2 bad input.",
+    )
     p.add_argument("--raw", required=True, metavar="RAW", help="the raw video file or image folder")
     p.add_argument("--anonymized", required=True, metavar="OUT.mp4", help="the pipeline's output video")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--gt", metavar="gt.txt", help="MOT-format ground truth of the raw video")
-    who.add_argument("--detector", metavar="MODEL",
-                     help="independent detector run on the raw frames: an OpenVINO SSD .xml (or its folder), "
-                          "'hog', or a model Ultralytics loads")
-    p.add_argument("--out", metavar="DIR", help="where audit.json and misses.png go "
-                                                "(default: <anonymized folder>/<anonymized stem>.audit)")
-    p.add_argument("--ssim-max", type=float, default=AuditRule.ssim_max,
-                   help="a box whose grey SSIM to the raw exceeds this is leaked (default: %(default)s)")
-    p.add_argument("--min-changed", type=float, default=AuditRule.min_changed,
-                   help="least changed share of a box's weakest half (default: %(default)s)")
-    p.add_argument("--change-level", type=int, default=AuditRule.change_level,
-                   help="grey-level difference that counts as changed (default: %(default)s)")
+    who.add_argument(
+        "--detector",
+        metavar="MODEL",
+        help="independent detector run on the raw frames: an OpenVINO SSD .xml (or its folder), "
+        "'hog', or a model Ultralytics loads",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where audit.json and misses.png go (default: <anonymized folder>/<anonymized stem>.audit)",
+    )
+    p.add_argument(
+        "--ssim-max",
+        type=float,
+        default=AuditRule.ssim_max,
+        help="a box whose grey SSIM to the raw exceeds this is leaked (default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-changed",
+        type=float,
+        default=AuditRule.min_changed,
+        help="least changed share of a box's weakest half (default: %(default)s)",
+    )
+    p.add_argument(
+        "--change-level",
+        type=int,
+        default=AuditRule.change_level,
+        help="grey-level difference that counts as changed (default: %(default)s)",
+    )
     p.add_argument("--classes", default="1,2,7", help="GT classes audited (default: %(default)s)")
     p.add_argument("--min-visibility", type=float, default=0.5, help="GT visibility audited (default: %(default)s)")
     p.add_argument("--conf", type=float, default=0.3, help="detector confidence (default: %(default)s)")
-    p.add_argument("--min-box-height", type=int, default=AuditRule.min_box_height,
-                   help="persons lower than this (px) are counted as too_small, not audited")
+    p.add_argument(
+        "--min-box-height",
+        type=int,
+        default=AuditRule.min_box_height,
+        help="persons lower than this (px) are counted as too_small, not audited",
+    )
     p.add_argument("--max-frames", type=int, default=None, metavar="N")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p.parse_args(argv)
@@ -487,18 +601,22 @@ def _warn_if_same_detector(anonymized: Path, persons: Detector | GroundTruth) ->
         # ensembles and tiled detectors name their parts with '+': compare the models, not the slicing
         models = {part for part in persons.name.split("+") if not part.startswith("tiles(")}
         if models & set(used.split("+")):
-            log.warning("the audit detector %s is the one the pipeline used: misses they share go unseen",
-                        persons.name)
+            log.warning("the audit detector %s is the one the pipeline used: misses they share go unseen", persons.name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     anonymized = Path(args.anonymized)
     out_dir = Path(args.out) if args.out else anonymized.parent / f"{anonymized.stem}.audit"
-    rule = AuditRule(ssim_max=args.ssim_max, min_changed=args.min_changed, change_level=args.change_level,
-                     min_box_height=args.min_box_height)
+    rule = AuditRule(
+        ssim_max=args.ssim_max,
+        min_changed=args.min_changed,
+        change_level=args.change_level,
+        min_box_height=args.min_box_height,
+    )
     try:
         rule.validate()
         if not Path(args.raw).exists():

@@ -3,6 +3,7 @@
 Kept apart from the audit itself: the persons are the audit's reference, and their sources (files
 with their own quirks, detectors built like the pipeline's) change for other reasons than the rule.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -64,8 +65,9 @@ def read_mot_gt(path: str | Path, classes: Sequence[int] = (1, 2, 7), min_visibi
     return GroundTruth(frames, str(path), tuple(sorted(wanted)), float(min_visibility))
 
 
-def _parse_mot_row(line: str, lineno: int, path: Path, wanted: set[int],
-                   min_visibility: float) -> tuple[int, Person] | None:
+def _parse_mot_row(
+    line: str, lineno: int, path: Path, wanted: set[int], min_visibility: float
+) -> tuple[int, Person] | None:
     try:
         values = [float(v) for v in line.replace(" ", "").split(",") if v != ""]
     except ValueError:
@@ -91,11 +93,12 @@ def build_audit_detector(spec: str, conf: float) -> Detector:
     if spec not in ("hog", "auto") and not Path(spec).expanduser().exists():
         raise AuditInputError(f"detector model not found: {spec}")
     # whole frames, as the model was made to run: the audit measures the pipeline, not a better detector
-    cfg = build_config(get_pipeline_defaults(), None, ["DETECTOR.CONF", repr(float(conf)), "DETECTOR.TILES", "off",
-                                                       "DETECTOR.MASK_CONF", repr(float(conf))])
+    cfg = build_config(
+        get_pipeline_defaults(),
+        None,
+        ["DETECTOR.CONF", repr(float(conf)), "DETECTOR.TILES", "off", "DETECTOR.MASK_CONF", repr(float(conf))],
+    )
     try:
         return build_detector(spec, cfg.DETECTOR)
     except DetectorError as exc:
         raise AuditInputError(str(exc)) from exc
-
-

@@ -3,9 +3,11 @@
 The pipeline only ever calls :meth:`CropAnonymizer.protect`; it checks every result and masks the
 region when a result is missing, late or malformed (see ``anonymizer.redactor``).
 """
+
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 

@@ -5,12 +5,13 @@ pipeline's non-learned anonymizers (on person crops of any size). For crops, the
 computed on the crop resized to the training size (256×128, H×W) and resized back into the box,
 so a crop looks the same whatever its resolution, exactly like the supervision the model saw.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import cv2
 import numpy as np

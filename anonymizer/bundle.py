@@ -24,15 +24,16 @@ safetensors and ONNX only.
 Image conventions: crops come in as BGR uint8 of any size. G and G_R work on RGB images at the
 bundle's input size scaled to [-1, 1]; C sees RGB images normalized with the bundle's mean/std.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 BUNDLE_FORMAT = "privreid-anonymizer-bundle"
 BUNDLE_VERSION = 1
 BUNDLE_YAML = "bundle.yaml"
-SIGNATURE_FIELDS = ("signature",)   # never part of the manifest (a signature cannot cover itself)
+SIGNATURE_FIELDS = ("signature",)  # never part of the manifest (a signature cannot cover itself)
 G_FILE, C_FILE, GR_FILE = "G.safetensors", "C.safetensors", "G_R.sealed"
 G_ONNX, C_ONNX = "G.onnx", "C.onnx"
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
@@ -91,8 +92,10 @@ def crops_to_unit_batch(crops: Sequence[np.ndarray], size_hw: tuple[int, int]) -
 def unit_batch_to_crops(batch: np.ndarray, like: Sequence[np.ndarray]) -> list[np.ndarray]:
     """N×3×H×W RGB on [0, 1] → BGR uint8 crops resized to the shapes of ``like``."""
     out = []
-    for img, ref in zip(batch, like):
-        bgr = np.ascontiguousarray((np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)[:, :, ::-1])
+    for img, ref in zip(batch, like, strict=True):
+        bgr = np.ascontiguousarray(
+            (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)[:, :, ::-1]
+        )
         rh, rw = ref.shape[:2]
         if bgr.shape[:2] != (rh, rw):
             interp = cv2.INTER_AREA if (rh < bgr.shape[0] and rw < bgr.shape[1]) else cv2.INTER_LINEAR
@@ -200,8 +203,10 @@ class _TensorRTRunner(_Runner):
         try:
             import tensorrt as trt
         except ImportError as exc:
-            raise BundleError("backend 'tensorrt' needs the 'tensorrt' Python package (NVIDIA TensorRT), "
-                              "which is not installed; use backend 'onnxruntime' or 'torch' instead") from exc
+            raise BundleError(
+                "backend 'tensorrt' needs the 'tensorrt' Python package (NVIDIA TensorRT), "
+                "which is not installed; use backend 'onnxruntime' or 'torch' instead"
+            ) from exc
         import torch
 
         if not torch.cuda.is_available():
@@ -214,7 +219,8 @@ class _TensorRTRunner(_Runner):
 
     def _engine(self, onnx_path: Path, cache_dir: Path):
         trt = self.trt
-        tag = f"{sha256_file(onnx_path)[:16]}.trt{trt.__version__}.{self.torch.cuda.get_device_name(self.device).replace(' ', '_')}"
+        gpu = self.torch.cuda.get_device_name(self.device).replace(" ", "_")
+        tag = f"{sha256_file(onnx_path)[:16]}.trt{trt.__version__}.{gpu}"
         cache = cache_dir / f"{onnx_path.stem}.{tag}.engine"
         runtime = trt.Runtime(self.logger)
         if cache.is_file():
@@ -300,8 +306,10 @@ class LearnedBundle:
 
     def protect_unit(self, unit: np.ndarray) -> np.ndarray:
         """G on an N×3×H×W RGB [0, 1] batch at the bundle size; returns the same layout."""
-        outs = [self.runner.run_g(np.ascontiguousarray(unit[sl] * 2.0 - 1.0, dtype=np.float32))
-                for sl in _chunks(len(unit), self.batch_size)]
+        outs = [
+            self.runner.run_g(np.ascontiguousarray(unit[sl] * 2.0 - 1.0, dtype=np.float32))
+            for sl in _chunks(len(unit), self.batch_size)
+        ]
         return (np.concatenate(outs, 0) + 1.0) / 2.0 if outs else unit.copy()
 
     def protect(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -330,9 +338,9 @@ class LearnedBundle:
             h, w = self.input_hw
             nat = unit_batch_to_crops(unit, [np.empty((h, w, 3), np.uint8)] * len(sub))
             prot = unit_batch_to_crops(unit, sub)
-            for i, p, n in zip(valid, prot, nat):
+            for i, p, n in zip(valid, prot, nat, strict=True):
                 out[i], native[i] = p, n
-        for i, (c, p) in enumerate(zip(crops, out)):
+        for i, (c, p) in enumerate(zip(crops, out, strict=True)):
             if c.size > 0 and np.array_equal(c, p):
                 out[i] = self._fail_closed(c)
                 native[i] = None
@@ -356,8 +364,9 @@ class LearnedBundle:
         if len(unit) == 0:
             return np.zeros((0, self.embed_dim), np.float32)
         x = self._normalize_for_c(unit)
-        feats = np.concatenate([self.runner.run_c(np.ascontiguousarray(x[sl]))
-                                for sl in _chunks(len(x), self.batch_size)], 0).astype(np.float32)
+        feats = np.concatenate(
+            [self.runner.run_c(np.ascontiguousarray(x[sl])) for sl in _chunks(len(x), self.batch_size)], 0
+        ).astype(np.float32)
         feats = feats.reshape(len(feats), -1)
         return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
 
@@ -370,14 +379,17 @@ class LearnedBundle:
         return self.embed_unit(crops_to_unit_batch(crops, self.input_hw))
 
     def describe(self) -> str:
-        return (f"learned anonymizer {self.path.name} ({self.backend}): G {self.meta['generator']['spec']}, "
-                f"C {self.meta['reid'].get('name')} dim {self.embed_dim}, input {self.input_hw}, "
-                f"fingerprint {self.fingerprint[:12]}")
+        return (
+            f"learned anonymizer {self.path.name} ({self.backend}): G {self.meta['generator']['spec']}, "
+            f"C {self.meta['reid'].get('name')} dim {self.embed_dim}, input {self.input_hw}, "
+            f"fingerprint {self.fingerprint[:12]}"
+        )
 
 
 # ----------------------------------------------------------------------------------- loading
-def read_bundle_yaml(path: str | Path, verify: bool = False,
-                     trusted_keys: Sequence[str | Path] | str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+def read_bundle_yaml(
+    path: str | Path, verify: bool = False, trusted_keys: Sequence[str | Path] | str | Path | None = None
+) -> tuple[Path, dict[str, Any]]:
     """(bundle folder, parsed bundle.yaml).
 
     ``verify``: also check every listed file against its sha256 and apply the signature policy of
@@ -421,8 +433,10 @@ def verify_file(root: Path, meta: dict[str, Any], name: str) -> Path:
         raise BundleError(f"bundle file {path} is missing")
     actual = sha256_file(path)
     if actual != expected:
-        raise BundleError(f"{path} does not match the sha256 recorded in bundle.yaml "
-                          f"({actual[:12]}… vs {expected[:12]}…): the file was modified or replaced")
+        raise BundleError(
+            f"{path} does not match the sha256 recorded in bundle.yaml "
+            f"({actual[:12]}… vs {expected[:12]}…): the file was modified or replaced"
+        )
     return path
 
 
@@ -433,7 +447,9 @@ def verify_all_files(root: Path, meta: dict[str, Any]) -> None:
         raise BundleError(f"{root / BUNDLE_YAML} must list at least {G_FILE} and {C_FILE} with their sha256")
     for name in files:
         if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
-            raise BundleError(f"{root / BUNDLE_YAML} lists '{name}': bundle files must be plain names inside the folder")
+            raise BundleError(
+                f"{root / BUNDLE_YAML} lists '{name}': bundle files must be plain names inside the folder"
+            )
         verify_file(root, meta, name)
 
 
@@ -447,8 +463,9 @@ def manifest_sha256(meta: dict[str, Any]) -> str:
     """
     body = {k: v for k, v in meta.items() if k not in SIGNATURE_FIELDS}
     try:
-        text = json.dumps(_plain(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False, default=str)
+        text = json.dumps(
+            _plain(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+        )
     except (TypeError, ValueError) as exc:
         raise BundleError(f"bundle.yaml cannot be put in canonical form: {exc}") from None
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -476,9 +493,14 @@ def load_generator_weights(spec: dict, state: dict):
     return net.eval()
 
 
-def load_bundle(path: str | Path, backend: str = "torch", device: str = "cpu",
-                batch_size: int = DEFAULT_BATCH, cache_dir: str | Path | None = None,
-                trusted_keys: Sequence[str | Path] | str | Path | None = None) -> LearnedBundle:
+def load_bundle(
+    path: str | Path,
+    backend: str = "torch",
+    device: str = "cpu",
+    batch_size: int = DEFAULT_BATCH,
+    cache_dir: str | Path | None = None,
+    trusted_keys: Sequence[str | Path] | str | Path | None = None,
+) -> LearnedBundle:
     """Load a learned anonymizer bundle for the pipeline.
 
     Fails closed, in this order: every listed file must match its sha256; a present signature must
@@ -507,20 +529,34 @@ def load_bundle(path: str | Path, backend: str = "torch", device: str = "cpu",
     reason = canary.check(meta.get("privacy_bound"), ssim_max, changed_min, f"{root} ({backend})")
     if reason:
         raise BundleError(f"refusing bundle {reason}")
-    log.info("loaded %s (canaries: SSIM %.3f, weakest half changed %.0f%%)", bundle.describe(), ssim_max,
-             100 * changed_min)
+    log.info(
+        "loaded %s (canaries: SSIM %.3f, weakest half changed %.0f%%)", bundle.describe(), ssim_max, 100 * changed_min
+    )
     return bundle
 
 
-def _open_verified(root: Path, meta: dict[str, Any], backend: str, device: str = "cpu",
-                   batch_size: int = DEFAULT_BATCH, cache_dir: str | Path | None = None) -> LearnedBundle:
+def _open_verified(
+    root: Path,
+    meta: dict[str, Any],
+    backend: str,
+    device: str = "cpu",
+    batch_size: int = DEFAULT_BATCH,
+    cache_dir: str | Path | None = None,
+) -> LearnedBundle:
     """Build the runner of a bundle whose files were already verified (no canary check)."""
     if backend == "torch":
         from safetensors.torch import load as load_safetensors
 
         # the bytes that were hashed are the bytes that are loaded
         g = load_generator_weights(meta["generator"]["spec"], load_safetensors(_verified_bytes(root, meta, G_FILE)))
-        c = build_reid_from_meta(meta["reid"], load_safetensors(_verified_bytes(root, meta, C_FILE)))
+        if meta["reid"]["config"].get("name") == "onnx":
+            # C grew from a public ONNX graph: its architecture is that graph, so the bundle's own
+            # C.onnx (weights included, hashed like every file) is rebuilt as PyTorch modules
+            from reid.models.onnx_backbone import onnx_to_torch
+
+            c = onnx_to_torch(root / C_ONNX, data=_verified_bytes(root, meta, C_ONNX))
+        else:
+            c = build_reid_from_meta(meta["reid"], load_safetensors(_verified_bytes(root, meta, C_FILE)))
         runner: _Runner = _TorchRunner(g, c, device)
     else:
         g_onnx, c_onnx = verify_file(root, meta, G_ONNX), verify_file(root, meta, C_ONNX)
@@ -530,9 +566,15 @@ def _open_verified(root: Path, meta: dict[str, Any], backend: str, device: str =
             runner = _OpenVinoRunner(g_onnx, c_onnx, device)
         else:
             runner = _TensorRTRunner(g_onnx, c_onnx, device, Path(cache_dir) if cache_dir else root)
-    return LearnedBundle(path=root, meta=meta, runner=runner, fingerprint=bundle_fingerprint(root, meta),
-                         reid_fingerprint=reid_fingerprint(meta), embed_dim=int(meta["reid"]["embed_dim"]),
-                         batch_size=batch_size)
+    return LearnedBundle(
+        path=root,
+        meta=meta,
+        runner=runner,
+        fingerprint=bundle_fingerprint(root, meta),
+        reid_fingerprint=reid_fingerprint(meta),
+        embed_dim=int(meta["reid"]["embed_dim"]),
+        batch_size=batch_size,
+    )
 
 
 def _verified_bytes(root: Path, meta: dict[str, Any], name: str) -> bytes:
@@ -564,11 +606,25 @@ def build_reid_from_meta(reid_meta: dict[str, Any], state: dict | None = None):
 
 
 # -------------------------------------------------------------------------------- writing
-def write_bundle(out_dir: str | Path, *, g, c, g_r, generator_spec: dict, reid_meta: dict,
-                 recovery_spec: dict | None = None,
-                 input_meta: dict, key: bytes, desensitization: dict, dataset: dict | None = None,
-                 metrics: dict | None = None, training: dict | None = None, onnx: bool = True,
-                 c_drop_prefixes: Sequence[str] = ("classifier",), extra: dict | None = None) -> Path:
+def write_bundle(
+    out_dir: str | Path,
+    *,
+    g,
+    c,
+    g_r,
+    generator_spec: dict,
+    reid_meta: dict,
+    recovery_spec: dict | None = None,
+    input_meta: dict,
+    key: bytes,
+    desensitization: dict,
+    dataset: dict | None = None,
+    metrics: dict | None = None,
+    training: dict | None = None,
+    onnx: bool = True,
+    c_drop_prefixes: Sequence[str] = ("classifier",),
+    extra: dict | None = None,
+) -> Path:
     """Write a bundle folder (see the module docstring); returns its path.
 
     ``g``, ``c`` and ``g_r`` are torch modules; C's keys starting with ``c_drop_prefixes`` (the
@@ -584,8 +640,11 @@ def write_bundle(out_dir: str | Path, *, g, c, g_r, generator_spec: dict, reid_m
     out.mkdir(parents=True, exist_ok=True)
 
     def cpu_state(net, drop: Sequence[str] = ()) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()
-                if not (drop and k.startswith(tuple(drop)))}
+        return {
+            k: v.detach().cpu().contiguous().clone()
+            for k, v in net.state_dict().items()
+            if not (drop and k.startswith(tuple(drop)))
+        }
 
     save_file(cpu_state(g), str(out / G_FILE))
     save_file(cpu_state(c, c_drop_prefixes), str(out / C_FILE))
@@ -607,9 +666,13 @@ def write_bundle(out_dir: str | Path, *, g, c, g_r, generator_spec: dict, reid_m
         "input": dict(input_meta),
         "generator": {"spec": dict(generator_spec), "io": "RGB on [-1, 1] at input.size_hw, tanh output"},
         "reid": {**reid_meta, "dropped_prefixes": list(c_drop_prefixes)},
-        "recovery": {"file": GR_FILE, "cipher": "AES-256-GCM", "key_id": key_id(key),
-                     "bound_to": "sha256 of G.safetensors",
-                     "generator": dict(recovery_spec if recovery_spec is not None else generator_spec)},
+        "recovery": {
+            "file": GR_FILE,
+            "cipher": "AES-256-GCM",
+            "key_id": key_id(key),
+            "bound_to": "sha256 of G.safetensors",
+            "generator": dict(recovery_spec if recovery_spec is not None else generator_spec),
+        },
         "desensitization": dict(desensitization),
         "dataset": dict(dataset or {}),
         "metrics": metrics or {},
@@ -630,6 +693,7 @@ def measure_privacy_bound_torch(g, size_hw: Sequence[int]) -> dict[str, Any]:
 
     runner = _TorchRunner(copy.deepcopy(g).cpu().eval(), None, "cpu")
     hw = (int(size_hw[0]), int(size_hw[1]))
+
     def protect_unit(u: np.ndarray) -> np.ndarray:
         return (runner.run_g(np.ascontiguousarray(u * 2.0 - 1.0, np.float32)) + 1.0) / 2.0
 
@@ -648,11 +712,25 @@ def export_onnx(net, shape: tuple[int, ...], path: Path) -> None:
     import torch
 
     model = copy.deepcopy(net).cpu().eval()
+    from torch.onnx import symbolic_helper
+
+    if not hasattr(symbolic_helper, "_export_onnx_opset_version"):
+        # onnx2torch's modules (a C grown from a public ONNX graph) read the opset from this
+        # attribute, which newer PyTorch keeps elsewhere; the legacy exporter itself does not use it
+        symbolic_helper._export_onnx_opset_version = 17
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(*shape),), str(path), dynamo=False, input_names=["images"],
-                          output_names=["output"], dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}},
-                          opset_version=17, do_constant_folding=True)
+        torch.onnx.export(
+            model,
+            (torch.zeros(*shape),),
+            str(path),
+            dynamo=False,
+            input_names=["images"],
+            output_names=["output"],
+            dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}},
+            opset_version=17,
+            do_constant_folding=True,
+        )
 
 
 def _plain(obj: Any) -> Any:
@@ -669,5 +747,7 @@ def _plain(obj: Any) -> Any:
 
 
 def default_demo_bundle() -> Path:
-    """Where the committed demo bundle lives (models/demo under the repository root)."""
-    return Path(os.environ.get("PRIVREID_DEMO_BUNDLE", Path(__file__).resolve().parents[1] / "models" / "demo"))
+    """Where the committed demo bundle lives (a checkout's models/demo, or the installed package data)."""
+    from privreid.resources import demo_bundle_dir
+
+    return demo_bundle_dir()

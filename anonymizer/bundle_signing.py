@@ -29,6 +29,7 @@ CLI::
 
 Exit status: 0 ok, 1 verification failed, 2 bad usage (missing files, unreadable keys).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 from cryptography.exceptions import InvalidSignature
@@ -81,7 +82,9 @@ def keygen(base: str | Path) -> tuple[Path, Path, str]:
             raise KeyFileError(f"{p} exists: refusing to overwrite a key")
     base.parent.mkdir(parents=True, exist_ok=True)
     priv = Ed25519PrivateKey.generate()
-    pem = priv.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem = priv.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)
@@ -114,7 +117,12 @@ def split_key_paths(keys: KeyPaths) -> list[Path]:
     """Key paths from a list or a comma-separated string (ANONYMIZER.TRUSTED_KEYS); [] = defaults."""
     if keys is None:
         return []
-    items = keys.split(",") if isinstance(keys, str) else [str(k) for k in keys]
+    if isinstance(keys, str):
+        items = keys.split(",")
+    elif isinstance(keys, os.PathLike):  # one path (KeyPaths allows it); iterating a Path would raise
+        items = [os.fspath(keys)]
+    else:
+        items = [str(k) for k in keys]
     return [Path(k.strip()).expanduser() for k in items if k.strip()]
 
 
@@ -145,27 +153,34 @@ def read_signature(root: Path, manifest: str) -> dict | None:
         pub_raw = base64.b64decode(sig["public_key"], validate=True)
         signature = base64.b64decode(sig["signature"], validate=True)
         pub = Ed25519PublicKey.from_public_bytes(pub_raw)
-        ok_format = (sig.get("format") == SIG_FORMAT and sig.get("algorithm") == "Ed25519"
-                     and int(sig.get("version", 0)) == 1)
+        ok_format = (
+            sig.get("format") == SIG_FORMAT and sig.get("algorithm") == "Ed25519" and int(sig.get("version", 0)) == 1
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise BundleError(f"{path} is not a valid bundle signature ({exc.__class__.__name__}: {exc}): "
-                          "refusing the bundle") from None
+        raise BundleError(
+            f"{path} is not a valid bundle signature ({exc.__class__.__name__}: {exc}): refusing the bundle"
+        ) from None
     if not ok_format:
         raise BundleError(f"{path} is not a {SIG_FORMAT} v1 Ed25519 signature: refusing the bundle")
     if sig.get("key_id") != key_id(pub):
         raise BundleError(f"{path} names key id {sig.get('key_id')} but carries key {key_id(pub)}: refusing the bundle")
     if sig.get("manifest_sha256") != manifest:
-        raise BundleError(f"{path} signs manifest {str(sig.get('manifest_sha256'))[:12]}… but bundle.yaml hashes to "
-                          f"{manifest[:12]}…: the bundle changed after it was signed")
+        raise BundleError(
+            f"{path} signs manifest {str(sig.get('manifest_sha256'))[:12]}… but bundle.yaml hashes to "
+            f"{manifest[:12]}…: the bundle changed after it was signed"
+        )
     try:
         pub.verify(signature, _message(manifest))
     except InvalidSignature:
-        raise BundleError(f"{path}: the Ed25519 signature does not verify (key {key_id(pub)}): refusing the bundle") from None
+        raise BundleError(
+            f"{path}: the Ed25519 signature does not verify (key {key_id(pub)}): refusing the bundle"
+        ) from None
     return {**sig, "_public_raw": pub_raw}
 
 
 def enforce_signature_policy(root: Path, meta: dict, trusted_keys: KeyPaths = None) -> str:
-    """Apply the loading policy (module docstring); returns 'trusted', 'untrusted' or 'unsigned', or raises BundleError."""
+    """Apply the loading policy (module docstring); returns 'trusted', 'untrusted' or 'unsigned', or raises
+    BundleError."""
     explicit = split_key_paths(trusted_keys)
     try:
         keys = trusted_public_keys(explicit or ([DEFAULT_TRUSTED_DIR] if DEFAULT_TRUSTED_DIR.is_dir() else []))
@@ -177,17 +192,23 @@ def enforce_signature_policy(root: Path, meta: dict, trusted_keys: KeyPaths = No
         return "trusted"
     what = "unsigned" if sig is None else f"signed by key {sig['key_id']}, which is not trusted"
     if explicit:
-        raise BundleError(f"bundle {root} is {what}; only bundles signed by the trusted keys "
-                          f"({', '.join(sorted(keys)) or 'none found'}) are accepted")
-    log.warning("bundle %s is %s: nothing vouches for its generator spec and weights (an edited bundle.yaml could "
-                "weaken the protection; only the canary check stands in the way). Sign it "
-                "(python -m anonymizer.bundle_signing sign) or set ANONYMIZER.TRUSTED_KEYS to require signatures.",
-                root, what)
+        raise BundleError(
+            f"bundle {root} is {what}; only bundles signed by the trusted keys "
+            f"({', '.join(sorted(keys)) or 'none found'}) are accepted"
+        )
+    log.warning(
+        "bundle %s is %s: nothing vouches for its generator spec and weights (an edited bundle.yaml could "
+        "weaken the protection; only the canary check stands in the way). Sign it "
+        "(python -m anonymizer.bundle_signing sign) or set ANONYMIZER.TRUSTED_KEYS to require signatures.",
+        root,
+        what,
+    )
     return "unsigned" if sig is None else "untrusted"
 
 
 def measure_bound(bundle: str | Path) -> dict:
-    """Measure G's canary scores (torch) on a bundle whose files match bundle.yaml; refuses a G that does not protect."""
+    """Measure G's canary scores (torch) on a bundle whose files match bundle.yaml; refuses a G that does not
+    protect."""
     from anonymizer import canary
     from anonymizer.bundle import verify_all_files
 
@@ -221,17 +242,26 @@ def sign_bundle(bundle: str | Path, private_key: str | Path) -> Path:
     root, meta = read_bundle_yaml(root)
     manifest = manifest_sha256(meta)
     pub = key.public_key()
-    sig = {"format": SIG_FORMAT, "version": 1, "algorithm": "Ed25519", "key_id": key_id(pub),
-           "public_key": base64.b64encode(_raw(pub)).decode(), "manifest_sha256": manifest,
-           "signature": base64.b64encode(key.sign(_message(manifest))).decode()}
+    sig = {
+        "format": SIG_FORMAT,
+        "version": 1,
+        "algorithm": "Ed25519",
+        "key_id": key_id(pub),
+        "public_key": base64.b64encode(_raw(pub)).decode(),
+        "manifest_sha256": manifest,
+        "signature": base64.b64encode(key.sign(_message(manifest))).decode(),
+    }
     (root / SIG_FILE).write_text(json.dumps(sig, indent=2) + "\n")
     return root / SIG_FILE
 
 
 # ------------------------------------------------------------------------------------------ CLI
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m anonymizer.bundle_signing", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m anonymizer.bundle_signing",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     kg = sub.add_parser("keygen", help="new Ed25519 key pair: KEYBASE.key (0600) and KEYBASE.pub")
     kg.add_argument("--out", required=True)
@@ -240,8 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sg.add_argument("--key", required=True, help="private key file (keygen's KEYBASE.key)")
     vf = sub.add_parser("verify", help="files, signature, trust and canaries of a bundle")
     vf.add_argument("bundle")
-    vf.add_argument("--trusted-keys", nargs="+", default=None,
-                    help=f"public key files or folders (default: {DEFAULT_TRUSTED_DIR})")
+    vf.add_argument(
+        "--trusted-keys", nargs="+", default=None, help=f"public key files or folders (default: {DEFAULT_TRUSTED_DIR})"
+    )
     vf.add_argument("--backend", default="torch")
     bd = sub.add_parser("bound", help="measure and store the privacy bound of an existing bundle")
     bd.add_argument("bundle")
@@ -260,8 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"signed {args.bundle}: {path} (key {json.loads(path.read_text())['key_id']})")
         elif args.cmd == "bound":
             if (Path(args.bundle) / SIG_FILE).exists():
-                print(f"error: {args.bundle} is signed; a new bound would void the signature: use 'sign' instead",
-                      file=sys.stderr)
+                print(
+                    f"error: {args.bundle} is signed; a new bound would void the signature: use 'sign' instead",
+                    file=sys.stderr,
+                )
                 return 2
             print(f"privacy_bound of {args.bundle}: {write_bound(args.bundle)}")
         else:
@@ -270,7 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             trusted = split_key_paths(args.trusted_keys) or [DEFAULT_TRUSTED_DIR]
             trusted_public_keys(trusted)  # unreadable keys are bad usage, not a failed verification
             b = load_bundle(args.bundle, backend=args.backend, trusted_keys=trusted)
-            print(f"OK {args.bundle}: signed by a trusted key, files and canaries pass (fingerprint {b.fingerprint[:12]})")
+            print(
+                f"OK {args.bundle}: signed by a trusted key, files and canaries pass (fingerprint {b.fingerprint[:12]})"
+            )
     except KeyFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ swapped into another bundle unnoticed. Keys are 32 random bytes written as 64 he
 
 Key generation: ``python -m anonymizer.crypto keygen --out recovery.key``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,9 @@ def parse_key(text: str, source: str) -> bytes:
     try:
         key = bytes.fromhex(text)
     except ValueError:
-        raise RecoveryKeyError(f"recovery key from {source} is not hex text (expected {KEY_BYTES * 2} hex characters)") from None
+        raise RecoveryKeyError(
+            f"recovery key from {source} is not hex text (expected {KEY_BYTES * 2} hex characters)"
+        ) from None
     if len(key) != KEY_BYTES:
         raise RecoveryKeyError(f"recovery key from {source} has {len(key)} bytes; AES-256 needs {KEY_BYTES}")
     return key
@@ -93,19 +96,21 @@ def open_sealed(blob: bytes, key: bytes, context: str = "") -> bytes:
     """Decrypt a :func:`seal` blob; :class:`RecoveryKeyError` on a wrong key or a modified blob."""
     if not blob.startswith(MAGIC):
         raise RecoveryKeyError("not a sealed privreid file (bad header); was it written by training.export?")
-    nonce = blob[len(MAGIC):len(MAGIC) + NONCE_BYTES]
-    ct = blob[len(MAGIC) + NONCE_BYTES:]
+    nonce = blob[len(MAGIC) : len(MAGIC) + NONCE_BYTES]
+    ct = blob[len(MAGIC) + NONCE_BYTES :]
     try:
         return AESGCM(key).decrypt(nonce, ct, MAGIC + context.encode())
     except InvalidTag:
         raise RecoveryKeyError(
             f"the recovery key (id {key_id(key)}) does not open this recovery decoder: wrong key, "
-            "or the sealed file / bundle was modified (AES-GCM authentication failed)") from None
+            "or the sealed file / bundle was modified (AES-GCM authentication failed)"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m anonymizer.crypto",
-                                 description="Recovery-key utilities for learned anonymizer bundles.")
+    ap = argparse.ArgumentParser(
+        prog="python -m anonymizer.crypto", description="Recovery-key utilities for learned anonymizer bundles."
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     kg = sub.add_parser("keygen", help="write a new random AES-256 key (hex, mode 0600)")
     kg.add_argument("--out", required=True, help="key file to create (refuses to overwrite)")

@@ -1,8 +1,11 @@
 """Pick the anonymizer from ``--anonymizer`` / ``ANONYMIZER.KIND``.
 
 'auto' uses the learned demo bundle shipped in ``models/demo`` and falls back to mosaic, with a
-warning, when the bundle is missing or cannot be loaded: the pipeline must always protect.
+warning, when the bundle is missing or cannot be loaded: the pipeline must always protect. A relative
+``ANONYMIZER.DEFAULT_BUNDLE`` is looked up where privreid ships its files (:mod:`privreid.resources`:
+the repository, or the installed package data), never in the working directory.
 """
+
 from __future__ import annotations
 
 import logging
@@ -10,9 +13,10 @@ from pathlib import Path
 
 from anonymizer.base import CropAnonymizer
 from anonymizer.baselines import DEFAULT_PARAMS, BaselineAnonymizer
+from privreid.resources import shipped_path
 
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout (tests locate models/demo with it)
 
 
 class AnonymizerError(RuntimeError):
@@ -42,8 +46,10 @@ def check_settings(cfg) -> None:
     """Refuse ANONYMIZER settings that cannot protect; the message names the key and its minimum."""
     for key, low in MINIMUMS.items():
         if float(cfg[key]) < low:
-            raise AnonymizerError(f"ANONYMIZER.{key} {cfg[key]} is below its minimum {low}: it would leave people "
-                                  "recognizable (configs/pipeline_defaults.py)")
+            raise AnonymizerError(
+                f"ANONYMIZER.{key} {cfg[key]} is below its minimum {low}: it would leave people "
+                "recognizable (configs/pipeline_defaults.py)"
+            )
     fill = list(cfg.FILL)
     if len(fill) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in fill):
         raise AnonymizerError(f"ANONYMIZER.FILL must be three integers 0-255 (B, G, R), got {cfg.FILL}")
@@ -57,8 +63,7 @@ def build_anonymizer(kind: str, cfg, backend: str | None = None, device: str | N
     if kind in DEFAULT_PARAMS:
         return _baseline(kind, cfg)
     if kind == "auto":
-        default = Path(cfg.DEFAULT_BUNDLE)
-        default = default if default.is_absolute() else REPO_ROOT / default
+        default = shipped_path(cfg.DEFAULT_BUNDLE)
         if (default / "bundle.yaml").is_file():
             try:
                 return _load_bundle(default, cfg, backend, device)

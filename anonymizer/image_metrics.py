@@ -15,10 +15,12 @@ Two entry points: torch tensors (N×C×H×W on [0, 1], used during training and 
 uint8 images (used by the pipeline's tests and the recovery tool). :class:`ImageMetricMeter`
 accumulates over batches so a test set never has to sit in memory at once.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterable, Literal, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,8 +28,8 @@ import torch.nn.functional as F
 
 WINDOW_SIZE = 11
 SIGMA = 1.5
-C1 = 0.01 ** 2
-C2 = 0.03 ** 2
+C1 = 0.01**2
+C2 = 0.03**2
 Padding = Literal["same", "valid"]
 
 
@@ -41,14 +43,15 @@ def psnr_from_mse(mse: float) -> float:
 # ----------------------------------------------------------------------------------------- torch
 def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
     coords = torch.arange(size, dtype=torch.float64) - (size // 2)
-    g = torch.exp(-(coords ** 2) / (2.0 * sigma ** 2))
+    g = torch.exp(-(coords**2) / (2.0 * sigma**2))
     g = g / g.sum()
     w2d = torch.outer(g, g).to(device=device, dtype=dtype)
     return w2d.expand(channels, 1, size, size).contiguous()
 
 
-def ssim_map_torch(a: torch.Tensor, b: torch.Tensor, window_size: int = WINDOW_SIZE,
-                   sigma: float = SIGMA, padding: Padding = "same") -> torch.Tensor:
+def ssim_map_torch(
+    a: torch.Tensor, b: torch.Tensor, window_size: int = WINDOW_SIZE, sigma: float = SIGMA, padding: Padding = "same"
+) -> torch.Tensor:
     """Per-pixel SSIM map (N×C×H'×W') of two N×C×H×W tensors on [0, 1].
 
     The window shrinks (keeping σ) when an image is smaller than it, so tiny crops still score.
@@ -78,8 +81,9 @@ def ssim_map_torch(a: torch.Tensor, b: torch.Tensor, window_size: int = WINDOW_S
     return ((2 * mu_ab + C1) * (2 * cov + C2)) / ((mu_aa + mu_bb + C1) * (var_a + var_b + C2))
 
 
-def ssim_torch(a: torch.Tensor, b: torch.Tensor, reduction: Literal["mean", "none"] = "mean",
-               padding: Padding = "same") -> torch.Tensor:
+def ssim_torch(
+    a: torch.Tensor, b: torch.Tensor, reduction: Literal["mean", "none"] = "mean", padding: Padding = "same"
+) -> torch.Tensor:
     """SSIM of two N×C×H×W tensors on [0, 1]: the mean (scalar) or one value per image (N,)."""
     m = ssim_map_torch(a, b, padding=padding)
     per_image = m.flatten(1).mean(1)

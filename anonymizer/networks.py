@@ -12,20 +12,23 @@ back, so 256×128 (METHOD.md) and small CPU sizes such as 128×64 both work. The
 at what the smaller side allows (``max_unet_downs``): pix2pix's ``unet_256`` (8 downsamplings) on
 256×128 would shrink the 128-pixel width below one pixel, so it runs with 7, the paper's setting.
 """
+
 from __future__ import annotations
 
 import functools
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reid.models.layers import GaussianBlur  # also C's optional input filter, hence defined in reid/
+from anonymizer.blocks import GaussianBlur, zero_last_layer
+from anonymizer.payload import PayloadReader, PayloadWriter
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +60,17 @@ def _maybe_norm(factory: NormFactory | None, channels: int) -> list[nn.Module]:
 class _UNetLevel(nn.Module):
     """One encoder/decoder level; wraps the deeper levels and concatenates its input (skip)."""
 
-    def __init__(self, outer_nc: int, inner_nc: int, in_nc: int | None, sub: nn.Module | None,
-                 outermost: bool, innermost: bool, norm: str, use_dropout: bool) -> None:
+    def __init__(
+        self,
+        outer_nc: int,
+        inner_nc: int,
+        in_nc: int | None,
+        sub: nn.Module | None,
+        outermost: bool,
+        innermost: bool,
+        norm: str,
+        use_dropout: bool,
+    ) -> None:
         super().__init__()
         self.outermost = outermost
         in_nc = outer_nc if in_nc is None else in_nc
@@ -73,11 +85,19 @@ class _UNetLevel(nn.Module):
             layers = [nn.LeakyReLU(0.2, True), down_conv, nn.ReLU(True), up_conv, *_maybe_norm(factory, outer_nc)]
         else:
             up_conv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
-            layers = [nn.LeakyReLU(0.2, True), down_conv, *_maybe_norm(factory, inner_nc), sub,
-                      nn.ReLU(True), up_conv, *_maybe_norm(factory, outer_nc)]
+            layers = [
+                nn.LeakyReLU(0.2, True),
+                down_conv,
+                *_maybe_norm(factory, inner_nc),
+                sub,
+                nn.ReLU(True),
+                up_conv,
+                *_maybe_norm(factory, outer_nc),
+            ]
             if use_dropout:
                 layers.append(nn.Dropout(0.5))
-        self.model = nn.Sequential(*layers)
+        # sub is None only in the innermost block, which leaves it out
+        self.model = nn.Sequential(*layers)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.outermost:
@@ -88,21 +108,35 @@ class _UNetLevel(nn.Module):
 class UNetGenerator(nn.Module):
     """pix2pix U-Net with ``num_downs`` downsamplings; channels ngf·(1, 2, 4, 8, 8, …)."""
 
-    def __init__(self, in_nc: int = 3, out_nc: int = 3, num_downs: int = 7, ngf: int = 64,
-                 norm: str = "batch", use_dropout: bool = False) -> None:
+    def __init__(
+        self,
+        in_nc: int = 3,
+        out_nc: int = 3,
+        num_downs: int = 7,
+        ngf: int = 64,
+        norm: str = "batch",
+        use_dropout: bool = False,
+    ) -> None:
         super().__init__()
         if num_downs < 2:
             raise ValueError(f"a U-Net needs at least 2 downsamplings, got {num_downs}")
-        self.stride = 2 ** num_downs
+        self.stride = 2**num_downs
 
         def width(depth: int) -> int:  # channels produced by the down-conv at this depth (1-based)
             return ngf * min(2 ** (depth - 1), 8)
 
         level: nn.Module | None = None
         for depth in range(num_downs, 1, -1):  # build from the innermost level outwards
-            level = _UNetLevel(width(depth - 1), width(depth), None, level,
-                               False, depth == num_downs, norm, use_dropout and width(depth) == ngf * 8
-                               and depth != num_downs)
+            level = _UNetLevel(
+                width(depth - 1),
+                width(depth),
+                None,
+                level,
+                False,
+                depth == num_downs,
+                norm,
+                use_dropout and width(depth) == ngf * 8 and depth != num_downs,
+            )
         self.model = _UNetLevel(out_nc, width(1), in_nc, level, True, False, norm, False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,8 +149,12 @@ class _ResBlock(nn.Module):
         super().__init__()
         factory = norm_factory(norm)
         bias = _uses_bias(norm)
-        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias),
-                                   *_maybe_norm(factory, dim), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, 3, bias=bias),
+            *_maybe_norm(factory, dim),
+            nn.ReLU(True),
+        ]
         if use_dropout:
             layers.append(nn.Dropout(0.5))
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), *_maybe_norm(factory, dim)]
@@ -129,24 +167,40 @@ class _ResBlock(nn.Module):
 class ResnetGenerator(nn.Module):
     """pix2pix/CycleGAN ResNet generator: c7s1-ngf, 2 stride-2 downs, n blocks, 2 ups, c7s1-3 tanh."""
 
-    def __init__(self, in_nc: int = 3, out_nc: int = 3, ngf: int = 64, n_blocks: int = 9,
-                 norm: str = "batch", use_dropout: bool = False) -> None:
+    def __init__(
+        self,
+        in_nc: int = 3,
+        out_nc: int = 3,
+        ngf: int = 64,
+        n_blocks: int = 9,
+        norm: str = "batch",
+        use_dropout: bool = False,
+    ) -> None:
         super().__init__()
         factory = norm_factory(norm)
         bias = _uses_bias(norm)
         self.stride = 4
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_nc, ngf, 7, bias=bias),
-                                   *_maybe_norm(factory, ngf), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(in_nc, ngf, 7, bias=bias),
+            *_maybe_norm(factory, ngf),
+            nn.ReLU(True),
+        ]
         for i in range(2):
-            mult = 2 ** i
-            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
-                       *_maybe_norm(factory, ngf * mult * 2), nn.ReLU(True)]
+            mult = 2**i
+            layers += [
+                nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
+                *_maybe_norm(factory, ngf * mult * 2),
+                nn.ReLU(True),
+            ]
         layers += [_ResBlock(ngf * 4, norm, use_dropout) for _ in range(n_blocks)]
         for i in range(2):
             mult = 2 ** (2 - i)
-            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
-                                          output_padding=1, bias=bias),
-                       *_maybe_norm(factory, ngf * mult // 2), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
+                *_maybe_norm(factory, ngf * mult // 2),
+                nn.ReLU(True),
+            ]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_nc, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
@@ -182,13 +236,19 @@ class NLayerDiscriminator(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(in_nc, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         mult = 1
         for n in range(1, n_layers):
-            prev, mult = mult, min(2 ** n, 8)
-            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2, padding=1, bias=bias),
-                       *_maybe_norm(factory, ndf * mult), nn.LeakyReLU(0.2, True)]
-        prev, mult = mult, min(2 ** n_layers, 8)
-        layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=1, padding=1, bias=bias),
-                   *_maybe_norm(factory, ndf * mult), nn.LeakyReLU(0.2, True),
-                   nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1)]
+            prev, mult = mult, min(2**n, 8)
+            layers += [
+                nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2, padding=1, bias=bias),
+                *_maybe_norm(factory, ndf * mult),
+                nn.LeakyReLU(0.2, True),
+            ]
+        prev, mult = mult, min(2**n_layers, 8)
+        layers += [
+            nn.Conv2d(ndf * prev, ndf * mult, 4, stride=1, padding=1, bias=bias),
+            *_maybe_norm(factory, ndf * mult),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1),
+        ]
         self.model = nn.Sequential(*layers)
 
     def forward(self, condition: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -200,16 +260,16 @@ class NLayerDiscriminator(nn.Module):
 class GeneratorSpec:
     """Everything needed to rebuild a generator from its weights (stored in bundle.yaml)."""
 
-    arch: str            # 'unet' | 'resnet'
+    arch: str  # 'unet' | 'resnet'
     ngf: int
     norm: str
-    num_downs: int = 0   # U-Net only (resolved, after capping to the input size)
-    n_blocks: int = 0    # ResNet only
+    num_downs: int = 0  # U-Net only (resolved, after capping to the input size)
+    n_blocks: int = 0  # ResNet only
     skip_blur_sigma: float = 0.0  # >0: output = clamp(GaussianBlur_sigma(x) + net(x)) (BlurSkipGenerator)
-    skip_detail: float = 0.0      # with skip_blur_sigma: the fixed branch keeps this share of x's detail (DetailBlur)
-    payload_role: str = ""        # 'write' (G) | 'read' (G_R): a scattered payload (anonymizer.payload); '' = none
-    payload_scale: float = 0.0    # amplitude of the payload in P ([-1, 1] units)
-    payload_seed: int = 0         # seed of the payload's fixed tile permutation (not a secret)
+    skip_detail: float = 0.0  # with skip_blur_sigma: the fixed branch keeps this share of x's detail (DetailBlur)
+    payload_role: str = ""  # 'write' (G) | 'read' (G_R): a scattered payload (anonymizer.payload); '' = none
+    payload_scale: float = 0.0  # amplitude of the payload in P ([-1, 1] units)
+    payload_seed: int = 0  # seed of the payload's fixed tile permutation (not a secret)
 
     def __post_init__(self) -> None:
         # here, not in one builder, so that specs read from a bundle.yaml are checked as well
@@ -235,25 +295,36 @@ def resolve_generator_spec(netg: str, ngf: int, norm: str, input_hw: tuple[int, 
     m = re.fullmatch(r"unet_(\d+)down", name)
     if m:
         downs = int(m.group(1))
-    elif (m := re.fullmatch(r"unet_(\d+)", name)):
+    elif m := re.fullmatch(r"unet_(\d+)", name):
         size = int(m.group(1))
         if size < 4 or size & (size - 1):
             raise ValueError(f"MODEL.NETG '{netg}': unet_<N> needs N a power of two ≥ 4")
         downs = int(math.log2(size))
-    elif (m := re.fullmatch(r"resnet_(\d+)blocks", name)):
+    elif m := re.fullmatch(r"resnet_(\d+)blocks", name):
         return GeneratorSpec("resnet", int(ngf), norm, 0, int(m.group(1)))
     else:
         raise ValueError(f"unknown MODEL.NETG '{netg}' (unet_256, unet_128, unet_<k>down, resnet_9blocks, ...)")
     cap = max_unet_downs(input_hw)
     if downs > cap:
-        log.info("MODEL.NETG %s asks for %d downsamplings; %s input allows %d: using %d",
-                 netg, downs, "×".join(map(str, input_hw)), cap, cap)
+        log.info(
+            "MODEL.NETG %s asks for %d downsamplings; %s input allows %d: using %d",
+            netg,
+            downs,
+            "×".join(map(str, input_hw)),
+            cap,
+            cap,
+        )
         downs = cap
     return GeneratorSpec("unet", int(ngf), norm, downs, 0)
 
 
-def encoder_decoder_specs(plain: GeneratorSpec, skip_blur_sigma: float = 0.0, payload_scale: float = 0.0,
-                          payload_seed: int = 0, skip_detail: float = 0.0) -> tuple[GeneratorSpec, GeneratorSpec]:
+def encoder_decoder_specs(
+    plain: GeneratorSpec,
+    skip_blur_sigma: float = 0.0,
+    payload_scale: float = 0.0,
+    payload_seed: int = 0,
+    skip_detail: float = 0.0,
+) -> tuple[GeneratorSpec, GeneratorSpec]:
     """The specs of G and G_R built on one plain network spec.
 
     G may carry the fixed blur branch (``skip_blur_sigma``, keeping ``skip_detail`` of the input's
@@ -263,7 +334,7 @@ def encoder_decoder_specs(plain: GeneratorSpec, skip_blur_sigma: float = 0.0, pa
     encoder = replace(plain, skip_blur_sigma=float(skip_blur_sigma), skip_detail=float(skip_detail))
     if payload_scale <= 0:
         return encoder, plain
-    payload = {"payload_scale": float(payload_scale), "payload_seed": int(payload_seed)}
+    payload: dict[str, Any] = {"payload_scale": float(payload_scale), "payload_seed": int(payload_seed)}
     return replace(encoder, payload_role="write", **payload), replace(plain, payload_role="read", **payload)
 
 
@@ -283,8 +354,6 @@ def build_generator(spec: GeneratorSpec | dict) -> nn.Module:
         raise ValueError(f"unknown generator architecture '{spec.arch}'")
     init_weights(net)
     if spec.payload_role:
-        from anonymizer.payload import PayloadReader, PayloadWriter
-
         if spec.payload_role == "read":
             return PayloadReader(net, spec.payload_scale, spec.payload_seed)
         blur = DetailBlur(spec.skip_blur_sigma, spec.skip_detail) if spec.skip_blur_sigma > 0 else None
@@ -336,14 +405,6 @@ class BlurSkipGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.blur(x) + self.net(x)).clamp(-1.0, 1.0)
-
-
-def zero_last_layer(net: nn.Module) -> None:
-    """Zero the last convolution of ``net`` so that a residual branch starts by adding nothing."""
-    last = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))][-1]
-    nn.init.zeros_(last.weight)
-    if last.bias is not None:
-        nn.init.zeros_(last.bias)
 
 
 def build_discriminator(ndf: int, n_layers: int, norm: str) -> NLayerDiscriminator:

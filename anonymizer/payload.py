@@ -17,6 +17,7 @@ holds G can find the code, as whoever holds G can train a decoder for the paper'
 still G_R (sealed in the bundle). The permutation only decorrelates the code from the image, so that
 pixel-similarity metrics and the conditional discriminator D1 see it as noise.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from anonymizer.networks import GaussianBlur, zero_last_layer
+from anonymizer.blocks import GaussianBlur, zero_last_layer
 
 #: side of the tiles inside which the code is permuted; image sides must be multiples of it
 TILE = 16
@@ -40,6 +41,9 @@ class TileScatter(nn.Module):
     (and break recovery of every bundle trained before it) fails the tests instead.
     """
 
+    perm: torch.Tensor
+    inverse: torch.Tensor
+
     def __init__(self, seed: int, channels: int = 3, tile: int = TILE) -> None:
         super().__init__()
         n = channels * tile * tile
@@ -52,8 +56,9 @@ class TileScatter(nn.Module):
         _, c, h, w = x.shape
         t = self.tile
         if c != self.channels or h % t or w % t:
-            raise ValueError(f"the payload scatter needs {self.channels}×H×W with H, W multiples of {t}; "
-                             f"got {c}×{h}×{w}")
+            raise ValueError(
+                f"the payload scatter needs {self.channels}×H×W with H, W multiples of {t}; got {c}×{h}×{w}"
+            )
         # each t×t tile becomes one position with C·t·t channels (pixel_unshuffle), whose channels are
         # permuted (a gather in ONNX), and goes back (pixel_shuffle)
         tiles = F.pixel_unshuffle(x, t)
@@ -75,7 +80,7 @@ class PayloadWriter(nn.Module):
     pixel-exact detail (a U-Net taught to read a fixed, exact code reached 24.6 dB in 2,000
     iterations); a 1×1 path can carry O's own high-pass at full resolution from the first steps.
     It starts at zero, so a fresh G writes no code. With ``blur`` (a fixed
-    :class:`~anonymizer.networks.GaussianBlur`), ``base`` is the blur and the network's last layer
+    :class:`~anonymizer.blocks.GaussianBlur`), ``base`` is the blur and the network's last layer
     starts at zero, so P = blur(O) at first (as :class:`~anonymizer.networks.BlurSkipGenerator`);
     without it, ``base`` is 0 and ``v`` is the whole visible image.
     """
@@ -116,12 +121,15 @@ def load_visible_weights(writer: PayloadWriter, state: dict[str, torch.Tensor]) 
     missing = sorted(k for k in own if k not in state and not k.startswith("code_linear"))
     extra = sorted(k for k in state if k not in own)
     if missing or extra:
-        raise ValueError(f"the weights are not those of this writer's network without a payload (missing "
-                         f"{missing[:3]}, unexpected {extra[:3]})")
+        raise ValueError(
+            f"the weights are not those of this writer's network without a payload (missing "
+            f"{missing[:3]}, unexpected {extra[:3]})"
+        )
     merged = dict(own)
     for key, value in state.items():
         mine = own[key]
-        differ = [d for d, (m, v) in enumerate(zip(mine.shape, value.shape)) if m != v]
+        # strict=False: tensors of another rank are refused on the next line, with a message that says so
+        differ = [d for d, (m, v) in enumerate(zip(mine.shape, value.shape, strict=False)) if m != v]
         if mine.dim() != value.dim() or len(differ) > 1 or (differ and value.shape[differ[0]] != 3):
             raise ValueError(f"{key}: shape {tuple(value.shape)} does not fit {tuple(mine.shape)}")
         if differ:  # the last layer: its output channels are [visible (3), code (3)] along that dimension
@@ -170,4 +178,3 @@ def _checked_scale(scale: float) -> float:
     if not 0.0 < scale < 1.0:
         raise ValueError(f"payload scale must be in (0, 1), got {scale}")
     return float(scale)
-

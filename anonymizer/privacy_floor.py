@@ -11,6 +11,7 @@ pixels changed by more than 12 grey levels in the crop's least-changed half. A c
 OpenCV instead of torch here: the check runs for every region of every frame, and a 64×128 SSIM
 through torch costs 10-20 ms on this 2-core CPU where these five Gaussian filters cost about 0.2 ms.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,9 +19,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-SIZE_WH = (64, 128)   # the audit's comparison size
-CHANGE_LEVEL = 12     # grey levels: above H.264 re-encoding noise (see anonymizer.audit)
-_C1, _C2 = 0.01 ** 2, 0.03 ** 2
+SIZE_WH = (64, 128)  # the audit's comparison size
+CHANGE_LEVEL = 12  # grey levels: above H.264 re-encoding noise (see anonymizer.audit)
+_C1, _C2 = 0.01**2, 0.03**2
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -45,7 +46,7 @@ def _weakest_half(changed: np.ndarray) -> float:
     if not changed.size:
         return 0.0
     h, w = changed.shape
-    halves = [changed[: h // 2], changed[h // 2:], changed[:, : w // 2], changed[:, w // 2:]]
+    halves = [changed[: h // 2], changed[h // 2 :], changed[:, : w // 2], changed[:, w // 2 :]]
     return min(float(p.mean()) for p in halves if p.size) if any(p.size for p in halves) else float(changed.mean())
 
 
@@ -54,14 +55,18 @@ def weakest_half_changed(a: np.ndarray, b: np.ndarray, level: int = CHANGE_LEVEL
     return _weakest_half(cv2.absdiff(a, b) > level)
 
 
-def region_measures(raw_grey: np.ndarray, out_grey: np.ndarray, level: int = CHANGE_LEVEL) -> tuple[float, float, float]:
+def region_measures(
+    raw_grey: np.ndarray, out_grey: np.ndarray, level: int = CHANGE_LEVEL
+) -> tuple[float, float, float]:
     """(SSIM at the comparison size, share changed, share changed in the weakest half) of two grey regions.
 
     The audit and the floor judge regions with these same numbers, so that what the floor lets
     through is exactly what the audit would measure.
     """
-    ssim = ssim_grey(cv2.resize(raw_grey, SIZE_WH, interpolation=cv2.INTER_AREA),
-                     cv2.resize(out_grey, SIZE_WH, interpolation=cv2.INTER_AREA))
+    ssim = ssim_grey(
+        cv2.resize(raw_grey, SIZE_WH, interpolation=cv2.INTER_AREA),
+        cv2.resize(out_grey, SIZE_WH, interpolation=cv2.INTER_AREA),
+    )
     changed = cv2.absdiff(raw_grey, out_grey) > level
     return ssim, float(changed.mean()) if changed.size else 0.0, _weakest_half(changed)
 
@@ -75,8 +80,10 @@ class PrivacyFloor:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.ssim_max <= 1.0 or not 0.0 <= self.min_changed <= 1.0:
-            raise ValueError(f"PRIVACY.FLOOR_SSIM must be in (0, 1] and PRIVACY.FLOOR_MIN_CHANGED in [0, 1], "
-                             f"got {self.ssim_max} and {self.min_changed}")
+            raise ValueError(
+                f"PRIVACY.FLOOR_SSIM must be in (0, 1] and PRIVACY.FLOOR_MIN_CHANGED in [0, 1], "
+                f"got {self.ssim_max} and {self.min_changed}"
+            )
 
     def reason(self, raw: np.ndarray, protected: np.ndarray) -> str | None:
         """Why ``protected`` may not replace ``raw`` (None: it may)."""
@@ -84,6 +91,8 @@ class PrivacyFloor:
         if ssim > self.ssim_max:
             return f"protected crop too close to the raw one (grey SSIM {ssim:.2f} > {self.ssim_max:g})"
         if changed < self.min_changed:
-            return (f"protected crop left part of the region nearly raw ({changed:.0%} of its least-changed half "
-                    f"changed < {self.min_changed:.0%})")
+            return (
+                f"protected crop left part of the region nearly raw ({changed:.0%} of its least-changed half "
+                f"changed < {self.min_changed:.0%})"
+            )
         return None

@@ -44,7 +44,20 @@ would put a person's restored crop onto another moment. Logs written before ``ou
 existed are paired as they were, video frame *i* with ``frame_index`` *i*, with a warning when
 the log names frames the video does not have (frames were dropped: that pairing is off). The
 sidecar is always looked up by ``frame_index`` (its records are keyed by source frame).
+
+Segmented output (``OUTPUT.SEGMENT_S``): the camera's one observations log covers all its segment
+files, and each record names its ``segment`` (file name) and its ``output_frame`` inside that file.
+Pass one segment as ``--video`` and the camera's log as ``--observations``: only the records of
+that segment (matched by file name) are used, so one segment is restored on its own::
+
+    python -m anonymizer.recover ... --video door.20240501T120500Z.mp4 \
+        --observations door.observations.jsonl --output door.20240501T120500Z.recovered.mp4
+
+A log with segments that does not know the video's file name is refused (exit 2): a renamed file
+or the wrong camera's log would restore nothing, or the wrong people. Logs without segments are
+read as they always were.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,16 +73,25 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
 from anonymizer.bundle import (
-    BUNDLE_YAML, GR_FILE, BundleError, _chunks, bundle_fingerprint, crops_to_unit_batch,
-    load_generator_weights, read_bundle_yaml, unit_batch_to_crops, verify_file,
+    BUNDLE_YAML,
+    GR_FILE,
+    BundleError,
+    _chunks,
+    bundle_fingerprint,
+    crops_to_unit_batch,
+    load_generator_weights,
+    read_bundle_yaml,
+    unit_batch_to_crops,
+    verify_file,
 )
 from anonymizer.crypto import KEY_ENV, RecoveryKeyError, key_id, load_key, open_sealed
 from anonymizer.recovery_log import AuditLog, AuditLogError
@@ -114,8 +136,14 @@ class Recovery:
         return unit_batch_to_crops(self.recover_unit(crops_to_unit_batch(crops, self.input_hw)), crops)
 
 
-def load_recovery(path: str | Path, key_file: str | Path | None = None, *, key: bytes | None = None,
-                  device: str = "cpu", key_env: str = KEY_ENV) -> Recovery:
+def load_recovery(
+    path: str | Path,
+    key_file: str | Path | None = None,
+    *,
+    key: bytes | None = None,
+    device: str = "cpu",
+    key_env: str = KEY_ENV,
+) -> Recovery:
     """Unseal a bundle's G_R with the key (``key`` bytes, else ``key_file``, else ``$key_env``).
 
     Raises :class:`RecoveryKeyError` when the key is missing, malformed or not this bundle's key,
@@ -130,8 +158,9 @@ def load_recovery(path: str | Path, key_file: str | Path | None = None, *, key: 
     key = key if key is not None else load_key(key_file, key_env)
     expected = rec.get("key_id")
     if expected and key_id(key) != expected:
-        raise RecoveryKeyError(f"wrong recovery key: this key has id {key_id(key)}, but {root.name} was sealed "
-                               f"with key id {expected}")
+        raise RecoveryKeyError(
+            f"wrong recovery key: this key has id {key_id(key)}, but {root.name} was sealed with key id {expected}"
+        )
     g_sha = meta["files"]["G.safetensors"]
     verify_file(root, meta, "G.safetensors")
     sealed = verify_file(root, meta, rec.get("file", GR_FILE)).read_bytes()
@@ -146,40 +175,58 @@ def has_payload(meta: dict[str, Any]) -> bool:
 
 
 # ------------------------------------------------------------------------------- video tool
-def read_observations(path: str | Path, tracks: set[str] | None = None) -> dict[int, list[dict]]:
-    """``video frame → [observation]`` for lines that carry a region or box (and a wanted track).
-
-    The video frame is ``output_frame`` (and each of its ``output_repeats``), else, in logs from
-    before it existed, ``frame_index``; such observations are marked ``_legacy``. Each observation
-    keeps its source frame in ``_frame`` (the sidecar's key)."""
-    by_frame: dict[int, list[dict]] = {}
+def _records(path: str | Path) -> Iterable[dict]:
     with open(path) as fh:
         for n, line in enumerate(fh, 1):
             line = line.strip()
             if not line:
                 continue
             try:
-                obs = json.loads(line)
+                yield json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{n}: not JSON ({exc})") from None
-            # ``region`` is what the pipeline replaced; None there (or protected: false) means the
-            # region was masked solid or not protected by G, so there is nothing to recover.
-            rect = obs["region"] if "region" in obs else obs.get("box")
-            if rect is None or "frame_index" not in obs or obs.get("protected") is False:
-                continue
-            if tracks is not None and str(obs.get("track_id")) not in tracks:
-                continue
-            obs["_rect"] = [int(round(float(v))) for v in rect[:4]]
-            obs["_frame"] = int(obs["frame_index"])
-            if "output_frame" not in obs:
-                obs["_legacy"] = True
-                by_frame.setdefault(obs["_frame"], []).append(obs)
-                continue
-            if obs["output_frame"] is None:  # processed but left out of the video: nothing there to restore
-                continue
-            first = int(obs["output_frame"])
-            for shown in range(first, first + 1 + max(0, int(obs.get("output_repeats") or 0))):
-                by_frame.setdefault(shown, []).append(obs)
+
+
+def observation_segments(path: str | Path) -> list[str]:
+    """The segment files a segmented observations log names, in order of appearance ([] for one video)."""
+    seen: dict[str, None] = {}
+    for obs in _records(path):
+        if isinstance(obs, dict) and isinstance(obs.get("segment"), str):
+            seen.setdefault(obs["segment"], None)
+    return list(seen)
+
+
+def read_observations(
+    path: str | Path, tracks: set[str] | None = None, segment: str | None = None
+) -> dict[int, list[dict]]:
+    """``video frame → [observation]`` for lines that carry a region or box (and a wanted track).
+
+    The video frame is ``output_frame`` (and each of its ``output_repeats``), else, in logs from
+    before it existed, ``frame_index``; such observations are marked ``_legacy``. Each observation
+    keeps its source frame in ``_frame`` (the sidecar's key). ``segment``: only the records of that
+    segment file (their ``output_frame`` counts in that file)."""
+    by_frame: dict[int, list[dict]] = {}
+    for obs in _records(path):
+        if segment is not None and (not isinstance(obs, dict) or obs.get("segment") != segment):
+            continue
+        # ``region`` is what the pipeline replaced; None there (or protected: false) means the
+        # region was masked solid or not protected by G, so there is nothing to recover.
+        rect = obs["region"] if "region" in obs else obs.get("box")
+        if rect is None or "frame_index" not in obs or obs.get("protected") is False:
+            continue
+        if tracks is not None and str(obs.get("track_id")) not in tracks:
+            continue
+        obs["_rect"] = [int(round(float(v))) for v in rect[:4]]
+        obs["_frame"] = int(obs["frame_index"])
+        if "output_frame" not in obs:
+            obs["_legacy"] = True
+            by_frame.setdefault(obs["_frame"], []).append(obs)
+            continue
+        if obs["output_frame"] is None:  # processed but left out of the video: nothing there to restore
+            continue
+        first = int(obs["output_frame"])
+        for shown in range(first, first + 1 + max(0, int(obs.get("output_repeats") or 0))):
+            by_frame.setdefault(shown, []).append(obs)
     return by_frame
 
 
@@ -193,11 +240,15 @@ def warn_if_misaligned(by_frame: dict[int, list[dict]], video_frames: int) -> bo
     beyond = [index for index in legacy if index >= video_frames]
     if not beyond:
         return False
-    log.warning("the observations have no output_frame (written by an older pipeline), so video frame i is paired "
-                "with frame_index i; but they name frames up to %d and the video has %d: frames were dropped "
-                "(a live camera that fell behind), and restored regions after the first drop are on the wrong "
-                "frames; %d observed frames beyond the video were not restored", max(beyond), video_frames,
-                len(beyond))
+    log.warning(
+        "the observations have no output_frame (written by an older pipeline), so video frame i is paired "
+        "with frame_index i; but they name frames up to %d and the video has %d: frames were dropped "
+        "(a live camera that fell behind), and restored regions after the first drop are on the wrong "
+        "frames; %d observed frames beyond the video were not restored",
+        max(beyond),
+        video_frames,
+        len(beyond),
+    )
     return True
 
 
@@ -237,8 +288,14 @@ def _fsync_path(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
-def recover_video(recovery: Recovery, video: Path, by_frame: dict[int, list[dict]], output: Path,
-                  sidecar: dict | None = None, progress: bool = True) -> dict[str, Any]:
+def recover_video(
+    recovery: Recovery,
+    video: Path,
+    by_frame: dict[int, list[dict]],
+    output: Path,
+    sidecar: dict | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Write ``output`` = ``video`` with every observed region restored; returns statistics.
 
     Restored frames go to a temporary file created 0600 next to ``output`` (so the rename stays
@@ -252,15 +309,20 @@ def recover_video(recovery: Recovery, video: Path, by_frame: dict[int, list[dict
     width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=f".partial{output.suffix}",
-                                        dir=output.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=f".partial{output.suffix}", dir=output.parent)
     except BaseException:
         cap.release()
         raise
-    os.close(fd)          # mkstemp made it 0600; the writer reopens it by name and keeps that mode
+    os.close(fd)  # mkstemp made it 0600; the writer reopens it by name and keeps that mode
     tmp = Path(tmp_name)
-    stats: dict[str, Any] = {"frames": 0, "frames_restored": 0, "regions": 0, "from_sidecar": 0,
-                             "tracks": set(), "frame_range": [None, None]}
+    stats: dict[str, Any] = {
+        "frames": 0,
+        "frames_restored": 0,
+        "regions": 0,
+        "from_sidecar": 0,
+        "tracks": set(),
+        "frame_range": [None, None],
+    }
     bar = None
     placed = False
     try:
@@ -269,6 +331,7 @@ def recover_video(recovery: Recovery, video: Path, by_frame: dict[int, list[dict
             raise RuntimeError(f"cannot open a video writer for {output}")
         if progress:
             from tqdm import tqdm
+
             bar = tqdm(total=total, unit="frame", desc="recovering", file=sys.stderr)
         try:
             index = 0
@@ -294,7 +357,7 @@ def recover_video(recovery: Recovery, video: Path, by_frame: dict[int, list[dict
                     jobs.append((rect, src, obs))
                 if jobs:
                     restored = recovery.recover([j[1] for j in jobs])
-                    for (rect, _, obs), rec in zip(jobs, restored):
+                    for (rect, _, obs), rec in zip(jobs, restored, strict=True):
                         x1, y1, x2, y2 = rect
                         if rec.shape[:2] != (y2 - y1, x2 - x1):
                             rec = cv2.resize(rec, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
@@ -302,7 +365,10 @@ def recover_video(recovery: Recovery, video: Path, by_frame: dict[int, list[dict
                         stats["regions"] += 1
                         stats["tracks"].add(str(obs.get("track_id")))
                         lo, hi = stats["frame_range"]
-                        stats["frame_range"] = [index if lo is None else min(lo, index), index if hi is None else max(hi, index)]
+                        stats["frame_range"] = [
+                            index if lo is None else min(lo, index),
+                            index if hi is None else max(hi, index),
+                        ]
                     stats["frames_restored"] += 1
                 writer.write(frame)
                 stats["frames"] += 1
@@ -353,8 +419,9 @@ def check_key(bundle: str | Path, key_file: str | Path | None) -> tuple[Path, di
     kid = key_id(load_key(key_file))
     expected = rec.get("key_id")
     if expected and kid != expected:
-        raise RecoveryKeyError(f"wrong recovery key: this key has id {kid}, but {root.name} was sealed "
-                               f"with key id {expected}")
+        raise RecoveryKeyError(
+            f"wrong recovery key: this key has id {kid}, but {root.name} was sealed with key id {expected}"
+        )
     return root, meta, kid
 
 
@@ -369,7 +436,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def _os_user() -> str:
     try:
         return getpass.getuser()
-    except Exception:          # no login name and no passwd entry (some containers)
+    except Exception:  # no login name and no passwd entry (some containers)
         return str(os.getuid())
 
 
@@ -388,10 +455,13 @@ def main(argv: Iterable[str] | None = None) -> int:
     argv = list(argv) if argv is not None else sys.argv[1:]
     if argv and argv[0] == "verify-log":
         from anonymizer.recovery_log import verify_main
+
         return verify_main(argv[1:], prog="python -m anonymizer.recover verify-log")
-    ap = argparse.ArgumentParser(prog="python -m anonymizer.recover",
-                                 description="Restore the person regions of an anonymized video (authorized use only; audited).",
-                                 epilog="Check an audit log: python -m anonymizer.recover verify-log LOG [--anchor HASH]")
+    ap = argparse.ArgumentParser(
+        prog="python -m anonymizer.recover",
+        description="Restore the person regions of an anonymized video (authorized use only; audited).",
+        epilog="Check an audit log: python -m anonymizer.recover verify-log LOG [--anchor HASH]",
+    )
     ap.add_argument("--bundle", required=True, help="learned anonymizer bundle folder")
     ap.add_argument("--key-file", default=None, help=f"recovery key file (default: ${KEY_ENV})")
     ap.add_argument("--video", required=True, help="anonymized video written by the pipeline")
@@ -402,9 +472,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     ap.add_argument("--camera", default=None, help="camera name for the audit log (default: from the observations)")
     ap.add_argument("--operator", default=None, help="who asks for recovery (default: the OS user)")
     ap.add_argument("--reason", default="", help="why (case number, request id) for the audit log")
-    ap.add_argument("--audit-log", default=None,
-                    help=f"hash-chained audit log (JSON Lines, a regular file) to append to (default: ${AUDIT_ENV} or "
-                         "recovery_audit.jsonl next to --output); check it with: verify-log LOG")
+    ap.add_argument(
+        "--audit-log",
+        default=None,
+        help=f"hash-chained audit log (JSON Lines, a regular file) to append to (default: ${AUDIT_ENV} or "
+        "recovery_audit.jsonl next to --output); check it with: verify-log LOG",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
@@ -420,8 +493,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     if output.is_dir():
         print(f"error: --output {output} is a directory; name the video file to write", file=sys.stderr)
         return 2
-    for p, what in ((video, "the input video"), (observations, "the observations"),
-                    (sidecar_path, "the sidecar"), (audit_path, "the audit log")):
+    for p, what in (
+        (video, "the input video"),
+        (observations, "the observations"),
+        (sidecar_path, "the sidecar"),
+        (audit_path, "the audit log"),
+    ):
         if p is not None and _same_file(output, p):
             print(f"error: --output {output} is {what}; recovery would overwrite it", file=sys.stderr)
             return 2
@@ -432,7 +509,15 @@ def main(argv: Iterable[str] | None = None) -> int:
         return 2
     tracks = {t.strip() for t in args.tracks.split(",") if t.strip()} if args.tracks else None
     try:
-        by_frame = read_observations(observations, tracks)
+        segments = observation_segments(observations)
+        segment = video.name if segments else None
+        if segment is not None and segment not in segments:
+            raise ValueError(
+                f"this log is of segmented output, and none of its {len(segments)} segments "
+                f"({segments[0]} ... {segments[-1]}) is named {segment}: pass the log of this "
+                "camera and run, and the segment under the name the pipeline gave it"
+            )
+        by_frame = read_observations(observations, tracks, segment=segment)
     except (ValueError, KeyError, TypeError) as exc:
         print(f"error: recovery refused: observations {observations}: {exc}. Nothing was written.", file=sys.stderr)
         return 2
@@ -452,6 +537,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             "reason": args.reason,
             "camera": camera_name(observations, by_frame, args.camera),
             "video": str(video.resolve()),
+            **({"segment": segment} if segment is not None else {}),
             "video_sha256": sha256_path(video),
             "observations": str(observations.resolve()),
             "observations_sha256": sha256_path(observations),
@@ -478,18 +564,20 @@ def main(argv: Iterable[str] | None = None) -> int:
                 print(f"error: the failure could not be recorded either: {exc}", file=sys.stderr)
 
         t0 = time.time()
-        old_umask = os.umask(0o077)           # whatever else gets created on the way is private too
+        old_umask = os.umask(0o077)  # whatever else gets created on the way is private too
         old_term = None
-        try:                                  # SIGTERM unwinds like an error: partial output removed, failure recorded
+        try:  # SIGTERM unwinds like an error: partial output removed, failure recorded
             old_term = signal.signal(signal.SIGTERM, _on_sigterm)
-        except ValueError:                    # not the main thread: no handler, no change
+        except ValueError:  # not the main thread: no handler, no change
             pass
         try:
             try:
                 output.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 recovery = load_recovery(args.bundle, args.key_file, device=args.device)
                 if recovery.key_id != kid:
-                    raise RecoveryKeyError(f"the key changed during recovery (id {kid} recorded, {recovery.key_id} loaded)")
+                    raise RecoveryKeyError(
+                        f"the key changed during recovery (id {kid} recorded, {recovery.key_id} loaded)"
+                    )
                 sidecar = None
                 if sidecar_path is not None:
                     sidecar = read_sidecar(sidecar_path)
@@ -501,7 +589,10 @@ def main(argv: Iterable[str] | None = None) -> int:
                 return 2
             except Exception as exc:
                 failed(f"{type(exc).__name__}: {exc}")
-                print(f"error: recovery failed: {type(exc).__name__}: {exc}. No restored output was left.", file=sys.stderr)
+                print(
+                    f"error: recovery failed: {type(exc).__name__}: {exc}. No restored output was left.",
+                    file=sys.stderr,
+                )
                 return 1
             except BaseException as exc:
                 failed(f"interrupted: {type(exc).__name__}: {exc}")
@@ -510,17 +601,25 @@ def main(argv: Iterable[str] | None = None) -> int:
                     return 128 + signal.SIGTERM
                 raise
             try:
-                audit.append({
-                    **intent, "status": "completed", "time": _now(),
-                    "output_sha256": stats["output_sha256"],
-                    "tracks": stats["tracks"],
-                    "frames": {"first": stats["frame_range"][0], "last": stats["frame_range"][1], "total": stats["frames"]},
-                    "frames_restored": stats["frames_restored"],
-                    "regions": stats["regions"],
-                    "regions_from_sidecar": stats["from_sidecar"],
-                    "seconds": round(time.time() - t0, 2),
-                })
-            except BaseException as exc:      # unrecorded restored output must not stay (fail closed)
+                audit.append(
+                    {
+                        **intent,
+                        "status": "completed",
+                        "time": _now(),
+                        "output_sha256": stats["output_sha256"],
+                        "tracks": stats["tracks"],
+                        "frames": {
+                            "first": stats["frame_range"][0],
+                            "last": stats["frame_range"][1],
+                            "total": stats["frames"],
+                        },
+                        "frames_restored": stats["frames_restored"],
+                        "regions": stats["regions"],
+                        "regions_from_sidecar": stats["from_sidecar"],
+                        "seconds": round(time.time() - t0, 2),
+                    }
+                )
+            except BaseException as exc:  # unrecorded restored output must not stay (fail closed)
                 gone = remove_output(output)
                 what = "removed" if gone else "could NOT be removed"
                 if not isinstance(exc, Exception):
@@ -530,8 +629,11 @@ def main(argv: Iterable[str] | None = None) -> int:
                         return 128 + signal.SIGTERM
                     raise
                 failed(f"completion record not written ({exc}); restored output {what}")
-                print(f"error: {exc}. The restored output {output} "
-                      + ("was removed." if gone else "could NOT be removed: delete it by hand."), file=sys.stderr)
+                print(
+                    f"error: {exc}. The restored output {output} "
+                    + ("was removed." if gone else "could NOT be removed: delete it by hand."),
+                    file=sys.stderr,
+                )
                 return 2
         finally:
             os.umask(old_umask)
@@ -539,13 +641,18 @@ def main(argv: Iterable[str] | None = None) -> int:
                 signal.signal(signal.SIGTERM, old_term)
     from_video = stats["regions"] - stats["from_sidecar"]
     if from_video and has_payload(recovery.meta):
-        log.warning("%d of %d regions were recovered from the decoded video, but this bundle's G hides its recovery "
-                    "code as pixel-level noise, which resizing and video compression destroy: expect those regions "
-                    "at about the protected image's quality (CUHK01: 17.6 dB through H.264 against 27.5 dB from the "
-                    "sidecar). Pass the pipeline's lossless --sidecar for full-quality recovery.",
-                    from_video, stats["regions"])
-    print(f"recovered {stats['regions']} regions of {len(stats['tracks'])} tracks in {stats['frames']} frames "
-          f"→ {output}; audit records appended to {audit_path}")
+        log.warning(
+            "%d of %d regions were recovered from the decoded video, but this bundle's G hides its recovery "
+            "code as pixel-level noise, which resizing and video compression destroy: expect those regions "
+            "at about the protected image's quality (CUHK01: 17.6 dB through H.264 against 27.5 dB from the "
+            "sidecar). Pass the pipeline's lossless --sidecar for full-quality recovery.",
+            from_video,
+            stats["regions"],
+        )
+    print(
+        f"recovered {stats['regions']} regions of {len(stats['tracks'])} tracks in {stats['frames']} frames "
+        f"→ {output}; audit records appended to {audit_path}"
+    )
     return 0
 
 

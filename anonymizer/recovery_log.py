@@ -32,6 +32,7 @@ Command line::
     python -m anonymizer.recovery_log verify LOG [--anchor HEAD_HASH]   # 0 intact, 1 broken, 2 unreadable
     python -m anonymizer.recover verify-log LOG [--anchor HEAD_HASH]    # the same
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,9 +43,10 @@ import json
 import os
 import stat
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 FORMAT_VERSION = 1
 GENESIS = hashlib.sha256(b"privreid recovery audit log v1 genesis").hexdigest()
@@ -57,8 +59,9 @@ class AuditLogError(RuntimeError):
 
 def canonical(record: dict[str, Any]) -> bytes:
     """The one byte string a record hashes to: re-serializing a parsed line must give the same hash."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+        "utf-8"
+    )
 
 
 def record_hash(record: dict[str, Any]) -> str:
@@ -67,9 +70,14 @@ def record_hash(record: dict[str, Any]) -> str:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
-                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+    for test, name in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -89,8 +97,9 @@ def check_log_path(path: str | Path) -> Path:
     except OSError as exc:
         raise AuditLogError(f"audit log {path}: cannot stat it ({exc.strerror})") from None
     if not stat.S_ISREG(st.st_mode):
-        raise AuditLogError(f"audit log {path} is {_kind(st.st_mode)}; it must be a regular file, "
-                            "so that every record is kept")
+        raise AuditLogError(
+            f"audit log {path} is {_kind(st.st_mode)}; it must be a regular file, so that every record is kept"
+        )
     return path
 
 
@@ -104,7 +113,7 @@ class ChainReport:
     broken_line: int | None = None
     problem: str = ""
     hashes: list[str] = field(default_factory=list)
-    open_recoveries: dict[str, int] = field(default_factory=dict)   # recovery_id → line of 'started'
+    open_recoveries: dict[str, int] = field(default_factory=dict)  # recovery_id → line of 'started'
 
     @property
     def ok(self) -> bool:
@@ -126,8 +135,10 @@ def _check_line(raw: bytes, n: int, prev: str, last_torn: bool) -> tuple[dict[st
     if rec["seq"] != n:
         return None, f"record has seq {rec['seq']!r} at line {n}: records were deleted, inserted or reordered"
     if rec["prev"] != prev:
-        return None, ("its prev hash is not the hash of the record before it: a record was edited and "
-                      "re-hashed, replaced, deleted, inserted or moved")
+        return None, (
+            "its prev hash is not the hash of the record before it: a record was edited and "
+            "re-hashed, replaced, deleted, inserted or moved"
+        )
     return rec, ""
 
 
@@ -158,7 +169,8 @@ def verify_chain(data: bytes) -> ChainReport:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks, offset = [], 0
+    chunks: list[bytes] = []
+    offset = 0
     while True:
         chunk = os.pread(fd, 1 << 20, offset)
         if not chunk:
@@ -194,8 +206,7 @@ class AuditLog:
         existed = self.path.exists()
         # O_NONBLOCK: opening a FIFO for writing would otherwise wait for a reader. O_NOFOLLOW: a
         # symlink planted after the check above is refused, not followed.
-        flags = (os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
-                 | getattr(os, "O_NOFOLLOW", 0))
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
         try:
             self._fd = os.open(self.path, flags, 0o600)
         except OSError as exc:
@@ -209,16 +220,21 @@ class AuditLog:
             if not stat.S_ISREG(st.st_mode):
                 raise AuditLogError(f"audit log {self.path} is {_kind(st.st_mode)}; it must be a regular file")
             if not existed:
-                os.fchmod(self._fd, 0o600)     # exactly 0600 whatever the umask
+                os.fchmod(self._fd, 0o600)  # exactly 0600 whatever the umask
                 _fsync_dir(folder)
             elif st.st_mode & 0o077:
-                print(f"warning: audit log {self.path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
-                      "it names cameras, tracks and operators", file=sys.stderr)
+                print(
+                    f"warning: audit log {self.path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                    "it names cameras, tracks and operators",
+                    file=sys.stderr,
+                )
             with self._locked():
                 rep = verify_chain(_read_all(self._fd))
             if not rep.ok:
-                raise AuditLogError(f"audit log {self.path} is broken at line {rep.broken_line}: {rep.problem}. "
-                                    "Investigate it (python -m anonymizer.recovery_log verify) and start a new log")
+                raise AuditLogError(
+                    f"audit log {self.path} is broken at line {rep.broken_line}: {rep.problem}. "
+                    "Investigate it (python -m anonymizer.recovery_log verify) and start a new log"
+                )
         except OSError as exc:
             os.close(self._fd)
             raise AuditLogError(f"audit log {self.path} cannot be used ({exc.strerror})") from None
@@ -247,12 +263,12 @@ class AuditLog:
                 try:
                     full["hash"] = record_hash(full)
                     line = canonical(full) + b"\n"
-                except (TypeError, ValueError) as exc:   # NaN, or a value JSON cannot hold
+                except (TypeError, ValueError) as exc:  # NaN, or a value JSON cannot hold
                     raise AuditLogError(f"audit record cannot be serialized ({exc})") from None
                 try:
                     view = memoryview(line)
                     while view:
-                        view = view[os.write(self._fd, view):]
+                        view = view[os.write(self._fd, view) :]
                     os.fsync(self._fd)
                     _fsync_dir(self.path.parent)
                 except OSError:
@@ -271,7 +287,7 @@ class AuditLog:
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> "AuditLog":
+    def __enter__(self) -> AuditLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -303,29 +319,39 @@ def verify_file(path: str | Path, anchor: str | None = None) -> tuple[int, str]:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return 2, f"error: audit log {path} is not a regular file"
-        with _Flock(fd, fcntl.LOCK_SH):   # a record half-appended by a running recovery is not a break
+        with _Flock(fd, fcntl.LOCK_SH):  # a record half-appended by a running recovery is not a break
             rep = verify_chain(_read_all(fd))
     finally:
         os.close(fd)
     if not rep.ok:
         return 1, f"{path}: BROKEN at line {rep.broken_line}: {rep.problem} ({rep.records} records intact before it)"
     if anchor is not None and anchor.lower() not in rep.hashes:
-        return 1, (f"{path}: chain intact ({rep.records} records) but no record has the anchor hash {anchor}: "
-                   "records were cut off the end, or the log was rewritten")
+        return 1, (
+            f"{path}: chain intact ({rep.records} records) but no record has the anchor hash {anchor}: "
+            "records were cut off the end, or the log was rewritten"
+        )
     lines = [f"{path}: OK, {rep.records} records, chain intact; head {rep.head}"]
     for rid, n in rep.open_recoveries.items():
-        lines.append(f"warning: line {n}: recovery {rid} started but has no completed/failed record "
-                     "(killed, still running, or its record was cut off the end)")
+        lines.append(
+            f"warning: line {n}: recovery {rid} started but has no completed/failed record "
+            "(killed, still running, or its record was cut off the end)"
+        )
     return 0, "\n".join(lines)
 
 
 def verify_main(argv: Iterable[str] | None = None, prog: str = "python -m anonymizer.recovery_log verify") -> int:
     """``verify LOG [--anchor HASH]``: 0 intact, 1 broken (the first bad line is named), 2 unreadable."""
-    ap = argparse.ArgumentParser(prog=prog, description="Check a recovery audit log's hash chain: exit 0 when "
-                                 "intact, 1 naming the first broken line, 2 when it cannot be read.")
+    ap = argparse.ArgumentParser(
+        prog=prog,
+        description="Check a recovery audit log's hash chain: exit 0 when "
+        "intact, 1 naming the first broken line, 2 when it cannot be read.",
+    )
     ap.add_argument("log", help="audit log (JSON Lines)")
-    ap.add_argument("--anchor", default=None,
-                    help="a head hash printed by an earlier verify: fail if no record has it (truncated log)")
+    ap.add_argument(
+        "--anchor",
+        default=None,
+        help="a head hash printed by an earlier verify: fail if no record has it (truncated log)",
+    )
     args = ap.parse_args(list(argv) if argv is not None else None)
     rc, message = verify_file(args.log, args.anchor)
     print(message, file=sys.stderr if rc else sys.stdout)

@@ -3,17 +3,19 @@
 The only way to get a frame out of the pipeline is :meth:`Redactor.redact`, which returns a
 :class:`RedactedFrame`; sinks accept nothing else. Every region is first filled solid, and only then
 overwritten with its protected crop when the anonymizer returned one in time, of the right shape,
-and far enough from the raw crop (``anonymizer.privacy_floor``). So an exception, a time-out, a wrong shape or a stuck anonymizer can only leave a solid
-mask, never a raw person.
+and far enough from the raw crop (``anonymizer.privacy_floor``). So an exception, a time-out, a wrong
+shape or a stuck anonymizer can only leave a solid mask, never a raw person.
 """
+
 from __future__ import annotations
 
+import copy
 import logging
 import math
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -40,12 +42,12 @@ class RedactionResult:
     """What happened to one frame's regions, index-aligned with the boxes passed in."""
 
     frame: RedactedFrame
-    regions: list[tuple[int, int, int, int] | None]   # x1, y1, x2, y2 replaced (None: empty after clipping)
-    protected: list[np.ndarray | None]                 # protected crop, None where the region was masked
+    regions: list[tuple[int, int, int, int] | None]  # x1, y1, x2, y2 replaced (None: empty after clipping)
+    protected: list[np.ndarray | None]  # protected crop, None where the region was masked
     fallback_masks: int = 0
-    floor_masks: int = 0                               # protected crops refused by the privacy floor (left solid)
+    floor_masks: int = 0  # protected crops refused by the privacy floor (left solid)
     reasons: list[str] = field(default_factory=list)
-    native: list[np.ndarray | None] | None = None      # G's output at model size, when asked for (sidecar)
+    native: list[np.ndarray | None] | None = None  # G's output at model size, when asked for (sidecar)
 
 
 def expand_and_clip(box: Sequence[float], margin: float, width: int, height: int) -> tuple[int, int, int, int] | None:
@@ -63,20 +65,54 @@ def expand_and_clip(box: Sequence[float], margin: float, width: int, height: int
     return ix1, iy1, ix2, iy2
 
 
-class Redactor:
-    """Replaces regions with an anonymizer's output; masks whatever it cannot replace in time."""
+class _Worker:
+    """The one thread the anonymizer runs in, shared by every camera's :class:`Redactor`: at most one
+    anonymizer call at a time, whichever camera it is for (a call that timed out keeps it busy)."""
 
-    def __init__(self, anonymizer: CropAnonymizer, margin: float = 0.1, timeout_s: float = 2.0,
-                 fill: Sequence[int] = (0, 0, 0), keep_native: bool = False, floor: PrivacyFloor | None = None) -> None:
+    def __init__(self, timeout_s: float) -> None:
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="anonymizer") if timeout_s > 0 else None
+        self.pending: Future | None = None
+
+
+class Redactor:
+    """Replaces regions with an anonymizer's output; masks whatever it cannot replace in time.
+
+    :meth:`with_settings` gives a camera its own redactor (its ``ANONYMIZER.MARGIN`` and privacy
+    floor) that shares this one's anonymizer, time limit and worker thread."""
+
+    def __init__(
+        self,
+        anonymizer: CropAnonymizer,
+        margin: float = 0.1,
+        timeout_s: float = 2.0,
+        fill: Sequence[int] = (0, 0, 0),
+        keep_native: bool = False,
+        floor: PrivacyFloor | None = None,
+    ) -> None:
         self.anonymizer = anonymizer
         self.floor = floor
         # Learned bundles can also hand back G's output at model size, the best input for recovery.
         self._native = keep_native and hasattr(anonymizer, "protect_with_native")
         self.margin = float(margin)
+        if not self.margin >= 0:
+            raise ValueError(f"ANONYMIZER.MARGIN must be >= 0, got {margin}")
         self.timeout_s = float(timeout_s)
         self.fill = np.asarray(fill, np.uint8).reshape(3)
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="anonymizer") if self.timeout_s > 0 else None
-        self._pending: Future | None = None
+        self._worker = _Worker(self.timeout_s)
+        self._owner = True  # closes the worker; views made by with_settings do not
+
+    def with_settings(self, margin: float | None = None, floor: PrivacyFloor | None | object = _TOKEN) -> Redactor:
+        """A redactor with this one's anonymizer, fill, time limit and worker, and its own ``margin`` and
+        ``floor`` (``None``: no floor; left out: this one's). Closing it leaves the shared worker running."""
+        view = copy.copy(self)
+        if margin is not None:
+            view.margin = float(margin)
+            if not view.margin >= 0:
+                raise ValueError(f"ANONYMIZER.MARGIN must be >= 0, got {margin}")
+        if floor is not _TOKEN:
+            view.floor = floor  # type: ignore[assignment]
+        view._owner = False
+        return view
 
     def _call(self, crops: list[np.ndarray]) -> tuple[list[np.ndarray], list | None]:
         if self._native:
@@ -85,16 +121,17 @@ class Redactor:
 
     def _protect(self, crops: list[np.ndarray]) -> tuple[tuple[list[np.ndarray], list | None] | None, str]:
         """Run the anonymizer under the time limit. Returns ((crops, native) or None, reason when None)."""
-        if self._pool is None:
+        worker = self._worker
+        if worker.pool is None:
             try:
                 return self._call(crops), ""
             except Exception as exc:
                 return None, f"anonymizer raised {type(exc).__name__}: {exc}"
-        if self._pending is not None and not self._pending.done():
+        if worker.pending is not None and not worker.pending.done():
             return None, "anonymizer still busy with an earlier frame (falling behind)"
-        self._pending = self._pool.submit(self._call, crops)
+        worker.pending = worker.pool.submit(self._call, crops)
         try:
-            return self._pending.result(timeout=self.timeout_s), ""
+            return worker.pending.result(timeout=self.timeout_s), ""
         except FutureTimeout:
             return None, f"anonymizer took longer than {self.timeout_s:.2f}s"
         except Exception as exc:
@@ -107,13 +144,15 @@ class Redactor:
         regions = [expand_and_clip(b, self.margin, w, h) for b in boxes]
         for r in regions:  # fail closed first: every region solid before anything else can go wrong
             if r is not None:
-                out[r[1]:r[3], r[0]:r[2]] = self.fill
+                out[r[1] : r[3], r[0] : r[2]] = self.fill
         valid = [i for i, r in enumerate(regions) if r is not None]
         protected: list[np.ndarray | None] = [None] * len(regions)
         result = RedactionResult(RedactedFrame(out, _TOKEN), regions, protected)
         if not valid:
             return result
-        crops = [np.ascontiguousarray(image[regions[i][1]:regions[i][3], regions[i][0]:regions[i][2]]) for i in valid]
+        crops = [
+            np.ascontiguousarray(image[regions[i][1] : regions[i][3], regions[i][0] : regions[i][2]]) for i in valid
+        ]
         returned, reason = self._protect(crops)
         outputs, native = returned if returned is not None else (None, None)
         if outputs is None or len(outputs) != len(crops):
@@ -122,7 +161,7 @@ class Redactor:
             result.reasons.append(reason)
             log.warning("masked %d region(s) solid: %s", len(valid), reason)
             return result
-        for i, crop, prot in zip(valid, crops, outputs):
+        for i, crop, prot in zip(valid, crops, outputs, strict=True):
             if not isinstance(prot, np.ndarray) or prot.shape != crop.shape or prot.dtype != np.uint8:
                 result.fallback_masks += 1
                 got = getattr(prot, "shape", type(prot).__name__), getattr(prot, "dtype", "")
@@ -142,7 +181,7 @@ class Redactor:
             protected[i] = prot
         if native is not None and len(native) == len(valid):
             result.native = [None] * len(regions)
-            for i, nat in zip(valid, native):
+            for i, nat in zip(valid, native, strict=True):
                 result.native[i] = nat if protected[i] is not None else None
         if result.fallback_masks:
             log.warning("masked %d region(s) solid: %s", result.fallback_masks, result.reasons[-1])
@@ -156,9 +195,13 @@ class Redactor:
         out[...] = self.fill
         h, w = image.shape[:2]
         regions = [expand_and_clip(b, self.margin, w, h) for b in boxes]
-        return RedactionResult(RedactedFrame(out, _TOKEN), regions, [None] * len(regions),
-                               fallback_masks=sum(r is not None for r in regions))
+        return RedactionResult(
+            RedactedFrame(out, _TOKEN),
+            regions,
+            [None] * len(regions),
+            fallback_masks=sum(r is not None for r in regions),
+        )
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._owner and self._worker.pool is not None:
+            self._worker.pool.shutdown(wait=False, cancel_futures=True)

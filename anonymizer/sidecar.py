@@ -17,13 +17,14 @@ A sidecar belongs to one video: the pipeline overwrites the video on a re-run, s
 starts the sidecar afresh too (a stale record of the previous run would otherwise be taken, by
 its (frame, region) key, as a crop of the new video). ``append=True`` keeps an existing file.
 """
+
 from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -36,8 +37,8 @@ class SidecarRecord:
     frame_index: int
     track_id: int | str
     region: list[int]
-    kind: str              # 'native' | 'region'
-    crop: np.ndarray       # BGR uint8
+    kind: str  # 'native' | 'region'
+    crop: np.ndarray  # BGR uint8
 
 
 class SidecarWriter:
@@ -51,17 +52,25 @@ class SidecarWriter:
         if new:
             self._fh.write(MAGIC)
 
-    def write(self, frame_index: int, track_id: int | str, region: Sequence[int], crop: np.ndarray,
-              kind: str = "region") -> None:
+    def write(
+        self, frame_index: int, track_id: int | str, region: Sequence[int], crop: np.ndarray, kind: str = "region"
+    ) -> None:
         if kind not in ("native", "region"):
             raise ValueError(f"sidecar record kind must be 'native' or 'region', got '{kind}'")
         ok, png = cv2.imencode(".png", crop, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
             raise RuntimeError("PNG encoding of a protected crop failed")
         data = png.tobytes()
-        header = json.dumps({"frame_index": int(frame_index), "track_id": track_id,
-                             "region": [int(v) for v in region], "kind": kind,
-                             "shape": list(crop.shape), "png_bytes": len(data)}).encode()
+        header = json.dumps(
+            {
+                "frame_index": int(frame_index),
+                "track_id": track_id,
+                "region": [int(v) for v in region],
+                "kind": kind,
+                "shape": list(crop.shape),
+                "png_bytes": len(data),
+            }
+        ).encode()
         self._fh.write(struct.pack("<I", len(header)) + header + data)
 
     def flush(self) -> None:
@@ -79,7 +88,7 @@ class SidecarWriter:
             except OSError:
                 pass
 
-    def __enter__(self) -> "SidecarWriter":
+    def __enter__(self) -> SidecarWriter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -11,14 +11,15 @@ depend on content, and no dataset person is read or written. A backend that cann
 (TensorRT without its package or a GPU) is reported as skipped with the reason.
 Writes ``benchmarks/results/anonymizer_speed.json`` and the table in ``docs/benchmarks.md``.
 """
+
 from __future__ import annotations
 
 import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -42,8 +43,9 @@ def synthetic_crops(count: int, seed: int = 0) -> list[np.ndarray]:
     return crops
 
 
-def crops_per_second(fn: Callable[[Sequence[np.ndarray]], object], crops: list[np.ndarray],
-                     repeats: int) -> tuple[float, list[float]]:
+def crops_per_second(
+    fn: Callable[[Sequence[np.ndarray]], object], crops: list[np.ndarray], repeats: int
+) -> tuple[float, list[float]]:
     """Median crops/s over ``repeats`` timed calls, after one untimed warm-up call."""
     fn(crops)
     rates = []
@@ -60,12 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crops", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--backends", default="torch,onnxruntime,openvino,tensorrt")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch intra-op threads; 0 keeps torch's default (all cores), as the pipeline does and as "
-                        "onnxruntime and OpenVINO do with their own thread pools")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads; 0 keeps torch's default (all cores), as the pipeline does and as "
+        "onnxruntime and OpenVINO do with their own thread pools",
+    )
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     import torch
+
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     crops = synthetic_crops(args.crops)
@@ -73,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("mosaic", "blur", "noise"):
         base = BaselineAnonymizer(kind)
         rate, runs = crops_per_second(base.protect, crops, args.repeats)
-        rows.append({"anonymizer": kind, "backend": "numpy/OpenCV", "protect": rate, "protect_runs": runs,
-                     "embed": None})
+        rows.append(
+            {"anonymizer": kind, "backend": "numpy/OpenCV", "protect": rate, "protect_runs": runs, "embed": None}
+        )
     bundle_name = Path(args.bundle).name
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
         try:
@@ -84,25 +92,47 @@ def main(argv: list[str] | None = None) -> int:
             continue
         protect, p_runs = crops_per_second(bundle.protect, crops, args.repeats)
         embed, e_runs = crops_per_second(bundle.embed, crops, args.repeats)
-        rows.append({"anonymizer": f"learned ({bundle_name})", "backend": backend, "protect": protect,
-                     "protect_runs": p_runs, "embed": embed, "embed_runs": e_runs,
-                     "generator": bundle.meta["generator"]["spec"]})
+        rows.append(
+            {
+                "anonymizer": f"learned ({bundle_name})",
+                "backend": backend,
+                "protect": protect,
+                "protect_runs": p_runs,
+                "embed": embed,
+                "embed_runs": e_runs,
+                "generator": bundle.meta["generator"]["spec"],
+            }
+        )
     command = command_line("anonymizer_speed.py", argv or sys.argv[1:])
-    save_json("anonymizer_speed", {"command": command, "crops": args.crops, "repeats": args.repeats,
-                                   "torch_threads": torch.get_num_threads(), "device": args.device, "rows": rows})
+    save_json(
+        "anonymizer_speed",
+        {
+            "command": command,
+            "crops": args.crops,
+            "repeats": args.repeats,
+            "torch_threads": torch.get_num_threads(),
+            "device": args.device,
+            "rows": rows,
+        },
+    )
     lines = [
-        "## Anonymizer speed (issue 4)", "",
+        "## Anonymizer speed (issue 4)",
+        "",
         f"`{command}` on {machine_line()}, device "
         f"`{args.device}`, torch {torch.get_num_threads()} thread(s), onnxruntime and OpenVINO their default "
         f"thread pools; {args.crops} synthetic crops of 80–300 px height per call, "
-        f"median of {args.repeats} calls. `protect` includes the resizes to the bundle's input and back.", "",
-        "| anonymizer | backend | protect (crops/s) | embed (crops/s) |", "| --- | --- | --- | --- |"]
+        f"median of {args.repeats} calls. `protect` includes the resizes to the bundle's input and back.",
+        "",
+        "| anonymizer | backend | protect (crops/s) | embed (crops/s) |",
+        "| --- | --- | --- | --- |",
+    ]
     for r in rows:
         if "skipped" in r:
             lines.append(f"| {r['anonymizer']} | {r['backend']} | skipped: {r['skipped'].splitlines()[0][:90]} | |")
         else:
-            lines.append(f"| {r['anonymizer']} | {r['backend']} | {r['protect']} | "
-                         f"{'—' if r['embed'] is None else r['embed']} |")
+            lines.append(
+                f"| {r['anonymizer']} | {r['backend']} | {r['protect']} | {'—' if r['embed'] is None else r['embed']} |"
+            )
     publish_table("anonymizer_speed", lines)
     return 0
 

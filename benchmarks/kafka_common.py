@@ -1,5 +1,6 @@
 """Shared by the Kafka benchmarks: the report helpers (from :mod:`benchmarks.report`) and synthetic,
 contract-valid inputs."""
+
 from __future__ import annotations
 
 import sys

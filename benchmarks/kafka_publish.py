@@ -7,6 +7,7 @@ and delivered observations per second (publish + flush until the broker acknowle
 ``acks=all``, idempotent). Goal (issue 5): ≥ 5,000 observations/s for 512-d float16 embeddings.
 Writes ``benchmarks/results/kafka_publish.json`` and a section of ``docs/benchmarks.md``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,12 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.kafka_common import (FP_ANON, FP_REID, command_line, machine_line, publish_table,  # noqa: E402
-                                     save_json, unit_vectors)
+from benchmarks.kafka_common import FP_ANON, FP_REID, command_line, machine_line, publish_table, save_json, unit_vectors  # noqa: E402
 from stream.broker import EmbeddedBroker  # noqa: E402
-from stream.kafka_io import KafkaConfigError, compression_type  # noqa: E402
 from stream.publisher import FeaturePublisher  # noqa: E402
-from stream.schema import build_message, encode_message  # noqa: E402
+from transport.kafka_io import KafkaConfigError, compression_type  # noqa: E402
+from transport.schema import build_message, encode_message  # noqa: E402
 
 GOAL = 5000.0
 
@@ -32,25 +32,59 @@ def run_one(bootstrap: str, n: int, dim: int, dtype: str, compression: str, came
     embs = unit_vectors(256, dim)
     topic = f"bench-{compression}-{dtype}-{time.monotonic_ns()}"
     with tempfile.TemporaryDirectory() as spool:
-        pub = FeaturePublisher.from_config({"TOPIC": topic, "COMPRESSION": compression, "EMBEDDING_DTYPE": dtype},
-                                           bootstrap=bootstrap, spool_dir=spool)
+        pub = FeaturePublisher.from_config(
+            {"TOPIC": topic, "COMPRESSION": compression, "EMBEDDING_DTYPE": dtype}, bootstrap=bootstrap, spool_dir=spool
+        )
         t0 = time.perf_counter()
         for i in range(n):
-            pub.publish(f"cam{i % cameras}", i // cameras, 1_700_000_000_000 + 40 * (i // cameras),
-                        (i // cameras) // 25, (10.0, 20.0, 74.0, 220.0), 0.8, embs[i % 256], FP_REID, FP_ANON, "mosaic")
+            pub.publish(
+                f"cam{i % cameras}",
+                i // cameras,
+                1_700_000_000_000 + 40 * (i // cameras),
+                (i // cameras) // 25,
+                (10.0, 20.0, 74.0, 220.0),
+                0.8,
+                embs[i % 256],
+                FP_REID,
+                FP_ANON,
+                "mosaic",
+            )
         t_publish = time.perf_counter() - t0
         ok = pub.flush(120)
         t_total = time.perf_counter() - t0
         stats = pub.stats
         pub.close()
-    size = len(encode_message(build_message(
-        camera_id="cam0", session_id="0" * 32, frame_index=1, timestamp_ms=1, track_id=1, box=(1, 2, 3, 4),
-        score=0.5, embedding=embs[0], reid_fingerprint=FP_REID, anonymizer_fingerprint=FP_ANON,
-        anonymization="mosaic", embedding_dtype=dtype)))
-    return {"compression": compression, "dtype": dtype, "dim": dim, "observations": n, "message_bytes": size,
-            "publish_calls_per_s": round(n / t_publish, 1), "delivered_per_s": round(n / t_total, 1),
-            "delivered_mb_per_s": round(n * size / t_total / 1e6, 2), "all_acknowledged": ok,
-            "delivered": stats["delivered"], "spooled": stats["spooled"]}
+    size = len(
+        encode_message(
+            build_message(
+                camera_id="cam0",
+                session_id="0" * 32,
+                frame_index=1,
+                timestamp_ms=1,
+                track_id=1,
+                box=(1, 2, 3, 4),
+                score=0.5,
+                embedding=embs[0],
+                reid_fingerprint=FP_REID,
+                anonymizer_fingerprint=FP_ANON,
+                anonymization="mosaic",
+                embedding_dtype=dtype,
+            )
+        )
+    )
+    return {
+        "compression": compression,
+        "dtype": dtype,
+        "dim": dim,
+        "observations": n,
+        "message_bytes": size,
+        "publish_calls_per_s": round(n / t_publish, 1),
+        "delivered_per_s": round(n / t_total, 1),
+        "delivered_mb_per_s": round(n * size / t_total / 1e6, 2),
+        "all_acknowledged": ok,
+        "delivered": stats["delivered"],
+        "spooled": stats["spooled"],
+    }
 
 
 def main() -> int:
@@ -83,15 +117,20 @@ def main() -> int:
     cmd = command_line("kafka_publish.py", sys.argv[1:])
     save_json("kafka_publish", {"command": cmd, "goal_obs_per_s": GOAL, "rows": rows})
     table = [
-        "## Kafka publish throughput (issue 5)", "",
+        "## Kafka publish throughput (issue 5)",
+        "",
         f"`{cmd}` on {line}; embedded tansu broker on loopback, `acks=all`, idempotent producer, "
-        f"{args.observations} observations over {args.cameras} cameras, {args.dim}-d embeddings.", "",
+        f"{args.observations} observations over {args.cameras} cameras, {args.dim}-d embeddings.",
+        "",
         "| compression | embedding | message bytes | publish() calls/s | delivered obs/s (acked) | MB/s | goal ≥ 5,000 |",
-        "| --- | --- | --- | --- | --- | --- | --- |"]
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         mark = "✅" if r["delivered_per_s"] >= GOAL else "❌"
-        table.append(f"| {r['compression']} | {r['dtype']} | {r['message_bytes']} | {r['publish_calls_per_s']:.0f} | "
-                     f"{r['delivered_per_s']:.0f} | {r['delivered_mb_per_s']} | {mark if r['dtype'] == 'float16' else ''} |")
+        table.append(
+            f"| {r['compression']} | {r['dtype']} | {r['message_bytes']} | {r['publish_calls_per_s']:.0f} | "
+            f"{r['delivered_per_s']:.0f} | {r['delivered_mb_per_s']} | {mark if r['dtype'] == 'float16' else ''} |"
+        )
     publish_table("kafka_publish", table)
     return 0
 

@@ -20,6 +20,7 @@ Why one file of this length: it is a script run by hand (and by one smoke test),
 (servers, sampler, report) only make sense together; splitting it would only spread one
 experiment over several modules.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,15 +36,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import (REPO_ROOT, RESULTS_DIR, command_line, git_commit, machine,  # noqa: E402
-                               machine_line, publish_table)
+from benchmarks.report import REPO_ROOT, RESULTS_DIR, command_line, git_commit, machine, machine_line, publish_table  # noqa: E402
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian's, with python3-gi and gst-rtsp-server (the venv has neither)
 RTSP_SERVER = REPO_ROOT / "tests" / "rtsp_server.py"
@@ -53,7 +53,7 @@ VTEST_CANDIDATES = [  # the same places tests/conftest.py looks
 ]
 SHARED_DATA = Path(os.environ.get("PRIVREID_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 YOLO_INT8 = SHARED_DATA / "detector_models" / "ultralytics" / "yolov8n_int8_openvino_model"
-VTEST_SECONDS = 79.5       # 795 frames at 10 fps: one pass of the file at the server's rate
+VTEST_SECONDS = 79.5  # 795 frames at 10 fps: one pass of the file at the server's rate
 RSS_GOAL_PCT = 10.0
 LATENCY_METRIC = "privreid_capture_to_output_seconds"
 # What an operator of two live cameras on 2 cores would change from the file-oriented defaults: the
@@ -79,8 +79,15 @@ def find_vtest() -> Path | None:
 def gst_available() -> bool:
     if not SYSTEM_PYTHON.exists():
         return False
-    probe = subprocess.run([str(SYSTEM_PYTHON), "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
-                            "from gi.repository import GstRtspServer"], capture_output=True, check=False)
+    probe = subprocess.run(
+        [
+            str(SYSTEM_PYTHON),
+            "-c",
+            "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer",
+        ],
+        capture_output=True,
+        check=False,
+    )
     return probe.returncode == 0
 
 
@@ -95,8 +102,10 @@ def looped_video(vtest: Path, seconds: float, workdir: Path) -> tuple[Path, int]
     (a stream copy, so it takes a fraction of a second and decodes exactly like the original)."""
     loops = max(1, math.ceil(seconds / VTEST_SECONDS) + 1)
     out = workdir / "long.avi"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(loops - 1), "-i", str(vtest), "-c", "copy",
-                    str(out)], check=True)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-stream_loop", str(loops - 1), "-i", str(vtest), "-c", "copy", str(out)],
+        check=True,
+    )
     return out, loops
 
 
@@ -117,9 +126,23 @@ class Camera:
             fh.write(f"--- start {datetime.now().isoformat(timespec='seconds')}\n")
             fh.flush()
             start_at = fh.tell()
-            self.proc = subprocess.Popen([str(SYSTEM_PYTHON), str(RTSP_SERVER), "--file", str(self.video), "--port",
-                                          str(self.port), "--mount", "/cam", "--fps", str(self.fps)],
-                                         stdout=fh, stderr=subprocess.STDOUT, text=True)
+            self.proc = subprocess.Popen(
+                [
+                    str(SYSTEM_PYTHON),
+                    str(RTSP_SERVER),
+                    "--file",
+                    str(self.video),
+                    "--port",
+                    str(self.port),
+                    "--mount",
+                    "/cam",
+                    "--fps",
+                    str(self.fps),
+                ],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self.log_path.open() as fh:
@@ -176,8 +199,11 @@ def memory(pid: int) -> dict[str, Any]:
     shared pages; it is the number a container's memory limit comes closest to)."""
     kids = _descendants(pid)
     main = _rss_kb(pid)
-    return {"rss_main_mb": round(main / 1024, 1), "rss_tree_mb": round((main + sum(_rss_kb(k) for k in kids)) / 1024, 1),
-            "children": len(kids)}
+    return {
+        "rss_main_mb": round(main / 1024, 1),
+        "rss_tree_mb": round((main + sum(_rss_kb(k) for k in kids)) / 1024, 1),
+        "children": len(kids),
+    }
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -226,16 +252,22 @@ class CpuMeter:
             return {"cpu_pipeline": None, "cpu_rtsp": None, "cpu_other": None}
         dt = now[0] - last[0]
         pipe, rtsp, busy = pipe / dt, rtsp / dt, max(0.0, now[1] - last[1]) / dt
-        return {"cpu_pipeline": round(pipe, 2), "cpu_rtsp": round(rtsp, 2),
-                "cpu_other": round(max(0.0, busy - pipe - rtsp), 2)}
+        return {
+            "cpu_pipeline": round(pipe, 2),
+            "cpu_rtsp": round(rtsp, 2),
+            "cpu_other": round(max(0.0, busy - pipe - rtsp), 2),
+        }
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def _metric(m: dict, name: str, camera: str, **labels: str) -> float | None:
@@ -247,17 +279,26 @@ def camera_sample(m: dict, camera: str) -> dict[str, Any]:
         return int(_metric(m, f"privreid_{name}_total", camera) or 0)
 
     from stream.metrics import CAMERA_STATES
+
     state = next((s for s in CAMERA_STATES if _metric(m, "privreid_camera_state", camera, state=s) == 1), None)
-    return {"frames_in": count("frames_in"), "frames_processed": count("frames_processed"),
-            "frames_dropped": count("frames_dropped"), "reconnects": count("reconnects"),
-            "queue_depth": int(_metric(m, "privreid_queue_depth", camera) or 0), "state": state,
-            "latency_count": int(_metric(m, f"{LATENCY_METRIC}_count", camera) or 0)}
+    return {
+        "frames_in": count("frames_in"),
+        "frames_processed": count("frames_processed"),
+        "frames_dropped": count("frames_dropped"),
+        "reconnects": count("reconnects"),
+        "queue_depth": int(_metric(m, "privreid_queue_depth", camera) or 0),
+        "state": state,
+        "latency_count": int(_metric(m, f"{LATENCY_METRIC}_count", camera) or 0),
+    }
 
 
 def histogram_buckets(m: dict, camera: str) -> list[tuple[float, float]]:
     """(upper bound s, cumulative count) of the capture-to-output histogram, +Inf last."""
-    rows = [(float(dict(labels)["le"]), value) for (name, labels), value in m.items()
-            if name == f"{LATENCY_METRIC}_bucket" and dict(labels).get("camera") == camera]
+    rows = [
+        (float(dict(labels)["le"]), value)
+        for (name, labels), value in m.items()
+        if name == f"{LATENCY_METRIC}_bucket" and dict(labels).get("camera") == camera
+    ]
     return sorted(rows)
 
 
@@ -282,8 +323,13 @@ def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> floa
 def histogram_summary(buckets: Sequence[tuple[float, float]]) -> dict[str, Any]:
     total = buckets[-1][1] if buckets else 0
     over_1s = total - next((c for b, c in buckets if b == 1.0), total) if buckets else 0
-    return {"p50": histogram_quantile(0.5, buckets), "p95": histogram_quantile(0.95, buckets),
-            "p99": histogram_quantile(0.99, buckets), "frames": int(total), "over_1s": int(over_1s)}
+    return {
+        "p50": histogram_quantile(0.5, buckets),
+        "p95": histogram_quantile(0.95, buckets),
+        "p99": histogram_quantile(0.99, buckets),
+        "frames": int(total),
+        "over_1s": int(over_1s),
+    }
 
 
 def bucket_delta(end: Sequence[tuple[float, float]], start: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -304,8 +350,9 @@ def choose_detector(requested: str) -> tuple[str, list[str], str]:
     return requested, [], Path(requested.rstrip("/")).name
 
 
-def wait_until_streaming(proc: subprocess.Popen, port: int, cameras: Sequence[str], timeout_s: float,
-                         pipeline_log: Path) -> dict:
+def wait_until_streaming(
+    proc: subprocess.Popen, port: int, cameras: Sequence[str], timeout_s: float, pipeline_log: Path
+) -> dict:
     """Until both cameras have processed a frame: model loading and the RTSP handshakes are not the soak."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -345,13 +392,36 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     detector, detector_overrides, detector_desc = choose_detector(args.detector)
     cams = {"a": Camera("a", video, args.fps, workdir), "b": Camera("b", video, args.fps, workdir)}
     metrics_port = free_port()
-    cmd = [sys.executable, str(REPO_ROOT / "run_pipeline.py"),
-           "--source", cams["a"].url, "--source", cams["b"].url, "--camera-id", "a", "--camera-id", "b",
-           "--output", str(out), "--detector", detector, "--anonymizer", args.anonymizer,
-           "--metrics-port", str(metrics_port), "LOG.PROGRESS", "False", *LIVE_SETTINGS, *detector_overrides, *args.overrides]
-    log(f"{vtest.name} looped {loops}x -> {video}; cameras at {args.fps} fps; detector {detector_desc}; "
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / "run_pipeline.py"),
+        "--source",
+        cams["a"].url,
+        "--source",
+        cams["b"].url,
+        "--camera-id",
+        "a",
+        "--camera-id",
+        "b",
+        "--output",
+        str(out),
+        "--detector",
+        detector,
+        "--anonymizer",
+        args.anonymizer,
+        "--metrics-port",
+        str(metrics_port),
+        "LOG.PROGRESS",
+        "False",
+        *LIVE_SETTINGS,
+        *detector_overrides,
+        *args.overrides,
+    ]
+    log(
+        f"{vtest.name} looped {loops}x -> {video}; cameras at {args.fps} fps; detector {detector_desc}; "
         f"anonymizer {args.anonymizer}; {args.minutes:g} min after both stream, camera b down at "
-        f"{outage_at_s:.0f} s for {args.outage_s:g} s; memory baseline at {warmup_s:.0f} s")
+        f"{outage_at_s:.0f} s for {args.outage_s:g} s; memory baseline at {warmup_s:.0f} s"
+    )
     samples: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     proc: subprocess.Popen | None = None
@@ -362,8 +432,14 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         log(f"RTSP servers ready: a {cams['a'].url}, b {cams['b'].url}; starting the pipeline (log: {pipeline_log})")
         launched = time.monotonic()
         with pipeline_log.open("w") as fh:
-            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=fh, stderr=subprocess.STDOUT, text=True,
-                                    env={**os.environ, "YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+            proc = subprocess.Popen(
+                cmd,
+                cwd=REPO_ROOT,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, "YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"},
+            )
         first = wait_until_streaming(proc, metrics_port, list(cams), args.start_timeout_s, pipeline_log)
         t0 = time.monotonic()
         startup_s = round(t0 - launched, 1)
@@ -396,8 +472,13 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 except (OSError, urllib.error.URLError) as exc:
                     log(f"t={now:.0f} s: scrape failed ({exc}); trying again at the next sample")
                     m = None
-                sample: dict[str, Any] = {"t_s": round(now, 1), **memory(proc.pid), **cpu.sample(
-                    [proc.pid, *_descendants(proc.pid)], [c.proc.pid for c in cams.values() if c.proc is not None])}
+                sample: dict[str, Any] = {
+                    "t_s": round(now, 1),
+                    **memory(proc.pid),
+                    **cpu.sample(
+                        [proc.pid, *_descendants(proc.pid)], [c.proc.pid for c in cams.values() if c.proc is not None]
+                    ),
+                }
                 if m is not None:
                     last_metrics = m
                     sample["cameras"] = {c: camera_sample(m, c) for c in cams}
@@ -412,20 +493,26 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 next_sample += args.scrape_s
                 if now - last_print >= args.print_every_s:
                     last_print = now
-                    log(f"t={now:4.0f}/{run_s:.0f} s  rss {sample['rss_main_mb']:.0f} MB (tree "
+                    log(
+                        f"t={now:4.0f}/{run_s:.0f} s  rss {sample['rss_main_mb']:.0f} MB (tree "
                         f"{sample['rss_tree_mb']:.0f} MB, {sample['children']} children)  cores: pipeline "
                         f"{_fmt(sample['cpu_pipeline'])} servers {_fmt(sample['cpu_rtsp'])} other "
-                        f"{_fmt(sample['cpu_other'])}  " + "  ".join(
+                        f"{_fmt(sample['cpu_other'])}  "
+                        + "  ".join(
                             f"{c}: {s['state']} in {s['frames_in']} done {s['frames_processed']} dropped "
                             f"{s['frames_dropped']} q {s['queue_depth']}"
-                            for c, s in sample.get("cameras", {}).items()))
+                            for c, s in sample.get("cameras", {}).items()
+                        )
+                    )
             if now >= run_s and outage_state == "restarted":
                 recovered = any(x.get("cameras", {}).get("b", {}).get("reconnects", 0) >= 1 for x in samples[-1:])
                 if recovered or now >= run_s + args.recovery_grace_s:
                     break
                 if not waiting_logged:
-                    log(f"t={now:.0f} s: camera b has not reconnected yet; waiting up to {args.recovery_grace_s:g} s "
-                        f"more (stopping now would measure nothing of the recovery)")
+                    log(
+                        f"t={now:.0f} s: camera b has not reconnected yet; waiting up to {args.recovery_grace_s:g} s "
+                        f"more (stopping now would measure nothing of the recovery)"
+                    )
                     waiting_logged = True
             time.sleep(max(0.05, min(0.5, next_sample - (time.monotonic() - t0))))
 
@@ -442,7 +529,10 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             proc.wait()
         stop_s = round(time.monotonic() - sent, 2)
         exit_code = proc.returncode
-        log(f"pipeline exited with {exit_code} {stop_s} s after SIGTERM" + (" (killed: it did not stop)" if killed else ""))
+        log(
+            f"pipeline exited with {exit_code} {stop_s} s after SIGTERM"
+            + (" (killed: it did not stop)" if killed else "")
+        )
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -453,13 +543,33 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     for c in cams:
         path = out / f"{c}.summary.json"
         summaries[c] = json.loads(path.read_text()) if path.is_file() else None
-    return analyse(args, samples, events, summaries, warmup_buckets, end_buckets, {
-        "run_s": run_s, "warmup_s": warmup_s, "outage_at_s": round(outage_at_s, 1), "outage_s": args.outage_s,
-        "camera_fps": args.fps, "video": f"{vtest.name} looped {loops}x", "detector": detector_desc,
-        "anonymizer": args.anonymizer, "live_settings": " ".join(LIVE_SETTINGS), "startup_s": startup_s,
-        "outage": outage_timing(summaries.get("b"), down_at, killed_ms, restarted_ms), "stop_s": stop_s, "exit_code": exit_code,
-        "killed_after_sigterm": killed, "load_avg_1m_start": load_start,
-        "load_avg_1m_end": round(os.getloadavg()[0], 2), "pipeline_command": _shown(cmd)})
+    return analyse(
+        args,
+        samples,
+        events,
+        summaries,
+        warmup_buckets,
+        end_buckets,
+        {
+            "run_s": run_s,
+            "warmup_s": warmup_s,
+            "outage_at_s": round(outage_at_s, 1),
+            "outage_s": args.outage_s,
+            "camera_fps": args.fps,
+            "video": f"{vtest.name} looped {loops}x",
+            "detector": detector_desc,
+            "anonymizer": args.anonymizer,
+            "live_settings": " ".join(LIVE_SETTINGS),
+            "startup_s": startup_s,
+            "outage": outage_timing(summaries.get("b"), down_at, killed_ms, restarted_ms),
+            "stop_s": stop_s,
+            "exit_code": exit_code,
+            "killed_after_sigterm": killed,
+            "load_avg_1m_start": load_start,
+            "load_avg_1m_end": round(os.getloadavg()[0], 2),
+            "pipeline_command": _shown(cmd),
+        },
+    )
 
 
 def outage_timing(summary: dict | None, killed_at_s: float, killed_ms: float, restarted_ms: float) -> dict[str, Any]:
@@ -469,12 +579,19 @@ def outage_timing(summary: dict | None, killed_at_s: float, killed_ms: float, re
     ``noticed_after_kill_s`` shows (at most) the backlog the RTSP client held at the kill."""
     gaps = [g for g in (summary or {}).get("gaps", []) if g.get("lost_at_ms", 0) >= killed_ms - 1000]
     if not killed_ms or not gaps:
-        return {"killed_at_s": round(killed_at_s, 1), "noticed_after_kill_s": None, "gap_s": None,
-                "back_after_restart_s": None}
+        return {
+            "killed_at_s": round(killed_at_s, 1),
+            "noticed_after_kill_s": None,
+            "gap_s": None,
+            "back_after_restart_s": None,
+        }
     g = gaps[0]
-    return {"killed_at_s": round(killed_at_s, 1), "noticed_after_kill_s": round((g["lost_at_ms"] - killed_ms) / 1000, 1),
-            "gap_s": round((g["back_at_ms"] - g["lost_at_ms"]) / 1000, 1),
-            "back_after_restart_s": round((g["back_at_ms"] - restarted_ms) / 1000, 1)}
+    return {
+        "killed_at_s": round(killed_at_s, 1),
+        "noticed_after_kill_s": round((g["lost_at_ms"] - killed_ms) / 1000, 1),
+        "gap_s": round((g["back_at_ms"] - g["lost_at_ms"]) / 1000, 1),
+        "back_after_restart_s": round((g["back_at_ms"] - restarted_ms) / 1000, 1),
+    }
 
 
 def _shown(cmd: Sequence[str]) -> str:
@@ -483,8 +600,15 @@ def _shown(cmd: Sequence[str]) -> str:
     return " ".join(shown)
 
 
-def analyse(args: argparse.Namespace, samples: list[dict], events: list[dict], summaries: dict[str, dict | None],
-            warmup_buckets: dict, end_buckets: dict, run: dict[str, Any]) -> dict[str, Any]:
+def analyse(
+    args: argparse.Namespace,
+    samples: list[dict],
+    events: list[dict],
+    summaries: dict[str, dict | None],
+    warmup_buckets: dict,
+    end_buckets: dict,
+    run: dict[str, Any],
+) -> dict[str, Any]:
     warm = next((s for s in samples if s["t_s"] >= run["warmup_s"]), samples[0] if samples else None)
     end = samples[-1] if samples else None
     run["soaked_s"] = end["t_s"] if end else 0.0
@@ -494,8 +618,11 @@ def analyse(args: argparse.Namespace, samples: list[dict], events: list[dict], s
         for key in ("rss_main_mb", "rss_tree_mb"):
             growth = 100.0 * (end[key] - warm[key]) / warm[key] if warm[key] else None
             mem[key.removesuffix("_mb")] = {
-                "start_mb": warm[key], "end_mb": end[key], "peak_mb": max(s[key] for s in after),
-                "growth_pct": None if growth is None else round(growth, 1)}
+                "start_mb": warm[key],
+                "end_mb": end[key],
+                "peak_mb": max(s[key] for s in after),
+                "growth_pct": None if growth is None else round(growth, 1),
+            }
         mem["baseline_t_s"], mem["end_t_s"] = warm["t_s"], end["t_s"]
         mem["children_start"], mem["children_end"] = warm["children"], end["children"]
         growths = [m["growth_pct"] for k, m in mem.items() if k in ("rss_main", "rss_tree")]
@@ -507,19 +634,28 @@ def analyse(args: argparse.Namespace, samples: list[dict], events: list[dict], s
         s = summary or {}
         cameras[c] = {
             "frames_in": last.get("frames_in"),  # the last scrape, just before SIGTERM
-            "frames_processed": s.get("frames_processed"), "frames_written": s.get("frames"),
-            "dropped_frames": s.get("dropped_frames"), "reconnects": s.get("reconnects"),
-            "gaps": s.get("gaps", []), "gap_s": [round((g["back_at_ms"] - g["lost_at_ms"]) / 1000, 1)
-                                                 for g in s.get("gaps", []) if "back_at_ms" in g and "lost_at_ms" in g],
+            "frames_processed": s.get("frames_processed"),
+            "frames_written": s.get("frames"),
+            "dropped_frames": s.get("dropped_frames"),
+            "reconnects": s.get("reconnects"),
+            "gaps": s.get("gaps", []),
+            "gap_s": [
+                round((g["back_at_ms"] - g["lost_at_ms"]) / 1000, 1)
+                for g in s.get("gaps", [])
+                if "back_at_ms" in g and "lost_at_ms" in g
+            ],
             "latency_ms_summary": s.get("latency_ms"),
             "latency_ms_histogram": histogram_summary(end_buckets.get(c, [])),
-            "latency_ms_histogram_after_warmup": histogram_summary(bucket_delta(end_buckets.get(c, []),
-                                                                                 warmup_buckets.get(c, []))),
-            "processing_fps": s.get("processing_fps"), "stopped_early": s.get("stopped_early"),
+            "latency_ms_histogram_after_warmup": histogram_summary(
+                bucket_delta(end_buckets.get(c, []), warmup_buckets.get(c, []))
+            ),
+            "processing_fps": s.get("processing_fps"),
+            "stopped_early": s.get("stopped_early"),
             "error": s.get("error") if summary else "no summary written",
             "frames_in_per_s_after_warmup": rate(samples, warm, c, "frames_in"),
             "processed_per_s_after_warmup": rate(samples, warm, c, "frames_processed"),
-            "max_queue_depth": max((x["cameras"][c]["queue_depth"] for x in samples if "cameras" in x), default=None)}
+            "max_queue_depth": max((x["cameras"][c]["queue_depth"] for x in samples if "cameras" in x), default=None),
+        }
     cpu: dict[str, Any] = {}
     for key in ("cpu_pipeline", "cpu_rtsp", "cpu_other"):
         vals = [s[key] for s in samples if s.get(key) is not None]
@@ -533,8 +669,9 @@ def rate(samples: list[dict], warm: dict | None, camera: str, key: str) -> float
     have = [s for s in samples if "cameras" in s and warm is not None and s["t_s"] >= warm["t_s"]]
     if len(have) < 2 or have[-1]["t_s"] <= have[0]["t_s"]:
         return None
-    return round((have[-1]["cameras"][camera][key] - have[0]["cameras"][camera][key])
-                 / (have[-1]["t_s"] - have[0]["t_s"]), 2)
+    return round(
+        (have[-1]["cameras"][camera][key] - have[0]["cameras"][camera][key]) / (have[-1]["t_s"] - have[0]["t_s"]), 2
+    )
 
 
 def finite(value: Any) -> Any:
@@ -557,7 +694,11 @@ def drift_last_half(samples: list[dict]) -> float | None:
     if len(samples) < 4:
         return None
     mid = next(x for x in samples if x["t_s"] >= samples[-1]["t_s"] / 2)
-    return round(100.0 * (samples[-1]["rss_main_mb"] - mid["rss_main_mb"]) / mid["rss_main_mb"], 1) if mid["rss_main_mb"] else None
+    return (
+        round(100.0 * (samples[-1]["rss_main_mb"] - mid["rss_main_mb"]) / mid["rss_main_mb"], 1)
+        if mid["rss_main_mb"]
+        else None
+    )
 
 
 def analysis_line(r: dict[str, Any]) -> str:
@@ -568,25 +709,35 @@ def analysis_line(r: dict[str, Any]) -> str:
     main, tree = mem["rss_main"], mem["rss_tree"]
     parts = []
     half = drift_last_half(r.get("samples", []))
-    step = ("" if half is None else
-            f"; over the last half of the run it moved {half:+.1f} %, so the growth is a step early on "
-            f"(its cause not traced; a tracemalloc diff would tell), not a steady leak"
-            if abs(half) <= RSS_GOAL_PCT / 4 else f"; over the last half of the run alone it moved {half:+.1f} %")
+    step = (
+        ""
+        if half is None
+        else f"; over the last half of the run it moved {half:+.1f} %, so the growth is a step early on "
+        f"(its cause not traced; a tracemalloc diff would tell), not a steady leak"
+        if abs(half) <= RSS_GOAL_PCT / 4
+        else f"; over the last half of the run alone it moved {half:+.1f} %"
+    )
     if mem["goal_met"]:
-        parts.append(f"Memory goal met: after the {r['warmup_s']:.0f} s warm-up the pipeline's RSS moved "
-                     f"{main['growth_pct']:+.1f} % (process tree {tree['growth_pct']:+.1f} %), within the +{RSS_GOAL_PCT:g} % goal{step}")
+        parts.append(
+            f"Memory goal met: after the {r['warmup_s']:.0f} s warm-up the pipeline's RSS moved "
+            f"{main['growth_pct']:+.1f} % (process tree {tree['growth_pct']:+.1f} %), within the +{RSS_GOAL_PCT:g} % goal{step}"
+        )
     else:
         grew = "the Python process" if (main["growth_pct"] or 0) > RSS_GOAL_PCT else "the FFmpeg children"
         minutes = max((mem["end_t_s"] - mem["baseline_t_s"]) / 60, 1e-9)
         rate = (main["end_mb"] - main["start_mb"]) / minutes
-        parts.append(f"Memory goal missed: RSS grew {main['growth_pct']:+.1f} % (tree {tree['growth_pct']:+.1f} %) after "
-                     f"the warm-up, {rate:.1f} MB/min, in {grew}; a longer run (does it level off?) and a "
-                     f"tracemalloc snapshot diff of the process would show whether it is a leak or caches filling{step}")
+        parts.append(
+            f"Memory goal missed: RSS grew {main['growth_pct']:+.1f} % (tree {tree['growth_pct']:+.1f} %) after "
+            f"the warm-up, {rate:.1f} MB/min, in {grew}; a longer run (does it level off?) and a "
+            f"tracemalloc snapshot diff of the process would show whether it is a leak or caches filling{step}"
+        )
     drops = [(c, x["frames_processed"] or 0, x["frames_in"]) for c, x in r["cameras"].items() if x["frames_in"]]
     if drops and any(done < got * 0.99 for _, done, got in drops):
         worst = min(drops, key=lambda d: d[1] / d[2])
-        parts.append(f"throughput missed: camera {worst[0]} had {100 * worst[1] / worst[2]:.0f} % of the frames it read "
-                     f"redacted, the rest dropped as stale (by design; each output keeps real time with repeats)")
+        parts.append(
+            f"throughput missed: camera {worst[0]} had {100 * worst[1] / worst[2]:.0f} % of the frames it read "
+            f"redacted, the rest dropped as stale (by design; each output keeps real time with repeats)"
+        )
     a = r["cameras"].get("a", {})
     fps_in = a.get("frames_in_per_s_after_warmup")
     if fps_in is not None and fps_in < 0.95 * r["camera_fps"]:
@@ -594,16 +745,22 @@ def analysis_line(r: dict[str, Any]) -> str:
         # Had the shortfall piled up in the client, camera b would have read that many seconds of
         # buffered frames after its server died; far less means the frames were lost, not queued.
         piled_s = (r["camera_fps"] - fps_in) * r["outage"]["killed_at_s"] / r["camera_fps"]
-        where = ("" if noticed is None else
-                 f"; they do not pile up (camera b read buffered frames for at most {noticed:g} s after its server died, "
-                 f"not the ~{piled_s:.0f} s a growing backlog would hold), so they are lost in the RTSP client before "
-                 f"the reader counts them, most likely RTP packets over UDP overflowing while the reader waits "
-                 f"for the CPU (not verified)" if noticed < 0.5 * piled_s else
-                 f"; they pile up in the RTSP client (camera b read buffered frames for {noticed:g} s after its "
-                 f"server died)")
-        parts.append(f"camera a was read at {fps_in:g} of the {r['camera_fps']} frames/s its server sends: the rest never reach `frames_in`, `dropped_frames` or the latency "
-                     f"histogram{where}; real time needs less CPU per frame than this shared machine gives "
-                     f"(a lower camera rate or resolution, a dedicated core, RTSP over TCP)")
+        where = (
+            ""
+            if noticed is None
+            else f"; they do not pile up (camera b read buffered frames for at most {noticed:g} s after its server died, "
+            f"not the ~{piled_s:.0f} s a growing backlog would hold), so they are lost in the RTSP client before "
+            f"the reader counts them, most likely RTP packets over UDP overflowing while the reader waits "
+            f"for the CPU (not verified)"
+            if noticed < 0.5 * piled_s
+            else f"; they pile up in the RTSP client (camera b read buffered frames for {noticed:g} s after its "
+            f"server died)"
+        )
+        parts.append(
+            f"camera a was read at {fps_in:g} of the {r['camera_fps']} frames/s its server sends: the rest never reach `frames_in`, `dropped_frames` or the latency "
+            f"histogram{where}; real time needs less CPU per frame than this shared machine gives "
+            f"(a lower camera rate or resolution, a dedicated core, RTSP over TCP)"
+        )
     b = r["cameras"].get("b", {})
     if (b.get("reconnects") or 0) < 1:
         parts.append("camera b did NOT reconnect after its outage")
@@ -614,7 +771,8 @@ def analysis_line(r: dict[str, Any]) -> str:
 
 def table(r: dict[str, Any], command: str) -> list[str]:
     lines = [
-        "## Live soak: two RTSP cameras, one outage", "",
+        "## Live soak: two RTSP cameras, one outage",
+        "",
         f"`{command}` on {r['machine_line']}; the CPU is shared with other work, so latency and drops vary "
         f"with its load (1-min load {r['load_avg_1m_start']} when the cameras started, {r['load_avg_1m_end']} "
         f"at the end). "
@@ -624,47 +782,79 @@ def table(r: dict[str, Any], command: str) -> list[str]:
         f"both cameras streamed ({r['startup_s']} s start-up); camera b's server killed at {r['outage_at_s']:g} s "
         f"and restarted on the same port {r['outage_s']:g} s later; `/metrics` and RSS every {r['scrape_s']:g} s; "
         f"then SIGTERM. Latency: capture (arrival) to redacted write, from the summaries (every frame) and from "
-        f"the `/metrics` histogram (interpolated within its buckets).", "",
+        f"the `/metrics` histogram (interpolated within its buckets).",
+        "",
         "| camera | frames in | processed | dropped | in / processed per s after warm-up | reconnects | gaps (s) "
         "| latency p50 / p95 / max (ms) | histogram p50 / p95 (ms) | after warm-up p50 / p95 (ms) | frames > 1 s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for c, x in r["cameras"].items():
-        lat, hist, late = x["latency_ms_summary"] or {}, x["latency_ms_histogram"], x["latency_ms_histogram_after_warmup"]
-        lines.append(f"| {c} | {_fmt(x['frames_in'])} | {_fmt(x['frames_processed'])} | {_fmt(x['dropped_frames'])} | "
-                     f"{_fmt(x['frames_in_per_s_after_warmup'])} / {_fmt(x['processed_per_s_after_warmup'])} | "
-                     f"{_fmt(x['reconnects'])} | {', '.join(f'{g:g}' for g in x['gap_s']) or '–'} | "
-                     f"{_fmt(lat.get('p50'))} / {_fmt(lat.get('p95'))} / {_fmt(lat.get('max'))} | "
-                     f"{_fmt(hist['p50'])} / {_fmt(hist['p95'])} | {_fmt(late['p50'])} / {_fmt(late['p95'])} | "
-                     f"{_fmt(hist['over_1s'])} |")
+        lat, hist, late = (
+            x["latency_ms_summary"] or {},
+            x["latency_ms_histogram"],
+            x["latency_ms_histogram_after_warmup"],
+        )
+        lines.append(
+            f"| {c} | {_fmt(x['frames_in'])} | {_fmt(x['frames_processed'])} | {_fmt(x['dropped_frames'])} | "
+            f"{_fmt(x['frames_in_per_s_after_warmup'])} / {_fmt(x['processed_per_s_after_warmup'])} | "
+            f"{_fmt(x['reconnects'])} | {', '.join(f'{g:g}' for g in x['gap_s']) or '–'} | "
+            f"{_fmt(lat.get('p50'))} / {_fmt(lat.get('p95'))} / {_fmt(lat.get('max'))} | "
+            f"{_fmt(hist['p50'])} / {_fmt(hist['p95'])} | {_fmt(late['p50'])} / {_fmt(late['p95'])} | "
+            f"{_fmt(hist['over_1s'])} |"
+        )
     mem = r["memory"]
     if mem:
-        lines += ["", f"| resident memory | at {mem['baseline_t_s']:g} s (after warm-up) | at {mem['end_t_s']:g} s (end) "
-                      f"| peak after warm-up | growth (goal ≤ {RSS_GOAL_PCT:g} %) |", "| --- | --- | --- | --- | --- |"]
-        for key, label in (("rss_main", "pipeline process"),
-                           ("rss_tree", f"process tree ({mem['children_start']} → {mem['children_end']} children)")):
+        lines += [
+            "",
+            f"| resident memory | at {mem['baseline_t_s']:g} s (after warm-up) | at {mem['end_t_s']:g} s (end) "
+            f"| peak after warm-up | growth (goal ≤ {RSS_GOAL_PCT:g} %) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for key, label in (
+            ("rss_main", "pipeline process"),
+            ("rss_tree", f"process tree ({mem['children_start']} → {mem['children_end']} children)"),
+        ):
             m = mem[key]
             ok = m["growth_pct"] is not None and m["growth_pct"] <= RSS_GOAL_PCT
-            lines.append(f"| {label} | {m['start_mb']:g} MB | {m['end_mb']:g} MB | {m['peak_mb']:g} MB | "
-                         f"{_fmt(m['growth_pct'], ' %')} {'✅' if ok else '❌'} |")
+            lines.append(
+                f"| {label} | {m['start_mb']:g} MB | {m['end_mb']:g} MB | {m['peak_mb']:g} MB | "
+                f"{_fmt(m['growth_pct'], ' %')} {'✅' if ok else '❌'} |"
+            )
     o, cpu = r["outage"], r["cpu"]
-    back = ("the pipeline recorded no gap for it" if o["noticed_after_kill_s"] is None else
-            f"its loss was noticed {o['noticed_after_kill_s']:g} s after the kill (the RTSP client first read "
-            f"the frames it had buffered), the gap lasted {o['gap_s']:g} s, and the camera was back "
-            f"{o['back_after_restart_s']:g} s after its server")
-    lines += ["", f"Outage at {o['killed_at_s']:g} s: camera b: {back}. CPU, mean cores in use (of {os.cpu_count()}): pipeline and encoders "
-                  f"{_fmt(cpu.get('pipeline_cores_mean'))}, the two RTSP servers {_fmt(cpu.get('rtsp_cores_mean'))}, "
-                  f"other work on the machine {_fmt(cpu.get('other_cores_mean'))}."]
-    lines += ["", f"SIGTERM: exit code {r['exit_code']} after {r['stop_s']:g} s"
-              + (" (killed: it did not stop in time)" if r["killed_after_sigterm"] else "") + ".", "",
-              analysis_line(r)]
+    back = (
+        "the pipeline recorded no gap for it"
+        if o["noticed_after_kill_s"] is None
+        else f"its loss was noticed {o['noticed_after_kill_s']:g} s after the kill (the RTSP client first read "
+        f"the frames it had buffered), the gap lasted {o['gap_s']:g} s, and the camera was back "
+        f"{o['back_after_restart_s']:g} s after its server"
+    )
+    lines += [
+        "",
+        f"Outage at {o['killed_at_s']:g} s: camera b: {back}. CPU, mean cores in use (of {os.cpu_count()}): pipeline and encoders "
+        f"{_fmt(cpu.get('pipeline_cores_mean'))}, the two RTSP servers {_fmt(cpu.get('rtsp_cores_mean'))}, "
+        f"other work on the machine {_fmt(cpu.get('other_cores_mean'))}.",
+    ]
+    lines += [
+        "",
+        f"SIGTERM: exit code {r['exit_code']} after {r['stop_s']:g} s"
+        + (" (killed: it did not stop in time)" if r["killed_after_sigterm"] else "")
+        + ".",
+        "",
+        analysis_line(r),
+    ]
     return lines
 
 
 def write_json(data: dict[str, Any], path: Path) -> Path:
     """The envelope of benchmarks.report.save_json (benchmark, date, commit, machine), at any path,
     so that a CI smoke run never overwrites the published results."""
-    data = {"benchmark": "live_soak", "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "commit": git_commit(), "machine": machine(), **data}
+    data = {
+        "benchmark": "live_soak",
+        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": machine(),
+        **data,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
     return path
@@ -675,23 +865,42 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=10.0, help="soak length once both cameras stream (default 10)")
     p.add_argument("--outage-s", type=float, default=10.0, help="how long camera b's server is down, at 1/3 of the run")
     p.add_argument("--fps", type=int, default=10, help="frame rate each RTSP camera sends (default 10)")
-    p.add_argument("--detector", default="auto",
-                   help="auto (YOLOv8n INT8 OpenVINO from the offline data, else HOG), hog, or a model path")
+    p.add_argument(
+        "--detector",
+        default="auto",
+        help="auto (YOLOv8n INT8 OpenVINO from the offline data, else HOG), hog, or a model path",
+    )
     p.add_argument("--anonymizer", default="mosaic")
     p.add_argument("--scrape-s", type=float, default=5.0, help="seconds between /metrics and memory samples")
     p.add_argument("--print-every-s", type=float, default=30.0, help="seconds between progress lines")
-    p.add_argument("--warmup-s", type=float, default=None,
-                   help="memory baseline after this long (default: 60 s, or 20 %% of a shorter run)")
-    p.add_argument("--recovery-grace-s", type=float, default=60.0,
-                   help="at the planned end, wait up to this long more for camera b to have reconnected")
+    p.add_argument(
+        "--warmup-s",
+        type=float,
+        default=None,
+        help="memory baseline after this long (default: 60 s, or 20 %% of a shorter run)",
+    )
+    p.add_argument(
+        "--recovery-grace-s",
+        type=float,
+        default=60.0,
+        help="at the planned end, wait up to this long more for camera b to have reconnected",
+    )
     p.add_argument("--start-timeout-s", type=float, default=180.0)
     p.add_argument("--stop-timeout-s", type=float, default=60.0, help="how long to wait for the exit after SIGTERM")
-    p.add_argument("--out", default=None, metavar="DIR",
-                   help="keep the run's files and write live_soak.json here, leaving benchmarks/results and the "
-                        "docs alone (CI smoke runs); default: a temporary folder, results published")
-    p.add_argument("--from-json", default=None, metavar="PATH",
-                   help="run nothing: write the docs section again from a saved live_soak.json (after a change of "
-                        "the table's wording, without another 10-minute run)")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="keep the run's files and write live_soak.json here, leaving benchmarks/results and the "
+        "docs alone (CI smoke runs); default: a temporary folder, results published",
+    )
+    p.add_argument(
+        "--from-json",
+        default=None,
+        metavar="PATH",
+        help="run nothing: write the docs section again from a saved live_soak.json (after a change of "
+        "the table's wording, without another 10-minute run)",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY VALUE", help="passed on to run_pipeline.py")
     args = p.parse_args(argv)
     if args.minutes <= 0 or args.outage_s <= 0 or args.scrape_s <= 0:

@@ -8,6 +8,7 @@ mean, duplicate and overlap checks: constant time). Galleries are filled with sy
 embeddings, 4 tracks per identity, spread over 16 cameras.
 Writes ``benchmarks/results/matcher_scaling.json`` and a section of ``docs/benchmarks.md``.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,9 @@ def build(n: int, dim: int, rng: np.random.Generator) -> tuple[Gallery, np.ndarr
     for i in range(n):
         p = i // 4
         v = people[p] + 0.3 / np.sqrt(dim) * rng.normal(size=dim).astype(np.float32)
-        g.add_track((f"cam{i % 16}", "s", i), v / np.linalg.norm(v), first_ms=i * 10, last_ms=i * 10 + 5,
-                    global_id=p + 1)
+        g.add_track(
+            (f"cam{i % 16}", "s", i), v / np.linalg.norm(v), first_ms=i * 10, last_ms=i * 10 + 5, global_id=p + 1
+        )
     return g, people
 
 
@@ -53,20 +55,24 @@ def measure(n: int, dim: int, queries: int, rng: np.random.Generator) -> dict:
         v = people[p] + 0.3 / np.sqrt(dim) * rng.normal(size=dim).astype(np.float32)
         v /= np.linalg.norm(v)
         t = time.perf_counter()
-        g.observe("camX", "s", 10_000_000 + q, 0, ts + q, v)           # new track: identity decision
+        g.observe("camX", "s", 10_000_000 + q, 0, ts + q, v)  # new track: identity decision
         new_us.append((time.perf_counter() - t) * 1e6)
     for q in range(queries * 5):
         key = int(rng.integers(n))
         v = people[key // 4]
         t = time.perf_counter()
-        g.observe(f"cam{key % 16}", "s", key, 1 + q, ts + q, v)        # known track: update
+        g.observe(f"cam{key % 16}", "s", key, 1 + q, ts + q, v)  # known track: update
         upd_us.append((time.perf_counter() - t) * 1e6)
-    return {"tracks": n, "dim": dim, "build_s": round(build_s, 2),
-            "new_track_us_p50": round(statistics.median(new_us), 1),
-            "new_track_us_p95": round(float(np.percentile(new_us, 95)), 1),
-            "update_us_p50": round(statistics.median(upd_us), 1),
-            "update_us_p95": round(float(np.percentile(upd_us, 95)), 1),
-            "gallery_mb": round(g._mean.nbytes / 1e6, 1)}
+    return {
+        "tracks": n,
+        "dim": dim,
+        "build_s": round(build_s, 2),
+        "new_track_us_p50": round(statistics.median(new_us), 1),
+        "new_track_us_p95": round(float(np.percentile(new_us, 95)), 1),
+        "update_us_p50": round(statistics.median(upd_us), 1),
+        "update_us_p95": round(float(np.percentile(upd_us, 95)), 1),
+        "gallery_mb": round(g._mean.nbytes / 1e6, 1),
+    }
 
 
 def main() -> int:
@@ -74,7 +80,9 @@ def main() -> int:
     p.add_argument("--sizes", default="1000,10000,100000")
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--queries", type=int, default=200)
-    p.add_argument("--blas-threads", default="1", help="BLAS threads, as --blas-threads=N (default 1, like the service)")
+    p.add_argument(
+        "--blas-threads", default="1", help="BLAS threads, as --blas-threads=N (default 1, like the service)"
+    )
     args = p.parse_args()
     rng = np.random.default_rng(0)
     line = machine_line()
@@ -85,14 +93,20 @@ def main() -> int:
         print(r)
     cmd = command_line("matcher_scaling.py", sys.argv[1:])
     save_json("matcher_scaling", {"command": cmd, "rows": rows})
-    table = ["## Matcher time per observation (issue 5)", "",
-             f"`{cmd}` on {line}; numpy float32 (BLAS threads: {os.environ.get('OPENBLAS_NUM_THREADS')}), the service loop's thread, {args.queries} new tracks and "
-             f"{args.queries * 5} updates per size, {args.dim}-d embeddings.", "",
-             "| gallery tracks | new track p50 (ms) | new track p95 (ms) | update p50 (µs) | update p95 (µs) | embeddings (MB) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    table = [
+        "## Matcher time per observation (issue 5)",
+        "",
+        f"`{cmd}` on {line}; numpy float32 (BLAS threads: {os.environ.get('OPENBLAS_NUM_THREADS')}), the service loop's thread, {args.queries} new tracks and "
+        f"{args.queries * 5} updates per size, {args.dim}-d embeddings.",
+        "",
+        "| gallery tracks | new track p50 (ms) | new track p95 (ms) | update p50 (µs) | update p95 (µs) | embeddings (MB) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        table.append(f"| {r['tracks']:,} | {r['new_track_us_p50'] / 1000:.2f} | {r['new_track_us_p95'] / 1000:.2f} | "
-                     f"{r['update_us_p50']:.0f} | {r['update_us_p95']:.0f} | {r['gallery_mb']} |")
+        table.append(
+            f"| {r['tracks']:,} | {r['new_track_us_p50'] / 1000:.2f} | {r['new_track_us_p95'] / 1000:.2f} | "
+            f"{r['update_us_p50']:.0f} | {r['update_us_p95']:.0f} | {r['gallery_mb']} |"
+        )
     publish_table("matcher_scaling", table)
     return 0
 

@@ -9,6 +9,7 @@
 Goal (issue 2): full ≥ 0.85 × detect-only with the mosaic anonymizer. Writes
 ``benchmarks/results/pipeline_fps.json`` and the table in ``docs/benchmarks.md``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,14 +31,16 @@ from stream.pipeline import _EOS, CameraSpec, Pipeline, SourceReader  # noqa: E4
 from stream.sources import open_source  # noqa: E402
 
 DEFAULT_VIDEO = Path.home() / ".cache" / "privreid" / "data" / "vtest.avi"
-DEFAULT_DETECTOR = Path(__file__).resolve().parents[2] / "shared/data/detector_models/ultralytics/yolov8n_int8_openvino_model"
+DEFAULT_DETECTOR = (
+    Path(__file__).resolve().parents[2] / "shared/data/detector_models/ultralytics/yolov8n_int8_openvino_model"
+)
 
 
 def decode_only(cfg, source: str, frames: int) -> float:
     src = open_source(source, "bench", cfg.SOURCE)
     t0 = time.perf_counter()
     n = 0
-    for frame in src.frames():
+    for _frame in src.frames():
         n += 1
         if n >= frames:
             break
@@ -46,8 +49,9 @@ def decode_only(cfg, source: str, frames: int) -> float:
 
 
 def detect_only(cfg, source: str, frames: int, detector) -> float:
-    reader = SourceReader(open_source(source, "bench", cfg.SOURCE), cfg.SOURCE.QUEUE_SIZE, False, frames,
-                          threading.Event())
+    reader = SourceReader(
+        open_source(source, "bench", cfg.SOURCE), cfg.SOURCE.QUEUE_SIZE, False, frames, threading.Event()
+    )
     t0 = time.perf_counter()
     reader.start()
     n, done = 0, False
@@ -98,19 +102,33 @@ def main(argv=None) -> int:
     fps = {k: round(statistics.median(v), 2) for k, v in runs.items()}
     ratio = round(fps["full_pipeline"] / fps["detect_only"], 3)
     command = command_line("pipeline_fps.py", argv or sys.argv[1:])
-    result = {"command": command, "source": Path(args.source).name, "frames": args.frames,
-              "detector": detector.name, "anonymizer": anonymizer.kind, "fps": fps, "runs": runs,
-              "full_over_detect": ratio, "goal": 0.85, "goal_met": ratio >= 0.85}
+    result = {
+        "command": command,
+        "source": Path(args.source).name,
+        "frames": args.frames,
+        "detector": detector.name,
+        "anonymizer": anonymizer.kind,
+        "fps": fps,
+        "runs": runs,
+        "full_over_detect": ratio,
+        "goal": 0.85,
+        "goal_met": ratio >= 0.85,
+    }
     save_json("pipeline_fps", result)
     table = [
-        "## Pipeline throughput (issue 2)", "",
+        "## Pipeline throughput (issue 2)",
+        "",
         f"`{command}` on {machine_line()}, "
         f"{args.frames} frames of `{Path(args.source).name}`, detector `{detector.name}`, anonymizer "
-        f"`{anonymizer.kind}`, median of {args.repeats} runs.", "",
-        "| stage | frames/s |", "| --- | --- |",
-        f"| decode only | {fps['decode_only']} |", f"| decode + detect | {fps['detect_only']} |",
+        f"`{anonymizer.kind}`, median of {args.repeats} runs.",
+        "",
+        "| stage | frames/s |",
+        "| --- | --- |",
+        f"| decode only | {fps['decode_only']} |",
+        f"| decode + detect | {fps['detect_only']} |",
         f"| full pipeline (decode, detect, track, anonymize, encode, logs) | {fps['full_pipeline']} |",
-        f"| full / detect-only (goal ≥ 0.85) | {ratio} {'✅' if ratio >= 0.85 else '❌'} |"]
+        f"| full / detect-only (goal ≥ 0.85) | {ratio} {'✅' if ratio >= 0.85 else '❌'} |",
+    ]
     publish_table("pipeline_fps", table)
     return 0
 

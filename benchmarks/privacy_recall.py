@@ -21,6 +21,7 @@ except in the two rows that run the default learned anonymizer, as the README's 
 ``docs/benchmarks.md`` and ``docs/figures/privacy_recall.png`` (coverage against fps).
 Outputs (videos, audit folders) go to a temporary folder that is deleted: they show real people.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,9 +51,11 @@ SHARED = REPO_ROOT.parent / "shared" / "data"
 YOLO = SHARED / "detector_models/ultralytics/yolov8n_int8_openvino_model"
 SSD = SHARED / "detector_models/intel/pedestrian-detection-adas-0002/FP16/pedestrian-detection-adas-0002.xml"
 MOT = SHARED / "mot17_dev/MOT17-mini/train"
-VIDEOS = {"vtest": Path.home() / ".cache/privreid/data/vtest.avi",
-          "intel_one_by_one": SHARED / "intel_sample_videos/one-by-one-person-detection.mp4",
-          "intel_people": SHARED / "intel_sample_videos/people-detection.264"}
+VIDEOS = {
+    "vtest": Path.home() / ".cache/privreid/data/vtest.avi",
+    "intel_one_by_one": SHARED / "intel_sample_videos/one-by-one-person-detection.mp4",
+    "intel_people": SHARED / "intel_sample_videos/people-detection.264",
+}
 AUDITORS = {"yolov8n@0.25": (YOLO, 0.25), "ssd-adas@0.5": (SSD, 0.5)}
 PERSON_AREA_CLASSES = (1, 2, 7, 8, 12)
 OLD = ["DETECTOR.MASK_CONF", "0.25", "DETECTOR.TILES", "off", "PRIVACY.MOTION_NET", "off"]
@@ -63,26 +66,51 @@ NO_FLOOR = ("PRIVACY.FLOOR_SSIM", "1.0", "PRIVACY.FLOOR_MIN_CHANGED", "0.0")
 @dataclass(frozen=True)
 class Config:
     name: str
-    detector: str            # 'yolo' or 'hog'
+    detector: str  # 'yolo' or 'hog'
     overrides: tuple[str, ...]
     videos: tuple[str, ...] = tuple(VIDEOS)
     anonymizer: str = "mosaic"
 
 
 CONFIGS = [
-    Config("before: CONF 0.25, no tiles, no motion net", "yolo", tuple(OLD) + NO_FLOOR + ("PRIVACY.LOOKAHEAD_FRAMES", "0")),
-    Config("two thresholds alone (MASK_CONF 0.05)", "yolo", (*NO_FLOOR, "DETECTOR.TILES", "off", "PRIVACY.MOTION_NET", "off",
-                                                            "PRIVACY.LOOKAHEAD_FRAMES", "0")),
-    Config("tiles (auto) alone", "yolo", (*NO_FLOOR, "DETECTOR.MASK_CONF", "0.25", "PRIVACY.MOTION_NET", "off",
-                                         "PRIVACY.LOOKAHEAD_FRAMES", "0")),
-    Config("motion net alone", "yolo", (*NO_FLOOR, "DETECTOR.MASK_CONF", "0.25", "DETECTOR.TILES", "off",
-                                       "PRIVACY.MOTION_NET", "on", "PRIVACY.LOOKAHEAD_FRAMES", "0")),
+    Config(
+        "before: CONF 0.25, no tiles, no motion net", "yolo", tuple(OLD) + NO_FLOOR + ("PRIVACY.LOOKAHEAD_FRAMES", "0")
+    ),
+    Config(
+        "two thresholds alone (MASK_CONF 0.05)",
+        "yolo",
+        (*NO_FLOOR, "DETECTOR.TILES", "off", "PRIVACY.MOTION_NET", "off", "PRIVACY.LOOKAHEAD_FRAMES", "0"),
+    ),
+    Config(
+        "tiles (auto) alone",
+        "yolo",
+        (*NO_FLOOR, "DETECTOR.MASK_CONF", "0.25", "PRIVACY.MOTION_NET", "off", "PRIVACY.LOOKAHEAD_FRAMES", "0"),
+    ),
+    Config(
+        "motion net alone",
+        "yolo",
+        (
+            *NO_FLOOR,
+            "DETECTOR.MASK_CONF",
+            "0.25",
+            "DETECTOR.TILES",
+            "off",
+            "PRIVACY.MOTION_NET",
+            "on",
+            "PRIVACY.LOOKAHEAD_FRAMES",
+            "0",
+        ),
+    ),
     Config("default (thresholds, tiles, motion net, look-ahead, floor)", "yolo", ()),
     Config("default without look-ahead", "yolo", ("PRIVACY.LOOKAHEAD_FRAMES", "0")),
     Config("default without the privacy floor", "yolo", NO_FLOOR),
     Config("default, learned anonymizer (auto)", "yolo", (), anonymizer="auto"),
-    Config("HOG before (640 px, no motion net)", "hog", tuple(OLD[4:] + OLD_HOG) + NO_FLOOR + ("PRIVACY.LOOKAHEAD_FRAMES", "0"),
-           ("vtest",)),
+    Config(
+        "HOG before (640 px, no motion net)",
+        "hog",
+        tuple(OLD[4:] + OLD_HOG) + NO_FLOOR + ("PRIVACY.LOOKAHEAD_FRAMES", "0"),
+        ("vtest",),
+    ),
     Config("HOG default, learned anonymizer (the README demo offline)", "hog", (), ("vtest",), "auto"),
 ]
 
@@ -134,8 +162,10 @@ def raw_persons(video: Path, auditor: str, max_frames: int | None) -> GroundTrut
     cached = CACHE / key
     if cached.is_file():
         data = json.loads(cached.read_text())
-        return GroundTruth({int(i): [Person(tuple(b), None, s) for b, s in rows] for i, rows in data.items()},
-                           path=f"{auditor} on {video.name}")
+        return GroundTruth(
+            {int(i): [Person(tuple(b), None, s) for b, s in rows] for i, rows in data.items()},
+            path=f"{auditor} on {video.name}",
+        )
     persons = detect_raw_persons(video, auditor, max_frames)
     CACHE.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps({i: [[list(p.box), p.score] for p in rows] for i, rows in persons.frames.items()}))
@@ -154,6 +184,7 @@ def detect_raw_persons(video: Path, auditor: str, max_frames: int | None) -> Gro
         for (i, _), d in zip(chunk, detector.detect([img for _, img in chunk]), strict=True):
             frames[i] = [Person(tuple(b), None, float(s)) for b, s in zip(d.boxes.tolist(), d.scores, strict=True)]
         chunk.clear()
+
     try:
         for frame in source.frames():
             if max_frames is not None and frame.index >= max_frames:
@@ -178,30 +209,52 @@ def mot_coverage(config: Config, detector, anonymizer, work: Path) -> dict[str, 
         shape = (summary["height"], summary["width"])
         rep = replaced_area(out / "cam.observations.jsonl", shape, summary["frames"]).sum()
         gta = gt_person_area(seq / "gt" / "gt.txt", shape, summary["frames"]).sum()
-        per_seq[seq.name] = {"audited": report["audited"], "protected": report["protected"],
-                             "misses": len(report["misses"]), "area_over_gt": round(rep / max(gta, 1), 3)}
+        per_seq[seq.name] = {
+            "audited": report["audited"],
+            "protected": report["protected"],
+            "misses": len(report["misses"]),
+            "area_over_gt": round(rep / max(gta, 1), 3),
+        }
         audited += report["audited"]
         protected += report["protected"]
         replaced += rep
         person_area += gta
-    return {"coverage": round(protected / max(audited, 1), 4), "audited": audited, "protected": protected,
-            "area_over_gt": round(replaced / max(person_area, 1), 3), "sequences": per_seq}
+    return {
+        "coverage": round(protected / max(audited, 1), 4),
+        "audited": audited,
+        "protected": protected,
+        "area_over_gt": round(replaced / max(person_area, 1), 3),
+        "sequences": per_seq,
+    }
 
 
-def video_audits(config: Config, detector, anonymizer, work: Path, persons: dict[tuple[str, str], GroundTruth],
-                 max_frames: int | None) -> dict[str, Any]:
+def video_audits(
+    config: Config,
+    detector,
+    anonymizer,
+    work: Path,
+    persons: dict[tuple[str, str], GroundTruth],
+    max_frames: int | None,
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for name in config.videos:
         video = VIDEOS[name]
         out = work / f"video_{name}"
         summary = run_pipeline(pipeline_cfg(config, []), detector, anonymizer, video, out, max_frames)
-        entry: dict[str, Any] = {"frames": summary["frames"], "fps": summary["wall_fps"],
-                                 "motion_masks": summary["motion_masks"], "low_score_masks": summary["low_score_masks"],
-                                 "masked_frames": summary["masked_frames"]}
+        entry: dict[str, Any] = {
+            "frames": summary["frames"],
+            "fps": summary["wall_fps"],
+            "motion_masks": summary["motion_masks"],
+            "low_score_masks": summary["low_score_masks"],
+            "masked_frames": summary["masked_frames"],
+        }
         for auditor in AUDITORS:
             report = audit(video, out / "cam.mp4", persons[(name, auditor)], AuditRule(), max_frames=max_frames)
-            entry[auditor] = {"audited": report["audited"], "misses": len(report["misses"]),
-                              "background_changed": report.get("background_changed_mean")}
+            entry[auditor] = {
+                "audited": report["audited"],
+                "misses": len(report["misses"]),
+                "background_changed": report.get("background_changed_mean"),
+            }
         results[name] = entry
     return results
 
@@ -215,6 +268,7 @@ def threshold_sweep() -> list[dict[str, Any]]:
     masked regions (boxes grown by ANONYMIZER.MARGIN), per score floor and tile grid, and the
     masked area over the ground-truth person area. No video is written: it is the detector alone."""
     from anonymizer.redactor import expand_and_clip
+
     seqs = []
     for seq in sorted(p for p in MOT.iterdir() if p.is_dir()):
         source = open_source(str(seq / "img1"), "sweep", get_pipeline_defaults().SOURCE)
@@ -223,8 +277,9 @@ def threshold_sweep() -> list[dict[str, Any]]:
         seqs.append((frames, np.loadtxt(seq / "gt" / "gt.txt", delimiter=",", ndmin=2)))
     rows = []
     for tiles in SWEEP_TILES:
-        cfg = build_config(get_pipeline_defaults(), None, ["DETECTOR.TILES", repr(tiles),
-                                                           "DETECTOR.MASK_CONF", repr(min(SWEEP_CONFS))])
+        cfg = build_config(
+            get_pipeline_defaults(), None, ["DETECTOR.TILES", repr(tiles), "DETECTOR.MASK_CONF", repr(min(SWEEP_CONFS))]
+        )
         detector = build_detector(str(YOLO), cfg.DETECTOR)
         margin = cfg.ANONYMIZER.MARGIN
         tally = {c: [0, 0, 0.0, 0.0] for c in SWEEP_CONFS}
@@ -241,7 +296,7 @@ def threshold_sweep() -> list[dict[str, Any]]:
                     masked = np.zeros((h, w), bool)
                     for box, score in zip(dets.boxes, dets.scores, strict=True):
                         if score >= conf and (r := expand_and_clip(box, margin, w, h)) is not None:
-                            masked[r[1]:r[3], r[0]:r[2]] = True
+                            masked[r[1] : r[3], r[0] : r[2]] = True
                     for x, y, bw, bh in visible[:, 2:6]:
                         x1, y1, x2, y2 = max(0, int(x)), max(0, int(y)), min(w, int(x + bw)), min(h, int(y + bh))
                         share = masked[y1:y2, x1:x2].mean() if x2 > x1 and y2 > y1 else 1.0
@@ -251,29 +306,42 @@ def threshold_sweep() -> list[dict[str, Any]]:
                     tally[conf][3] += person
         seconds = (time.perf_counter() - started) / max(n, 1)
         for conf, (cov, total, area, gta) in tally.items():
-            rows.append({"tiles": tiles, "mask_conf": conf, "covered": int(cov), "persons": int(total),
-                         "area_over_gt": round(area / max(gta, 1), 3), "detect_ms_per_frame": round(1000 * seconds, 1)})
+            rows.append(
+                {
+                    "tiles": tiles,
+                    "mask_conf": conf,
+                    "covered": int(cov),
+                    "persons": int(total),
+                    "area_over_gt": round(area / max(gta, 1), 3),
+                    "detect_ms_per_frame": round(1000 * seconds, 1),
+                }
+            )
     return rows
 
 
 def gt_person_area_rows(rows: np.ndarray, shape: tuple[int, int]) -> int:
     m = np.zeros(shape, bool)
     for x, y, w, h in rows[np.isin(rows[:, 7], PERSON_AREA_CLASSES)][:, 2:6]:
-        m[max(0, int(y)):max(0, int(y + h)), max(0, int(x)):max(0, int(x + w))] = True
+        m[max(0, int(y)) : max(0, int(y + h)), max(0, int(x)) : max(0, int(x + w))] = True
     return int(m.sum())
 
 
 def sweep_table(rows: list[dict[str, Any]], command: str) -> list[str]:
-    lines = ["## Score floor and tiles: the screen behind the defaults (issue 14)", "",
-             f"`{command}` on {machine_line()}; YOLOv8n INT8 alone (no tracker, motion net or look-ahead) on the "
-             "MOT17 dev frames; a person counts as covered when at least 80 % of its ground-truth box "
-             "(classes 1, 2, 7, visibility >= 0.5) lies inside the masked regions; area = masked pixels over "
-             "all ground-truth person pixels; ms per 1920x1080 or 640x480 frame for the detector.", "",
-             "| tiles | " + " | ".join(f"MASK_CONF {c}" for c in SWEEP_CONFS) + " | detector ms/frame |",
-             "| --- |" + " --- |" * (len(SWEEP_CONFS) + 1)]
+    lines = [
+        "## Score floor and tiles: the screen behind the defaults (issue 14)",
+        "",
+        f"`{command}` on {machine_line()}; YOLOv8n INT8 alone (no tracker, motion net or look-ahead) on the "
+        "MOT17 dev frames; a person counts as covered when at least 80 % of its ground-truth box "
+        "(classes 1, 2, 7, visibility >= 0.5) lies inside the masked regions; area = masked pixels over "
+        "all ground-truth person pixels; ms per 1920x1080 or 640x480 frame for the detector.",
+        "",
+        "| tiles | " + " | ".join(f"MASK_CONF {c}" for c in SWEEP_CONFS) + " | detector ms/frame |",
+        "| --- |" + " --- |" * (len(SWEEP_CONFS) + 1),
+    ]
     for tiles in SWEEP_TILES:
-        cells = [f"{100 * r['covered'] / r['persons']:.1f} % ({r['area_over_gt']:.2f}×)"
-                 for r in rows if r["tiles"] == tiles]
+        cells = [
+            f"{100 * r['covered'] / r['persons']:.1f} % ({r['area_over_gt']:.2f}×)" for r in rows if r["tiles"] == tiles
+        ]
         ms = next(r["detect_ms_per_frame"] for r in rows if r["tiles"] == tiles)
         lines.append(f"| {tiles} | " + " | ".join(cells) + f" | {ms} |")
     return lines
@@ -287,15 +355,19 @@ def build(config: Config):
 
 def table(results: list[dict[str, Any]], command: str, max_frames: int | None) -> list[str]:
     frames = f"first {max_frames} frames of each video" if max_frames else "whole videos"
-    lines = ["## Privacy recall: who leaves the pipeline recognizable (issue 14)", "",
-             f"`{command}` on {machine_line()}; {frames}; anonymizer mosaic unless the row says otherwise. Coverage: MOT17 dev persons "
-             "(classes 1, 2, 7, visibility >= 0.5) unrecognizable in the output by the audit's rule "
-             "(`anonymizer.audit`); area: replaced pixels over all ground-truth person pixels. Misses: persons "
-             "found on the raw video by YOLOv8n@0.25 / the Intel SSD@0.5 that the output shows recognizably. "
-             "Background: share of pixels outside person boxes changed (vtest). fps: whole pipeline on vtest.", "",
-             "| configuration | MOT17 coverage (goal ≥ 99.5 %) | area / GT (goal ≤ 2) | vtest misses | "
-             "Intel one-by-one misses | Intel people misses | background changed (vtest) | fps vtest (goal > 10) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "## Privacy recall: who leaves the pipeline recognizable (issue 14)",
+        "",
+        f"`{command}` on {machine_line()}; {frames}; anonymizer mosaic unless the row says otherwise. Coverage: MOT17 dev persons "
+        "(classes 1, 2, 7, visibility >= 0.5) unrecognizable in the output by the audit's rule "
+        "(`anonymizer.audit`); area: replaced pixels over all ground-truth person pixels. Misses: persons "
+        "found on the raw video by YOLOv8n@0.25 / the Intel SSD@0.5 that the output shows recognizably. "
+        "Background: share of pixels outside person boxes changed (vtest). fps: whole pipeline on vtest.",
+        "",
+        "| configuration | MOT17 coverage (goal ≥ 99.5 %) | area / GT (goal ≤ 2) | vtest misses | "
+        "Intel one-by-one misses | Intel people misses | background changed (vtest) | fps vtest (goal > 10) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in results:
         mot = r["mot17"]
         cells = []
@@ -304,24 +376,33 @@ def table(results: list[dict[str, Any]], command: str, max_frames: int | None) -
             cells.append(" / ".join(str(v[a]["misses"]) for a in AUDITORS) if v else "–")
         vt = r["videos"].get("vtest", {})
         bg = vt.get("ssd-adas@0.5", {}).get("background_changed")
-        lines.append(f"| {r['name']} | {100 * mot['coverage']:.1f} % ({mot['protected']}/{mot['audited']}) | "
-                     f"{mot['area_over_gt']:.2f} | {' | '.join(cells)} | "
-                     f"{'–' if bg is None else f'{100 * bg:.1f} %'} | {vt.get('fps', '–')} |")
+        lines.append(
+            f"| {r['name']} | {100 * mot['coverage']:.1f} % ({mot['protected']}/{mot['audited']}) | "
+            f"{mot['area_over_gt']:.2f} | {' | '.join(cells)} | "
+            f"{'–' if bg is None else f'{100 * bg:.1f} %'} | {vt.get('fps', '–')} |"
+        )
     return lines
 
 
 def figure(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in results:
         fps = r["videos"].get("vtest", {}).get("fps")
         if fps is None:
             continue
         ax.scatter(fps, 100 * r["mot17"]["coverage"], s=50)
-        ax.annotate(r["name"].split(" (")[0], (fps, 100 * r["mot17"]["coverage"]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
+        ax.annotate(
+            r["name"].split(" (")[0],
+            (fps, 100 * r["mot17"]["coverage"]),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     ax.axhline(99.5, ls="--", c="grey", lw=0.8)
     ax.axvline(10, ls=":", c="grey", lw=0.8)
     ax.set_xlabel("pipeline frames/s on vtest.avi (2-core CPU)")
@@ -352,22 +433,36 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configs = [CONFIGS[int(i)] for i in args.configs.split(",")] if args.configs else CONFIGS
     wanted = {v for c in configs for v in c.videos}
-    persons = {(v, a): raw_persons(VIDEOS[v], a, args.max_frames)
-               for v in tqdm(sorted(wanted), desc="independent detectors on raw videos") for a in AUDITORS}
+    persons = {
+        (v, a): raw_persons(VIDEOS[v], a, args.max_frames)
+        for v in tqdm(sorted(wanted), desc="independent detectors on raw videos")
+        for a in AUDITORS
+    }
     results = []
     for config in tqdm(configs, desc="configurations"):
         detector, anonymizer = build(config)
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            entry = {"name": config.name, "detector": detector.name, "anonymizer": anonymizer.kind,
-                 "overrides": list(config.overrides),
-                     "mot17": mot_coverage(config, detector, anonymizer, work),
-                     "videos": video_audits(config, detector, anonymizer, work, persons, args.max_frames)}
+            entry = {
+                "name": config.name,
+                "detector": detector.name,
+                "anonymizer": anonymizer.kind,
+                "overrides": list(config.overrides),
+                "mot17": mot_coverage(config, detector, anonymizer, work),
+                "videos": video_audits(config, detector, anonymizer, work, persons, args.max_frames),
+            }
         results.append(entry)
         print(json.dumps(entry), flush=True)
-    save_json("privacy_recall", {"command": command, "max_frames": args.max_frames, "rule": AuditRule().describe(),
-                                 "auditors": {k: [Path(m).name, c] for k, (m, c) in AUDITORS.items()},
-                                 "results": results})
+    save_json(
+        "privacy_recall",
+        {
+            "command": command,
+            "max_frames": args.max_frames,
+            "rule": AuditRule().describe(),
+            "auditors": {k: [Path(m).name, c] for k, (m, c) in AUDITORS.items()},
+            "results": results,
+        },
+    )
     if not args.no_doc:
         publish_table("privacy_recall", table(results, command, args.max_frames))
         figure(results, REPO_ROOT / "docs" / "figures" / "privacy_recall.png")

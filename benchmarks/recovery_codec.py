@@ -10,6 +10,7 @@ sidecar (native G output, or the region-size protected crop), which isolates the
 Outputs (JSON and a table on stdout) go to --out, which must be outside the repository: the
 videos show research-only person images.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,9 +56,32 @@ def backgrounds(n: int) -> list[np.ndarray]:
 def encode(frames: list[np.ndarray], path: Path, codec: str) -> Path:
     h, w = frames[0].shape[:2]
     if codec == "x264":
-        cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
-               "-s", f"{w}x{h}", "-framerate", "25", "-i", "pipe:0", "-c:v", "libx264", "-preset", "veryfast",
-               "-crf", "20", "-pix_fmt", "yuv420p", str(path)]
+        cmd = [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "bgr24",
+            "-s",
+            f"{w}x{h}",
+            "-framerate",
+            "25",
+            "-i",
+            "pipe:0",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "20",
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ]
         subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True)
     else:
         wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
@@ -107,26 +131,33 @@ def main(argv: list[str] | None = None) -> int:
     regions = []
     for i, p in enumerate(prot):
         f, s = divmod(i, SLOTS)
-        frames[f][y:y + rh, xs[s]:xs[s] + rw] = p
+        frames[f][y : y + rh, xs[s] : xs[s] + rw] = p
         regions.append((f, xs[s], y))
 
     results: dict[str, dict] = {
-        "(raw, protected) region": set_metrics_uint8(zip(raws, prot)),
+        "(raw, protected) region": set_metrics_uint8(zip(raws, prot, strict=True)),
         "recovered from native sidecar": set_metrics_uint8(
-            zip(raws, [cv2.resize(r, (rw, rh)) for r in rec.recover(native)])),
-        "recovered from lossless region crop": set_metrics_uint8(zip(raws, rec.recover(prot))),
+            zip(raws, [cv2.resize(r, (rw, rh)) for r in rec.recover(native)], strict=True)
+        ),
+        "recovered from lossless region crop": set_metrics_uint8(zip(raws, rec.recover(prot), strict=True)),
     }
     codecs = ["mp4v"] + (["x264"] if shutil.which("ffmpeg") else [])
     for codec in codecs:
         path = encode(frames, out / f"protected_{codec}.mp4", codec)
         dec = decode(path)
-        got = [dec[f][y0:y0 + rh, x0:x0 + rw] for f, x0, y0 in regions]
-        results[f"(raw, protected) after {codec}"] = set_metrics_uint8(zip(raws, got))
+        got = [dec[f][y0 : y0 + rh, x0 : x0 + rw] for f, x0, y0 in regions]
+        results[f"(raw, protected) after {codec}"] = set_metrics_uint8(zip(raws, got, strict=True))
         results[f"recovered from video ({codec}{' CRF 20' if codec == 'x264' else ''})"] = set_metrics_uint8(
-            zip(raws, rec.recover(got)))
+            zip(raws, rec.recover(got), strict=True)
+        )
         results[f"size of {codec} video (bytes)"] = {"bytes": path.stat().st_size}
-    report = {"bundle": str(Path(args.bundle).resolve()), "images": len(raws), "region_hw": [rh, rw],
-              "frame_hw": [H, W], "results": results}
+    report = {
+        "bundle": str(Path(args.bundle).resolve()),
+        "images": len(raws),
+        "region_hw": [rh, rw],
+        "frame_hw": [H, W],
+        "results": results,
+    }
     (out / "recovery_codec.json").write_text(json.dumps(report, indent=2))
     print(f"{'case':<48}{'PSNR':>8}{'SSIM':>8}")
     for k, v in results.items():

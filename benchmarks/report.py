@@ -1,4 +1,5 @@
 """Shared by the benchmarks: machine description, JSON results, and sections of docs/benchmarks.md."""
+
 from __future__ import annotations
 
 import json
@@ -7,15 +8,18 @@ import platform
 import re
 import shlex
 import subprocess
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
-DOC_HEADER = ("# Benchmarks\n\nEvery table below is written by the script named in its section, "
-              "with the command, the machine and the date; raw numbers are in `benchmarks/results/`.\n")
+DOC_HEADER = (
+    "# Benchmarks\n\nEvery table below is written by the script named in its section, "
+    "with the command, the machine and the date; raw numbers are in `benchmarks/results/`.\n"
+)
 
 
 def machine() -> dict[str, Any]:
@@ -28,10 +32,15 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-                            "load_avg_1m": round(os.getloadavg()[0], 2)}
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
     try:
         import torch
+
         info["torch"] = torch.__version__
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
@@ -53,8 +62,9 @@ def command_line(script: str, argv: Sequence[str]) -> str:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (subprocess.SubprocessError, OSError):
         return "unknown"
 
@@ -62,8 +72,13 @@ def git_commit() -> str:
 def save_json(name: str, data: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    data = {"benchmark": name, "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "commit": git_commit(), "machine": machine(), **data}
+    data = {
+        "benchmark": name,
+        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": machine(),
+        **data,
+    }
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
 

@@ -6,11 +6,12 @@ line, exactly like the seed's ``tools/main.py --config_file X.yml KEY VALUE ...`
 with ``ast.literal_eval`` so the seed's spelling (``"('market1501')"``, ``"('on')"``) works, and an
 unknown key is an error that names the key.
 """
+
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from yacs.config import CfgNode
 
@@ -35,7 +36,7 @@ def _known_keys(node: CfgNode, prefix: str = "") -> list[str]:
 def _check_key(cfg: CfgNode, key: str) -> None:
     node = cfg
     parts = key.split(".")
-    for i, part in enumerate(parts):
+    for part in parts:
         if not isinstance(node, CfgNode) or part not in node:
             close = [k for k in _known_keys(cfg) if k.rsplit(".", 1)[-1] == parts[-1]]
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -70,7 +71,7 @@ def apply_overrides(cfg: CfgNode, overrides: Sequence[str]) -> CfgNode:
     """Apply ``KEY VALUE`` pairs; raise :class:`ConfigError` naming any bad key or value."""
     if len(overrides) % 2:
         raise ConfigError(f"overrides must come in KEY VALUE pairs, got an odd count: {list(overrides)}")
-    for key, raw in zip(overrides[0::2], overrides[1::2]):
+    for key, raw in zip(overrides[0::2], overrides[1::2], strict=True):
         _check_key(cfg, key)
         raw = _widen(_lookup(cfg, key), raw)
         try:
@@ -126,8 +127,7 @@ def _coerce_scalar(default, loaded: CfgNode, key: str) -> None:
         node[leaf] = float(value)
 
 
-def build_config(defaults: CfgNode, config_file: str | Path | None = None,
-                 overrides: Iterable[str] = ()) -> CfgNode:
+def build_config(defaults: CfgNode, config_file: str | Path | None = None, overrides: Iterable[str] = ()) -> CfgNode:
     """Defaults → YAML file → ``KEY VALUE`` overrides, then freeze."""
     cfg = defaults.clone()
     if config_file:

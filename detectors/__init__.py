@@ -1,4 +1,5 @@
 """Person detectors behind one interface: Ultralytics YOLO (any export format) and OpenCV HOG."""
+
 from detectors.base import Detections, Detector
 from detectors.factory import DetectorError, build_detector
 

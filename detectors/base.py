@@ -1,8 +1,10 @@
 """The detector interface: frames in, person boxes out, for many cameras in one call."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 

@@ -4,9 +4,10 @@ Detectors miss different people (a CNN misses odd poses and tiny people, HOG mis
 ones), and for redaction a region found by either must be masked. Boxes of the same person from
 two detectors are merged into one (greedy non-maximum merging), so a person is tracked once.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -26,5 +27,6 @@ class EnsembleDetector:
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         per_member = [m.detect(frames) for m in self.members]
-        return [merge_boxes(concat(list(parts)), self.merge_iou, self.merge_ios)
-                for parts in zip(*per_member, strict=True)]
+        return [
+            merge_boxes(concat(list(parts)), self.merge_iou, self.merge_ios) for parts in zip(*per_member, strict=True)
+        ]

@@ -8,6 +8,7 @@ model call) keeps the best score but grows the kept box to the union of every bo
 A box is absorbed when it overlaps the kept one enough (IoU) or lies mostly inside it or around it
 (intersection over the smaller box), which is what tile-cut halves and duplicate detections do.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -70,13 +70,14 @@ as static and the check stops (it costs 2-7 ms a pair); a camera that starts mov
 noticed and gets large blobs, which is the fail-closed side. Mode ``on`` never checks, ``off`` does
 nothing at all.
 """
+
 from __future__ import annotations
 
 import itertools
 import logging
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -86,24 +87,24 @@ log = logging.getLogger(__name__)
 MODES = ("auto", "on", "off")
 
 # Background model (see the module docstring for the measurements behind these).
-_HISTORY = 2000            # frames; longer keeps people who pause in the foreground for longer
-_DIST2_THRESHOLD = 400.0   # OpenCV's default for KNN
-_CLEAN_DIFF = 20           # grey levels from the warm-up median that mark a pixel as "someone was there"
-_CLEAN_DILATE = 7          # px at width 320: also replace the fringe around those pixels
-_BOX_MARGIN = 0.1          # each returned box grows by this share of its size on each side
+_HISTORY = 2000  # frames; longer keeps people who pause in the foreground for longer
+_DIST2_THRESHOLD = 400.0  # OpenCV's default for KNN
+_CLEAN_DIFF = 20  # grey levels from the warm-up median that mark a pixel as "someone was there"
+_CLEAN_DILATE = 7  # px at width 320: also replace the fringe around those pixels
+_BOX_MARGIN = 0.1  # each returned box grows by this share of its size on each side
 
 # Blob cleaning kernels, in pixels at width 320 (scaled with ``width``): (width, height).
 _OPEN_KERNEL = (3, 3)
 _GROUP_KERNEL = (5, 9)
-_FRINGE_KERNEL = (5, 5)    # opens what a covered blob leaves outside the covered regions
+_FRINGE_KERNEL = (5, 5)  # opens what a covered blob leaves outside the covered regions
 
 # Global-motion check (mode 'auto').
 _GM_REFERENCE_WIDTH = 320  # the thresholds below are in pixels at this width
-_GM_STILL_PX = 0.3         # a corner that moved less than this between two frames stayed still
-_GM_STILL_SHARE = 0.1      # fewer still corners than this share: the whole picture moved
-_GM_RUN = 3                # this many moving pairs in a row: the camera moves
-_GM_DECIDE_PAIRS = 30      # pairs looked at before the camera is taken as static
-_GM_MIN_CORNERS = 20       # fewer tracked corners: the pair says nothing (counts as not moving)
+_GM_STILL_PX = 0.3  # a corner that moved less than this between two frames stayed still
+_GM_STILL_SHARE = 0.1  # fewer still corners than this share: the whole picture moved
+_GM_RUN = 3  # this many moving pairs in a row: the camera moves
+_GM_DECIDE_PAIRS = 30  # pairs looked at before the camera is taken as static
+_GM_MIN_CORNERS = 20  # fewer tracked corners: the pair says nothing (counts as not moving)
 _GM_MAX_CORNERS = 200
 
 
@@ -187,8 +188,16 @@ class MotionSafetyNet:
     """One per camera. Call :meth:`prime` (files) once before the first :meth:`update`, then
     :meth:`update` with every frame in order and the regions the pipeline masks in it anyway."""
 
-    def __init__(self, mode: str = "auto", width: int = 320, warmup_frames: int = 30, min_height: float = 0.04,
-                 min_area: float = 0.0004, covered: float = 0.6, camera_id: str = "") -> None:
+    def __init__(
+        self,
+        mode: str = "auto",
+        width: int = 320,
+        warmup_frames: int = 30,
+        min_height: float = 0.04,
+        min_area: float = 0.0004,
+        covered: float = 0.6,
+        camera_id: str = "",
+    ) -> None:
         mode = str(mode).strip().lower()
         if mode not in MODES:
             raise ValueError(f"motion net mode '{mode}': expected one of {', '.join(MODES)}")
@@ -207,9 +216,11 @@ class MotionSafetyNet:
         self.camera_id = str(camera_id)
         scale = self.width / 320.0
         self._open_kernel = cv2.getStructuringElement(
-            cv2.MORPH_ELLIPSE, (_odd(_OPEN_KERNEL[0] * scale), _odd(_OPEN_KERNEL[1] * scale)))
+            cv2.MORPH_ELLIPSE, (_odd(_OPEN_KERNEL[0] * scale), _odd(_OPEN_KERNEL[1] * scale))
+        )
         self._fringe_kernel = cv2.getStructuringElement(
-            cv2.MORPH_ELLIPSE, (_odd(_FRINGE_KERNEL[0] * scale), _odd(_FRINGE_KERNEL[1] * scale)))
+            cv2.MORPH_ELLIPSE, (_odd(_FRINGE_KERNEL[0] * scale), _odd(_FRINGE_KERNEL[1] * scale))
+        )
         group = (_odd(_GROUP_KERNEL[0] * scale), _odd(_GROUP_KERNEL[1] * scale))
         self._group_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, group)
         self._group_grow_y = group[1] // 2  # rows a dilation adds above and below a blob
@@ -218,15 +229,20 @@ class MotionSafetyNet:
         self._reset_model()
 
     @classmethod
-    def from_config(cls, cfg_privacy, camera_id: str = "") -> "MotionSafetyNet":
+    def from_config(cls, cfg_privacy, camera_id: str = "") -> MotionSafetyNet:
         """From the ``cfg.PRIVACY`` node. YAML 1.1 reads a bare ``on`` / ``off`` as a boolean: both work."""
         mode = cfg_privacy.MOTION_NET
         if isinstance(mode, bool):
             mode = "on" if mode else "off"
-        return cls(mode=str(mode), width=int(cfg_privacy.MOTION_WIDTH),
-                   warmup_frames=int(cfg_privacy.MOTION_WARMUP_FRAMES),
-                   min_height=float(cfg_privacy.MOTION_MIN_HEIGHT), min_area=float(cfg_privacy.MOTION_MIN_AREA),
-                   covered=float(cfg_privacy.MOTION_COVERED), camera_id=camera_id)
+        return cls(
+            mode=str(mode),
+            width=int(cfg_privacy.MOTION_WIDTH),
+            warmup_frames=int(cfg_privacy.MOTION_WARMUP_FRAMES),
+            min_height=float(cfg_privacy.MOTION_MIN_HEIGHT),
+            min_area=float(cfg_privacy.MOTION_MIN_AREA),
+            covered=float(cfg_privacy.MOTION_COVERED),
+            camera_id=camera_id,
+        )
 
     @property
     def enabled(self) -> bool:
@@ -244,7 +260,7 @@ class MotionSafetyNet:
         self._model: cv2.BackgroundSubtractorKNN | None = None
         self._warmup: list[np.ndarray] = []
         self._frame_shape: tuple[int, int] | None = None
-        self._replay = 0            # update() frames still to come that prime() has already learned
+        self._replay = 0  # update() frames still to come that prime() has already learned
         self._gm_prev: np.ndarray | None = None
         self._gm_pairs = 0
         self._gm_run = 0
@@ -257,9 +273,13 @@ class MotionSafetyNet:
         frame = np.asarray(frame)
         shape = (int(frame.shape[0]), int(frame.shape[1]))
         if self._frame_shape is not None and shape != self._frame_shape:
-            log.warning("motion safety net of camera %s: frame size changed from %s to %s; learning the "
-                        "background again (whole frames masked meanwhile)", self.camera_id or "?",
-                        self._frame_shape, shape)
+            log.warning(
+                "motion safety net of camera %s: frame size changed from %s to %s; learning the "
+                "background again (whole frames masked meanwhile)",
+                self.camera_id or "?",
+                self._frame_shape,
+                shape,
+            )
             self._reset_model()
         self._frame_shape = shape
         return _downscale(_to_grey(frame), self.width)
@@ -282,9 +302,12 @@ class MotionSafetyNet:
         self._gm_pairs += 1
         self._gm_run = self._gm_run + 1 if still is not None and still < _GM_STILL_SHARE else 0
         if self._gm_run >= _GM_RUN:
-            log.warning("motion safety net off for camera %s: the camera moves (the whole picture shifted in "
-                        "%d frame pairs in a row); from now on only detected people are masked",
-                        self.camera_id or "?", self._gm_run)
+            log.warning(
+                "motion safety net off for camera %s: the camera moves (the whole picture shifted in "
+                "%d frame pairs in a row); from now on only detected people are masked",
+                self.camera_id or "?",
+                self._gm_run,
+            )
             self._state = "off_moving_camera"
             self._model, self._warmup, self._gm_prev = None, [], None
             self._gm_decided = True
@@ -357,8 +380,9 @@ class MotionSafetyNet:
 
     # ------------------------------------------------------------------ blobs
 
-    def _covered_mask(self, covered_regions: Sequence[Sequence[float]], shape: tuple[int, int],
-                      sx: float, sy: float) -> np.ndarray | None:
+    def _covered_mask(
+        self, covered_regions: Sequence[Sequence[float]], shape: tuple[int, int], sx: float, sy: float
+    ) -> np.ndarray | None:
         """Union of the covered regions at model scale, rounded inwards (what is covered for sure)."""
         regions = np.asarray(covered_regions, np.float64).reshape(-1, 4) if len(covered_regions) else None
         if regions is None or not len(regions):
@@ -373,8 +397,9 @@ class MotionSafetyNet:
                 mask[r1:r2, c1:c2] = 1
         return mask
 
-    def _components(self, fg: np.ndarray, frame_shape: tuple[int, int] | None = None
-                    ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _components(
+        self, fg: np.ndarray, frame_shape: tuple[int, int] | None = None
+    ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Group foreground pixels into blobs: (count incl. background label 0, labels, stats,
         foreground pixels per label, person-sized flag per label). Sizes are measured on the
         foreground, not on the dilated blob, so that dilation does not turn specks into people;
@@ -388,8 +413,9 @@ class MotionSafetyNet:
         sized[0] = False
         return count, labels, stats, area, sized
 
-    def _blob_boxes(self, foreground: np.ndarray, covered_regions: Sequence[Sequence[float]],
-                    frame_w: int, frame_h: int) -> np.ndarray:
+    def _blob_boxes(
+        self, foreground: np.ndarray, covered_regions: Sequence[Sequence[float]], frame_w: int, frame_h: int
+    ) -> np.ndarray:
         """Person-sized blobs outside the covered regions, as grown full-frame boxes."""
         fg = cv2.morphologyEx((foreground > 0).astype(np.uint8), cv2.MORPH_OPEN, self._open_kernel)
         sx, sy = frame_w / fg.shape[1], frame_h / fg.shape[0]
@@ -407,15 +433,16 @@ class MotionSafetyNet:
         picked.append(stats[keep])
         return self._to_frame_boxes(np.concatenate(picked), sx, sy, frame_w, frame_h)
 
-    def _uncovered_part(self, fg: np.ndarray, cov_mask: np.ndarray, labels: np.ndarray, stats: np.ndarray,
-                        label: int) -> np.ndarray:
+    def _uncovered_part(
+        self, fg: np.ndarray, cov_mask: np.ndarray, labels: np.ndarray, stats: np.ndarray, label: int
+    ) -> np.ndarray:
         """Stats (model-scale frame coordinates) of the person-sized blobs among the foreground
         pixels of blob ``label`` that lie outside the covered regions."""
         x, y, w, h = (int(v) for v in stats[label, :4])
         pad_x, pad_y = self._group_kernel.shape[1] // 2, self._group_grow_y  # room for the dilation
         x1, y1 = max(0, x - pad_x), max(0, y - pad_y)
         x2, y2 = min(fg.shape[1], x + w + pad_x), min(fg.shape[0], y + h + pad_y)
-        part = ((labels[y1:y2, x1:x2] == label) & (fg[y1:y2, x1:x2] > 0) & (cov_mask[y1:y2, x1:x2] == 0))
+        part = (labels[y1:y2, x1:x2] == label) & (fg[y1:y2, x1:x2] > 0) & (cov_mask[y1:y2, x1:x2] == 0)
         # Strips thinner than the kernel along a region's edge are the detected person's fringe.
         part = cv2.morphologyEx(part.astype(np.uint8), cv2.MORPH_OPEN, self._fringe_kernel)
         _, _, part_stats, _, sized = self._components(part, fg.shape)
@@ -433,8 +460,9 @@ class MotionSafetyNet:
         y = stats[:, cv2.CC_STAT_TOP].astype(np.float64) * sy
         w = stats[:, cv2.CC_STAT_WIDTH].astype(np.float64) * sx
         h = stats[:, cv2.CC_STAT_HEIGHT].astype(np.float64) * sy
-        boxes = np.stack([x - _BOX_MARGIN * w, y - _BOX_MARGIN * h,
-                          x + w + _BOX_MARGIN * w, y + h + _BOX_MARGIN * h], axis=1)
+        boxes = np.stack(
+            [x - _BOX_MARGIN * w, y - _BOX_MARGIN * h, x + w + _BOX_MARGIN * w, y + h + _BOX_MARGIN * h], axis=1
+        )
         boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, frame_w)
         boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, frame_h)
         return boxes.astype(np.float32)

@@ -9,10 +9,11 @@ baked into the graph, so a plain resize is the whole pre-processing), output ``d
 [1,1,N,7] with rows ``[image_id, label, conf, x_min, y_min, x_max, y_max]`` normalised to 0-1; rows
 after the last detection carry ``image_id = -1``. The network's own NMS has already run.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -48,15 +49,19 @@ class OpenVinoSsdDetector:
     def _check_model(self, model) -> None:
         """Refuse a model that is not an SSD (e.g. a YOLO IR) instead of returning garbage boxes."""
         if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise ValueError(f"{self.model_xml}: expected an SSD with 1 input and 1 output, got "
-                             f"{len(model.inputs)} inputs and {len(model.outputs)} outputs")
+            raise ValueError(
+                f"{self.model_xml}: expected an SSD with 1 input and 1 output, got "
+                f"{len(model.inputs)} inputs and {len(model.outputs)} outputs"
+            )
         in_shape = _static_shape(model.inputs[0], "the input", self.model_xml)
         out_shape = _static_shape(model.outputs[0], "the output", self.model_xml)
         if len(in_shape) != 4 or in_shape[0] != 1 or in_shape[1] != 3:
             raise ValueError(f"{self.model_xml}: input shape {list(in_shape)} is not [1,3,H,W] (an SSD's NCHW image)")
         if len(out_shape) != 4 or out_shape[:2] != (1, 1) or out_shape[3] != 7:
-            raise ValueError(f"{self.model_xml}: output shape {list(out_shape)} is not [1,1,N,7] (an SSD's "
-                             "DetectionOutput rows [image_id, label, conf, x1, y1, x2, y2])")
+            raise ValueError(
+                f"{self.model_xml}: output shape {list(out_shape)} is not [1,1,N,7] (an SSD's "
+                "DetectionOutput rows [image_id, label, conf, x1, y1, x2, y2])"
+            )
         self.input_hw = (in_shape[2], in_shape[3])
 
     def _preprocess(self, frame: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ with ``weights_only=True`` against an allow-list of its own and torch's model cl
 and the load, and Ultralytics' own load of that copy runs in its safe mode too. Files it refuses
 are refused here with a pointer to the formats that carry no code (ONNX, OpenVINO).
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,8 @@ def _refusal(path: Path, why: str) -> UnsafeWeightsError:
     return UnsafeWeightsError(
         f"{path}: refused to load this PyTorch checkpoint ({why}). Only official Ultralytics model classes "
         "are accepted from .pt files; export the model to ONNX or OpenVINO (yolo export model=... "
-        "format=onnx|openvino) and pass that instead")
+        "format=onnx|openvino) and pass that instead"
+    )
 
 
 def vetted_copy(path: str | Path, workdir: str | Path) -> Path:

@@ -8,12 +8,13 @@ several cameras could not share a model call, and it needs the non-headless Open
 geometry is a dozen lines here; the merge is greedy non-maximum merging (``detectors.merge``),
 the same algorithm as SAHI's default GreedyNMM.
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -33,12 +34,14 @@ class TileGrid:
 
     def windows(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
         """Tile rectangles x1 y1 x2 y2 covering the frame, neighbours overlapping."""
+
         def spans(total: int, n: int) -> list[tuple[int, int]]:
             if n <= 1:
                 return [(0, total)]
             size = total / (n - (n - 1) * self.overlap)
             step = size * (1 - self.overlap)
             return [(int(round(i * step)), min(total, int(round(i * step + size)))) for i in range(n)]
+
         return [(x1, y1, x2, y2) for y1, y2 in spans(height, self.rows) for x1, x2 in spans(width, self.cols)]
 
 
@@ -70,8 +73,15 @@ def parse_grid(spec: str, width: int, height: int, imgsz: int, overlap: float) -
 class TiledDetector:
     """Runs ``inner`` on the full frame and on its tiles, all frames' images in one call."""
 
-    def __init__(self, inner: Detector, tiles: str = "auto", overlap: float = 0.2, imgsz: int = 640,
-                 merge_iou: float = 0.5, merge_ios: float = 0.8) -> None:
+    def __init__(
+        self,
+        inner: Detector,
+        tiles: str = "auto",
+        overlap: float = 0.2,
+        imgsz: int = 640,
+        merge_iou: float = 0.5,
+        merge_ios: float = 0.8,
+    ) -> None:
         if not 0.0 <= overlap < 0.9:
             raise ValueError(f"DETECTOR.TILE_OVERLAP must be in [0, 0.9), got {overlap}")
         self.inner = inner
@@ -97,7 +107,7 @@ class TiledDetector:
             images.append(frame)
             owners.append((i, 0, 0))
             grid = self.grid_for(frame.shape[1], frame.shape[0])
-            for x1, y1, x2, y2 in (grid.windows(frame.shape[1], frame.shape[0]) if grid else []):
+            for x1, y1, x2, y2 in grid.windows(frame.shape[1], frame.shape[0]) if grid else []:
                 images.append(frame[y1:y2, x1:x2])
                 owners.append((i, x1, y1))
                 sliced[i] = True

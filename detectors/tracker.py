@@ -4,6 +4,7 @@ Tracking serves privacy as much as Re-ID: when the detector misses a person for 
 the track's Kalman-predicted box keeps that person masked for ``hold_frames`` frames. Detections the
 tracker does not (yet) report, such as unconfirmed or low-score ones, are masked all the same.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +15,6 @@ import numpy as np
 import yaml
 
 from detectors.base import Detections
-
 
 # What a masked region is. Only 'person' regions are observations of a person (and may be
 # published); every other kind is masked just the same but is never published.
@@ -27,7 +27,7 @@ class Observation:
     region that is masked but is not a new observation of a person (a lost track's predicted box, and
     every kind but 'person'); ``kind`` says why the region is masked (``MASK_KINDS``)."""
 
-    box: tuple[float, float, float, float]
+    box: tuple[float, ...]  # (x1, y1, x2, y2)
     score: float
     track_id: int
     held: bool = False
@@ -56,12 +56,13 @@ class _TrackerInput:
     def __len__(self) -> int:
         return len(self.conf)
 
-    def __getitem__(self, idx) -> "_TrackerInput":
+    def __getitem__(self, idx) -> _TrackerInput:
         return _TrackerInput(self.xyxy[idx], self.conf[idx])
 
 
 def _tracker_args(kind: str) -> SimpleNamespace:
     import ultralytics
+
     cfg_file = Path(ultralytics.__file__).parent / "cfg" / "trackers" / f"{kind}.yaml"
     if not cfg_file.is_file():
         raise ValueError(f"unknown tracker '{kind}' (expected bytetrack or botsort)")
@@ -102,8 +103,9 @@ class CameraTracker:
             if frame_id - track.frame_id <= self.hold_frames:
                 box = tuple(float(v) for v in track.xyxy)
                 if box[2] > box[0] and box[3] > box[1]:
-                    observations.append(Observation(box, float(track.score), int(track.track_id), held=True,
-                                                    kind="held"))
+                    observations.append(
+                        Observation(box, float(track.score), int(track.track_id), held=True, kind="held")
+                    )
         return observations
 
     def velocity(self, track_id: int) -> tuple[float, float]:

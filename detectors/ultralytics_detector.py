@@ -1,10 +1,11 @@
 """Ultralytics YOLO as the person detector: any format Ultralytics loads (.pt, ONNX, OpenVINO, .engine)."""
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -18,8 +19,15 @@ PERSON_CLASS = 0  # COCO
 class UltralyticsDetector:
     """Person-only YOLO detector, called with frames of several cameras at once."""
 
-    def __init__(self, weights: str | Path, conf: float = 0.25, iou: float = 0.5, imgsz: int = 640,
-                 batch: int = 8, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        weights: str | Path,
+        conf: float = 0.25,
+        iou: float = 0.5,
+        imgsz: int = 640,
+        batch: int = 8,
+        device: str = "cpu",
+    ) -> None:
         os.environ.setdefault("YOLO_OFFLINE", "1")  # no hub / update checks from inside a pipeline
         enable_ultralytics_safe_mode()  # before the first import: Ultralytics reads the flag then
         from ultralytics import YOLO  # heavy import: only when this detector is chosen
@@ -39,16 +47,25 @@ class UltralyticsDetector:
             self._model = YOLO(self.weights, task="detect")
         names = getattr(self._model, "names", None) or {}
         if names and str(names.get(PERSON_CLASS, "person")).lower() != "person":
-            raise ValueError(f"{self.weights}: class 0 is '{names.get(PERSON_CLASS)}', not 'person'; "
-                             "a COCO-trained detection model is required")
+            raise ValueError(
+                f"{self.weights}: class 0 is '{names.get(PERSON_CLASS)}', not 'person'; "
+                "a COCO-trained detection model is required"
+            )
         self.name = f"ultralytics:{Path(self.weights).name}"
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         out: list[Detections] = []
         for start in range(0, len(frames), self.batch):
-            chunk = list(frames[start:start + self.batch])
-            results = self._model.predict(chunk, classes=[PERSON_CLASS], conf=self.conf, iou=self.iou,
-                                          imgsz=self.imgsz, device=self.device, verbose=False)
+            chunk = list(frames[start : start + self.batch])
+            results = self._model.predict(
+                chunk,
+                classes=[PERSON_CLASS],
+                conf=self.conf,
+                iou=self.iou,
+                imgsz=self.imgsz,
+                device=self.device,
+                verbose=False,
+            )
             for r in results:
                 boxes = r.boxes
                 out.append(Detections(boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy()))

@@ -4,6 +4,7 @@ Why a dispatcher and not one big parser: every job keeps its ``python -m`` form 
 ``--help``, so the two spellings cannot drift apart; the subcommand's module is imported only when
 it is chosen (a pipeline run never loads the training package, and ``privreid --help`` is instant).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -15,10 +16,15 @@ SUBCOMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "run": ("run_pipeline", (), "anonymize videos, image folders and live cameras (run_pipeline.py)"),
     "audit": ("anonymizer.audit", (), "check that an anonymized video left no person raw"),
     "recover": ("anonymizer.recover", (), "restore original crops with the recovery key (audited)"),
+    "evaluate-privacy": (
+        "anonymizer.evaluate_privacy",
+        (),
+        "measure a protection against outside, adaptive and recovery attackers",
+    ),
     "verify-log": ("anonymizer.recovery_log", ("verify",), "verify the recovery audit log's hash chain"),
     "sign": ("anonymizer.bundle_signing", (), "keygen | sign | verify | bound for anonymizer bundles"),
     "broker": ("stream.broker", (), "a loopback Kafka-protocol broker (tansu) for tests and demos"),
-    "hmac-key": ("stream.message_auth", (), "write a per-camera message authentication key"),
+    "hmac-key": ("transport.message_auth", (), "write a per-camera message authentication key"),
     "match": ("reid.service", (), "the cross-camera matching service (Kafka consumer group)"),
     "erase": ("reid.service", ("erase",), "erase every embedding of a global identity"),
     "train": ("training.__main__", (), "train Re-ID / the learned anonymizer (the paper's protocol)"),
@@ -29,8 +35,7 @@ SUBCOMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
 
 def usage() -> str:
     width = max(len(name) for name in SUBCOMMANDS)
-    lines = ["usage: privreid SUBCOMMAND [ARGS...]   (privreid SUBCOMMAND --help for its options)", "",
-             "subcommands:"]
+    lines = ["usage: privreid SUBCOMMAND [ARGS...]   (privreid SUBCOMMAND --help for its options)", "", "subcommands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 

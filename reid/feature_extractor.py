@@ -9,13 +9,15 @@ through :func:`register_loader` without touching the pipeline or the service.
 ``fingerprint`` (sha256 of the model file) travels with every published feature, so a consumer can
 refuse to compare vectors from different models: they live in different spaces.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -56,8 +58,9 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
 
 
-def preprocess(crops: Sequence[np.ndarray], input_size_hw: tuple[int, int], mean: Sequence[float],
-               std: Sequence[float]) -> np.ndarray:
+def preprocess(
+    crops: Sequence[np.ndarray], input_size_hw: tuple[int, int], mean: Sequence[float], std: Sequence[float]
+) -> np.ndarray:
     """BGR uint8 crops to the NCHW float32 batch torchreid models expect (RGB, resize, /255, mean/std)."""
     h, w = input_size_hw
     batch = np.empty((len(crops), 3, h, w), dtype=np.float32)
@@ -85,10 +88,16 @@ class OnnxFeatureExtractor:
         num_threads: intra-op threads (``None`` = ONNX Runtime's default).
     """
 
-    def __init__(self, path: str | os.PathLike[str], input_size_hw: tuple[int, int] = (256, 128),
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 providers: Sequence[str] | None = None, batch_size: int = 32,
-                 num_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        input_size_hw: tuple[int, int] = (256, 128),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        providers: Sequence[str] | None = None,
+        batch_size: int = 32,
+        num_threads: int | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -102,8 +111,9 @@ class OnnxFeatureExtractor:
         if num_threads:
             opts.intra_op_num_threads = int(num_threads)
         try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=opts,
-                                                 providers=list(providers or ["CPUExecutionProvider"]))
+            self._session = ort.InferenceSession(
+                str(self.path), sess_options=opts, providers=list(providers or ["CPUExecutionProvider"])
+            )
         except Exception as exc:  # onnxruntime raises its own exception classes
             raise ValueError(f"cannot load Re-ID model {self.path} with ONNX Runtime: {exc}") from exc
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
@@ -123,15 +133,21 @@ class OnnxFeatureExtractor:
         else:  # symbolic output size: ask the model once
             probe = np.zeros((1, 3, *self.input_size_hw), dtype=np.float32)
             self.dim = int(self._session.run(None, {self._input: probe})[0].shape[-1])
-        log.info("Re-ID extractor %s: %d-d, input %dx%d, sha256 %s…", self.path.name, self.dim,
-                 self.input_size_hw[0], self.input_size_hw[1], self.fingerprint[:12])
+        log.info(
+            "Re-ID extractor %s: %d-d, input %dx%d, sha256 %s…",
+            self.path.name,
+            self.dim,
+            self.input_size_hw[0],
+            self.input_size_hw[1],
+            self.fingerprint[:12],
+        )
 
     def __call__(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         if len(crops) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = []
         for start in range(0, len(crops), self.batch_size):
-            batch = preprocess(crops[start:start + self.batch_size], self.input_size_hw, self.mean, self.std)
+            batch = preprocess(crops[start : start + self.batch_size], self.input_size_hw, self.mean, self.std)
             feats = self._session.run(None, {self._input: batch})[0]
             out.append(np.asarray(feats, dtype=np.float32).reshape(len(batch), -1))
         feats = np.concatenate(out, axis=0)
@@ -173,5 +189,7 @@ def load_feature_extractor(path: str | os.PathLike[str]) -> FeatureExtractor:
             if not isinstance(extractor, FeatureExtractor):
                 raise TypeError(f"loader for {p} returned {type(extractor).__name__}, not a FeatureExtractor")
             return extractor
-    raise ValueError(f"no Re-ID loader for {p}: expected an ONNX file (.onnx); trained model bundles "
-                     "plug in through reid.feature_extractor.register_loader")
+    raise ValueError(
+        f"no Re-ID loader for {p}: expected an ONNX file (.onnx); trained model bundles "
+        "plug in through reid.feature_extractor.register_loader"
+    )

@@ -27,14 +27,16 @@ Model:
 Matching is one matrix-vector product over the gallery (float32, numpy/BLAS), so its cost grows
 linearly with the number of tracks; see ``benchmarks/matcher_scaling.py``.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -66,8 +68,15 @@ class ObserveResult:
 class Gallery:
     """Tracks, their running-mean embeddings and global ids. Not thread-safe (one service loop owns it)."""
 
-    def __init__(self, dim: int, threshold: float = 0.65, min_observations: int = 1, expiry_s: float = 3600.0,
-                 fingerprint: str | None = None, initial_capacity: int = 1024) -> None:
+    def __init__(
+        self,
+        dim: int,
+        threshold: float = 0.65,
+        min_observations: int = 1,
+        expiry_s: float = 3600.0,
+        fingerprint: str | None = None,
+        initial_capacity: int = 1024,
+    ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"MATCHER.THRESHOLD must be in (0, 1], got {threshold}")
         if min_observations < 1:
@@ -78,28 +87,28 @@ class Gallery:
         self.expiry_ms = int(float(expiry_s) * 1000)
         self.fingerprint = fingerprint
         cap = max(16, int(initial_capacity))
-        self._mean = np.zeros((cap, self.dim), dtype=np.float32)   # running mean of unit vectors
-        self._norm = np.ones(cap, dtype=np.float32)                # its L2 norm (for cosine)
+        self._mean = np.zeros((cap, self.dim), dtype=np.float32)  # running mean of unit vectors
+        self._norm = np.ones(cap, dtype=np.float32)  # its L2 norm (for cosine)
         self._count = np.zeros(cap, dtype=np.int64)
         self._first = np.zeros(cap, dtype=np.int64)
         self._last = np.zeros(cap, dtype=np.int64)
         self._last_frame = np.zeros(cap, dtype=np.int64)
-        self._gid = np.full(cap, -1, dtype=np.int64)               # -1: not assigned yet
+        self._gid = np.full(cap, -1, dtype=np.int64)  # -1: not assigned yet
         self._cam = np.full(cap, -1, dtype=np.int32)
         self._part = np.full(cap, -1, dtype=np.int32)
         self._alive = np.zeros(cap, dtype=bool)
-        self._slot = np.full(cap, -1, dtype=np.int64)              # dense index of the row's global id
+        self._slot = np.full(cap, -1, dtype=np.int64)  # dense index of the row's global id
         self._slot_of: dict[int, int] = {}
         self._gid_of_slot: list[int] = []
         self._free_slots: list[int] = []
-        self._n = 0                                                 # rows in use (alive or free)
+        self._n = 0  # rows in use (alive or free)
         self._free: list[int] = []
         self._rows: dict[TrackKey, int] = {}
         self._keys: dict[int, TrackKey] = {}
         self._members: dict[int, set[int]] = {}
         self._cameras: dict[str, int] = {}
-        self.tombstones: dict[TrackKey, int] = {}                   # erased track -> its last seen ms
-        self._tomb_part: dict[TrackKey, int] = {}                   # erased track -> its partition
+        self.tombstones: dict[TrackKey, int] = {}  # erased track -> its last seen ms
+        self._tomb_part: dict[TrackKey, int] = {}  # erased track -> its partition
         self.max_timestamp_ms = 0
 
     # ------------------------------------------------------------------ size / access
@@ -116,11 +125,17 @@ class Gallery:
         row = self._rows.get(key)
         if row is None:
             return None
-        return {"camera_id": key[0], "session_id": key[1], "track_id": key[2],
-                "global_id": int(self._gid[row]) if self._gid[row] >= 0 else None,
-                "observations": int(self._count[row]), "first_seen_ms": int(self._first[row]),
-                "last_seen_ms": int(self._last[row]), "last_frame": int(self._last_frame[row]),
-                "partition": int(self._part[row])}
+        return {
+            "camera_id": key[0],
+            "session_id": key[1],
+            "track_id": key[2],
+            "global_id": int(self._gid[row]) if self._gid[row] >= 0 else None,
+            "observations": int(self._count[row]),
+            "first_seen_ms": int(self._first[row]),
+            "last_seen_ms": int(self._last[row]),
+            "last_frame": int(self._last_frame[row]),
+            "partition": int(self._part[row]),
+        }
 
     def partitions_of(self, global_id: int) -> set[int]:
         """Kafka partitions holding tracks of ``global_id`` (their snapshots change on erasure)."""
@@ -137,8 +152,16 @@ class Gallery:
 
     # ------------------------------------------------------------------ observations
 
-    def observe(self, camera_id: str, session_id: str, track_id: int, frame_index: int, timestamp_ms: int,
-                embedding: np.ndarray, partition: int = -1) -> ObserveResult:
+    def observe(
+        self,
+        camera_id: str,
+        session_id: str,
+        track_id: int,
+        frame_index: int,
+        timestamp_ms: int,
+        embedding: np.ndarray,
+        partition: int = -1,
+    ) -> ObserveResult:
         """Add one observation (``embedding``: unit float32 ``[dim]``); return what happened."""
         key: TrackKey = (camera_id, session_id, int(track_id))
         if key in self.tombstones:  # keep the tombstone alive as long as the erased track is still seen
@@ -196,8 +219,19 @@ class Gallery:
 
     def _grow(self) -> None:
         cap = len(self._alive) * 2
-        for name in ("_mean", "_norm", "_count", "_first", "_last", "_last_frame", "_gid", "_cam", "_part", "_alive",
-                     "_slot"):
+        for name in (
+            "_mean",
+            "_norm",
+            "_count",
+            "_first",
+            "_last",
+            "_last_frame",
+            "_gid",
+            "_cam",
+            "_part",
+            "_alive",
+            "_slot",
+        ):
             old = getattr(self, name)
             fill = {"_gid": -1, "_cam": -1, "_part": -1, "_norm": 1, "_slot": -1}.get(name, 0)
             new = np.full((cap, *old.shape[1:]), fill, dtype=old.dtype)
@@ -226,8 +260,12 @@ class Gallery:
         counts = np.bincount(idx, minlength=nslots)
         score = np.bincount(idx, weights=sims[eligible], minlength=nslots) / np.maximum(counts, 1)
         score[counts == 0] = -np.inf
-        clash = eligible & (self._cam[:n] == self._cam[row]) & (self._first[:n] <= self._last[row]) & (
-            self._last[:n] >= self._first[row])
+        clash = (
+            eligible
+            & (self._cam[:n] == self._cam[row])
+            & (self._first[:n] <= self._last[row])
+            & (self._last[:n] >= self._first[row])
+        )
         if clash.any():
             score[np.unique(slot[clash])] = -np.inf
         k = int(np.argmax(score))
@@ -237,6 +275,7 @@ class Gallery:
         return self._gid_of_slot[k], float(score[k]), best
 
     def _assign(self, row: int, key: TrackKey, frame_index: int, ts: int, kind: str) -> dict[str, Any]:
+        sim: float | None
         gid, sim, best = self.best_match(row)
         if gid >= 0 and sim >= self.threshold:
             event = "match"
@@ -250,12 +289,18 @@ class Gallery:
         return {
             "event": event if kind == "assigned" else "reassigned",
             "event_id": _event_id(kind, key, frame_index, gid),
-            "global_id": gid, "camera_id": key[0], "session_id": key[1], "track_id": key[2],
+            "global_id": gid,
+            "camera_id": key[0],
+            "session_id": key[1],
+            "track_id": key[2],
             "similarity": None if sim is None else round(float(sim), 4),
             "matched_camera_id": matched[0] if matched else None,
             "matched_track_id": matched[2] if matched else None,
-            "first_seen_ms": int(self._first[row]), "last_seen_ms": int(self._last[row]),
-            "frame_index": int(frame_index), "timestamp_ms": int(ts), "observations": int(self._count[row]),
+            "first_seen_ms": int(self._first[row]),
+            "last_seen_ms": int(self._last[row]),
+            "frame_index": int(frame_index),
+            "timestamp_ms": int(ts),
+            "observations": int(self._count[row]),
         }
 
     def _overlaps_within(self, row: int, gid: int) -> bool:
@@ -360,22 +405,39 @@ class Gallery:
         entries = []
         for row in rows.tolist():
             key = self._keys[row]
-            entries.append({"camera_id": key[0], "session_id": key[1], "track_id": key[2],
-                            "global_id": int(self._gid[row]), "observations": int(self._count[row]),
-                            "first_seen_ms": int(self._first[row]), "last_seen_ms": int(self._last[row]),
-                            "last_frame": int(self._last_frame[row])})
-        tombs = [[k[0], k[1], k[2], last] for k, last in self.tombstones.items()
-                 if self._tomb_part.get(k, partition) == partition]
+            entries.append(
+                {
+                    "camera_id": key[0],
+                    "session_id": key[1],
+                    "track_id": key[2],
+                    "global_id": int(self._gid[row]),
+                    "observations": int(self._count[row]),
+                    "first_seen_ms": int(self._first[row]),
+                    "last_seen_ms": int(self._last[row]),
+                    "last_frame": int(self._last_frame[row]),
+                }
+            )
+        tombs = [
+            [k[0], k[1], k[2], last]
+            for k, last in self.tombstones.items()
+            if self._tomb_part.get(k, partition) == partition
+        ]
         return entries, self._mean[rows].copy(), tombs
 
-    def import_partition(self, partition: int, entries: list[dict[str, Any]], means: np.ndarray,
-                         tombstones: Iterable[list[Any]] = (), erased_gids: Iterable[int] = ()) -> int:
+    def import_partition(
+        self,
+        partition: int,
+        entries: list[dict[str, Any]],
+        means: np.ndarray,
+        tombstones: Iterable[list[Any]] = (),
+        erased_gids: Iterable[int] = (),
+    ) -> int:
         """Load entries exported by :meth:`export_partition`; skips any of an erased global id."""
         if means.shape != (len(entries), self.dim):
             raise ValueError(f"snapshot means have shape {means.shape}, expected ({len(entries)}, {self.dim})")
         erased = set(int(g) for g in erased_gids)
         loaded = 0
-        for e, vec in zip(entries, means):
+        for e, vec in zip(entries, means, strict=True):  # shape checked above
             key: TrackKey = (str(e["camera_id"]), str(e["session_id"]), int(e["track_id"]))
             gid = int(e["global_id"])
             if gid in erased:
@@ -402,8 +464,16 @@ class Gallery:
 
     # ------------------------------------------------------------------ bulk load (benchmarks)
 
-    def add_track(self, key: TrackKey, embedding: np.ndarray, first_ms: int, last_ms: int,
-                  global_id: int | None = None, partition: int = -1, observations: int = 1) -> None:
+    def add_track(
+        self,
+        key: TrackKey,
+        embedding: np.ndarray,
+        first_ms: int,
+        last_ms: int,
+        global_id: int | None = None,
+        partition: int = -1,
+        observations: int = 1,
+    ) -> None:
         """Insert an already-assigned track directly (benchmarks and tests build big galleries this way)."""
         row = self._new_row(key, first_ms, 0, partition)
         self._last[row] = last_ms
@@ -415,6 +485,7 @@ class Gallery:
 
 
 # ---------------------------------------------------------------------- snapshot files
+
 
 def _fsync_dir(path: Path) -> None:
     try:
@@ -452,8 +523,14 @@ def save_snapshot(base: str | os.PathLike[str], meta: dict[str, Any], means: np.
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp_npz, npz)
-    meta = {**meta, "format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION, "generation": gen,
-            "npz": npz.name, "npz_sha256": _sha256(npz)}
+    meta = {
+        **meta,
+        "format": SNAPSHOT_FORMAT,
+        "version": SNAPSHOT_VERSION,
+        "generation": gen,
+        "npz": npz.name,
+        "npz_sha256": _sha256(npz),
+    }
     js = base.parent / f"{base.name}.json"
     tmp_js = js.with_name(js.name + ".tmp")
     with open(tmp_js, "w") as f:
@@ -489,5 +566,7 @@ def load_snapshot(base: str | os.PathLike[str]) -> tuple[dict[str, Any], np.ndar
     with np.load(npz, allow_pickle=False) as data:
         means = np.asarray(data["means"], dtype=np.float32)
     if means.ndim != 2 or means.shape[0] != len(meta.get("entries", [])):
-        raise ValueError(f"gallery snapshot {js}: {means.shape[0]} embeddings for {len(meta.get('entries', []))} entries")
+        raise ValueError(
+            f"gallery snapshot {js}: {means.shape[0]} embeddings for {len(meta.get('entries', []))} entries"
+        )
     return meta, means

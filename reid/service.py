@@ -20,7 +20,7 @@ with :class:`reid.gallery.Gallery` and publishes one event per identity decision
   same snapshot directory) loads it, seeks to its offset, and replays silently up to the committed
   offset if the snapshot is older; without a snapshot it rebuilds from the start of the topic.
 * **Hostile input never stops the service, nor steers it.** Anything that fails validation
-  (:func:`stream.schema.decode_message`), has a key other than its camera id, comes from another
+  (:func:`transport.schema.decode_message`), has a key other than its camera id, comes from another
   Re-ID model than the configured one, fails its HMAC (``AUTH.KEYS_FILE``) or the plausibility
   rules of :mod:`reid.trust` (capture time, frame progress) goes to ``<topic>.dlq`` with a reason,
   a truncated copy of the value and its sha256.
@@ -34,6 +34,7 @@ with :class:`reid.gallery.Gallery` and publishes one event per identity decision
 Limitation: identities are matched among the cameras (partitions) one instance owns; run one
 instance per group for matching across all cameras, more only when cameras form independent sets.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,16 +56,17 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from configs import ConfigError, build_config
 from configs.service_defaults import get_service_defaults
 from reid.gallery import Gallery, load_snapshot, save_snapshot
 from reid.trust import Admission
-from stream.kafka_io import KafkaConfigError, consumer_config, parse_bootstrap, producer_config
-from stream.schema import DLQ_SUFFIX, FeatureMessage
+from transport.kafka_io import KafkaConfigError, consumer_config, parse_bootstrap, producer_config
+from transport.schema import DLQ_SUFFIX, FeatureMessage
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +78,13 @@ _SAFE_RE = re.compile(r"[^A-Za-z0-9._-]")
 class _Partition:
     """What this instance knows about one owned partition."""
 
-    ready: bool = False          # state loaded and position chosen
-    next_offset: int = 0         # first offset not yet reflected in the gallery
-    replay_until: int = -1       # offsets below this were processed (and output) before: replay silently
-    committed: int = -1          # last offset committed by this instance
-    snapshot_offset: int = -1    # next_offset of the last snapshot written (skip identical rewrites)
+    ready: bool = False  # state loaded and position chosen
+    next_offset: int = 0  # first offset not yet reflected in the gallery
+    replay_until: int = -1  # offsets below this were processed (and output) before: replay silently
+    committed: int = -1  # last offset committed by this instance
+    snapshot_offset: int = -1  # next_offset of the last snapshot written (skip identical rewrites)
     verify: tuple[int, str] | None = None  # (offset, hash) the first record after set-up must have
-    last_hash: str = ""          # hash of the record at next_offset - 1 (stored in snapshots)
+    last_hash: str = ""  # hash of the record at next_offset - 1 (stored in snapshots)
     dirty: bool = False
 
 
@@ -92,10 +94,11 @@ def _record_hash(value: bytes | None) -> str:
 
 def _is_kafka_error(exc: BaseException) -> bool:
     from kafka.errors import KafkaError
+
     return isinstance(exc, (KafkaError, OSError))
 
 
-def _listener(service: "MatchingService"):
+def _listener(service: MatchingService):
     """Rebalance callbacks. They run on kafka-python's IO thread, so they do local work only."""
     from kafka import ConsumerRebalanceListener
 
@@ -123,9 +126,15 @@ class MatchingService:
         consumer_overrides: extra kafka-python consumer settings (tests, fault injection).
     """
 
-    def __init__(self, bootstrap: str | None = None, cfg: Any = None, *,
-                 on_observation: Callable[[FeatureMessage, str, bool], None] | None = None,
-                 consumer_overrides: dict[str, Any] | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str | None = None,
+        cfg: Any = None,
+        *,
+        on_observation: Callable[[FeatureMessage, str, bool], None] | None = None,
+        consumer_overrides: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
         self.cfg = cfg if cfg is not None else build_config(get_service_defaults())
         self.bootstrap = ",".join(parse_bootstrap(bootstrap or self.cfg.BOOTSTRAP))
         self.topic = str(self.cfg.TOPIC)
@@ -139,7 +148,7 @@ class MatchingService:
             snap = str(self.out_path.parent / "matcher-state")
         self.snapshot_dir = Path(snap) if snap else None
         self.snapshot_interval_s = float(self.cfg.STATE.SNAPSHOT_INTERVAL_S)
-        self.name = name or f"matcher-{os.getpid()}-{id(self) & 0xffff:04x}"
+        self.name = name or f"matcher-{os.getpid()}-{id(self) & 0xFFFF:04x}"
         self.on_observation = on_observation
         self._consumer_overrides = dict(consumer_overrides or {})
         # Fail on wrong security settings now, with the key's name, not at the first connection.
@@ -163,15 +172,31 @@ class MatchingService:
         self._jsonl: Any = None
         self._last_snapshot = time.monotonic()
         self._last_commit = time.monotonic()
-        self._topic_id = None
+        self._topic_id: str | None = None
         self._control_checked = time.monotonic()
         self._last_setup = 0.0
         self.summary: dict[str, Any] = {
-            "consumed": 0, "observations": 0, "duplicates": 0, "replayed_silently": 0, "dlq": 0,
-            "dlq_reasons": {}, "events": 0, "new_identities": 0, "matches": 0, "reassigned": 0,
-            "erasures": 0, "erased_tracks": 0, "expired": 0, "snapshots_written": 0, "commits": 0,
+            "consumed": 0,
+            "observations": 0,
+            "duplicates": 0,
+            "replayed_silently": 0,
+            "dlq": 0,
+            "dlq_reasons": {},
+            "events": 0,
+            "new_identities": 0,
+            "matches": 0,
+            "reassigned": 0,
+            "erasures": 0,
+            "erased_tracks": 0,
+            "expired": 0,
+            "snapshots_written": 0,
+            "commits": 0,
             "snapshot_entries_dropped": 0,
-            "tracks": 0, "global_ids": 0, "partitions": [], "state": "created"}
+            "tracks": 0,
+            "global_ids": 0,
+            "partitions": [],
+            "state": "created",
+        }
 
     # ================================================================== lifecycle
 
@@ -211,10 +236,16 @@ class MatchingService:
             except Exception as exc:  # retried from the loop every 5 s
                 log.warning("[%s] cannot read the control topic %s yet: %r", self.name, self.control_topic, exc)
             self._consumer.subscribe([self.topic], listener=_listener(self))
-            log.info("[%s] matching %s (group %s) -> %s%s; DLQ %s; threshold %.2f", self.name, self.topic,
-                     self.group, self.output_topic or "(no topic)",
-                     f" + {self.out_path}" if self.out_path else "", self.dlq_topic,
-                     self.cfg.MATCHER.THRESHOLD)
+            log.info(
+                "[%s] matching %s (group %s) -> %s%s; DLQ %s; threshold %.2f",
+                self.name,
+                self.topic,
+                self.group,
+                self.output_topic or "(no topic)",
+                f" + {self.out_path}" if self.out_path else "",
+                self.dlq_topic,
+                self.cfg.MATCHER.THRESHOLD,
+            )
             while not self._stop.is_set():
                 try:
                     processed = self._step()
@@ -222,9 +253,13 @@ class MatchingService:
                 except Exception as exc:  # broker gone, network, or a bug: log, wait, go on serving
                     errors += 1
                     if errors == 1 or errors % 30 == 0:
-                        log.warning("[%s] %s (%d in a row); retrying", self.name,
-                                    f"Kafka error: {exc!r}" if _is_kafka_error(exc) else f"error: {exc!r}", errors,
-                                    exc_info=not _is_kafka_error(exc))
+                        log.warning(
+                            "[%s] %s (%d in a row); retrying",
+                            self.name,
+                            f"Kafka error: {exc!r}" if _is_kafka_error(exc) else f"error: {exc!r}",
+                            errors,
+                            exc_info=not _is_kafka_error(exc),
+                        )
                     if errors == 1 and _is_kafka_error(exc):
                         self._reverify_logs()
                     self._stop.wait(1.0)
@@ -261,7 +296,8 @@ class MatchingService:
         processed = self._process(batch) if batch else 0
         now = time.monotonic()
         if (now - self._last_commit) * 1000 >= float(self.cfg.KAFKA.COMMIT_INTERVAL_MS) and any(
-                p.dirty for p in list(self._parts.values())):
+            p.dirty for p in list(self._parts.values())
+        ):
             self._last_commit = now
             if not self._commit():
                 return processed
@@ -288,8 +324,12 @@ class MatchingService:
                 except Exception:  # no longer assigned: the rebalance sets it up again
                     continue
                 part.verify = (part.next_offset - 1, part.last_hash)
-                log.info("[%s] partition %d: checking after the Kafka error that offset %d is still the record we "
-                         "processed", self.name, tp.partition, part.next_offset - 1)
+                log.info(
+                    "[%s] partition %d: checking after the Kafka error that offset %d is still the record we processed",
+                    self.name,
+                    tp.partition,
+                    part.next_offset - 1,
+                )
 
     def _check_topic_identity(self, batch: dict) -> None:
         """A topic deleted and re-created under the same name (or an in-memory broker restarted)
@@ -302,8 +342,13 @@ class MatchingService:
         if self._topic_id is None or topic_id == self._topic_id:
             self._topic_id = topic_id
             return
-        log.warning("[%s] topic %s was re-created (id %s -> %s): reading its partitions from the start",
-                    self.name, self.topic, self._topic_id, topic_id)
+        log.warning(
+            "[%s] topic %s was re-created (id %s -> %s): reading its partitions from the start",
+            self.name,
+            self.topic,
+            self._topic_id,
+            topic_id,
+        )
         self._topic_id = topic_id
         with self._lock:
             for tp, part in self._parts.items():
@@ -327,8 +372,9 @@ class MatchingService:
             try:
                 conf = consumer_config(self.cfg.KAFKA, self.bootstrap, self.group, **self._consumer_overrides)
                 self._consumer = KafkaConsumer(**conf)
-                pconf = producer_config(self.cfg.KAFKA, self.bootstrap, client_id=f"{self.name}-out",
-                                        linger_ms=5, max_block_ms=10000)
+                pconf = producer_config(
+                    self.cfg.KAFKA, self.bootstrap, client_id=f"{self.name}-out", linger_ms=5, max_block_ms=10000
+                )
                 self._producer = KafkaProducer(**pconf)
                 if self.control_topic:
                     cconf = consumer_config(self.cfg.KAFKA, self.bootstrap, None, client_id=f"{self.name}-control")
@@ -340,8 +386,9 @@ class MatchingService:
             except (KafkaError, OSError) as exc:
                 self._close_clients()
                 if not warned:
-                    log.warning("[%s] cannot reach Kafka at %s (%s); retrying every 2 s", self.name,
-                                self.bootstrap, exc)
+                    log.warning(
+                        "[%s] cannot reach Kafka at %s (%s); retrying every 2 s", self.name, self.bootstrap, exc
+                    )
                     warned = True
                 if exit_when_idle_s is not None and time.monotonic() - started > exit_when_idle_s + 30.0:
                     log.error("[%s] gave up: Kafka at %s unreachable", self.name, self.bootstrap)
@@ -377,10 +424,19 @@ class MatchingService:
             self._jsonl = None
         self.summary["state"] = "stopped"
         s = self.summary
-        log.info("[%s] stopped: %d observations, %d events (%d new identities, %d matches), %d to the DLQ, "
-                 "%d duplicates ignored, %d tracks / %d global ids in the gallery", self.name, s["observations"],
-                 s["events"], s["new_identities"], s["matches"], s["dlq"], s["duplicates"], s["tracks"],
-                 s["global_ids"])
+        log.info(
+            "[%s] stopped: %d observations, %d events (%d new identities, %d matches), %d to the DLQ, "
+            "%d duplicates ignored, %d tracks / %d global ids in the gallery",
+            self.name,
+            s["observations"],
+            s["events"],
+            s["new_identities"],
+            s["matches"],
+            s["dlq"],
+            s["duplicates"],
+            s["tracks"],
+            s["global_ids"],
+        )
         with self._idle_cond:
             self._idle_cond.notify_all()
 
@@ -403,8 +459,13 @@ class MatchingService:
                 self.gallery.drop_partition(tp.partition)
                 del self._parts[tp]
                 self._pending_setup.discard(tp)
-            log.info("[%s] partitions %s %s (%s)", self.name, sorted(tp.partition for tp in mine),
-                     "lost" if lost else "handed over", "snapshot written" if flushed else "outputs not flushed: no snapshot")
+            log.info(
+                "[%s] partitions %s %s (%s)",
+                self.name,
+                sorted(tp.partition for tp in mine),
+                "lost" if lost else "handed over",
+                "snapshot written" if flushed else "outputs not flushed: no snapshot",
+            )
             if self.summary["state"] == "running":
                 self._update_summary()
 
@@ -415,8 +476,9 @@ class MatchingService:
                 if tp not in self._parts:
                     self._parts[tp] = _Partition()
                     self._pending_setup.add(tp)
-            log.info("[%s] assigned partitions %s of %s", self.name, sorted(tp.partition for tp in assigned),
-                     self.topic)
+            log.info(
+                "[%s] assigned partitions %s of %s", self.name, sorted(tp.partition for tp in assigned), self.topic
+            )
 
     def _setup_partitions(self, batch: dict) -> None:
         """Load each new partition's snapshot, then seek to where its state ends (main thread)."""
@@ -438,9 +500,13 @@ class MatchingService:
                 verify = None
                 current_id = self._current_topic_id()
                 if snap is not None and snap[0].get("topic_id") and current_id and snap[0]["topic_id"] != current_id:
-                    log.warning("[%s] the snapshot of partition %d was taken on another incarnation of topic %s "
-                                "(re-created since): keeping its tracks, reading the partition from its start",
-                                self.name, tp.partition, self.topic)
+                    log.warning(
+                        "[%s] the snapshot of partition %d was taken on another incarnation of topic %s "
+                        "(re-created since): keeping its tracks, reading the partition from its start",
+                        self.name,
+                        tp.partition,
+                        self.topic,
+                    )
                     snap[0]["next_offset"] = 0
                     committed = None
                 try:
@@ -471,8 +537,14 @@ class MatchingService:
                     part.verify, part.last_hash = verify, verify[1]
                 part.ready = True
                 self._pending_setup.discard(tp)
-                log.info("[%s] partition %d ready: %s, committed %s%s", self.name, tp.partition, how, committed,
-                         f", silent replay to {part.replay_until}" if part.replay_until >= 0 else "")
+                log.info(
+                    "[%s] partition %d ready: %s, committed %s%s",
+                    self.name,
+                    tp.partition,
+                    how,
+                    committed,
+                    f", silent replay to {part.replay_until}" if part.replay_until >= 0 else "",
+                )
         self._update_summary()
 
     # ================================================================== processing
@@ -483,7 +555,8 @@ class MatchingService:
             # While a partition rebuilds its tracks (silent replay), new input of the others waits:
             # matching it against a half-rebuilt gallery would give different identities.
             catching_up = bool(self._pending_setup) or any(
-                p.ready and p.next_offset < p.replay_until for p in self._parts.values())
+                p.ready and p.next_offset < p.replay_until for p in self._parts.values()
+            )
             for tp in sorted(batch):
                 part = self._parts.get(tp)
                 if part is None or not part.ready:
@@ -501,9 +574,14 @@ class MatchingService:
                         # reset its position (offset out of range): the log is shorter than what we
                         # read, i.e. truncated or re-created. Read it from here; frame indexes drop
                         # the observations the gallery already holds.
-                        log.warning("[%s] partition %d went back from offset %d to %d (log truncated or topic "
-                                    "re-created): reading it from there", self.name, tp.partition,
-                                    part.next_offset, rec.offset)
+                        log.warning(
+                            "[%s] partition %d went back from offset %d to %d (log truncated or topic "
+                            "re-created): reading it from there",
+                            self.name,
+                            tp.partition,
+                            part.next_offset,
+                            rec.offset,
+                        )
                         part.next_offset, part.replay_until = rec.offset, -1
                     silent = rec.offset < part.replay_until
                     if catching_up and not silent:
@@ -528,6 +606,7 @@ class MatchingService:
 
         Returns ``False`` when the rest of the batch must be dropped (we seek to the log's start).
         """
+        assert part.verify is not None, "_verify_log is called only while a verification is pending"
         offset, expected = part.verify
         part.verify = None
         if rec.offset > offset:
@@ -536,8 +615,12 @@ class MatchingService:
             return True  # same log: this record is already in the gallery and is skipped below
         # A different log: the topic was re-created, or an in-memory broker restarted. Keep the
         # tracks and read the new log from its start; frame indexes still drop known observations.
-        log.warning("[%s] partition %d is not the log we were reading (topic re-created, or an in-memory broker "
-                    "restarted?): reading it from its start", self.name, tp.partition)
+        log.warning(
+            "[%s] partition %d is not the log we were reading (topic re-created, or an in-memory broker "
+            "restarted?): reading it from its start",
+            self.name,
+            tp.partition,
+        )
         part.replay_until = -1
         if rec.offset < offset:
             part.next_offset = rec.offset  # the consumer already fell back to the log's start
@@ -552,8 +635,16 @@ class MatchingService:
             if not silent:
                 self._dead_letter(rec, *reject)
             return
-        result = self.gallery.observe(msg.camera_id, msg.session_id, msg.track_id, msg.frame_index,
-                                      msg.timestamp_ms, msg.embedding, partition=tp.partition)
+        assert msg is not None  # admit() returns a message or a rejection
+        result = self.gallery.observe(
+            msg.camera_id,
+            msg.session_id,
+            msg.track_id,
+            msg.frame_index,
+            msg.timestamp_ms,
+            msg.embedding,
+            partition=tp.partition,
+        )
         if result.status == "duplicate":
             self.summary["duplicates"] += 1
         elif silent:
@@ -567,14 +658,24 @@ class MatchingService:
 
     def _new_gallery(self, dim: int) -> Gallery:
         m = self.cfg.MATCHER
-        return Gallery(dim, threshold=float(m.THRESHOLD), min_observations=int(m.MIN_OBSERVATIONS),
-                       expiry_s=float(m.EXPIRY_S), fingerprint=self.fingerprint)
+        return Gallery(
+            dim,
+            threshold=float(m.THRESHOLD),
+            min_observations=int(m.MIN_OBSERVATIONS),
+            expiry_s=float(m.EXPIRY_S),
+            fingerprint=self.fingerprint,
+        )
 
     # ================================================================== outputs
 
     def _emit(self, event: dict[str, Any]) -> None:
-        event = {"version": EVENT_VERSION, **event, "reid_fingerprint": self.fingerprint,
-                 "emitted_at_ms": int(time.time() * 1000), "service": self.name}
+        event = {
+            "version": EVENT_VERSION,
+            **event,
+            "reid_fingerprint": self.fingerprint,
+            "emitted_at_ms": int(time.time() * 1000),
+            "service": self.name,
+        }
         data = json.dumps(event, separators=(",", ":"))
         if self.output_topic:
             self._producer.send(self.output_topic, key=str(event.get("global_id", "")).encode(), value=data.encode())
@@ -594,20 +695,36 @@ class MatchingService:
         limit = int(self.cfg.KAFKA.DLQ_MAX_VALUE_BYTES)
         key = rec.key[:256] if rec.key is not None else None
         record = {
-            "reason": reason, "detail": detail[:500], "topic": rec.topic, "partition": rec.partition,
-            "offset": rec.offset, "record_timestamp_ms": rec.timestamp,
+            "reason": reason,
+            "detail": detail[:500],
+            "topic": rec.topic,
+            "partition": rec.partition,
+            "offset": rec.offset,
+            "record_timestamp_ms": rec.timestamp,
             "key_b64": base64.b64encode(key).decode() if key is not None else None,
-            "value_bytes": len(value), "value_sha256": hashlib.sha256(value).hexdigest(),
-            "value_b64": base64.b64encode(value[:limit]).decode(), "truncated": len(value) > limit,
-            "service": self.name, "dlq_at_ms": int(time.time() * 1000),
+            "value_bytes": len(value),
+            "value_sha256": hashlib.sha256(value).hexdigest(),
+            "value_b64": base64.b64encode(value[:limit]).decode(),
+            "truncated": len(value) > limit,
+            "service": self.name,
+            "dlq_at_ms": int(time.time() * 1000),
         }
         self._producer.send(self.dlq_topic, key=key, value=json.dumps(record, separators=(",", ":")).encode())
         self.summary["dlq"] += 1
         reasons = self.summary["dlq_reasons"]
         reasons[reason] = reasons.get(reason, 0) + 1
         if self.summary["dlq"] <= 10 or self.summary["dlq"] % 1000 == 0:
-            log.warning("[%s] %s[%d]@%d -> %s: %s (%s); %d rejected so far", self.name, rec.topic, rec.partition,
-                        rec.offset, self.dlq_topic, reason, detail[:120], self.summary["dlq"])
+            log.warning(
+                "[%s] %s[%d]@%d -> %s: %s (%s); %d rejected so far",
+                self.name,
+                rec.topic,
+                rec.partition,
+                rec.offset,
+                self.dlq_topic,
+                reason,
+                detail[:120],
+                self.summary["dlq"],
+            )
 
     def _flush_outputs(self, timeout_s: float = 30.0) -> bool:
         try:
@@ -629,8 +746,11 @@ class MatchingService:
                     self.gallery.drop_partition(tp.partition)
                     self._parts[tp] = _Partition()
                     self._pending_setup.add(tp)
-            log.warning("[%s] reloading partition state from the last snapshot/commit; events since then "
-                        "will be emitted again (at-least-once)", self.name)
+            log.warning(
+                "[%s] reloading partition state from the last snapshot/commit; events since then "
+                "will be emitted again (at-least-once)",
+                self.name,
+            )
             self._stop.wait(1.0)
             return False
         self._commit_offsets()
@@ -640,15 +760,19 @@ class MatchingService:
         from kafka.structs import OffsetAndMetadata
 
         with self._lock:
-            offsets = {tp: OffsetAndMetadata(p.next_offset, "", -1) for tp, p in self._parts.items()
-                       if p.ready and p.dirty}
+            offsets = {
+                tp: OffsetAndMetadata(p.next_offset, "", -1) for tp, p in self._parts.items() if p.ready and p.dirty
+            }
         if not offsets:
             return
         try:
             self._consumer.commit(offsets)
         except Exception as exc:  # CommitFailedError during a rebalance: the snapshot hand-over covers it
-            log.warning("[%s] offset commit failed (%r); the partitions' new owner continues from the "
-                        "hand-over snapshot", self.name, exc)
+            log.warning(
+                "[%s] offset commit failed (%r); the partitions' new owner continues from the hand-over snapshot",
+                self.name,
+                exc,
+            )
             return
         self.summary["commits"] += 1
         with self._lock:
@@ -676,8 +800,12 @@ class MatchingService:
         ends = {tp: max(end, listed.get(tp, 0)) for tp, end in ends.items()}
         with self._lock:
             # A pending log check on a non-empty log means that log has not been read yet.
-            return all(tp in self._parts and self._parts[tp].next_offset >= ends[tp]
-                       and (self._parts[tp].verify is None or listed.get(tp, 0) == 0) for tp in parts)
+            return all(
+                tp in self._parts
+                and self._parts[tp].next_offset >= ends[tp]
+                and (self._parts[tp].verify is None or listed.get(tp, 0) == 0)
+                for tp in parts
+            )
 
     # ================================================================== snapshots, expiry
 
@@ -699,9 +827,16 @@ class MatchingService:
             return None
         meta, means = snap
         if meta.get("reid_fingerprint") != self.fingerprint or int(meta.get("dim", -1)) != self.dim:
-            log.warning("[%s] snapshot %s is for another Re-ID model (%s, dim %s; configured %s…, dim %d): not "
-                        "adopting it, rebuilding from the topic", self.name, base, str(meta.get("reid_fingerprint"))[:12],
-                        meta.get("dim"), self.fingerprint[:12], self.dim)
+            log.warning(
+                "[%s] snapshot %s is for another Re-ID model (%s, dim %s; configured %s…, dim %d): not "
+                "adopting it, rebuilding from the topic",
+                self.name,
+                base,
+                str(meta.get("reid_fingerprint"))[:12],
+                meta.get("dim"),
+                self.fingerprint[:12],
+                self.dim,
+            )
             return None
         meta, means, dropped = self.trust.sanitize_snapshot(meta, means, int(time.time() * 1000))
         if dropped:  # the damage of a time from the future must not come back from disk
@@ -710,8 +845,9 @@ class MatchingService:
         return meta, means
 
     def _import_snapshot(self, tp, meta: dict[str, Any], means) -> None:
-        n = self.gallery.import_partition(tp.partition, meta.get("entries", []), means,
-                                          meta.get("tombstones", []), self._erased)
+        n = self.gallery.import_partition(
+            tp.partition, meta.get("entries", []), means, meta.get("tombstones", []), self._erased
+        )
         log.info("[%s] partition %d: %d tracks loaded from the snapshot", self.name, tp.partition, n)
 
     def _snapshot_partition(self, tp) -> None:
@@ -727,15 +863,30 @@ class MatchingService:
         except (ValueError, OSError):
             existing = None
         if existing is not None and int(existing[0].get("next_offset", -1)) > part.next_offset:
-            log.warning("[%s] not overwriting %s: it is newer (offset %s > %d)", self.name, base,
-                        existing[0].get("next_offset"), part.next_offset)
+            log.warning(
+                "[%s] not overwriting %s: it is newer (offset %s > %d)",
+                self.name,
+                base,
+                existing[0].get("next_offset"),
+                part.next_offset,
+            )
             return
         entries, means, tombs = self.gallery.export_partition(tp.partition)
-        meta = {"topic": tp.topic, "partition": tp.partition, "group": self.group, "next_offset": part.next_offset,
-                "last_record_sha256": part.last_hash, "topic_id": self._topic_id,
-                "dim": self.gallery.dim, "reid_fingerprint": self.fingerprint, "saved_at_ms": int(time.time() * 1000),
-                "saved_by": self.name, "entries": entries, "tombstones": tombs,
-                "generation": existing[0].get("generation", 0) if existing else 0}
+        meta = {
+            "topic": tp.topic,
+            "partition": tp.partition,
+            "group": self.group,
+            "next_offset": part.next_offset,
+            "last_record_sha256": part.last_hash,
+            "topic_id": self._topic_id,
+            "dim": self.gallery.dim,
+            "reid_fingerprint": self.fingerprint,
+            "saved_at_ms": int(time.time() * 1000),
+            "saved_by": self.name,
+            "entries": entries,
+            "tombstones": tombs,
+            "generation": existing[0].get("generation", 0) if existing else 0,
+        }
         save_snapshot(base, meta, means)
         part.snapshot_offset = part.next_offset
         self.summary["snapshots_written"] += 1
@@ -809,8 +960,9 @@ class MatchingService:
             if isinstance(gid, bool) or not isinstance(gid, int) or gid <= 0:
                 raise ValueError("global_id must be a positive integer")
         except (ValueError, TypeError) as exc:
-            log.warning("[%s] ignoring control message at %s[%d]@%d: %s", self.name, rec.topic, rec.partition,
-                        rec.offset, exc)
+            log.warning(
+                "[%s] ignoring control message at %s[%d]@%d: %s", self.name, rec.topic, rec.partition, rec.offset, exc
+            )
             return
         with self._lock:
             self._erased.add(gid)
@@ -825,19 +977,33 @@ class MatchingService:
                     if tp.partition in partitions:
                         part.snapshot_offset = -1
                         self._snapshot_partition(tp)
-            self._emit({"event": "erased", "event_id": hashlib.sha256(
-                f"erase|{gid}|{cmd.get('request_id', '')}|{self.name}".encode()).hexdigest()[:32],
-                        "global_id": gid, "tracks": len(keys), "request_id": cmd.get("request_id")})
+            self._emit(
+                {
+                    "event": "erased",
+                    "event_id": hashlib.sha256(
+                        f"erase|{gid}|{cmd.get('request_id', '')}|{self.name}".encode()
+                    ).hexdigest()[:32],
+                    "global_id": gid,
+                    "tracks": len(keys),
+                    "request_id": cmd.get("request_id"),
+                }
+            )
             self._flush_outputs()
-            log.info("[%s] erased global id %d: %d tracks removed from the gallery and its snapshots",
-                     self.name, gid, len(keys))
+            log.info(
+                "[%s] erased global id %d: %d tracks removed from the gallery and its snapshots",
+                self.name,
+                gid,
+                len(keys),
+            )
             self._update_summary()
 
 
 # ====================================================================== erase tool
 
-def send_erase_command(bootstrap: str, global_id: int, cfg: Any = None, control_topic: str | None = None,
-                       reason: str = "") -> str:
+
+def send_erase_command(
+    bootstrap: str, global_id: int, cfg: Any = None, control_topic: str | None = None, reason: str = ""
+) -> str:
     """Publish an erase command; every running (and future) service instance applies it."""
     from kafka import KafkaProducer
 
@@ -846,8 +1012,13 @@ def send_erase_command(bootstrap: str, global_id: int, cfg: Any = None, control_
     request_id = hashlib.sha256(f"{global_id}|{time.time_ns()}|{os.getpid()}".encode()).hexdigest()[:16]
     producer = KafkaProducer(**producer_config(cfg.KAFKA, bootstrap, client_id="privreid-erase"))
     try:
-        cmd = {"command": "erase", "global_id": int(global_id), "request_id": request_id,
-               "requested_at_ms": int(time.time() * 1000), "reason": reason[:200]}
+        cmd = {
+            "command": "erase",
+            "global_id": int(global_id),
+            "request_id": request_id,
+            "requested_at_ms": int(time.time() * 1000),
+            "reason": reason[:200],
+        }
         producer.send(topic, key=str(global_id).encode(), value=json.dumps(cmd).encode()).get(timeout=30)
     finally:
         producer.close(timeout=5)
@@ -868,7 +1039,8 @@ def erase_in_snapshots(snapshot_dir: str | os.PathLike[str], global_id: int) -> 
         if not gone:
             continue
         meta["tombstones"] = list(meta.get("tombstones", [])) + [
-            [e["camera_id"], e["session_id"], e["track_id"], e["last_seen_ms"]] for e in gone]
+            [e["camera_id"], e["session_id"], e["track_id"], e["last_seen_ms"]] for e in gone
+        ]
         meta["entries"] = [meta["entries"][i] for i in keep]
         save_snapshot(base, meta, means[keep])
         removed += len(gone)
@@ -877,10 +1049,12 @@ def erase_in_snapshots(snapshot_dir: str | os.PathLike[str], global_id: int) -> 
 
 # ====================================================================== CLI
 
+
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m reid.service",
-                                description="Cross-camera matching service (consumer group member). "
-                                            "Subcommand 'erase' removes an identity.")
+    p = argparse.ArgumentParser(
+        prog="python -m reid.service",
+        description="Cross-camera matching service (consumer group member). Subcommand 'erase' removes an identity.",
+    )
     p.add_argument("--bootstrap", help="HOST:PORT[,HOST:PORT] (config key BOOTSTRAP)")
     p.add_argument("--topic", help="input topic (TOPIC, default reid.features)")
     p.add_argument("--group", help="consumer group (GROUP, default reid-matcher)")
@@ -895,10 +1069,12 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def _erase_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m reid.service erase",
-                                description="Erase every embedding of one global identity: publish a command "
-                                            "that running services apply (--bootstrap), and/or edit the "
-                                            "snapshots of a stopped service (--snapshot-dir).")
+    p = argparse.ArgumentParser(
+        prog="python -m reid.service erase",
+        description="Erase every embedding of one global identity: publish a command "
+        "that running services apply (--bootstrap), and/or edit the "
+        "snapshots of a stopped service (--snapshot-dir).",
+    )
     p.add_argument("--global-id", type=int, required=True)
     p.add_argument("--bootstrap", help="publish the command to the control topic of this cluster")
     p.add_argument("--control-topic", help="default: CONTROL_TOPIC (reid.control)")
@@ -924,8 +1100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"removed {n} tracks of global id {args.global_id} from the snapshots in {args.snapshot_dir}")
             if args.bootstrap:
                 rid = send_erase_command(args.bootstrap, args.global_id, cfg, args.control_topic, args.reason)
-                print(f"erase command {rid} for global id {args.global_id} published to "
-                      f"{args.control_topic or cfg.CONTROL_TOPIC}")
+                print(
+                    f"erase command {rid} for global id {args.global_id} published to "
+                    f"{args.control_topic or cfg.CONTROL_TOPIC}"
+                )
         except (ConfigError, KafkaConfigError, ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -935,8 +1113,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _run_parser().parse_args(argv)
     logging.getLogger().setLevel(getattr(logging, args.log_level))
     overrides = list(args.overrides)
-    for flag, key in ((args.bootstrap, "BOOTSTRAP"), (args.topic, "TOPIC"), (args.group, "GROUP"),
-                      (args.output_topic, "OUTPUT_TOPIC"), (args.out, "OUT"), (args.snapshot_dir, "STATE.SNAPSHOT_DIR")):
+    for flag, key in (
+        (args.bootstrap, "BOOTSTRAP"),
+        (args.topic, "TOPIC"),
+        (args.group, "GROUP"),
+        (args.output_topic, "OUTPUT_TOPIC"),
+        (args.out, "OUT"),
+        (args.snapshot_dir, "STATE.SNAPSHOT_DIR"),
+    ):
         if flag is not None:
             overrides += [key, repr(flag)]
     try:

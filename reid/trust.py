@@ -19,13 +19,14 @@ frame index decides what is a duplicate. So the service takes none of these on t
 * **Snapshots** are state written by an earlier run, possibly from input accepted before these
   rules: :meth:`TrustPolicy.sanitize_snapshot` drops entries with an impossible time, and the
   service refuses snapshots of another model.
-* **Authentication** (optional, :mod:`stream.message_auth`): HMAC headers per camera.
+* **Authentication** (optional, :mod:`transport.message_auth`): HMAC headers per camera.
 
 Within the window a writer of the topic can still forge plausible observations; only message
 authentication (``AUTH.KEYS_FILE``) and Kafka ACLs stop that. The checks bound the damage of
 what is implausible, deterministically: the same record gets the same verdict when it is replayed
 to rebuild a gallery (the service clock only caps forged record timestamps from the future).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from stream.message_auth import Verifier
-from stream.schema import FeatureMessage, SchemaError, decode_message
+from transport.message_auth import Verifier
+from transport.schema import FeatureMessage, SchemaError, decode_message
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def _onnx_output_dim(path: Path) -> int:
     """Width of the model's first output (``[N, dim]``), or 0 when it is symbolic or unknowable here."""
     try:
         import onnxruntime as ort
+
         shape = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_outputs()[0].shape
     except Exception as exc:  # onnxruntime missing or the file is not a model
         log.debug("cannot read the output shape of %s: %r", path, exc)
@@ -95,6 +97,7 @@ def resolve_model(matcher_cfg: Any) -> tuple[str, int]:
     bundle = str(getattr(matcher_cfg, "BUNDLE", "") or "")
     if bundle:
         from anonymizer.bundle import read_bundle_yaml, reid_fingerprint  # lazily: only this path needs it
+
         try:
             _, meta = read_bundle_yaml(bundle)
             fps["MATCHER.BUNDLE"] = reid_fingerprint(meta)
@@ -112,14 +115,17 @@ def resolve_model(matcher_cfg: Any) -> tuple[str, int]:
         raise TrustConfigError(
             "no Re-ID fingerprint configured: set MATCHER.REID_FINGERPRINT (sha256 of the Re-ID model, as in the "
             "messages) with MATCHER.EMBEDDING_DIM, MATCHER.BUNDLE (a learned anonymizer bundle folder) or "
-            "MATCHER.REID_MODEL (the Re-ID ONNX file the pipeline uses). The service does not learn it from the input.")
+            "MATCHER.REID_MODEL (the Re-ID ONNX file the pipeline uses). The service does not learn it from the input."
+        )
     for what, found in (("Re-ID fingerprints", fps), ("embedding dimensions", dims)):
         if len(set(found.values())) > 1:
             shown = ", ".join(f"{k} -> {str(v)[:12]}" for k, v in found.items())
             raise TrustConfigError(f"the configured {what} disagree: {shown}")
     if not dims:
-        raise TrustConfigError("the embedding dimension is unknown: set MATCHER.EMBEDDING_DIM (e.g. 512), or give "
-                               "MATCHER.BUNDLE / MATCHER.REID_MODEL, from which it is read")
+        raise TrustConfigError(
+            "the embedding dimension is unknown: set MATCHER.EMBEDDING_DIM (e.g. 512), or give "
+            "MATCHER.BUNDLE / MATCHER.REID_MODEL, from which it is read"
+        )
     return next(iter(fps.values())), next(iter(dims.values()))
 
 
@@ -134,7 +140,7 @@ class TrustPolicy:
     max_track_backstep_ms: int = 10_000
 
     @classmethod
-    def from_config(cls, trust_cfg: Any) -> "TrustPolicy":
+    def from_config(cls, trust_cfg: Any) -> TrustPolicy:
         def seconds(key: str) -> float:
             v = float(getattr(trust_cfg, key))
             if not math.isfinite(v) or v <= 0:
@@ -146,9 +152,13 @@ class TrustPolicy:
             raise TrustConfigError(f"TRUST.MAX_FRAME_JUMP must be >= 1, got {jump}")
         if not math.isfinite(fps) or fps <= 0:
             raise TrustConfigError(f"TRUST.MAX_FPS must be > 0, got {fps}")
-        return cls(max_future_skew_ms=int(seconds("MAX_FUTURE_SKEW_S") * 1000),
-                   max_age_ms=int(seconds("MAX_AGE_S") * 1000), max_frame_jump=jump, max_fps=fps,
-                   max_track_backstep_ms=int(seconds("MAX_TRACK_BACKSTEP_S") * 1000))
+        return cls(
+            max_future_skew_ms=int(seconds("MAX_FUTURE_SKEW_S") * 1000),
+            max_age_ms=int(seconds("MAX_AGE_S") * 1000),
+            max_frame_jump=jump,
+            max_fps=fps,
+            max_track_backstep_ms=int(seconds("MAX_TRACK_BACKSTEP_S") * 1000),
+        )
 
     def latest_plausible_ms(self, now_ms: int) -> int:
         """No capture time beyond this is believable now (caps expiry and snapshot contents)."""
@@ -160,11 +170,17 @@ class TrustPolicy:
         if record_timestamp_ms is not None and record_timestamp_ms >= 0:
             ref = min(int(record_timestamp_ms), ref)
         if timestamp_ms > ref + self.max_future_skew_ms:
-            return ("timestamp_future", f"timestamp_ms {timestamp_ms} is {(timestamp_ms - ref) / 1000:.0f} s after the "
-                    f"record time {ref} (TRUST.MAX_FUTURE_SKEW_S {self.max_future_skew_ms / 1000:g})")
+            return (
+                "timestamp_future",
+                f"timestamp_ms {timestamp_ms} is {(timestamp_ms - ref) / 1000:.0f} s after the "
+                f"record time {ref} (TRUST.MAX_FUTURE_SKEW_S {self.max_future_skew_ms / 1000:g})",
+            )
         if timestamp_ms < ref - self.max_age_ms:
-            return ("timestamp_too_old", f"timestamp_ms {timestamp_ms} is {(ref - timestamp_ms) / 86_400_000:.0f} days "
-                    f"before the record time {ref} (TRUST.MAX_AGE_S {self.max_age_ms / 1000:g})")
+            return (
+                "timestamp_too_old",
+                f"timestamp_ms {timestamp_ms} is {(ref - timestamp_ms) / 86_400_000:.0f} days "
+                f"before the record time {ref} (TRUST.MAX_AGE_S {self.max_age_ms / 1000:g})",
+            )
         return None
 
     def check_track(self, last_frame: int, last_ts_ms: int, frame_index: int, timestamp_ms: int) -> Rejection | None:
@@ -174,16 +190,23 @@ class TrustPolicy:
         elapsed_ms = max(0, int(timestamp_ms) - int(last_ts_ms))
         allowed = self.max_frame_jump + int(self.max_fps * elapsed_ms / 1000.0)
         if frame_index - last_frame > allowed:
-            return ("frame_jump", f"frame_index {frame_index} is {frame_index - last_frame} frames after the track's "
-                    f"last {last_frame}, {elapsed_ms / 1000:.1f} s later (at most {allowed}: TRUST.MAX_FRAME_JUMP + "
-                    "TRUST.MAX_FPS x elapsed)")
+            return (
+                "frame_jump",
+                f"frame_index {frame_index} is {frame_index - last_frame} frames after the track's "
+                f"last {last_frame}, {elapsed_ms / 1000:.1f} s later (at most {allowed}: TRUST.MAX_FRAME_JUMP + "
+                "TRUST.MAX_FPS x elapsed)",
+            )
         if timestamp_ms < last_ts_ms - self.max_track_backstep_ms:
-            return ("track_time_jump", f"frame {frame_index} is {(last_ts_ms - timestamp_ms) / 1000:.1f} s older than "
-                    f"the track's last observation (TRUST.MAX_TRACK_BACKSTEP_S {self.max_track_backstep_ms / 1000:g})")
+            return (
+                "track_time_jump",
+                f"frame {frame_index} is {(last_ts_ms - timestamp_ms) / 1000:.1f} s older than "
+                f"the track's last observation (TRUST.MAX_TRACK_BACKSTEP_S {self.max_track_backstep_ms / 1000:g})",
+            )
         return None
 
-    def sanitize_snapshot(self, meta: dict[str, Any], means: np.ndarray, now_ms: int
-                          ) -> tuple[dict[str, Any], np.ndarray, int]:
+    def sanitize_snapshot(
+        self, meta: dict[str, Any], means: np.ndarray, now_ms: int
+    ) -> tuple[dict[str, Any], np.ndarray, int]:
         """Drop snapshot entries whose capture times are impossible now (written before these rules,
         or by a hostile writer of the snapshot folder); clamp tombstone times the same way.
 
@@ -219,15 +242,17 @@ class Admission:
         self.fingerprint, self.dim, self.policy, self.verifier = fingerprint, int(dim), policy, verifier
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "Admission":
+    def from_config(cls, cfg: Any) -> Admission:
         """From the service config; raises :class:`TrustConfigError` / ``AuthConfigError`` (both
         ``ValueError``) so the CLI exits 2 with the key named."""
         fingerprint, dim = resolve_model(cfg.MATCHER)
         keys = str(cfg.AUTH.KEYS_FILE or "")
         verifier = Verifier.from_file(keys, bool(cfg.AUTH.REQUIRE)) if keys else None
         if verifier is None:
-            log.warning("AUTH.KEYS_FILE is not set: feature messages are not authenticated, so any writer of the "
-                        "topic can impersonate a camera (docs/kafka-contract.md, Production)")
+            log.warning(
+                "AUTH.KEYS_FILE is not set: feature messages are not authenticated, so any writer of the "
+                "topic can impersonate a camera (docs/kafka-contract.md, Production)"
+            )
         return cls(fingerprint, dim, TrustPolicy.from_config(cfg.TRUST), verifier)
 
     def admit(self, rec: Any, gallery: Any, now_ms: int) -> tuple[FeatureMessage, None] | tuple[None, Rejection]:
@@ -242,8 +267,11 @@ class Admission:
         if rec.key is None or rec.key != msg.camera_id.encode("utf-8"):
             return None, ("bad_key", "the message key must be the camera_id")
         if msg.reid_fingerprint != self.fingerprint:
-            return None, ("fingerprint_mismatch", f"reid_fingerprint {msg.reid_fingerprint[:12]}… but the service "
-                          f"accepts {self.fingerprint[:12]}… (features of different models are not comparable)")
+            return None, (
+                "fingerprint_mismatch",
+                f"reid_fingerprint {msg.reid_fingerprint[:12]}… but the service "
+                f"accepts {self.fingerprint[:12]}… (features of different models are not comparable)",
+            )
         if msg.dim != self.dim:
             return None, ("dim_mismatch", f"embedding_dim {msg.dim}, configured {self.dim}")
         bad = self.policy.check_time(msg.timestamp_ms, getattr(rec, "timestamp", None), now_ms)

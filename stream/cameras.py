@@ -6,12 +6,16 @@ Validation is strict because a silently ignored typo (``zone:`` for ``zones:``) 
 unmasked: unknown keys, duplicate keys and per-camera overrides outside :data:`PER_CAMERA_KEYS`
 are refused, and errors name the file, the camera and the field. See configs/cameras.example.yaml.
 
-Per-camera overrides are limited to settings the pipeline reads per camera. Everything else is one
-object shared by all cameras (the detector runs batched across cameras, one anonymizer, one encoder
-setting, one Kafka producer), so a per-camera value could not take effect. ``DETECTOR.MASK_CONF``
-is left out on purpose: the shared detector reports nothing below the global value, so per camera
-it could only be raised, which unmasks people.
+Per-camera overrides are limited to settings the pipeline reads per camera: each camera has its
+own reader, tracker, regions, redactor settings (``ANONYMIZER.MARGIN`` and the privacy floor
+``PRIVACY.FLOOR_*``, applied by the shared anonymizer's redactor per camera) and video sink
+(``OUTPUT.SEGMENT_S``: one camera in hour-long segments, another in one file). Everything else is
+one object shared by all cameras (the detector runs batched across cameras, one anonymizer, one
+encoder setting, one Kafka producer), so a per-camera value could not take effect.
+``DETECTOR.MASK_CONF`` is left out on purpose: the shared detector reports nothing below the
+global value, so per camera it could only be raised, which unmasks people.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,8 +38,8 @@ from configs.pipeline_defaults import get_pipeline_defaults
 
 log = logging.getLogger(__name__)
 
-PER_CAMERA_SECTIONS = ("SOURCE", "PRIVACY", "TRACKER")   # every key of these sections
-PER_CAMERA_KEYS = ("DETECTOR.CONF", "ANONYMIZER.MARGIN")  # plus these
+PER_CAMERA_SECTIONS = ("SOURCE", "PRIVACY", "TRACKER")  # every key of these sections
+PER_CAMERA_KEYS = ("DETECTOR.CONF", "ANONYMIZER.MARGIN", "OUTPUT.SEGMENT_S")  # plus these
 CAMERA_ID = r"[A-Za-z0-9_.-]{1,64}"
 CAMERA_FIELDS = ("id", "url", "fps", "zones", "overrides")
 Zone = tuple[float, float, float, float]
@@ -150,8 +154,10 @@ def camera_config(base_cfg: CfgNode, entry: CameraEntry, path: str | Path | None
         if isinstance(node, CfgNode):
             raise ConfigError(f"{where}: {key} is a section: name each key ({key}.{next(iter(node))}: ...)")
         if node is not None and not is_per_camera_key(key):  # an unknown key: apply_overrides names it
-            raise ConfigError(f"{where}: {key} cannot be set per camera (allowed: "
-                              f"{', '.join(PER_CAMERA_KEYS)}, {', '.join(s + '.*' for s in PER_CAMERA_SECTIONS)})")
+            raise ConfigError(
+                f"{where}: {key} cannot be set per camera (allowed: "
+                f"{', '.join(PER_CAMERA_KEYS)}, {', '.join(s + '.*' for s in PER_CAMERA_SECTIONS)})"
+            )
         flat += [key, _override_text(node, value)]
     try:
         apply_overrides(cfg, flat)
@@ -159,16 +165,19 @@ def camera_config(base_cfg: CfgNode, entry: CameraEntry, path: str | Path | None
         raise ConfigError(f"{where}: {exc}") from exc
     # refused later at camera start otherwise (detector factory, redactor): name the camera now
     if not float(cfg.DETECTOR.MASK_CONF) <= float(cfg.DETECTOR.CONF) <= 1.0:
-        raise ConfigError(f"{where}: DETECTOR.CONF must be in "
-                          f"[DETECTOR.MASK_CONF ({cfg.DETECTOR.MASK_CONF}), 1], got {cfg.DETECTOR.CONF}")
+        raise ConfigError(
+            f"{where}: DETECTOR.CONF must be in "
+            f"[DETECTOR.MASK_CONF ({cfg.DETECTOR.MASK_CONF}), 1], got {cfg.DETECTOR.CONF}"
+        )
     if float(cfg.ANONYMIZER.MARGIN) < 0:
         raise ConfigError(f"{where}: ANONYMIZER.MARGIN must be >= 0, got {cfg.ANONYMIZER.MARGIN}")
     cfg.freeze()
     return cfg
 
 
-def _parse_text(text: str, path: Path, base_cfg: CfgNode | None,
-                check: Callable[[CfgNode], None] | None) -> list[CameraEntry]:
+def _parse_text(
+    text: str, path: Path, base_cfg: CfgNode | None, check: Callable[[CfgNode], None] | None
+) -> list[CameraEntry]:
     try:
         doc = yaml.load(text, Loader=_StrictLoader)  # SafeLoader + duplicate keys refused
     except yaml.YAMLError as exc:
@@ -202,8 +211,9 @@ def _read_text(path: Path) -> str:
         raise ConfigError(f"cannot read camera file {path}: {exc}") from exc
 
 
-def load_camera_file(path: str | Path, base_cfg: CfgNode | None = None,
-                     check: Callable[[CfgNode], None] | None = None) -> list[CameraEntry]:
+def load_camera_file(
+    path: str | Path, base_cfg: CfgNode | None = None, check: Callable[[CfgNode], None] | None = None
+) -> list[CameraEntry]:
     """Parse and validate the whole file. ``base_cfg`` (default: the pipeline defaults) types the
     overrides; ``check(camera_cfg)`` may refuse a camera's config with ConfigError/ValueError
     (e.g. run_pipeline's check_privacy and check_sources), so that a reload is refused as a whole."""
@@ -230,8 +240,14 @@ class CameraFileWatcher:
     (a half-saved edit) keeps the running list, because stopping cameras over a typo would be worse
     than running the old list a little longer; its error is logged once, and the next change is tried."""
 
-    def __init__(self, path: str | Path, poll_s: float = 1.0, *, base_cfg: CfgNode | None = None,
-                 check: Callable[[CfgNode], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        poll_s: float = 1.0,
+        *,
+        base_cfg: CfgNode | None = None,
+        check: Callable[[CfgNode], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.poll_s = float(poll_s)
         self._base_cfg, self._check = base_cfg, check
@@ -309,13 +325,20 @@ class CameraFileWatcher:
     def _diff(self, cameras: list[CameraEntry]) -> CameraChanges | None:
         old = {c.id: c for c in self._cameras}
         new = {c.id: c for c in cameras}
-        changes = CameraChanges(added=tuple(c for c in cameras if c.id not in old),
-                                removed=tuple(c for c in self._cameras if c.id not in new),
-                                changed=tuple(c for c in cameras if c.id in old and old[c.id] != c),
-                                cameras=tuple(cameras))
+        changes = CameraChanges(
+            added=tuple(c for c in cameras if c.id not in old),
+            removed=tuple(c for c in self._cameras if c.id not in new),
+            changed=tuple(c for c in cameras if c.id in old and old[c.id] != c),
+            cameras=tuple(cameras),
+        )
         self._cameras = cameras
         if not changes:
             return None
-        log.info("camera file %s reloaded: added %s, removed %s, changed %s", self.path,
-                 [c.id for c in changes.added], [c.id for c in changes.removed], [c.id for c in changes.changed])
+        log.info(
+            "camera file %s reloaded: added %s, removed %s, changed %s",
+            self.path,
+            [c.id for c in changes.added],
+            [c.id for c in changes.removed],
+            [c.id for c in changes.changed],
+        )
         return changes

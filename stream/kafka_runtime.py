@@ -4,12 +4,14 @@
 matching service in a thread, so the README's single command shows the whole product. The service
 is handed in as a factory by ``run_pipeline.py``: ``stream/`` never imports ``reid/``.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -17,9 +19,15 @@ log = logging.getLogger(__name__)
 class KafkaRuntime:
     """Context manager owning the publisher (and, for 'embedded', the broker and matcher)."""
 
-    def __init__(self, kafka_cfg, output_dir: Path,
-                 matcher_factory: Callable[..., Any] | None = None, *, reid_fingerprint: str = "",
-                 embedding_dim: int = 0) -> None:
+    def __init__(
+        self,
+        kafka_cfg,
+        output_dir: Path,
+        matcher_factory: Callable[..., Any] | None = None,
+        *,
+        reid_fingerprint: str = "",
+        embedding_dim: int = 0,
+    ) -> None:
         """``matcher_factory(bootstrap, kafka_cfg, output_dir)`` builds the matching service for
         'embedded' runs; an object with ``run(exit_when_idle_s)``, ``wait_idle(s)``, ``stop()``.
 
@@ -28,8 +36,11 @@ class KafkaRuntime:
         given they are passed on as ``matcher_factory(..., reid_fingerprint=..., embedding_dim=...)``.
         """
         self.cfg = kafka_cfg
-        self._matcher_model = {k: v for k, v in (("reid_fingerprint", str(reid_fingerprint or "")),
-                                                  ("embedding_dim", int(embedding_dim or 0))) if v}
+        self._matcher_model = {
+            k: v
+            for k, v in (("reid_fingerprint", str(reid_fingerprint or "")), ("embedding_dim", int(embedding_dim or 0)))
+            if v
+        }
         self._matcher_factory = matcher_factory
         self.output_dir = Path(output_dir)
         self.mode = str(kafka_cfg.BOOTSTRAP)
@@ -39,13 +50,15 @@ class KafkaRuntime:
         self._service_thread: threading.Thread | None = None
         self._service_summary: dict[str, Any] = {}
 
-    def __enter__(self) -> "KafkaRuntime":
+    def __enter__(self) -> KafkaRuntime:
         if self.mode == "off":
             return self
         from stream.publisher import FeaturePublisher
+
         bootstrap = self.mode
         if self.mode == "embedded":
             from stream.broker import EmbeddedBroker
+
             self._broker = EmbeddedBroker(host="127.0.0.1", port=None).start()
             bootstrap = self._broker.bootstrap
             log.info("embedded Kafka broker on %s", bootstrap)
@@ -56,6 +69,7 @@ class KafkaRuntime:
         return self
 
     def _start_matcher(self, bootstrap: str) -> None:
+        assert self._matcher_factory is not None  # __enter__ checked it
         self._service = self._matcher_factory(bootstrap, self.cfg, self.output_dir, **self._matcher_model)
 
         def run() -> None:

@@ -6,6 +6,7 @@ process not ready). Counters are read from the pipeline's own per-camera state w
 (a collector, not a second set of counters that could drift from the summaries); only the
 capture-to-output latency is observed as it happens, into a histogram.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ class CameraSnapshot:
 class _PipelineCollector:
     """Turns the snapshots of every camera (and the Kafka publisher's counters) into metric families."""
 
-    def __init__(self, cameras: Callable[[], Mapping[str, CameraSnapshot]],
-                 kafka: Callable[[], Mapping[str, Any] | None]) -> None:
+    def __init__(
+        self, cameras: Callable[[], Mapping[str, CameraSnapshot]], kafka: Callable[[], Mapping[str, Any] | None]
+    ) -> None:
         self._cameras, self._kafka = cameras, kafka
 
     def collect(self) -> Iterable[Any]:
@@ -61,9 +63,10 @@ class _PipelineCollector:
                 fam.add_metric([cam], getattr(snap, attr))
             yield fam
         depth = GaugeMetricFamily("privreid_queue_depth", "Decoded frames waiting for processing", labels=["camera"])
-        state = GaugeMetricFamily("privreid_camera_state", "1 for the camera's current state", labels=["camera", "state"])
-        regions = CounterMetricFamily("privreid_regions", "Person regions masked, by how",
-                                      labels=["camera", "kind"])
+        state = GaugeMetricFamily(
+            "privreid_camera_state", "1 for the camera's current state", labels=["camera", "state"]
+        )
+        regions = CounterMetricFamily("privreid_regions", "Person regions masked, by how", labels=["camera", "kind"])
         for cam, snap in cams.items():
             depth.add_metric([cam], snap.queue_depth)
             for s in CAMERA_STATES:
@@ -76,27 +79,42 @@ class _PipelineCollector:
         stats = self._kafka() or {}
         if stats:
             msgs = CounterMetricFamily("privreid_kafka_messages", "Feature messages by outcome", labels=["outcome"])
-            for outcome, key in (("published", "published"), ("delivered", "delivered"), ("spooled", "spooled"),
-                                 ("refused", "overflow_dropped")):
+            for outcome, key in (
+                ("published", "published"),
+                ("delivered", "delivered"),
+                ("spooled", "spooled"),
+                ("refused", "overflow_dropped"),
+            ):
                 msgs.add_metric([outcome], float(stats.get(key, 0)))
             yield msgs
-            yield GaugeMetricFamily("privreid_spool_records", "Feature messages waiting in the spool",
-                                    value=float(stats.get("spool_records", 0)))
-            yield GaugeMetricFamily("privreid_spool_bytes", "Bytes waiting in the spool",
-                                    value=float(stats.get("spool_bytes", 0)))
+            yield GaugeMetricFamily(
+                "privreid_spool_records",
+                "Feature messages waiting in the spool",
+                value=float(stats.get("spool_records", 0)),
+            )
+            yield GaugeMetricFamily(
+                "privreid_spool_bytes", "Bytes waiting in the spool", value=float(stats.get("spool_bytes", 0))
+            )
 
 
 class PipelineMetrics:
     """One registry per pipeline (tests run several in one process), plus the latency histogram."""
 
-    def __init__(self, cameras: Callable[[], Mapping[str, CameraSnapshot]],
-                 kafka: Callable[[], Mapping[str, Any] | None] = lambda: None) -> None:
+    def __init__(
+        self,
+        cameras: Callable[[], Mapping[str, CameraSnapshot]],
+        kafka: Callable[[], Mapping[str, Any] | None] = lambda: None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self._cameras = cameras
         self.registry.register(_PipelineCollector(cameras, kafka))  # type: ignore[arg-type]
-        self.latency = Histogram("privreid_capture_to_output_seconds",
-                                 "From a frame's capture (arrival, for live cameras) to its redacted write",
-                                 labelnames=["camera"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.latency = Histogram(
+            "privreid_capture_to_output_seconds",
+            "From a frame's capture (arrival, for live cameras) to its redacted write",
+            labelnames=["camera"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
 
     def observe_latency(self, camera: str, seconds: float) -> None:
         self.latency.labels(camera=camera).observe(max(0.0, seconds))
@@ -134,8 +152,11 @@ class MetricsServer:
                     self._send(200, b"ok\n", "text/plain")
                 elif path == "/readyz":
                     ready, states = metrics.readiness()
-                    self._send(200 if ready else 503, json.dumps({"ready": ready, "cameras": states}).encode(),
-                               "application/json")
+                    self._send(
+                        200 if ready else 503,
+                        json.dumps({"ready": ready, "cameras": states}).encode(),
+                        "application/json",
+                    )
                 else:
                     self._send(404, b"not found\n", "text/plain")
 
@@ -153,8 +174,9 @@ class MetricsServer:
 
     def start(self) -> MetricsServer:
         self._thread.start()
-        log.info("metrics on http://%s:%d/metrics (health: /healthz, /readyz)", self._server.server_address[0],
-                 self.port)
+        log.info(
+            "metrics on http://%s:%d/metrics (health: /healthz, /readyz)", self._server.server_address[0], self.port
+        )
         return self
 
     def close(self) -> None:

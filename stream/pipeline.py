@@ -16,7 +16,11 @@ the observations log is cut after the last of them (``observations_truncated``),
 the summary following the log: no observation claims a frame the video does not hold. Feature
 messages already published for the lost frames cannot be recalled. A summary that cannot be
 written (full disk) is logged at ERROR as one JSON line and kept in what ``run()`` returns.
+``OUTPUT.SEGMENT_S`` > 0 writes rolling segment files instead of one video (``stream.segments``);
+each camera's redactor has its own margin and privacy floor (camera-file overrides) but shares the
+anonymizer and its worker with the others.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,10 +28,11 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -39,18 +44,35 @@ from anonymizer.sidecar import SidecarWriter
 from detectors.base import Detections, Detector
 from detectors.motion import MotionSafetyNet
 from detectors.tracker import CameraTracker, Observation
-from stream.regions import CameraRegions, PlannedFrame
-from stream.sinks import (JsonLinesWriter, SinkError, VideoSink, count_mp4_video_frames, cut_torn_fragment,
-                          describe_os_error, truncate_jsonl_after, write_json)
 from stream.cameras import zones_to_boxes
 from stream.metrics import CameraSnapshot, PipelineMetrics
 from stream.reader import EOS as _EOS
-from stream.restream import RestreamSink, restream_url
 from stream.reader import SourceReader
+from stream.regions import CameraRegions, PlannedFrame
+from stream.restream import RestreamSink, restream_url
+from stream.segments import (
+    TALLIED,
+    SegmentedVideoSink,
+    gap_records,
+    open_video_sink,
+    placed_records,
+    reconcile_segment_files,
+    tally_records,
+)
+from stream.sinks import (
+    JsonLinesWriter,
+    SinkError,
+    VideoSink,
+    count_mp4_video_frames,
+    cut_torn_fragment,
+    describe_os_error,
+    truncate_jsonl_after,
+    write_json,
+)
 from stream.sources import Frame, FrameSource, SourceError, open_source
 
 log = logging.getLogger(__name__)
-LATENCY_MEMORY = 20_000   # recent capture-to-output latencies per camera, for the summary's percentiles
+LATENCY_MEMORY = 20_000  # recent capture-to-output latencies per camera, for the summary's percentiles
 
 Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
 CameraChanges = tuple  # (added specs, removed camera ids, changed specs), from a camera-file watcher
@@ -61,8 +83,12 @@ def latency_percentiles(latencies: Sequence[float]) -> dict[str, float] | None:
     if not latencies:
         return None
     ms = np.asarray(latencies, dtype=np.float64) * 1000.0
-    return {"p50": round(float(np.percentile(ms, 50)), 1), "p95": round(float(np.percentile(ms, 95)), 1),
-            "max": round(float(ms.max()), 1), "frames": int(ms.size)}
+    return {
+        "p50": round(float(np.percentile(ms, 50)), 1),
+        "p95": round(float(np.percentile(ms, 95)), 1),
+        "max": round(float(ms.max()), 1),
+        "frames": int(ms.size),
+    }
 
 
 @dataclass
@@ -93,8 +119,9 @@ class CameraState:
     progress: tqdm | None
     sidecar: SidecarWriter | None = None
     restream: RestreamSink | None = None
+    redactor: Redactor | None = None  # the shared one with this camera's margin and privacy floor
     started: float = field(default_factory=time.perf_counter)
-    frames: int = 0          # redacted and handed to the sink
+    frames: int = 0  # redacted and handed to the sink
     person_observations: int = 0
     anonymized_observations: int = 0
     fallback_masks: int = 0
@@ -106,21 +133,32 @@ class CameraState:
     masked_frames: int = 0
     published: int = 0
     error: str | None = None
-    ending: Any = None      # _EOS or the reader's exception, acted on after the frames before it
+    ending: Any = None  # _EOS or the reader's exception, acted on after the frames before it
     done: bool = False
     latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_MEMORY))  # capture-to-output, s
     zone_boxes: list = field(default_factory=list)  # static privacy zones in pixels
     stopped_early: bool = False  # ended by a stop request (SIGTERM/SIGINT), not by its source
+    gaps_noted: int = 0  # reconnect gaps of a live source already in the observations log
+    logged: Counter = field(default_factory=Counter)  # the counts of the records written to the log
 
 
 class Pipeline:
     """Runs several cameras in one process. ``run()`` returns one summary dict per camera."""
 
-    def __init__(self, cfg, cameras: Sequence[CameraSpec], output_dir: Path, detector: Detector,
-                 anonymizer: CropAnonymizer, max_frames: int | None = None, publisher: Any = None,
-                 embedder: Embedder | None = None, reid_fingerprint: str = "",
-                 stop_event: threading.Event | None = None,
-                 camera_changes: Callable[[], CameraChanges | None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg,
+        cameras: Sequence[CameraSpec],
+        output_dir: Path,
+        detector: Detector,
+        anonymizer: CropAnonymizer,
+        max_frames: int | None = None,
+        publisher: Any = None,
+        embedder: Embedder | None = None,
+        reid_fingerprint: str = "",
+        stop_event: threading.Event | None = None,
+        camera_changes: Callable[[], CameraChanges | None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.cameras = list(cameras)
         self.output_dir = Path(output_dir)
@@ -133,8 +171,14 @@ class Pipeline:
         if publisher is not None and embedder is None:
             raise ValueError("publishing features needs a Re-ID embedder")
         floor = PrivacyFloor(cfg.PRIVACY.FLOOR_SSIM, cfg.PRIVACY.FLOOR_MIN_CHANGED)
-        self.redactor = Redactor(anonymizer, cfg.ANONYMIZER.MARGIN, cfg.ANONYMIZER.TIMEOUT_S, cfg.ANONYMIZER.FILL,
-                                 keep_native=cfg.ANONYMIZER.SIDECAR, floor=floor)
+        self.redactor = Redactor(
+            anonymizer,
+            cfg.ANONYMIZER.MARGIN,
+            cfg.ANONYMIZER.TIMEOUT_S,
+            cfg.ANONYMIZER.FILL,
+            keep_native=cfg.ANONYMIZER.SIDECAR,
+            floor=floor,
+        )
         self._wakeup = threading.Event()
         self._stop_event = stop_event or threading.Event()
         self.summaries: dict[str, dict[str, Any]] = {}
@@ -154,9 +198,14 @@ class Pipeline:
         video = out / f"{spec.stem}.mp4"
         made_video = False
         try:
+            segmented = float(cfg.OUTPUT.SEGMENT_S) > 0  # <stem>.<UTC start>.mp4 files instead of <stem>.mp4
+            redactor = self.redactor.with_settings(  # per-camera overrides of a camera file take effect here
+                margin=float(cfg.ANONYMIZER.MARGIN),
+                floor=PrivacyFloor(cfg.PRIVACY.FLOOR_SSIM, cfg.PRIVACY.FLOOR_MIN_CHANGED),
+            )
             source = open_source(spec.source, spec.camera_id, cfg.SOURCE)
-            made_video = not video.exists() and not video.is_symlink()
-            self._check_output(video)
+            made_video = not segmented and not video.exists() and not video.is_symlink()
+            self._check_output(video, create=not segmented)
             # priming reads ahead (seconds): before any output is started, so a failure leaves none half-made
             motion = self._motion_net(spec, source)
             observations = JsonLinesWriter(out / f"{spec.stem}.observations.jsonl")
@@ -166,17 +215,28 @@ class Pipeline:
                 opened.append(sidecar)
             # a capped live camera is stored at its cap: the source's rate would repeat each picture
             out_fps = min(source.fps, spec.fps_cap) if spec.fps_cap and source.is_live else source.fps
-            sink = VideoSink(video, source.width, source.height, out_fps,
-                             audio_from=source.audio_path if cfg.OUTPUT.COPY_AUDIO else None,
-                             audio_codec=source.media.audio_codec, codec=cfg.OUTPUT.VIDEO_CODEC,
-                             crf=cfg.OUTPUT.CRF, preset=cfg.OUTPUT.PRESET, threads=cfg.OUTPUT.THREADS,
-                             fragment_s=cfg.OUTPUT.FRAGMENT_S, keyframe_s=float(cfg.OUTPUT.KEYFRAME_S), max_fill_s=float(cfg.OUTPUT.MAX_FILL_S),
-                             timing=str(cfg.OUTPUT.LIVE_TIMING) if source.is_live else "frames")
+            sink = open_video_sink(
+                cfg.OUTPUT,
+                out,
+                spec.stem,
+                source.width,
+                source.height,
+                out_fps,
+                live=source.is_live,
+                audio_from=source.audio_path,
+                audio_codec=source.media.audio_codec,
+                on_segment=lambda seg: observations.write_frame([seg.record()]),
+            )
             opened.append(sink)
             restream = None
             if cfg.OUTPUT.RESTREAM:  # redacted frames only, like the file; its outages never stop the camera
-                restream = RestreamSink(restream_url(cfg.OUTPUT.RESTREAM, spec.camera_id), source.width,
-                                        source.height, source.fps, spec.camera_id)
+                restream = RestreamSink(
+                    restream_url(cfg.OUTPUT.RESTREAM, spec.camera_id),
+                    source.width,
+                    source.height,
+                    source.fps,
+                    spec.camera_id,
+                )
         except Exception as exc:  # SourceError, SinkError, OSError, a failing motion net: this camera only
             message = str(exc) if isinstance(exc, SourceError) else f"[{spec.camera_id}] {self._setup_error(exc)}"
             log.error("%s", message)
@@ -194,32 +254,55 @@ class Pipeline:
         total = source.expected_frames
         if total is not None and self.max_frames is not None:
             total = min(total, self.max_frames)
-        progress = tqdm(total=total, desc=spec.camera_id, unit="frame", position=position, leave=True,
-                        disable=not cfg.LOG.PROGRESS, dynamic_ncols=True)
-        reader = SourceReader(source, cfg.SOURCE.QUEUE_SIZE, cfg.SOURCE.LIVE_DROP_OLD,
-                              self.max_frames, self._wakeup, spec.fps_cap)
-        log.info("[%s] %s: %dx%d @ %.3f fps%s%s", spec.camera_id, spec.source, source.width, source.height,
-                 source.fps, f", {source.expected_frames} frames" if source.expected_frames else "",
-                 ", live" if source.is_live else "")
+        progress = tqdm(
+            total=total,
+            desc=spec.camera_id,
+            unit="frame",
+            position=position,
+            leave=True,
+            disable=not cfg.LOG.PROGRESS,
+            dynamic_ncols=True,
+        )
+        reader = SourceReader(
+            source, cfg.SOURCE.QUEUE_SIZE, cfg.SOURCE.LIVE_DROP_OLD, self.max_frames, self._wakeup, spec.fps_cap
+        )
+        log.info(
+            "[%s] %s: %dx%d @ %.3f fps%s%s",
+            spec.camera_id,
+            spec.source,
+            source.width,
+            source.height,
+            source.fps,
+            f", {source.expected_frames} frames" if source.expected_frames else "",
+            ", live" if source.is_live else "",
+        )
         tracker = CameraTracker(cfg.TRACKER.KIND, cfg.TRACKER.HOLD_FRAMES, source.fps)
         lookahead = int(cfg.PRIVACY.LOOKAHEAD_FRAMES)
         if lookahead and source.is_live:
-            log.info("[%s] live source: PRIVACY.LOOKAHEAD_FRAMES ignored (a live camera is never delayed)",
-                     spec.camera_id)
+            log.info(
+                "[%s] live source: PRIVACY.LOOKAHEAD_FRAMES ignored (a live camera is never delayed)", spec.camera_id
+            )
             lookahead = 0
         regions = CameraRegions(tracker, cfg.DETECTOR.CONF, cfg.ANONYMIZER.MARGIN, motion, lookahead)
-        state = CameraState(spec, source, reader, regions, sink, observations, progress, sidecar, restream)
+        state = CameraState(
+            spec, source, reader, regions, sink, observations, progress, sidecar, restream, redactor=redactor
+        )
         state.zone_boxes = zones_to_boxes(spec.zones, source.width, source.height)
         reader.start()
         return state
 
     @staticmethod
-    def _check_output(video: Path) -> None:
+    def _check_output(video: Path, create: bool = True) -> None:
         """Refuse a blocked video path before the encoder starts, with the reason in words.
 
         ffmpeg would fail on it too, but only after the camera's set-up, and with a terser message.
-        A stale summary temp file of an earlier crash is removed here as well.
+        A stale summary temp file of an earlier crash is removed here as well. (Segments are named
+        by their start time, known at their first frame: ``create=False`` checks nothing but that.)
         """
+        stale = video.with_name(video.stem + ".summary.json.tmp")
+        if not create:
+            stale.unlink(missing_ok=True)
+            return
         if video.is_dir():
             raise SinkError(f"cannot write {video}: the output path is a directory")
         try:
@@ -227,11 +310,7 @@ class Pipeline:
                 pass
         except OSError as exc:
             raise SinkError(f"cannot write {video}: {describe_os_error(exc)}") from exc
-        stale = video.with_name(video.stem + ".summary.json.tmp")
-        try:
-            stale.unlink()
-        except FileNotFoundError:
-            pass
+        stale.unlink(missing_ok=True)
 
     @staticmethod
     def _setup_error(exc: BaseException) -> str:
@@ -258,7 +337,9 @@ class Pipeline:
             try:
                 primer = open_source(spec.source, spec.camera_id, cfg.SOURCE)
                 want = int(cfg.PRIVACY.MOTION_WARMUP_FRAMES)
-                images = (f.image for _, f in zip(range(want), primer.frames(), strict=False))  # one frame in memory at a time
+                images = (
+                    f.image for _, f in zip(range(want), primer.frames(), strict=False)
+                )  # one frame in memory at a time
                 used = net.prime(images)
                 if used < want and not net.active:  # the whole file is shorter than the warm-up
                     net.finish_warmup()
@@ -270,15 +351,37 @@ class Pipeline:
         return net
 
     def _summary_skeleton(self, spec: CameraSpec) -> dict[str, Any]:
-        return {"camera_id": spec.camera_id, "source": spec.source, "frames": 0, "frames_processed": 0,
-                "frames_verified": False, "observations_truncated": 0, "fps_in": None, "width": None,
-                "height": None, "person_observations": 0, "anonymized_observations": 0, "fallback_masks": 0,
-                "held_masks": 0, "floor_masks": 0, "low_score_masks": 0, "motion_masks": 0, "lookahead_masks": 0,
-                "masked_frames": 0, "processing_fps": 0.0, "reconnects": 0, "gaps": [], "unreadable_images": [],
-                "latency_ms": None, "stopped_early": False,
-                "detector": self.detector.name,
-                "anonymizer": getattr(self.anonymizer, "kind", "?"),
-                "anonymizer_fingerprint": getattr(self.anonymizer, "fingerprint", ""), "error": None}
+        return {
+            "camera_id": spec.camera_id,
+            "source": spec.source,
+            "frames": 0,
+            "frames_processed": 0,
+            "frames_verified": False,
+            "observations_truncated": 0,
+            "fps_in": None,
+            "width": None,
+            "height": None,
+            "person_observations": 0,
+            "anonymized_observations": 0,
+            "fallback_masks": 0,
+            "held_masks": 0,
+            "floor_masks": 0,
+            "low_score_masks": 0,
+            "motion_masks": 0,
+            "lookahead_masks": 0,
+            "masked_frames": 0,
+            "processing_fps": 0.0,
+            "reconnects": 0,
+            "gaps": [],
+            "unreadable_images": [],
+            "latency_ms": None,
+            "stopped_early": False,
+            "segments": [],
+            "detector": self.detector.name,
+            "anonymizer": getattr(self.anonymizer, "kind", "?"),
+            "anonymizer_fingerprint": getattr(self.anonymizer, "fingerprint", ""),
+            "error": None,
+        }
 
     # ---- per-frame work ------------------------------------------------------------------------
     def _process(self, cam: CameraState, frame: Frame, detections: Detections) -> None:
@@ -289,21 +392,36 @@ class Pipeline:
     def _emit(self, cam: CameraState, planned: PlannedFrame) -> None:
         frame, observations = planned.frame, planned.observations
         boxes = [o.box for o in observations]
-        if planned.mask_frame:
-            result = self.redactor.mask_all(frame.image, boxes)
-        else:
-            result = self.redactor.redact(frame.image, boxes)
+        redactor = cam.redactor or self.redactor
+        result = redactor.mask_all(frame.image, boxes) if planned.mask_frame else redactor.redact(frame.image, boxes)
         native = result.native or [None] * len(observations)
-        records = [{
-            "frame_index": frame.index, "timestamp_ms": frame.timestamp_ms, "track_id": obs.track_id,
-            "box": [round(v, 2) for v in obs.box], "score": round(obs.score, 4),
-            "region": list(region) if region else None, "held": obs.held, "kind": obs.kind,
-            "protected": prot is not None} for obs, region, prot in zip(observations, result.regions, result.protected,
-                                                                     strict=True)]
+        records = [
+            {
+                "frame_index": frame.index,
+                "timestamp_ms": frame.timestamp_ms,
+                "track_id": obs.track_id,
+                "box": [round(v, 2) for v in obs.box],
+                "score": round(obs.score, 4),
+                "region": list(region) if region else None,
+                "held": obs.held,
+                "kind": obs.kind,
+                "protected": prot is not None,
+            }
+            for obs, region, prot in zip(observations, result.regions, result.protected, strict=True)
+        ]
+        if cam.source.is_live:  # a reconnect gap before this frame: noted where the video resumes
+            gaps, cam.gaps_noted = gap_records(
+                getattr(cam.source, "gaps", ()), cam.gaps_noted, frame.index, frame.timestamp_ms
+            )
+            records = gaps + records
         # the observations are written by the sink's thread once the frame is with the encoder, never before,
         # with the output frame its picture landed on (live: placed by capture time, maybe repeated after)
-        cam.sink.write(result.frame, on_written=self._observations_writer(cam, records) if records else None,
-                       timestamp_ms=frame.timestamp_ms)
+        cam.sink.write(
+            result.frame,
+            on_written=self._observations_writer(cam, records) if records else None,
+            timestamp_ms=frame.timestamp_ms,
+            frame_index=frame.index,
+        )
         if cam.restream is not None:  # the same redacted picture; a slow or absent target drops, never blocks
             cam.restream.write(result.frame)
         cam.frames += 1
@@ -330,11 +448,18 @@ class Pipeline:
 
         ``output_frame`` is what recovery pairs by (a live frame's index is not its place in the
         video once frames were dropped or repeated); ``output_repeats`` more output frames show the
-        same picture; ``output_frame: null``: the frame was processed but left out of the video."""
+        same picture; ``output_frame: null``: the frame was processed but left out of the video.
+        Segmented output adds ``segment`` (the file), its output frames counted in that file, and
+        ``continued`` on the records of a picture whose repeats run on into the next segment."""
         writer = cam.observations
 
-        def written(output_frame: int | None, repeats: int) -> None:
-            writer.write_frame([r | {"output_frame": output_frame, "output_repeats": repeats} for r in records])
+        def written(
+            output_frame: int | None, repeats: int, segment: str | None = None, continued: bool = False
+        ) -> None:
+            writer.write_frame(placed_records(records, output_frame, repeats, segment, continued))
+            if not continued:  # (the writer thread; read once it has ended)
+                cam.logged.update(tally_records(records))
+
         return written
 
     @staticmethod
@@ -367,10 +492,17 @@ class Pipeline:
         embeddings = self.embedder([prot for _, prot in items])  # protected crops only, never raw
         for (obs, _), emb in zip(items, embeddings, strict=True):
             sent = self.publisher.publish(
-                camera_id=cam.spec.camera_id, frame_index=frame.index, timestamp_ms=frame.timestamp_ms,
-                track_id=obs.track_id, box=tuple(obs.box), score=obs.score, embedding=emb,
-                reid_fingerprint=self.reid_fingerprint, anonymizer_fingerprint=self.anonymizer.fingerprint,
-                anonymization=self.anonymizer.kind)
+                camera_id=cam.spec.camera_id,
+                frame_index=frame.index,
+                timestamp_ms=frame.timestamp_ms,
+                track_id=obs.track_id,
+                box=tuple(obs.box),
+                score=obs.score,
+                embedding=emb,
+                reid_fingerprint=self.reid_fingerprint,
+                anonymizer_fingerprint=self.anonymizer.fingerprint,
+                anonymization=self.anonymizer.kind,
+            )
             cam.published += bool(sent)
 
     # ---- main loop -----------------------------------------------------------------------------
@@ -400,39 +532,74 @@ class Pipeline:
             log.error("[%s] %s", cam.spec.camera_id, exc)
         if cam.restream is not None:
             cam.restream.close()
-        for name, closer in (("observations", cam.observations.close),
-                             ("sidecar", cam.sidecar.close if cam.sidecar is not None else None)):
+        for name, closer in (
+            ("observations", cam.observations.close),
+            ("sidecar", cam.sidecar.close if cam.sidecar is not None else None),
+        ):
             if closer is None:
                 continue
             try:
                 closer()
             except OSError as exc:
-                cam.error = cam.error or f"[{cam.spec.camera_id}] cannot write {exc.filename or name}: " \
-                                         f"{describe_os_error(exc)}"
+                cam.error = (
+                    cam.error or f"[{cam.spec.camera_id}] cannot write {exc.filename or name}: {describe_os_error(exc)}"
+                )
                 log.error("%s", cam.error)
         if cam.progress is not None:
             cam.progress.close()
         frames, verified, truncated = self._reconcile(cam)
         elapsed = max(time.perf_counter() - cam.started, 1e-9)
-        summary = self._summary_skeleton(cam.spec) | {
-            "frames": frames, "frames_processed": cam.frames, "frames_verified": verified,
-            "fps_in": cam.source.fps, "width": cam.source.width, "height": cam.source.height,
-            "person_observations": cam.person_observations, "anonymized_observations": cam.anonymized_observations,
-            "fallback_masks": cam.fallback_masks, "held_masks": cam.held_masks,
-            "floor_masks": cam.floor_masks, "low_score_masks": cam.low_score_masks, "motion_masks": cam.motion_masks,
-            "lookahead_masks": cam.lookahead_masks, "masked_frames": cam.masked_frames,
-            "processing_fps": round(cam.frames / elapsed, 3), "dropped_frames": cam.reader.dropped,
-            "published": cam.published, "observations_truncated": truncated, "video": str(cam.sink.path),
-            "reconnects": getattr(cam.source, "reconnects", 0), "gaps": list(getattr(cam.source, "gaps", [])),
-            "unreadable_images": list(getattr(cam.source, "unreadable", [])),
-            "latency_ms": latency_percentiles(cam.latencies), "stopped_early": cam.stopped_early,
-            "error": cam.error} | cam.sink.timing_summary()
+        summary = (
+            self._summary_skeleton(cam.spec)
+            | {
+                "frames": frames,
+                "frames_processed": cam.frames,
+                "frames_verified": verified,
+                "fps_in": cam.source.fps,
+                "width": cam.source.width,
+                "height": cam.source.height,
+                "person_observations": cam.person_observations,
+                "anonymized_observations": cam.anonymized_observations,
+                "fallback_masks": cam.fallback_masks,
+                "held_masks": cam.held_masks,
+                "floor_masks": cam.floor_masks,
+                "low_score_masks": cam.low_score_masks,
+                "motion_masks": cam.motion_masks,
+                "lookahead_masks": cam.lookahead_masks,
+                "masked_frames": cam.masked_frames,
+                "processing_fps": round(cam.frames / elapsed, 3),
+                "dropped_frames": cam.reader.dropped,
+                "published": cam.published,
+                "observations_truncated": truncated,
+                "video": None if isinstance(cam.sink, SegmentedVideoSink) else str(cam.sink.path),
+                "segments": cam.sink.summary() if isinstance(cam.sink, SegmentedVideoSink) else [],
+                "reconnects": getattr(cam.source, "reconnects", 0),
+                "gaps": list(getattr(cam.source, "gaps", [])),
+                "unreadable_images": list(getattr(cam.source, "unreadable", [])),
+                "latency_ms": latency_percentiles(cam.latencies),
+                "stopped_early": cam.stopped_early,
+                "error": cam.error,
+            }
+            | cam.sink.timing_summary()
+        )
         self._write_summary(cam.spec.stem, summary)
-        log.info("[%s] done: %d frames, %d person observations, %d protected, %d masked solid, %d solid by the "
-                 "privacy floor; also masked: %d held, %d low-score, %d motion, %d look-ahead regions, %d whole "
-                 "frames%s", cam.spec.camera_id, frames, cam.person_observations, cam.anonymized_observations,
-                 cam.fallback_masks, cam.floor_masks, cam.held_masks, cam.low_score_masks, cam.motion_masks,
-                 cam.lookahead_masks, cam.masked_frames, f", ERROR: {summary['error']}" if summary["error"] else "")
+        log.info(
+            "[%s] done: %d frames, %d person observations, %d protected, %d masked solid, %d solid by the "
+            "privacy floor; also masked: %d held, %d low-score, %d motion, %d look-ahead regions, %d whole "
+            "frames%s",
+            cam.spec.camera_id,
+            frames,
+            cam.person_observations,
+            cam.anonymized_observations,
+            cam.fallback_masks,
+            cam.floor_masks,
+            cam.held_masks,
+            cam.low_score_masks,
+            cam.motion_masks,
+            cam.lookahead_masks,
+            cam.masked_frames,
+            f", ERROR: {summary['error']}" if summary["error"] else "",
+        )
 
     def _reconcile(self, cam: CameraState) -> tuple[int, bool, int]:
         """After closing: the frames really in the file, and, if fewer than processed, the observations
@@ -444,6 +611,13 @@ class Pipeline:
         When the file cannot be read (e.g. the output is a device, or OpenCV wrote it), the frames the
         encoder accepted are reported.
         """
+        if isinstance(cam.sink, SegmentedVideoSink):  # per segment file, the log cut per segment
+            frames, verified, removed, problem = reconcile_segment_files(
+                cam.sink, cam.observations.path, f"[{cam.spec.camera_id}]"
+            )
+            cam.error = cam.error or problem
+            self._follow_log(cam, removed)
+            return frames, verified, len(removed)
         counted: int | None = None
         if cam.sink.fragmented:
             try:
@@ -461,26 +635,33 @@ class Pipeline:
         try:
             removed = truncate_jsonl_after(cam.observations.path, last_index, key="output_frame")
         except OSError as exc:
-            log.error("[%s] could not cut %s after output frame %d: %s", cam.spec.camera_id, cam.observations.path,
-                      last_index, describe_os_error(exc))
+            log.error(
+                "[%s] could not cut %s after output frame %d: %s",
+                cam.spec.camera_id,
+                cam.observations.path,
+                last_index,
+                describe_os_error(exc),
+            )
             return frames, verified, 0
-        for record in removed:  # the summary's counts follow the log
-            kind = record.get("kind")
-            if kind == "person" and not record.get("held"):
-                cam.person_observations -= 1
-                cam.anonymized_observations -= bool(record.get("protected"))
-            elif kind == "held":
-                cam.held_masks -= 1
-            elif kind == "low_score":
-                cam.low_score_masks -= 1
-            elif kind == "motion":
-                cam.motion_masks -= 1
-            elif kind == "lookahead":
-                cam.lookahead_masks -= 1
-        log.error("[%s] the video holds %d of the %d output frames written%s; %d observations after output frame %d "
-                  "removed", cam.spec.camera_id, frames, handed, "" if verified else " (not verifiable in the file)",
-                  len(removed), last_index)
+        self._follow_log(cam, removed)
+        log.error(
+            "[%s] the video holds %d of the %d output frames written%s; %d observations after output frame %d removed",
+            cam.spec.camera_id,
+            frames,
+            handed,
+            "" if verified else " (not verifiable in the file)",
+            len(removed),
+            last_index,
+        )
         return frames, verified, len(removed)
+
+    @staticmethod
+    def _follow_log(cam: CameraState, removed: list[dict[str, Any]]) -> None:
+        """The summary's counts follow the log: what the writer thread logged (frames queued to an encoder
+        that died have no records, though they were counted when redacted), less what was cut."""
+        logged = cam.logged - tally_records(removed)
+        for name in TALLIED:
+            setattr(cam, name, logged[name])
 
     def _write_summary(self, camera_id: str, summary: dict[str, Any]) -> None:
         """Keep the summary and write it; a summary that cannot be written (full disk) is logged whole
@@ -545,8 +726,12 @@ class Pipeline:
             generation = self._generations.get(spec.camera_id, -1) + 1
             self._generations[spec.camera_id] = generation
             spec.stem = spec.camera_id if generation == 0 else f"{spec.camera_id}.{generation}"
-            log.info("[%s] %s the camera file: starting it (outputs %s.*)", spec.camera_id,
-                     "changed in" if spec in changed else "added to", spec.stem)
+            log.info(
+                "[%s] %s the camera file: starting it (outputs %s.*)",
+                spec.camera_id,
+                "changed in" if spec in changed else "added to",
+                spec.stem,
+            )
             self._start(spec)
 
     def request_stop(self, reason: str = "stop requested") -> None:
@@ -566,11 +751,22 @@ class Pipeline:
             else:
                 state = getattr(cam.source, "state", "streaming") if cam.source.is_live else "streaming"
             out[cam.spec.stem] = CameraSnapshot(
-                frames_in=cam.reader.frames_read, frames_processed=cam.frames, frames_dropped=cam.reader.dropped,
-                reconnects=getattr(cam.source, "reconnects", 0), queue_depth=cam.reader.queue.qsize(), state=state,
-                regions={"protected": cam.anonymized_observations, "solid": cam.fallback_masks,
-                         "floor": cam.floor_masks, "held": cam.held_masks, "low_score": cam.low_score_masks,
-                         "motion": cam.motion_masks, "lookahead": cam.lookahead_masks})
+                frames_in=cam.reader.frames_read,
+                frames_processed=cam.frames,
+                frames_dropped=cam.reader.dropped,
+                reconnects=getattr(cam.source, "reconnects", 0),
+                queue_depth=cam.reader.queue.qsize(),
+                state=state,
+                regions={
+                    "protected": cam.anonymized_observations,
+                    "solid": cam.fallback_masks,
+                    "floor": cam.floor_masks,
+                    "held": cam.held_masks,
+                    "low_score": cam.low_score_masks,
+                    "motion": cam.motion_masks,
+                    "lookahead": cam.lookahead_masks,
+                },
+            )
         for stem, summary in self.summaries.items():  # cameras that never started
             out.setdefault(stem, CameraSnapshot(state="error" if summary.get("error") else "finished"))
         return out
@@ -585,7 +781,7 @@ class Pipeline:
     def _mask_zones(cam: CameraState, frame: Frame, fill: Sequence[int]) -> None:
         """Static privacy zones are filled before the detector sees the frame: always masked, solid."""
         for x1, y1, x2, y2 in cam.zone_boxes:
-            frame.image[int(y1):int(y2), int(x1):int(x2)] = fill
+            frame.image[int(y1) : int(y2), int(x1) : int(x2)] = fill
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self) -> dict[str, dict[str, Any]]:
@@ -625,8 +821,9 @@ class Pipeline:
                         continue
                     except Exception as exc:  # a fault of this camera ends this camera only
                         log.exception("[%s] processing frame %d failed", cam.spec.camera_id, frame.index)
-                        self._finish(cam, f"[{cam.spec.camera_id}] processing frame {frame.index} failed: {exc!r}",
-                                     flush=False)
+                        self._finish(
+                            cam, f"[{cam.spec.camera_id}] processing frame {frame.index} failed: {exc!r}", flush=False
+                        )
                         continue
                     if cam.progress is not None:
                         cam.progress.update(1)
@@ -650,5 +847,4 @@ class Pipeline:
         for cam in self._states:
             cam.reader.join(max(0.0, deadline - time.monotonic()))
             if cam.reader.is_alive():
-                log.warning("[%s] its reader is still inside the decoder after %.0f s", cam.spec.camera_id,
-                            timeout_s)
+                log.warning("[%s] its reader is still inside the decoder after %.0f s", cam.spec.camera_id, timeout_s)

@@ -1,4 +1,5 @@
 """Container facts OpenCV does not expose (audio streams, creation time, exact frame rate), via ffprobe."""
+
 from __future__ import annotations
 
 import json

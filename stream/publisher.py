@@ -2,8 +2,8 @@
 
 :class:`FeaturePublisher` is what the pipeline calls once per person observation. Guarantees:
 
-* **Contract**: every message is built and validated by :mod:`stream.schema` (a bad argument
-  raises :class:`stream.schema.SchemaError` in the caller, where the bug is).
+* **Contract**: every message is built and validated by :mod:`transport.schema` (a bad argument
+  raises :class:`transport.schema.SchemaError` in the caller, where the bug is).
 * **Delivery**: an idempotent, ``acks=all``, compressed producer keyed by camera id, so the
   observations of one camera stay in order in one partition.
 * **Outages**: :meth:`FeaturePublisher.publish` never waits on the network beyond kafka-python's
@@ -17,13 +17,14 @@
   ``overflow_dropped`` and logged. Records left in the spool at :meth:`close` are replayed by the
   next publisher that opens the same spool directory.
 * **Authentication** (optional, ``KAFKA.HMAC_KEY_FILE``): every record carries HMAC-SHA256
-  headers (:mod:`stream.message_auth`) over its key and exact value bytes. The spool keeps its
+  headers (:mod:`transport.message_auth`) over its key and exact value bytes. The spool keeps its
   format (key + value) and the headers are computed again when a record is sent or replayed, so
   spools of older versions replay signed, and a rotated key signs what is replayed after it.
 
 The pipeline's thread calls :meth:`publish`; kafka-python's sender thread calls back on delivery;
 one supervisor thread detects outages, reconnects and replays.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,17 +33,17 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-
 from kafka.errors import KafkaError
 
-from stream.kafka_io import producer_config
-from stream.message_auth import Signer
-from stream.schema import EMBEDDING_DTYPES, build_message, encode_message
 from stream.spool import DiskSpool
+from transport.kafka_io import producer_config
+from transport.message_auth import Signer
+from transport.schema import EMBEDDING_DTYPES, build_message, encode_message
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def _pack(key: bytes, value: bytes) -> bytes:
 
 def _unpack(record: bytes) -> tuple[bytes, bytes]:
     n = _KEYLEN.unpack_from(record)[0]
-    return record[2:2 + n], record[2 + n:]
+    return record[2 : 2 + n], record[2 + n :]
 
 
 def _abandon(producer: Any) -> None:
@@ -85,6 +86,7 @@ def _abandon(producer: Any) -> None:
 
 def _default_producer_factory(conf: dict[str, Any]):
     from kafka import KafkaProducer  # imported lazily: `--kafka off` never needs kafka-python
+
     _warn_slow_crc_once()
     return KafkaProducer(**conf)
 
@@ -101,9 +103,12 @@ def _warn_slow_crc_once() -> None:
     _crc_checked = True
     try:
         from kafka.record import util
+
         if getattr(util, "crc32c_c", True) is None:
-            log.warning("kafka-python computes CRC32C in pure Python here; `pip install crc32c` makes publishing "
-                        "about 4x faster (see docs/benchmarks_kafka.md)")
+            log.warning(
+                "kafka-python computes CRC32C in pure Python here; `pip install crc32c` makes publishing "
+                "about 4x faster (see docs/benchmarks_kafka.md)"
+            )
     except ImportError:
         pass
 
@@ -115,10 +120,22 @@ class FeaturePublisher:
     (wrapping the real producer); production code never passes it.
     """
 
-    def __init__(self, bootstrap: str, topic: str, spool: DiskSpool, kafka_cfg: Any = None, *,
-                 embedding_dtype: str = "float16", every_kth: int = 1, unreachable_after_s: float = 5.0,
-                 retry_interval_s: float = 1.0, max_in_flight: int = 50_000, session_id: str | None = None,
-                 producer_factory: Callable[[dict[str, Any]], Any] | None = None, signer: Signer | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        spool: DiskSpool,
+        kafka_cfg: Any = None,
+        *,
+        embedding_dtype: str = "float16",
+        every_kth: int = 1,
+        unreachable_after_s: float = 5.0,
+        retry_interval_s: float = 1.0,
+        max_in_flight: int = 50_000,
+        session_id: str | None = None,
+        producer_factory: Callable[[dict[str, Any]], Any] | None = None,
+        signer: Signer | None = None,
+    ) -> None:
         if embedding_dtype not in EMBEDDING_DTYPES:
             raise ValueError(f"KAFKA.EMBEDDING_DTYPE={embedding_dtype!r}; expected one of {sorted(EMBEDDING_DTYPES)}")
         if int(every_kth) < 1:
@@ -136,17 +153,24 @@ class FeaturePublisher:
         self._factory = producer_factory or _default_producer_factory
         self.signer = signer
 
-        self._lock = threading.Lock()          # state, producer, ordering of spool appends
-        self._plock = threading.Lock()         # in-flight table; the only lock delivery callbacks take
+        self._lock = threading.Lock()  # state, producer, ordering of spool appends
+        self._plock = threading.Lock()  # in-flight table; the only lock delivery callbacks take
         self._pending: OrderedDict[int, tuple[bytes, bytes, float]] = OrderedDict()
         self._send_error: BaseException | None = None
         self._seq = 0
         self._kth: dict[tuple[str, int], int] = {}
-        self._counts = {"published": 0, "delivered": 0, "spooled": 0, "replayed": 0, "skipped": 0,
-                        "outages": 0, "send_errors": 0}
+        self._counts = {
+            "published": 0,
+            "delivered": 0,
+            "spooled": 0,
+            "replayed": 0,
+            "skipped": 0,
+            "outages": 0,
+            "send_errors": 0,
+        }
         self._state = OFFLINE
         self._producer: Any = None
-        self._dead: list[Any] = []             # producers to close in the supervisor thread
+        self._dead: list[Any] = []  # producers to close in the supervisor thread
         self._outage_logged = False
         self._next_retry = 0.0
         self._stop = threading.Event()
@@ -156,48 +180,72 @@ class FeaturePublisher:
         if producer is not None and len(self.spool) == 0:
             self._producer, self._state = producer, ONLINE
         elif producer is not None:
-            self._dead.append(producer)        # the supervisor reconnects and replays the old spool first
+            self._dead.append(producer)  # the supervisor reconnects and replays the old spool first
         self._thread = threading.Thread(target=self._supervise, name="kafka-publisher", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_config(cls, kafka_cfg: Any, bootstrap: str | None = None, spool_dir: str | Path | None = None,
-                    **kwargs: Any) -> "FeaturePublisher":
+    def from_config(
+        cls, kafka_cfg: Any, bootstrap: str | None = None, spool_dir: str | Path | None = None, **kwargs: Any
+    ) -> FeaturePublisher:
         """A publisher from the pipeline config's ``KAFKA`` section.
 
         Never raises because the broker is down (it starts spooling); raises ``ValueError``
-        (:class:`stream.kafka_io.KafkaConfigError`, :class:`stream.message_auth.AuthConfigError` for
+        (:class:`transport.kafka_io.KafkaConfigError`, :class:`transport.message_auth.AuthConfigError` for
         ``HMAC_KEY_FILE``) for wrong settings and
         :class:`stream.spool.SpoolError` when the spool directory is unusable.
         """
+
         def get(key: str, default: Any) -> Any:
             return getattr(kafka_cfg, key, default) if not isinstance(kafka_cfg, dict) else kafka_cfg.get(key, default)
 
         bootstrap = bootstrap or get("BOOTSTRAP", "")
         if bootstrap in ("", "off", "embedded"):
-            raise ValueError(f"FeaturePublisher needs a HOST:PORT bootstrap, got {bootstrap!r} "
-                             "(the pipeline starts the embedded broker and passes its address)")
+            raise ValueError(
+                f"FeaturePublisher needs a HOST:PORT bootstrap, got {bootstrap!r} "
+                "(the pipeline starts the embedded broker and passes its address)"
+            )
         spool_dir = spool_dir or get("SPOOL_DIR", "")
         if not spool_dir:
             raise ValueError("KAFKA.SPOOL_DIR is empty and no spool_dir was given")
         key_file = str(get("HMAC_KEY_FILE", "") or "")
         if key_file and "signer" not in kwargs:  # before the spool: a bad key file must not leave a spool behind
             kwargs["signer"] = Signer.from_file(key_file)
-        spool = DiskSpool(spool_dir, max_bytes=int(float(get("SPOOL_MAX_MB", 256)) * 1024 * 1024),
-                          fsync=str(get("SPOOL_FSYNC", "interval")))
-        return cls(bootstrap, str(get("TOPIC", "reid.features")), spool, kafka_cfg,
-                   embedding_dtype=str(get("EMBEDDING_DTYPE", "float16")), every_kth=int(get("EVERY_KTH", 1)),
-                   unreachable_after_s=float(get("UNREACHABLE_AFTER_S", 5.0)),
-                   retry_interval_s=float(get("RETRY_INTERVAL_S", 1.0)),
-                   max_in_flight=int(get("MAX_IN_FLIGHT", 50_000)), **kwargs)
+        spool = DiskSpool(
+            spool_dir,
+            max_bytes=int(float(get("SPOOL_MAX_MB", 256)) * 1024 * 1024),
+            fsync=str(get("SPOOL_FSYNC", "interval")),
+        )
+        return cls(
+            bootstrap,
+            str(get("TOPIC", "reid.features")),
+            spool,
+            kafka_cfg,
+            embedding_dtype=str(get("EMBEDDING_DTYPE", "float16")),
+            every_kth=int(get("EVERY_KTH", 1)),
+            unreachable_after_s=float(get("UNREACHABLE_AFTER_S", 5.0)),
+            retry_interval_s=float(get("RETRY_INTERVAL_S", 1.0)),
+            max_in_flight=int(get("MAX_IN_FLIGHT", 50_000)),
+            **kwargs,
+        )
 
     # ------------------------------------------------------------------ the hot path
 
-    def publish(self, camera_id: str, frame_index: int, timestamp_ms: int, track_id: int,
-                box: tuple[float, float, float, float], score: float, embedding: np.ndarray,
-                reid_fingerprint: str, anonymizer_fingerprint: str, anonymization: str) -> bool:
+    def publish(
+        self,
+        camera_id: str,
+        frame_index: int,
+        timestamp_ms: int,
+        track_id: int,
+        box: tuple[float, float, float, float],
+        score: float,
+        embedding: np.ndarray,
+        reid_fingerprint: str,
+        anonymizer_fingerprint: str,
+        anonymization: str,
+    ) -> bool:
         """Queue one observation; ``False`` when ``EVERY_KTH`` skips it. Never blocks on the network."""
         if self._state == CLOSED:
             raise RuntimeError("FeaturePublisher.publish() after close()")
@@ -210,17 +258,26 @@ class FeaturePublisher:
         if n % self.every_kth:
             self._counts["skipped"] += 1
             return False
-        msg = build_message(camera_id=camera_id, session_id=self.session_id, frame_index=frame_index,
-                            timestamp_ms=timestamp_ms, track_id=track_id, box=box, score=score,
-                            embedding=embedding, reid_fingerprint=reid_fingerprint,
-                            anonymizer_fingerprint=anonymizer_fingerprint, anonymization=anonymization,
-                            embedding_dtype=self.embedding_dtype)
+        msg = build_message(
+            camera_id=camera_id,
+            session_id=self.session_id,
+            frame_index=frame_index,
+            timestamp_ms=timestamp_ms,
+            track_id=track_id,
+            box=box,
+            score=score,
+            embedding=embedding,
+            reid_fingerprint=reid_fingerprint,
+            anonymizer_fingerprint=anonymizer_fingerprint,
+            anonymization=anonymization,
+            embedding_dtype=self.embedding_dtype,
+        )
         key, value = camera_id.encode("utf-8"), encode_message(msg)
         headers = self._headers(key, value)  # also fails early for a camera without a key
         with self._lock:
             self._counts["published"] += 1
-            if self._state == ONLINE and self._unhealthy():
-                self._go_offline(self._unhealthy())
+            if self._state == ONLINE and (reason := self._unhealthy()):
+                self._go_offline(reason)
             if self._state != ONLINE:
                 self._spool(key, value)
                 return True
@@ -284,9 +341,14 @@ class FeaturePublisher:
         self._producer, self._state = None, OFFLINE
         self._counts["outages"] += 1
         self._next_retry = time.monotonic() + self.retry_interval_s
-        log.warning("Kafka at %s is unreachable (%s): spooling features to %s (%d in-flight moved there); "
-                    "the pipeline keeps running and the spool is replayed when the broker returns",
-                    self.bootstrap, reason, self.spool.dir, len(inflight))
+        log.warning(
+            "Kafka at %s is unreachable (%s): spooling features to %s (%d in-flight moved there); "
+            "the pipeline keeps running and the spool is replayed when the broker returns",
+            self.bootstrap,
+            reason,
+            self.spool.dir,
+            len(inflight),
+        )
         self._wake.set()
 
     def _spool(self, key: bytes, value: bytes) -> None:
@@ -303,8 +365,13 @@ class FeaturePublisher:
             return producer
         except (KafkaError, OSError) as exc:
             if initial or not self._outage_logged:
-                log.warning("cannot reach Kafka at %s (%s); features are spooled to %s and retried every %.1f s",
-                            self.bootstrap, exc, self.spool.dir, self.retry_interval_s)
+                log.warning(
+                    "cannot reach Kafka at %s (%s); features are spooled to %s and retried every %.1f s",
+                    self.bootstrap,
+                    exc,
+                    self.spool.dir,
+                    self.retry_interval_s,
+                )
                 self._outage_logged = True
             else:
                 log.debug("Kafka at %s still unreachable: %r", self.bootstrap, exc)
@@ -350,8 +417,9 @@ class FeaturePublisher:
                         self._producer, self._state = producer, ONLINE
                         self._outage_logged = False
                         if replayed:
-                            log.info("Kafka at %s is back: replayed %d spooled features in order", self.bootstrap,
-                                     replayed)
+                            log.info(
+                                "Kafka at %s is back: replayed %d spooled features in order", self.bootstrap, replayed
+                            )
                         return
                 continue
             ok = self._send_batch(producer, records)
@@ -362,8 +430,12 @@ class FeaturePublisher:
                     self._counts["replayed"] += ok
                     self._counts["delivered"] += ok
             if ok < len(records):
-                log.warning("Kafka at %s failed during replay after %d records; retrying in %.1f s",
-                            self.bootstrap, replayed, self.retry_interval_s)
+                log.warning(
+                    "Kafka at %s failed during replay after %d records; retrying in %.1f s",
+                    self.bootstrap,
+                    replayed,
+                    self.retry_interval_s,
+                )
                 self._dead.append(producer)
                 return
         self._dead.append(producer)
@@ -411,8 +483,14 @@ class FeaturePublisher:
                 return True
             if time.monotonic() >= deadline:
                 self.spool.flush()
-                log.warning("Kafka flush timed out after %.1f s: %d in flight, %d in the spool %s (%s)",
-                            timeout_s, inflight, len(self.spool), self.spool.dir, self._state)
+                log.warning(
+                    "Kafka flush timed out after %.1f s: %d in flight, %d in the spool %s (%s)",
+                    timeout_s,
+                    inflight,
+                    len(self.spool),
+                    self.spool.dir,
+                    self._state,
+                )
                 return False
             self._wake.set()
             time.sleep(0.02)
@@ -438,10 +516,17 @@ class FeaturePublisher:
         self._close_dead()
         self.spool.close()
         s = self.stats
-        log.info("Kafka publisher closed: %d published, %d delivered (%d replayed from the spool), %d skipped "
-                 "(EVERY_KTH), %d refused by a full spool, %d left in %s for the next run",
-                 s["published"], s["delivered"], s["replayed"], s["skipped"], s["overflow_dropped"],
-                 s["spool_records"], self.spool.dir)
+        log.info(
+            "Kafka publisher closed: %d published, %d delivered (%d replayed from the spool), %d skipped "
+            "(EVERY_KTH), %d refused by a full spool, %d left in %s for the next run",
+            s["published"],
+            s["delivered"],
+            s["replayed"],
+            s["skipped"],
+            s["overflow_dropped"],
+            s["spool_records"],
+            self.spool.dir,
+        )
 
     @property
     def state(self) -> str:
@@ -460,7 +545,7 @@ class FeaturePublisher:
         out["state"] = self._state
         return out
 
-    def __enter__(self) -> "FeaturePublisher":
+    def __enter__(self) -> FeaturePublisher:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -4,6 +4,7 @@ Decoding releases the GIL, so readers of several cameras overlap with detection.
 their oldest queued frame when processing falls behind (latency stays bounded, memory too) and,
 with a frame-rate cap, skip frames that come faster than the cap; files never drop a frame.
 """
+
 from __future__ import annotations
 
 import queue
@@ -18,8 +19,15 @@ EOS = object()  # end of stream, queued after the last frame
 class SourceReader(threading.Thread):
     """Decodes one source into a bounded queue; live sources drop their oldest frame when behind."""
 
-    def __init__(self, source: FrameSource, queue_size: int, drop_old: bool, max_frames: int | None,
-                 wakeup: threading.Event, fps_cap: float | None = None) -> None:
+    def __init__(
+        self,
+        source: FrameSource,
+        queue_size: int,
+        drop_old: bool,
+        max_frames: int | None,
+        wakeup: threading.Event,
+        fps_cap: float | None = None,
+    ) -> None:
         super().__init__(name=f"reader-{source.camera_id}", daemon=True)
         self.source = source
         self.queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))

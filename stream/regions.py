@@ -15,6 +15,7 @@ background. So the regions of a frame are the union of
 While the motion net cannot vouch for a frame (it is still learning a live camera's background)
 the whole frame is masked.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,8 @@ from detectors.tracker import CameraTracker, Observation
 from stream.sources import Frame
 
 log = logging.getLogger(__name__)
-COVERED_IOS = 0.8        # a low-score box this much inside a person box adds nothing to mask
-LOOKAHEAD_GROWTH = 0.1   # a carried-back box grows by this share of its size per frame of distance
+COVERED_IOS = 0.8  # a low-score box this much inside a person box adds nothing to mask
+LOOKAHEAD_GROWTH = 0.1  # a carried-back box grows by this share of its size per frame of distance
 
 
 @dataclass
@@ -41,7 +42,7 @@ class PlannedFrame:
 
     frame: Frame
     observations: list[Observation] = field(default_factory=list)
-    mask_frame: bool = False   # mask everything (the motion net is still warming up)
+    mask_frame: bool = False  # mask everything (the motion net is still warming up)
 
 
 def _clip_box(box: np.ndarray, width: int, height: int) -> tuple[float, float, float, float] | None:
@@ -53,8 +54,14 @@ def _clip_box(box: np.ndarray, width: int, height: int) -> tuple[float, float, f
 class CameraRegions:
     """Per camera: tracking, the two thresholds, the motion net and the look-ahead buffer."""
 
-    def __init__(self, tracker: CameraTracker, conf: float, margin: float, motion: MotionSafetyNet | None = None,
-                 lookahead: int = 0) -> None:
+    def __init__(
+        self,
+        tracker: CameraTracker,
+        conf: float,
+        margin: float,
+        motion: MotionSafetyNet | None = None,
+        lookahead: int = 0,
+    ) -> None:
         self.tracker = tracker
         self.conf = float(conf)
         self.margin = float(margin)
@@ -87,8 +94,7 @@ class CameraRegions:
         for box, score in zip(low.boxes, low.scores, strict=True):
             if len(boxes) and pairwise_overlap(box, boxes)[1].max() >= COVERED_IOS:
                 continue
-            observations.append(Observation(tuple(map(float, box)), float(score), -1, held=True,
-                                            kind="low_score"))
+            observations.append(Observation(tuple(map(float, box)), float(score), -1, held=True, kind="low_score"))
         planned = PlannedFrame(frame, observations)
         if self.motion is not None:
             h, w = frame.image.shape[:2]
@@ -124,12 +130,14 @@ class CameraRegions:
                 guess = self._guess(box, gap, vx, vy, last, earlier.frame.index)
                 clipped = _clip_box(guess, w, h)
                 if clipped is not None:
-                    earlier.observations.append(Observation(clipped, obs.score, obs.track_id, held=True,
-                                                            kind="lookahead"))
+                    earlier.observations.append(
+                        Observation(clipped, obs.score, obs.track_id, held=True, kind="lookahead")
+                    )
 
     @staticmethod
-    def _guess(box: np.ndarray, gap: int, vx: float, vy: float, last: tuple[int, np.ndarray] | None,
-               at: int) -> np.ndarray:
+    def _guess(
+        box: np.ndarray, gap: int, vx: float, vy: float, last: tuple[int, np.ndarray] | None, at: int
+    ) -> np.ndarray:
         """Where the person probably was ``gap`` frames before ``box``: interpolated between the last
         sighting and now when there is one, else extrapolated back along the track's velocity; grown
         with the distance, and always including the box itself (the person may have stood still)."""

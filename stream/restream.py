@@ -14,6 +14,7 @@ or upstream then leave a gap in time instead of making the viewer's stream run f
 buffer drift. A keyframe every ~1 s lets a viewer that joins late (or a server that restarted)
 start decoding at once; zerolatency stops x264 from holding frames back.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,7 +32,7 @@ from stream.backoff import Backoff
 
 log = logging.getLogger(__name__)
 SCHEMES = ("rtsp", "rtsps")
-ESTABLISHED_S = 1.0   # a pusher alive this long after taking a frame counts as connected (back-off reset)
+ESTABLISHED_S = 1.0  # a pusher alive this long after taking a frame counts as connected (back-off reset)
 _STOP = object()
 
 
@@ -66,9 +67,21 @@ def safe_url(url: str) -> str:
 class RestreamSink:
     """Pushes redacted frames of one camera to ``url``; see the module docstring for the guarantees."""
 
-    def __init__(self, url: str, width: int, height: int, fps: float, camera_id: str, *, codec: str = "libx264",
-                 preset: str = "ultrafast", reconnect_delay_s: float = 1.0, reconnect_max_delay_s: float = 2.0,
-                 queue_size: int = 4, stall_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        width: int,
+        height: int,
+        fps: float,
+        camera_id: str,
+        *,
+        codec: str = "libx264",
+        preset: str = "ultrafast",
+        reconnect_delay_s: float = 1.0,
+        reconnect_max_delay_s: float = 2.0,
+        queue_size: int = 4,
+        stall_s: float = 5.0,
+    ) -> None:
         self.url = check_rtsp_url(url)
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         if self.width <= 0 or self.height <= 0 or not self.fps > 0:
@@ -83,7 +96,7 @@ class RestreamSink:
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(queue_size)))
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._accepting = True           # a pusher runs or is starting: frames go to the queue, else dropped
+        self._accepting = True  # a pusher runs or is starting: frames go to the queue, else dropped
         self._proc: subprocess.Popen | None = None
         self._write_since: float | None = None  # when the writer thread's current pipe write began
         self._stderr_tail: list[str] = []
@@ -98,8 +111,13 @@ class RestreamSink:
     @property
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"frames_sent": self.frames_sent, "frames_dropped": self.frames_dropped,
-                    "reconnects": self.reconnects, "state": self.state, "last_error": self.last_error}
+            return {
+                "frames_sent": self.frames_sent,
+                "frames_dropped": self.frames_dropped,
+                "reconnects": self.reconnects,
+                "state": self.state,
+                "last_error": self.last_error,
+            }
 
     def _drop(self, n: int = 1) -> None:
         with self._lock:
@@ -158,14 +176,45 @@ class RestreamSink:
 
     def _command(self) -> list[str]:
         gop = str(max(1, round(self.fps)))
-        cmd = [str(self._ffmpeg), "-hide_banner", "-nostdin", "-loglevel", "error",
-               "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{self.width}x{self.height}",
-               "-framerate", f"{self.fps:g}", "-use_wallclock_as_timestamps", "1", "-i", "pipe:0",
-               "-an", "-c:v", self.codec]
+        cmd = [
+            str(self._ffmpeg),
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "bgr24",
+            "-s",
+            f"{self.width}x{self.height}",
+            "-framerate",
+            f"{self.fps:g}",
+            "-use_wallclock_as_timestamps",
+            "1",
+            "-i",
+            "pipe:0",
+            "-an",
+            "-c:v",
+            self.codec,
+        ]
         if self.codec == "libx264":
             cmd += ["-preset", self.preset, "-tune", "zerolatency"]
-        cmd += ["-pix_fmt", "yuv420p", "-g", gop, "-keyint_min", gop, "-fps_mode", "passthrough",
-                "-f", "rtsp", "-rtsp_transport", "tcp", self.url]
+        cmd += [
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            gop,
+            "-keyint_min",
+            gop,
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rtsp",
+            "-rtsp_transport",
+            "tcp",
+            self.url,
+        ]
         return cmd
 
     def _drain_stderr(self, proc: subprocess.Popen) -> None:
@@ -178,8 +227,9 @@ class RestreamSink:
     def _spawn(self) -> tuple[subprocess.Popen, threading.Thread] | None:
         self._stderr_tail, self._kill_reason = [], None
         try:
-            proc = subprocess.Popen(self._command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE)
+            proc = subprocess.Popen(
+                self._command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
         except OSError as exc:
             self._fail(f"cannot start ffmpeg: {exc}")
             return None
@@ -222,8 +272,13 @@ class RestreamSink:
                     if self._backoff.attempts:
                         self.reconnects += 1
                 if self._backoff.attempts:
-                    log.warning("[%s] re-stream to %s is back (%d attempts, %d frames dropped so far)",
-                                self.camera_id, safe_url(self.url), self._backoff.attempts, self.frames_dropped)
+                    log.warning(
+                        "[%s] re-stream to %s is back (%d attempts, %d frames dropped so far)",
+                        self.camera_id,
+                        safe_url(self.url),
+                        self._backoff.attempts,
+                        self.frames_dropped,
+                    )
                 self._backoff.reset()
                 self._logged_level = -1
 
@@ -260,8 +315,13 @@ class RestreamSink:
                 self.state = "reconnecting"
             level, delay = self._backoff.level, self._backoff.next_delay()
             if level != self._logged_level:
-                log.warning("[%s] re-stream to %s is down (%s); retrying every ~%.1f s, frames dropped meanwhile",
-                            self.camera_id, safe_url(self.url), self.last_error, delay)
+                log.warning(
+                    "[%s] re-stream to %s is down (%s); retrying every ~%.1f s, frames dropped meanwhile",
+                    self.camera_id,
+                    safe_url(self.url),
+                    self.last_error,
+                    delay,
+                )
                 self._logged_level = level
             while not self._queue.empty():  # frames queued for the dead pusher are lost
                 if self._queue.get_nowait() is _STOP:

@@ -25,7 +25,11 @@ because every player, cutter and frame counter (this module's included) handles 
 "output frame *n*" then means the same thing for the recovery tool as for a file. Each frame's
 callback learns where its picture landed (output frame, and how many repeats follow it), which is
 what the observations log records.
+
+Segments (``OUTPUT.SEGMENT_S``): :class:`stream.segments.SegmentedVideoSink` keeps this placement over
+the whole run but gives each segment file an encoder of its own (``_open_encoder``/``_finish_encoder``).
 """
+
 from __future__ import annotations
 
 import errno
@@ -39,9 +43,10 @@ import signal
 import struct
 import subprocess
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import cv2
 
@@ -51,9 +56,9 @@ log = logging.getLogger(__name__)
 COPYABLE_AUDIO = {"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"}
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _STOP = object()
-_FRAME, _REPEAT, _DONE = "frame", "repeat", "done"   # kinds of items for the writer thread
+_FRAME, _REPEAT, _DONE, _CALL = "frame", "repeat", "done", "call"  # kinds of items for the writer thread
 TIMINGS = ("wallclock", "frames")
-LATE_SLACK_S = 0.2   # a live frame may land this much after its own time (jitter, bursts) before it is left out
+LATE_SLACK_S = 0.2  # a live frame may land this much after its own time (jitter, bursts) before it is left out
 
 # Called once a frame's picture is with the encoder: (output frame, or None when it was left out of the
 # video; how many repeats of it follow).
@@ -74,6 +79,7 @@ def describe_os_error(exc: BaseException) -> str:
 
 def _fmt_rate(fps: float) -> str:
     from fractions import Fraction
+
     return str(Fraction(fps).limit_denominator(1001))
 
 
@@ -81,9 +87,9 @@ def _fmt_rate(fps: float) -> str:
 class Placement:
     """Where one frame goes in the output video."""
 
-    output_frame: int | None   # None: left out (its time was long taken by earlier frames)
-    repeats_before: int = 0    # copies of the previous picture written first, to keep time
-    jumped: bool = False       # the gap was longer than the fill cap: the video skips the rest
+    output_frame: int | None  # None: left out (its time was long taken by earlier frames)
+    repeats_before: int = 0  # copies of the previous picture written first, to keep time
+    jumped: bool = False  # the gap was longer than the fill cap: the video skips the rest
 
 
 class FrameTimeline:
@@ -124,12 +130,16 @@ class WallClockTimeline:
             raise SinkError(f"OUTPUT.MAX_FILL_S must be >= 0, got {max_fill_s}")
         self.fps = float(fps)
         self.max_fill = round(float(max_fill_s) * self.fps)
-        self.late = max(1.0, float(late_s) * self.fps)   # in output frames
+        self.late = max(1.0, float(late_s) * self.fps)  # in output frames
         self.next = 0
-        self.repeated = 0   # output frames that repeat the previous picture
-        self.left_out = 0   # frames whose time was taken
-        self.jumps = 0      # gaps longer than the fill cap (or clock steps back)
+        self.repeated = 0  # output frames that repeat the previous picture
+        self.left_out = 0  # frames whose time was taken
+        self.jumps = 0  # gaps longer than the fill cap (or clock steps back)
         self._origin_ms: float | None = None
+
+    def slot_time_ms(self, slot: int) -> float | None:
+        """Capture time that output frame ``slot`` stands for (since the last jump), None before any frame."""
+        return None if self._origin_ms is None else self._origin_ms + slot * 1000.0 / self.fps
 
     def _rebase(self, timestamp_ms: int, slot: int) -> None:
         self._origin_ms = timestamp_ms - slot * 1000.0 / self.fps
@@ -161,6 +171,19 @@ class WallClockTimeline:
         return Placement(self.next - 1)
 
 
+class _Encoder:
+    """One encoder process (or OpenCV writer) and the file it writes; a segmented sink has one per segment."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.proc: subprocess.Popen | None = None
+        self.cv_writer: cv2.VideoWriter | None = None
+        self.stderr_tail: list[bytes] = []
+        self.stderr_thread: threading.Thread | None = None
+        self.frames = 0  # output frames it took
+        self.finishing = False  # being closed on purpose: its exit is not a failure to report from outside
+
+
 class VideoSink:
     """Writes redacted frames to ``path`` at the input's size and frame rate, audio copied through.
 
@@ -170,12 +193,28 @@ class VideoSink:
     frame's observations, so a frame the encoder never got is never observed. With wall-clock
     timing the call waits for the next frame (or ``close``), because only that decides how often
     the picture is repeated. A dead encoder is noticed on the next ``write``.
+    (:class:`stream.segments.SegmentedVideoSink` writes rolling segments instead of one file.)
     """
 
-    def __init__(self, path: Path, width: int, height: int, fps: float, audio_from: Path | None = None,
-                 audio_codec: str | None = None, codec: str = "libx264", crf: int = 23, preset: str = "ultrafast",
-                 threads: int = 1, queue_size: int = 16, fragment_s: float = 1.0, timing: str = "frames",
-                 max_fill_s: float = 2.0, keyframe_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        width: int,
+        height: int,
+        fps: float,
+        audio_from: Path | None = None,
+        audio_codec: str | None = None,
+        codec: str = "libx264",
+        crf: int = 23,
+        preset: str = "ultrafast",
+        threads: int = 1,
+        queue_size: int = 16,
+        fragment_s: float = 1.0,
+        timing: str = "frames",
+        max_fill_s: float = 2.0,
+        keyframe_s: float = 1.0,
+        start: bool = True,
+    ) -> None:
         self.path = Path(path)
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         self.fragment_s = float(fragment_s)
@@ -185,39 +224,91 @@ class VideoSink:
         if timing not in TIMINGS:
             raise SinkError(f"OUTPUT.LIVE_TIMING must be one of {', '.join(TIMINGS)}, got {timing!r}")
         self.timeline: FrameTimeline | WallClockTimeline = (
-            WallClockTimeline(self.fps, float(max_fill_s)) if timing == "wallclock" else FrameTimeline())
+            WallClockTimeline(self.fps, float(max_fill_s)) if timing == "wallclock" else FrameTimeline()
+        )
         self._unsettled: list[tuple[OnWritten | None, int | None]] = []  # callbacks waiting for their repeats
         self.frames_written = 0  # output frames the encoder took, repeats included
         self._error: str | None = None
+        self._error_enc: _Encoder | None = None  # the encoder that failed, for the message
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._proc: subprocess.Popen | None = None
-        self._cv_writer: cv2.VideoWriter | None = None
-        self._stderr_tail: list[bytes] = []
-        self._stderr_thread: threading.Thread | None = None
-        ffmpeg = shutil.which("ffmpeg")
-        if ffmpeg:
-            try:
-                self._proc = subprocess.Popen(
-                    self._command(ffmpeg, audio_from, audio_codec, codec, crf, preset, threads),
-                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            except OSError as exc:
-                raise SinkError(f"cannot start ffmpeg for {self.path}: {exc}") from exc
-            self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
-            self._stderr_thread.start()
-        else:
-            log.warning("ffmpeg not found: writing %s with OpenCV (mp4v, no audio)", self.path)
-            self._cv_writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
-                                              (self.width, self.height))
-            if not self._cv_writer.isOpened():
-                raise SinkError(f"cannot open {self.path} for writing")
+        self._audio = (audio_from, audio_codec)
+        self._settings = (codec, crf, preset, threads)
+        self._ffmpeg = shutil.which("ffmpeg")
+        self._enc: _Encoder | None = None
+        if start:
+            self._enc = self._open_encoder(self.path)
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.path.stem}", daemon=True)
         self._thread.start()
 
-    def _command(self, ffmpeg: str, audio_from: Path | None, audio_codec: str | None, codec: str, crf: int,
-                 preset: str, threads: int) -> list[str]:
-        cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
-               "-s", f"{self.width}x{self.height}", "-framerate", _fmt_rate(self.fps), "-i", "pipe:0"]
+    # ---- the encoder process ---------------------------------------------------------------------
+    def _open_encoder(self, path: Path, audio_start_s: float = 0.0, audio_duration_s: float | None = None) -> _Encoder:
+        """Start the encoder for ``path`` (ffmpeg, else OpenCV's writer). Raises :class:`SinkError`."""
+        enc = _Encoder(path)
+        if self._ffmpeg:
+            try:
+                enc.proc = subprocess.Popen(
+                    self._command(self._ffmpeg, enc.path, audio_start_s, audio_duration_s),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+            except OSError as exc:
+                raise SinkError(f"cannot start ffmpeg for {enc.path}: {exc}") from exc
+            enc.stderr_thread = threading.Thread(target=self._drain_stderr, args=(enc,), daemon=True)
+            enc.stderr_thread.start()
+        else:
+            log.warning("ffmpeg not found: writing %s with OpenCV (mp4v, no audio)", enc.path)
+            enc.cv_writer = cv2.VideoWriter(
+                str(enc.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (self.width, self.height)
+            )
+            if not enc.cv_writer.isOpened():
+                raise SinkError(f"cannot open {enc.path} for writing")
+        return enc
+
+    def _finish_encoder(self, enc: _Encoder) -> None:
+        """Close the encoder's input and wait for it to finish its file; a failure is recorded."""
+        enc.finishing = True
+        if enc.proc is not None:
+            try:
+                assert enc.proc.stdin is not None
+                enc.proc.stdin.close()
+            except (BrokenPipeError, OSError) as exc:
+                self._fail(self._why_gone(exc, enc), enc)
+            enc.proc.wait()
+            if enc.proc.returncode != 0:
+                self._fail(
+                    self._encoder_exit(enc, finished=True) or f"ffmpeg exited with code {enc.proc.returncode}", enc
+                )
+        elif enc.cv_writer is not None:
+            enc.cv_writer.release()
+
+    def _command(
+        self, ffmpeg: str, path: Path, audio_start_s: float = 0.0, audio_duration_s: float | None = None
+    ) -> list[str]:
+        audio_from, audio_codec = self._audio
+        codec, crf, preset, threads = self._settings
+        cmd = [
+            ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "bgr24",
+            "-s",
+            f"{self.width}x{self.height}",
+            "-framerate",
+            _fmt_rate(self.fps),
+            "-i",
+            "pipe:0",
+        ]
         if audio_from is not None:
+            if audio_start_s > 0:  # a segment: the audio of its own stretch of the source
+                cmd += ["-ss", f"{audio_start_s:.3f}"]
+            if audio_duration_s is not None:
+                cmd += ["-t", f"{audio_duration_s:.3f}"]
             cmd += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0?"]
             cmd += ["-c:a", "copy"] if audio_codec in COPYABLE_AUDIO else ["-c:a", "aac"]
         cmd += ["-c:v", codec, "-threads", str(int(threads))]
@@ -229,21 +320,31 @@ class VideoSink:
         # when complete: what a crash leaves is playable and misses at most the last fragment.
         if self.fragment_s > 0:
             cmd += ["-frag_duration", str(max(1, round(self.fragment_s * 1_000_000)))]
-        cmd += ["-flush_packets", "1", "-movflags", "+frag_keyframe+empty_moov+default_base_moof",
-                "-f", "mp4", str(self.path)]
+        cmd += [
+            "-flush_packets",
+            "1",
+            "-movflags",
+            "+frag_keyframe+empty_moov+default_base_moof",
+            "-f",
+            "mp4",
+            str(path),
+        ]
         return cmd
 
-    def _drain_stderr(self) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
-        for line in self._proc.stderr:
-            self._stderr_tail = (self._stderr_tail + [line])[-20:]
+    @staticmethod
+    def _drain_stderr(enc: _Encoder) -> None:
+        assert enc.proc is not None and enc.proc.stderr is not None
+        for line in enc.proc.stderr:
+            enc.stderr_tail.append(line)
+            del enc.stderr_tail[:-20]
 
-    def _encoder_exit(self) -> str | None:
-        """Why the encoder is gone, or None while it runs."""
-        if self._proc is None:
+    def _encoder_exit(self, enc: _Encoder | None = None, finished: bool = False) -> str | None:
+        """Why the encoder is gone, or None while it runs (or while it is being closed on purpose)."""
+        enc = enc if enc is not None else self._enc
+        if enc is None or enc.proc is None:
             return None
-        code = self._proc.poll()
-        if code is None:
+        code = enc.proc.poll()
+        if code is None or (enc.finishing and not finished):  # checked after poll: closing sets it first
             return None
         if code < 0:
             try:
@@ -254,40 +355,47 @@ class VideoSink:
             return f"ffmpeg was killed by {name}{why.get(name, '')}"
         return f"ffmpeg exited with code {code}"
 
-    def _why_gone(self, exc: BaseException) -> str:
+    def _why_gone(self, exc: BaseException, enc: _Encoder | None = None) -> str:
         """The encoder refused a frame: say why, after giving a dying ffmpeg a moment to be reaped."""
-        if self._proc is None:
+        enc = enc if enc is not None else self._enc
+        if enc is None or enc.proc is None:
             return describe_os_error(exc)
         try:
-            self._proc.wait(timeout=5.0)
+            enc.proc.wait(timeout=5.0)
         except subprocess.TimeoutExpired:
             return f"ffmpeg stopped taking frames ({describe_os_error(exc)})"
-        return self._encoder_exit() or f"ffmpeg stopped taking frames ({describe_os_error(exc)})"
+        return self._encoder_exit(enc, finished=True) or f"ffmpeg stopped taking frames ({describe_os_error(exc)})"
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, enc: _Encoder | None = None) -> None:
         if self._error is None:
             self._error = message
+            self._error_enc = enc if enc is not None else self._enc
 
     def _encode(self, data: Any) -> bool:
         """One output frame to the encoder; False (and the sink failed) when it refused it."""
+        enc = self._enc
+        if enc is None:
+            self._fail("no encoder to write to")
+            return False
         try:
-            if self._proc is not None:
-                gone = self._encoder_exit()
+            if enc.proc is not None:
+                gone = self._encoder_exit(enc)
                 if gone:
-                    self._fail(gone)
+                    self._fail(gone, enc)
                     return False
-                assert self._proc.stdin is not None
-                self._proc.stdin.write(data)
+                assert enc.proc.stdin is not None
+                enc.proc.stdin.write(data)
             else:
-                self._cv_writer.write(data)
+                enc.cv_writer.write(data)
         except (BrokenPipeError, OSError, ValueError) as exc:
-            self._fail(self._why_gone(exc))
+            self._fail(self._why_gone(exc, enc), enc)
             return False
         self.frames_written += 1
+        enc.frames += 1
         return True
 
     def _run(self) -> None:
-        last: Any = None  # the picture written last: what a repeat writes again
+        last: Any = None  # the picture written last: what a repeat writes again (also into a new segment)
         while True:
             item = self._queue.get()
             if item is _STOP:
@@ -302,6 +410,15 @@ class VideoSink:
                 for _ in range(item[1]):
                     if not self._encode(last):
                         break
+            elif kind == _CALL:  # e.g. a segmented sink moving on to its next file
+                try:
+                    item[1]()
+                except SinkError as exc:
+                    self._fail(str(exc))
+                except OSError as exc:
+                    self._fail(f"{getattr(exc, 'filename', None) or 'observations'}: {describe_os_error(exc)}")
+                except Exception as exc:
+                    self._fail(f"{exc!r}")
             else:
                 _, on_written, output_frame, repeats = item
                 try:
@@ -312,11 +429,15 @@ class VideoSink:
                     self._fail(f"after writing a frame: {exc!r}")
 
     def _describe_error(self) -> str:
-        if self._stderr_thread is not None and self._proc is not None and self._proc.poll() is not None:
-            self._stderr_thread.join(timeout=2.0)  # the encoder is gone: its last words are on their way
-        tail = b"".join(self._stderr_tail).decode(errors="replace").strip()
-        tail = " | ".join(line.strip() for line in tail.splitlines() if line.strip())[-600:]
-        return f"cannot write {self.path}: {self._error}" + (f" (ffmpeg: {tail})" if tail else "")
+        enc = self._error_enc
+        tail_text = ""
+        if enc is not None:
+            if enc.stderr_thread is not None and enc.proc is not None and enc.proc.poll() is not None:
+                enc.stderr_thread.join(timeout=2.0)  # the encoder is gone: its last words are on their way
+            tail = b"".join(enc.stderr_tail).decode(errors="replace").strip()
+            tail_text = " | ".join(line.strip() for line in tail.splitlines() if line.strip())[-600:]
+        where = enc.path if enc is not None else self.path
+        return f"cannot write {where}: {self._error}" + (f" (ffmpeg: {tail_text})" if tail_text else "")
 
     @property
     def failed(self) -> bool:
@@ -325,7 +446,7 @@ class VideoSink:
     @property
     def fragmented(self) -> bool:
         """Written by ffmpeg as fragmented MP4, so what it holds can be counted from box headers."""
-        return self._proc is not None
+        return self._ffmpeg is not None
 
     @property
     def output_frames(self) -> int:
@@ -336,8 +457,12 @@ class VideoSink:
         """How the video kept time, for a camera's summary: the timing used, output frames that repeat
         the previous picture, frames left out of the video, and gaps beyond the fill cap (jumps)."""
         t = self.timeline
-        return {"output_timing": t.kind, "repeated_frames": t.repeated, "left_out_frames": t.left_out,
-                "timing_jumps": t.jumps}
+        return {
+            "output_timing": t.kind,
+            "repeated_frames": t.repeated,
+            "left_out_frames": t.left_out,
+            "timing_jumps": t.jumps,
+        }
 
     def _settle(self, repeats: int) -> None:
         """The waiting callbacks, now that the last picture's repeats are known (in frame order)."""
@@ -346,10 +471,8 @@ class VideoSink:
                 self._queue.put((_DONE, on_written, output_frame, repeats if output_frame is not None else 0))
         self._unsettled = []
 
-    def write(self, frame: RedactedFrame, on_written: OnWritten | None = None,
-              timestamp_ms: int | None = None) -> int | None:
-        """Queue one frame for encoding; returns its output frame (None: left out of the video, see
-        :class:`WallClockTimeline`). Raises :class:`SinkError` once the encoder has failed."""
+    def _check_write(self, frame: RedactedFrame) -> Any:
+        """The frame's picture, once the frame and the sink are fit to write; raises otherwise."""
         if not isinstance(frame, RedactedFrame):
             raise TypeError("VideoSink only writes RedactedFrame objects (fail-closed guarantee)")
         if self._error is None:
@@ -361,6 +484,19 @@ class VideoSink:
         image = frame.image
         if image.shape != (self.height, self.width, 3):
             raise SinkError(f"frame of shape {image.shape} for a {self.width}x{self.height} video")
+        return image.tobytes() if self._ffmpeg else image
+
+    def write(
+        self,
+        frame: RedactedFrame,
+        on_written: OnWritten | None = None,
+        timestamp_ms: int | None = None,
+        frame_index: int | None = None,
+    ) -> int | None:
+        """Queue one frame for encoding; returns its output frame (None: left out of the video, see
+        :class:`WallClockTimeline`). Raises :class:`SinkError` once the encoder has failed.
+        ``frame_index`` (the source frame) is used by segmented sinks only."""
+        data = self._check_write(frame)
         placed = self.timeline.place(timestamp_ms)
         if placed.output_frame is None:  # its observations follow the picture it gave way to
             self._unsettled.append((on_written, None))
@@ -368,34 +504,28 @@ class VideoSink:
         if placed.repeats_before:
             self._queue.put((_REPEAT, placed.repeats_before))
         self._settle(placed.repeats_before)
-        self._queue.put((_FRAME, image.tobytes() if self._proc is not None else image))
+        self._queue.put((_FRAME, data))
         self._unsettled.append((on_written, placed.output_frame))
         if not self.timeline.holds:
             self._settle(0)
         return placed.output_frame
 
+    def _flush_callbacks(self) -> None:
+        self._settle(0)
+
     def close(self) -> None:
         """Finish the file. Raises :class:`SinkError` when anything could not be written."""
-        self._settle(0)
+        self._flush_callbacks()
         self._queue.put(_STOP)
         self._thread.join()
-        if self._proc is not None:
-            try:
-                assert self._proc.stdin is not None
-                self._proc.stdin.close()
-            except (BrokenPipeError, OSError) as exc:
-                self._fail(self._why_gone(exc))
-            self._proc.wait()
-            gone = self._encoder_exit()
-            if self._proc.returncode != 0:
-                self._fail(gone or f"ffmpeg exited with code {self._proc.returncode}")
-        elif self._cv_writer is not None:
-            self._cv_writer.release()
+        if self._enc is not None:
+            self._finish_encoder(self._enc)
         if self._error is not None:
             raise SinkError(self._describe_error())
 
 
 # ---- what a fragmented MP4 really holds ---------------------------------------------------------------
+
 
 def _boxes(fh, start: int, end: int) -> Iterable[tuple[bytes, int, int]]:
     """(type, payload offset, box end) of the boxes between ``start`` and ``end``; stops at a torn box."""
@@ -524,6 +654,7 @@ def cut_torn_fragment(path: str | Path) -> int | None:
 
 # ---- observations and summaries --------------------------------------------------------------------
 
+
 class JsonLinesWriter:
     """JSON lines, one file per run (a re-run starts it afresh), flushed per frame so a crash loses
     nothing already processed. Write errors (a full disk) surface as :class:`OSError` naming the file."""
@@ -546,8 +677,7 @@ class JsonLinesWriter:
     def write_frame(self, records: list[dict[str, Any]]) -> None:
         """One frame's records, flushed together."""
         if records:
-            self._guard(lambda: self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n"
-                                                         for r in records)))
+            self._guard(lambda: self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)))
             self.flush()
 
     def flush(self) -> None:
@@ -616,7 +746,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
         try:
             view = memoryview(payload)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)

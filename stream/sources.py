@@ -6,6 +6,7 @@ time; for live sources, the wall clock when the frame arrived. Errors are :class
 message an operator can act on: missing file, undecodable file, truncated file, dead camera, a frame
 too large to hold in memory.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,9 +14,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -42,15 +43,16 @@ if "OPENCV_LOG_LEVEL" not in os.environ:
 # future) published as the capture time would mislead the matcher's expiry and every consumer.
 EARLIEST_PLAUSIBLE_MS = 978_307_200_000  # 2001-01-01T00:00:00Z
 FUTURE_SLACK_MS = 24 * 3600 * 1000
-DEFAULT_MAX_PIXELS = 7680 * 4320         # 8K UHD; each frame in flight costs width*height*3 bytes, several times over
+DEFAULT_MAX_PIXELS = 7680 * 4320  # 8K UHD; each frame in flight costs width*height*3 bytes, several times over
 
 
 class SourceError(RuntimeError):
     """A source cannot be opened or stopped delivering frames; ends that camera only."""
 
 
-def plausible_capture_start(creation_ms: int | None, camera_id: str, duration_ms: float = 0.0,
-                            now_ms: int | None = None) -> int:
+def plausible_capture_start(
+    creation_ms: int | None, camera_id: str, duration_ms: float = 0.0, now_ms: int | None = None
+) -> int:
     """The file's creation time when a real clock could have written it, else the run's start minus
     the recording's duration.
 
@@ -67,24 +69,30 @@ def plausible_capture_start(creation_ms: int | None, camera_id: str, duration_ms
         shown = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(creation_ms / 1000))
     except (OverflowError, OSError, ValueError):
         shown = f"{creation_ms} ms"
-    log.warning("[%s] the file's creation time %s is implausible (camera clock never set?): capture times "
-                "count from the start of this run instead (minus the recording's length)", camera_id, shown)
+    log.warning(
+        "[%s] the file's creation time %s is implausible (camera clock never set?): capture times "
+        "count from the start of this run instead (minus the recording's length)",
+        camera_id,
+        shown,
+    )
     return fallback
 
 
 def check_frame_size(width: int, height: int, max_pixels: int, camera_id: str, what: str) -> None:
     """Refuse frames too large to hold in memory before decoding a second one (ends that camera only)."""
     if max_pixels > 0 and width * height > max_pixels:
-        raise SourceError(f"[{camera_id}] {what} has {width}x{height} frames ({width * height / 1e6:.1f} MP), more "
-                          f"than SOURCE.MAX_PIXELS ({max_pixels / 1e6:.1f} MP); raise it if this machine has the "
-                          "memory, or downscale the input first")
+        raise SourceError(
+            f"[{camera_id}] {what} has {width}x{height} frames ({width * height / 1e6:.1f} MP), more "
+            f"than SOURCE.MAX_PIXELS ({max_pixels / 1e6:.1f} MP); raise it if this machine has the "
+            "memory, or downscale the input first"
+        )
 
 
 @dataclass
 class Frame:
-    index: int          # 0-based position in the source
-    timestamp_ms: int   # capture time, ms since the epoch (UTC)
-    image: np.ndarray   # BGR uint8, H×W×3
+    index: int  # 0-based position in the source
+    timestamp_ms: int  # capture time, ms since the epoch (UTC)
+    image: np.ndarray  # BGR uint8, H×W×3
     arrived: float = field(default_factory=time.monotonic)  # when decoded: start of capture-to-output latency
 
 
@@ -100,7 +108,7 @@ class FrameSource:
     expected_frames: int | None = None
     media: MediaInfo
 
-    def open(self) -> "FrameSource":
+    def open(self) -> FrameSource:
         raise NotImplementedError
 
     def frames(self) -> Iterator[Frame]:
@@ -130,7 +138,7 @@ class VideoFileSource(FrameSource):
         self._cap: cv2.VideoCapture | None = None
         self.media = MediaInfo()
 
-    def open(self) -> "VideoFileSource":
+    def open(self) -> VideoFileSource:
         if not self.path.exists():
             raise SourceError(f"[{self.camera_id}] video file not found: {self.path}")
         if not self.path.is_file():
@@ -138,8 +146,10 @@ class VideoFileSource(FrameSource):
         self.media = probe(self.path)
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not cap.isOpened():
-            raise SourceError(f"[{self.camera_id}] cannot decode {self.path}: not a video FFmpeg can read, "
-                              "or the file is corrupt/truncated")
+            raise SourceError(
+                f"[{self.camera_id}] cannot decode {self.path}: not a video FFmpeg can read, "
+                "or the file is corrupt/truncated"
+            )
         self._cap = cap
         self.width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -148,8 +158,9 @@ class VideoFileSource(FrameSource):
         raw = self.path.suffix.lower() in RAW_STREAM_SUFFIXES  # elementary streams carry no frame count
         self.expected_frames = self.media.nb_frames or (count if count > 0 and not raw else None)
         if self.width <= 0 or self.height <= 0:
-            raise SourceError(f"[{self.camera_id}] cannot decode {self.path}: FFmpeg opened it but found no "
-                              "decodable video stream")
+            raise SourceError(
+                f"[{self.camera_id}] cannot decode {self.path}: FFmpeg opened it but found no decodable video stream"
+            )
         check_frame_size(self.width, self.height, self.max_pixels, self.camera_id, str(self.path))
         return self
 
@@ -182,8 +193,10 @@ class VideoFileSource(FrameSource):
         if index == 0:
             raise SourceError(f"[{self.camera_id}] no frame could be decoded from {self.path} (corrupt file?)")
         if self.expected_frames and index < self.expected_frames - 1:
-            raise SourceError(f"[{self.camera_id}] {self.path} ended after {index} of {self.expected_frames} "
-                              "frames: the file is truncated or corrupt (frames so far were written)")
+            raise SourceError(
+                f"[{self.camera_id}] {self.path} ended after {index} of {self.expected_frames} "
+                "frames: the file is truncated or corrupt (frames so far were written)"
+            )
 
     def close(self) -> None:
         if self._cap is not None:
@@ -198,8 +211,9 @@ class ImageFolderSource(FrameSource):
     file *i*), logged and listed in ``unreadable``; one bad file must not cost the good ones after it.
     """
 
-    def __init__(self, path: str | Path, camera_id: str, fps: float = 10.0,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self, path: str | Path, camera_id: str, fps: float = 10.0, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> None:
         self.path = Path(path)
         self.spec = str(path)
         self.camera_id = camera_id
@@ -209,11 +223,12 @@ class ImageFolderSource(FrameSource):
         self._files: list[Path] = []
         self.unreadable: list[str] = []
 
-    def open(self) -> "ImageFolderSource":
+    def open(self) -> ImageFolderSource:
         if not self.path.is_dir():
             raise SourceError(f"[{self.camera_id}] image folder not found: {self.path}")
-        self._files = sorted((p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-                             key=lambda p: _natural_key(p.name))
+        self._files = sorted(
+            (p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: _natural_key(p.name)
+        )
         if not self._files:
             raise SourceError(f"[{self.camera_id}] no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {self.path}")
         first = next((img for f in self._files if (img := cv2.imread(str(f), cv2.IMREAD_COLOR)) is not None), None)
@@ -229,13 +244,18 @@ class ImageFolderSource(FrameSource):
         for index, file in enumerate(self._files):
             image = cv2.imread(str(file), cv2.IMREAD_COLOR)
             if image is None:
-                log.warning("[%s] cannot read image %s (corrupt or not an image): a black frame takes its place",
-                            self.camera_id, file.name)
+                log.warning(
+                    "[%s] cannot read image %s (corrupt or not an image): a black frame takes its place",
+                    self.camera_id,
+                    file.name,
+                )
                 self.unreadable.append(file.name)
                 image = np.zeros((self.height, self.width, 3), np.uint8)
             elif image.shape[0] * image.shape[1] > max(self.max_pixels, self.width * self.height) > 0:
-                raise SourceError(f"[{self.camera_id}] image {file} is {image.shape[1]}x{image.shape[0]}, more than "
-                                  f"SOURCE.MAX_PIXELS ({self.max_pixels / 1e6:.1f} MP)")
+                raise SourceError(
+                    f"[{self.camera_id}] image {file} is {image.shape[1]}x{image.shape[0]}, more than "
+                    f"SOURCE.MAX_PIXELS ({self.max_pixels / 1e6:.1f} MP)"
+                )
             if image.shape[:2] != (self.height, self.width):
                 # One video needs one size; letting a frame through unscaled would break the output.
                 image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
@@ -255,10 +275,17 @@ class LiveSource(FrameSource):
 
     is_live = True
 
-    def __init__(self, spec: str, camera_id: str, reconnect_attempts: int = 3,
-                 reconnect_delay_s: float = 1.0, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 reconnect_max_delay_s: float = 2.0, give_up_after_s: float = 0.0,
-                 read_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        spec: str,
+        camera_id: str,
+        reconnect_attempts: int = 3,
+        reconnect_delay_s: float = 1.0,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        reconnect_max_delay_s: float = 2.0,
+        give_up_after_s: float = 0.0,
+        read_timeout_s: float = 10.0,
+    ) -> None:
         self.spec = spec
         self.camera_id = camera_id
         self.max_pixels = int(max_pixels)
@@ -292,7 +319,7 @@ class LiveSource(FrameSource):
             raise SourceError(f"[{self.camera_id}] cannot connect to {self.spec}")
         return cap
 
-    def open(self) -> "LiveSource":
+    def open(self) -> LiveSource:
         last: Exception | None = None
         for attempt in range(self.reconnect_attempts + 1):
             try:
@@ -341,13 +368,21 @@ class LiveSource(FrameSource):
         while not self._closing.is_set():
             if self.give_up_after_s > 0 and time.monotonic() - lost >= self.give_up_after_s:
                 self.state = "stopped"
-                raise SourceError(f"[{self.camera_id}] {self.spec} stopped after {frames_so_far} frames and did "
-                                  f"not come back within {self.give_up_after_s:g} s (SOURCE.GIVE_UP_AFTER_S)")
+                raise SourceError(
+                    f"[{self.camera_id}] {self.spec} stopped after {frames_so_far} frames and did "
+                    f"not come back within {self.give_up_after_s:g} s (SOURCE.GIVE_UP_AFTER_S)"
+                )
             level, delay = backoff.level, backoff.next_delay()
             if level != logged_level:
-                log.warning("[%s] lost %s after %d frames; reconnecting every ~%.1f s (attempt %d, masked output "
-                            "resumes when it is back)", self.camera_id, self.spec, frames_so_far, delay,
-                            backoff.attempts)
+                log.warning(
+                    "[%s] lost %s after %d frames; reconnecting every ~%.1f s (attempt %d, masked output "
+                    "resumes when it is back)",
+                    self.camera_id,
+                    self.spec,
+                    frames_so_far,
+                    delay,
+                    backoff.attempts,
+                )
                 logged_level = level
             if self._closing.wait(delay):
                 return
@@ -361,8 +396,13 @@ class LiveSource(FrameSource):
             self.gaps.append({"after_frame": frames_so_far, "lost_at_ms": lost_ms, "back_at_ms": back_ms})
             self.reconnects += 1
             self.state = "streaming"
-            log.warning("[%s] %s is back after %.1f s (%d attempts)", self.camera_id, self.spec,
-                        (back_ms - lost_ms) / 1000, backoff.attempts)
+            log.warning(
+                "[%s] %s is back after %.1f s (%d attempts)",
+                self.camera_id,
+                self.spec,
+                (back_ms - lost_ms) / 1000,
+                backoff.attempts,
+            )
             return
 
     def _release(self) -> None:
@@ -392,9 +432,15 @@ def open_source(spec: str, camera_id: str, cfg=None) -> FrameSource:
     """Build and open the right source for ``spec``; ``cfg`` is the pipeline config's SOURCE node."""
     attempts = cfg.RECONNECT_ATTEMPTS if cfg is not None else 3
     delay = cfg.RECONNECT_DELAY_S if cfg is not None else 1.0
-    live_kwargs = {} if cfg is None else {"reconnect_max_delay_s": float(cfg.RECONNECT_MAX_DELAY_S),
-                                          "give_up_after_s": float(cfg.GIVE_UP_AFTER_S),
-                                          "read_timeout_s": float(cfg.READ_TIMEOUT_S)}
+    live_kwargs = (
+        {}
+        if cfg is None
+        else {
+            "reconnect_max_delay_s": float(cfg.RECONNECT_MAX_DELAY_S),
+            "give_up_after_s": float(cfg.GIVE_UP_AFTER_S),
+            "read_timeout_s": float(cfg.READ_TIMEOUT_S),
+        }
+    )
     folder_fps = cfg.IMAGE_FOLDER_FPS if cfg is not None else 10.0
     max_pixels = int(cfg.MAX_PIXELS) if cfg is not None else DEFAULT_MAX_PIXELS
     if is_live_spec(spec):

@@ -37,6 +37,7 @@ refusal after a period of acceptance is logged as a warning (then one summary li
 ``OVERFLOW_LOG_INTERVAL_S``), so overflow is never silent. Keeping the oldest records and refusing
 the newest keeps the replayed stream a gap-free prefix of what was produced.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,6 +49,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +85,15 @@ class SpoolError(RuntimeError):
 class DiskSpool:
     """Bounded on-disk FIFO. Thread-safe: one thread may append while another peeks and commits."""
 
-    def __init__(self, directory: str | os.PathLike[str], max_bytes: int, *, segment_bytes: int | None = None,
-                 fsync: str = "interval", fsync_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        max_bytes: int,
+        *,
+        segment_bytes: int | None = None,
+        fsync: str = "interval",
+        fsync_interval_s: float = 1.0,
+    ) -> None:
         if max_bytes < 4096:
             raise ValueError(f"spool max_bytes must be at least 4096, got {max_bytes}")
         if fsync not in FSYNC_POLICIES:
@@ -98,15 +107,15 @@ class DiskSpool:
         self.corrupt_dropped = 0
         self.appended = 0
         self._lock = threading.Lock()
-        self._count = 0                      # records not yet committed
-        self._pending_bytes = 0              # their payload bytes
+        self._count = 0  # records not yet committed
+        self._pending_bytes = 0  # their payload bytes
         self._segments: dict[int, int] = {}  # seq -> file size
         self._last_fsync = time.monotonic()
         self._dirty = False
         self._overflow_since_log = 0
         self._last_overflow_log = 0.0
         self._peeked: list[tuple[int, int]] = []  # positions after each record of the last peek
-        self._reader: tuple[int, object] | None = None
+        self._reader: tuple[int, BinaryIO] | None = None
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._open()
@@ -142,8 +151,12 @@ class DiskSpool:
         self._tail_seq = max(self._segments)
         self._writer = open(self.dir / _seg_name(self._tail_seq), "ab")
         if self._count:
-            log.info("spool %s holds %d records (%.1f MB) from an earlier run; they will be replayed first",
-                     self.dir, self._count, self._pending_bytes / 1e6)
+            log.info(
+                "spool %s holds %d records (%.1f MB) from an earlier run; they will be replayed first",
+                self.dir,
+                self._count,
+                self._pending_bytes / 1e6,
+            )
 
     def _read_cursor(self) -> tuple[int, int]:
         path = self.dir / CURSOR_FILE
@@ -314,7 +327,8 @@ class DiskSpool:
     # ------------------------------------------------------------------ internals
 
     def _needs_roll(self, size: int) -> bool:
-        return self._segments[self._tail_seq] + size > self.segment_bytes and self._segments[self._tail_seq] > len(MAGIC)
+        tail = self._segments[self._tail_seq]
+        return tail + size > self.segment_bytes and tail > len(MAGIC)
 
     def _roll(self) -> None:
         self._fsync_now()
@@ -368,7 +382,8 @@ class DiskSpool:
 
     def _maybe_fsync(self) -> None:
         if self.fsync == "always" or (
-                self.fsync == "interval" and time.monotonic() - self._last_fsync >= self.fsync_interval_s):
+            self.fsync == "interval" and time.monotonic() - self._last_fsync >= self.fsync_interval_s
+        ):
             self._fsync_now()
 
     def _fsync_now(self) -> None:
@@ -387,11 +402,20 @@ class DiskSpool:
 
     def _log_overflow(self, final: bool) -> None:
         if final:
-            log.warning("spool %s accepts records again; %d were refused while it was full (%d in total)",
-                        self.dir, self._overflow_since_log, self.overflow_dropped)
+            log.warning(
+                "spool %s accepts records again; %d were refused while it was full (%d in total)",
+                self.dir,
+                self._overflow_since_log,
+                self.overflow_dropped,
+            )
             self._overflow_since_log = 0
         else:
-            log.warning("spool %s is full (%d of %d bytes): refusing new records, %d refused so far; "
-                        "raise KAFKA.SPOOL_MAX_MB or restore the broker", self.dir, self.disk_bytes,
-                        self.max_bytes, self.overflow_dropped)
+            log.warning(
+                "spool %s is full (%d of %d bytes): refusing new records, %d refused so far; "
+                "raise KAFKA.SPOOL_MAX_MB or restore the broker",
+                self.dir,
+                self.disk_bytes,
+                self.max_bytes,
+                self.overflow_dropped,
+            )
         self._last_overflow_log = time.monotonic()

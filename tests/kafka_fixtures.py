@@ -9,22 +9,28 @@ Loaded as a plugin by ``tests/conftest.py`` when this file exists.
 * Helpers: :func:`read_all` reads a topic from the beginning without a consumer group (no join
   wait), :func:`make_service_cfg` builds a matching service config tuned for tests.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 FAST_GROUP_SETTINGS = [
     # tansu makes a group join wait for the rebalance timeout (= max_poll_interval_ms): keep it short.
-    "KAFKA.MAX_POLL_INTERVAL_MS", "3000",
-    "KAFKA.SESSION_TIMEOUT_MS", "6000",
-    "KAFKA.HEARTBEAT_INTERVAL_MS", "500",
-    "KAFKA.CONNECT_TIMEOUT_MS", "3000",
+    "KAFKA.MAX_POLL_INTERVAL_MS",
+    "3000",
+    "KAFKA.SESSION_TIMEOUT_MS",
+    "6000",
+    "KAFKA.HEARTBEAT_INTERVAL_MS",
+    "500",
+    "KAFKA.CONNECT_TIMEOUT_MS",
+    "3000",
 ]
 
 
@@ -68,13 +74,19 @@ def fresh_topic() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
 
 
-def read_all(bootstrap: str, topic: str, expect: int | None = None, timeout_s: float = 20.0,
-             idle_s: float = 1.5) -> list[Any]:
+def read_all(
+    bootstrap: str, topic: str, expect: int | None = None, timeout_s: float = 20.0, idle_s: float = 1.5
+) -> list[Any]:
     """Every record of ``topic`` from offset 0, in partition order; stops at ``expect`` records or when idle."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest", bootstrap_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        bootstrap_timeout_ms=5000,
+    )
     try:
         deadline = time.monotonic() + timeout_s
         parts = None
@@ -117,8 +129,20 @@ def make_service_cfg(topic: str, tmp_path, *extra: str, group: str | None = None
     from configs import build_config
     from configs.service_defaults import get_service_defaults
 
-    overrides = ["TOPIC", repr(topic), "GROUP", repr(group or f"g-{topic}"),
-                 "OUTPUT_TOPIC", repr(f"{topic}.matches"), "CONTROL_TOPIC", repr(f"{topic}.control"),
-                 "OUT", repr(str(tmp_path / out_name)), "STATE.SNAPSHOT_DIR", repr(str(tmp_path / "state")),
-                 *FAST_GROUP_SETTINGS, *extra]
+    overrides = [
+        "TOPIC",
+        repr(topic),
+        "GROUP",
+        repr(group or f"g-{topic}"),
+        "OUTPUT_TOPIC",
+        repr(f"{topic}.matches"),
+        "CONTROL_TOPIC",
+        repr(f"{topic}.control"),
+        "OUT",
+        repr(str(tmp_path / out_name)),
+        "STATE.SNAPSHOT_DIR",
+        repr(str(tmp_path / "state")),
+        *FAST_GROUP_SETTINGS,
+        *extra,
+    ]
     return build_config(get_service_defaults(), None, overrides)

@@ -6,6 +6,7 @@ Run with Debian's ``/usr/bin/python3`` (python3-gi, gir1.2-gst-rtsp-server-1.0):
 Prints ``READY rtsp://127.0.0.1:PORT/MOUNT`` once it listens. The stream plays the file once at
 its own rate, then ends (the client sees end-of-stream), unless ``--loop``.
 """
+
 import argparse
 import sys
 
@@ -28,10 +29,12 @@ def main() -> int:
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
-    launch = (f"( filesrc location={args.file} ! decodebin ! videoconvert ! videorate ! "
-              f"video/x-raw,framerate={args.fps}/1 ! "
-              "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 bitrate=2000 ! "
-              "rtph264pay name=pay0 pt=96 config-interval=1 )")
+    launch = (
+        f"( filesrc location={args.file} ! decodebin ! videoconvert ! videorate ! "
+        f"video/x-raw,framerate={args.fps}/1 ! "
+        "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 bitrate=2000 ! "
+        "rtph264pay name=pay0 pt=96 config-interval=1 )"
+    )
     factory.set_launch(launch)
     factory.set_shared(True)
     server.get_mount_points().add_factory(args.mount, factory)

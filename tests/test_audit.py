@@ -1,5 +1,6 @@
 """The privacy audit on real video with real detectors: a clean output passes, a planted leak and a
 half-covered person are caught at the right frame and box, bad inputs exit 2, ground truth works."""
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,35 @@ GROW = 0.15
 def encode(frames: list[np.ndarray], path: Path, fps: int = 10) -> Path:
     """BGR frames → H.264 (libx264 CRF 23, yuv420p), the pipeline's codec."""
     h, w = frames[0].shape[:2]
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}",
-                    "-r", str(fps), "-i", "-", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23",
-                    "-pix_fmt", "yuv420p", str(path)], input=b"".join(f.tobytes() for f in frames), check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "bgr24",
+            "-s",
+            f"{w}x{h}",
+            "-r",
+            str(fps),
+            "-i",
+            "-",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "23",
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ],
+        input=b"".join(f.tobytes() for f in frames),
+        check=True,
+    )
     return path
 
 
@@ -47,8 +74,7 @@ def isolated_box(boxes, w: int, h: int) -> int:
     for k, box in enumerate(boxes):
         bx1, by1, bx2, by2 = grow_box(box, GROW, w, h)
         others = [grow_box(b, GROW, w, h) for j, b in enumerate(boxes) if j != k]
-        if box[3] - box[1] >= 40 and all(x2 <= bx1 or x1 >= bx2 or y2 <= by1 or y1 >= by2
-                                         for x1, y1, x2, y2 in others):
+        if box[3] - box[1] >= 40 and all(x2 <= bx1 or x1 >= bx2 or y2 <= by1 or y1 >= by2 for x1, y1, x2, y2 in others):
             return k
     raise AssertionError("no isolated person on this frame")
 
@@ -56,12 +82,14 @@ def isolated_box(boxes, w: int, h: int) -> int:
 def strict_json(text: str) -> dict:
     def refuse(name: str):
         raise ValueError(f"non-standard JSON constant {name}")
+
     return json.loads(text, parse_constant=refuse)
 
 
 @pytest.fixture(scope="module")
 def ssd():
     from detectors.openvino_ssd import OpenVinoSsdDetector
+
     return OpenVinoSsdDetector(shared_path(SSD), conf=0.3)
 
 
@@ -77,6 +105,7 @@ def clean(tmp_path_factory, ssd):
 
 def test_ssd_detector_finds_people_on_vtest():
     from detectors.openvino_ssd import OpenVinoSsdDetector
+
     det = OpenVinoSsdDetector(shared_path(SSD), conf=0.5)
     assert det.name == "openvino-ssd:pedestrian-detection-adas-0002"
     frame = read_frames(vtest_path(), 1)[0]
@@ -89,6 +118,7 @@ def test_ssd_detector_finds_people_on_vtest():
 
 def test_ssd_detector_refuses_a_yolo_model():
     from detectors.openvino_ssd import OpenVinoSsdDetector
+
     with pytest.raises(ValueError, match=r"\[1,1,N,7\]"):
         OpenVinoSsdDetector(shared_path(YOLO_OPENVINO) / "yolov8n.xml")
 
@@ -103,8 +133,18 @@ def test_build_audit_detector_picks_ssd_for_xml_and_its_folder():
 
 def test_clean_output_passes(clean, tmp_path, capsys):
     out = tmp_path / "audit"
-    rc = main(["--raw", str(vtest_path()), "--anonymized", str(clean.path), "--detector", str(shared_path(SSD)),
-               "--out", str(out)])
+    rc = main(
+        [
+            "--raw",
+            str(vtest_path()),
+            "--anonymized",
+            str(clean.path),
+            "--detector",
+            str(shared_path(SSD)),
+            "--out",
+            str(out),
+        ]
+    )
     stdout = capsys.readouterr().out
     report = strict_json((out / "audit.json").read_text())
     assert rc == 0, report["misses"]
@@ -154,11 +194,37 @@ def test_real_pipeline_output_passes(tmp_path):
     """The real pipeline (YOLOv8n OpenVINO + mosaic) covers everyone the SSD finds in vtest's first
     30 frames (its first miss, a person behind a sign, comes at frame 44)."""
     out = tmp_path / "run"
-    assert run_pipeline.main(["--source", str(vtest_path()), "--output", str(out), "--max-frames", str(FRAMES),
-                              "--detector", str(shared_path(YOLO_OPENVINO)), "--anonymizer", "mosaic",
-                              "LOG.PROGRESS", "False"]) == 0
-    rc = main(["--raw", str(vtest_path()), "--anonymized", str(out / "vtest.mp4"), "--detector",
-               str(shared_path(SSD)), "--max-frames", str(FRAMES)])
+    assert (
+        run_pipeline.main(
+            [
+                "--source",
+                str(vtest_path()),
+                "--output",
+                str(out),
+                "--max-frames",
+                str(FRAMES),
+                "--detector",
+                str(shared_path(YOLO_OPENVINO)),
+                "--anonymizer",
+                "mosaic",
+                "LOG.PROGRESS",
+                "False",
+            ]
+        )
+        == 0
+    )
+    rc = main(
+        [
+            "--raw",
+            str(vtest_path()),
+            "--anonymized",
+            str(out / "vtest.mp4"),
+            "--detector",
+            str(shared_path(SSD)),
+            "--max-frames",
+            str(FRAMES),
+        ]
+    )
     report = strict_json((out / "vtest.audit" / "audit.json").read_text())
     assert rc == 0, report["misses"]
     assert report["audited"] > 2 * FRAMES and report["coverage"] == 1.0
@@ -175,10 +241,12 @@ def _exit_2(argv: list[str], capsys) -> str:
 
 def test_bad_inputs_exit_2(clean, tmp_path, capsys):
     raw, ssd_xml = str(vtest_path()), str(shared_path(SSD))
-    assert "not found" in _exit_2(["--raw", str(tmp_path / "nope.avi"), "--anonymized", str(clean.path),
-                                   "--detector", ssd_xml], capsys)
-    assert "not found" in _exit_2(["--raw", raw, "--anonymized", str(tmp_path / "nope.mp4"), "--detector", ssd_xml],
-                                  capsys)
+    assert "not found" in _exit_2(
+        ["--raw", str(tmp_path / "nope.avi"), "--anonymized", str(clean.path), "--detector", ssd_xml], capsys
+    )
+    assert "not found" in _exit_2(
+        ["--raw", raw, "--anonymized", str(tmp_path / "nope.mp4"), "--detector", ssd_xml], capsys
+    )
     small = encode([cv2.resize(f, (384, 288)) for f in clean.frames[:5]], tmp_path / "small.mp4")
     assert "sizes differ" in _exit_2(["--raw", raw, "--anonymized", str(small), "--detector", ssd_xml], capsys)
     assert "--gt" in _exit_2(["--raw", raw, "--anonymized", str(clean.path)], capsys)
@@ -199,24 +267,28 @@ def _synthetic_scene(n: int = 12, w: int = 320, h: int = 240):
     yy, xx = np.mgrid[0:h, 0:w]
     background = np.dstack([(xx * 0.5 + 40), (yy * 0.6 + 50), np.full((h, w), 120.0)]).astype(np.uint8)
     # smooth random texture (features of a few pixels, like clothes): the codec keeps it, a mosaic does not
-    textures = {pid: cv2.resize(rng.integers(0, 256, (12, 6, 3), dtype=np.uint8), (30, 60),
-                                interpolation=cv2.INTER_CUBIC) for pid in (1, 2, 3, 4)}
+    textures = {
+        pid: cv2.resize(rng.integers(0, 256, (12, 6, 3), dtype=np.uint8), (30, 60), interpolation=cv2.INTER_CUBIC)
+        for pid in (1, 2, 3, 4)
+    }
     tiny = rng.integers(0, 256, (10, 6, 3), dtype=np.uint8)
     frames, rows = [], []
     for i in range(n):
         frame = background.copy()
         placed = {1: (20 + 5 * i, 30), 2: (150, 40 + 4 * i), 3: (250, 150), 4: (90, 160)}
         for pid, (x, y) in placed.items():
-            frame[y:y + 60, x:x + 30] = textures[pid]
+            frame[y : y + 60, x : x + 30] = textures[pid]
         frame[200:210, 300:306] = tiny
         frames.append(frame)
         # frame, id, left, top, width, height, consider, class, visibility
-        rows += [f"{i + 1},1,{placed[1][0]},{placed[1][1]},30,60,1,1,1.0",
-                 f"{i + 1},2,{placed[2][0]},{placed[2][1]},30,60,0,1,0.9",   # consider 0: still audited
-                 f"{i + 1},3,250,150,30,60,1,1,0.2",                         # barely visible: not audited
-                 f"{i + 1},4,90,160,30,60,1,8,1.0",                          # distractor: person area only
-                 f"{i + 1},5,300,200,6,10,1,1,1.0",                          # 10 px high: too small
-                 f"{i + 1},6,5,5,20,20,1,3,1.0"]                             # a car: ignored
+        rows += [
+            f"{i + 1},1,{placed[1][0]},{placed[1][1]},30,60,1,1,1.0",
+            f"{i + 1},2,{placed[2][0]},{placed[2][1]},30,60,0,1,0.9",  # consider 0: still audited
+            f"{i + 1},3,250,150,30,60,1,1,0.2",  # barely visible: not audited
+            f"{i + 1},4,90,160,30,60,1,8,1.0",  # distractor: person area only
+            f"{i + 1},5,300,200,6,10,1,1,1.0",  # 10 px high: too small
+            f"{i + 1},6,5,5,20,20,1,3,1.0",
+        ]  # a car: ignored
     return frames, rows
 
 

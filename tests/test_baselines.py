@@ -1,4 +1,5 @@
 """The hand-made protections follow METHOD.md to the pixel."""
+
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
@@ -15,7 +16,7 @@ def test_mosaic_blocks_take_top_left_colour():
     out = mosaic(img, 24)
     for y in range(0, 256, 24):
         for x in range(0, 128, 24):
-            block = out[y:y + 24, x:x + 24]
+            block = out[y : y + 24, x : x + 24]
             assert (block == img[y, x]).all(), (y, x)
 
 

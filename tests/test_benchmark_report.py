@@ -1,4 +1,5 @@
 """The benchmarks' report helpers: a rerun replaces its own section of docs/benchmarks.md and nothing else."""
+
 from __future__ import annotations
 
 from benchmarks.report import command_line, publish_table
@@ -18,4 +19,7 @@ def test_a_rerun_replaces_only_its_own_section(tmp_path, capsys):
 
 def test_the_command_can_be_pasted_back_into_a_shell():
     assert command_line("x.py", []) == "python benchmarks/x.py"
-    assert command_line("x.py", ["--sizes", "1,2", "MODEL.NAME", "a b"]) == "python benchmarks/x.py --sizes 1,2 MODEL.NAME 'a b'"
+    assert (
+        command_line("x.py", ["--sizes", "1,2", "MODEL.NAME", "a b"])
+        == "python benchmarks/x.py --sizes 1,2 MODEL.NAME 'a b'"
+    )

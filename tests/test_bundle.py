@@ -1,4 +1,5 @@
 """Learned anonymizer bundles: writing, verified loading, backends, and the protect/embed contract."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,19 +14,32 @@ from anonymizer.crypto import write_key
 from anonymizer.networks import build_generator, encoder_decoder_specs, resolve_generator_spec
 
 INPUT_HW = (64, 32)
-REID_CONFIG = {"name": "shufflenetv2_x0_5", "last_stride": 1, "gem": True, "neck": "bnneck",
-               "neck_feat": "after", "non_local": False}
+REID_CONFIG = {
+    "name": "shufflenetv2_x0_5",
+    "last_stride": 1,
+    "gem": True,
+    "neck": "bnneck",
+    "neck_feat": "after",
+    "non_local": False,
+}
 
 
-def make_tiny_bundle(out: Path, key_path: Path, onnx: bool = False, seed: int = 0,
-                     skip_blur_sigma: float = 0.0, payload: tuple[float, int] | None = None) -> Path:
+def make_tiny_bundle(
+    out: Path,
+    key_path: Path,
+    onnx: bool = False,
+    seed: int = 0,
+    skip_blur_sigma: float = 0.0,
+    payload: tuple[float, int] | None = None,
+) -> Path:
     """A randomly initialised tiny bundle (G/G_R: 8-channel U-Net; C: ShuffleNetV2 0.5×); ``payload``
     = (scale, seed) makes G write a scattered recovery code and G_R read it."""
     from reid.models import build_reid_model
 
     torch.manual_seed(seed)
-    g_spec, g_r_spec = encoder_decoder_specs(resolve_generator_spec("unet_64", 8, "batch", INPUT_HW),
-                                             skip_blur_sigma, *(payload or (0.0, 0)))
+    g_spec, g_r_spec = encoder_decoder_specs(
+        resolve_generator_spec("unet_64", 8, "batch", INPUT_HW), skip_blur_sigma, *(payload or (0.0, 0))
+    )
     spec, spec_r = g_spec.as_dict(), g_r_spec.as_dict()
     g, g_r = build_generator(spec).eval(), build_generator(spec_r).eval()
     if skip_blur_sigma:  # give the zero-initialized residual something to add
@@ -35,13 +49,25 @@ def make_tiny_bundle(out: Path, key_path: Path, onnx: bool = False, seed: int = 
     c = build_reid_model(num_classes=5, pretrain_choice="none", **REID_CONFIG).eval()
     key = write_key(key_path)
     return write_bundle(
-        out, g=g, c=c, g_r=g_r, generator_spec=spec, recovery_spec=spec_r, key=key, onnx=onnx,
+        out,
+        g=g,
+        c=c,
+        g_r=g_r,
+        generator_spec=spec,
+        recovery_spec=spec_r,
+        key=key,
+        onnx=onnx,
         reid_meta={"name": REID_CONFIG["name"], "embed_dim": 1024, "config": REID_CONFIG},
-        input_meta={"size_hw": list(INPUT_HW), "color": "RGB", "pixel_mean": [0.485, 0.456, 0.406],
-                    "pixel_std": [0.229, 0.224, 0.225]},
+        input_meta={
+            "size_hw": list(INPUT_HW),
+            "color": "RGB",
+            "pixel_mean": [0.485, 0.456, 0.406],
+            "pixel_std": [0.229, 0.224, 0.225],
+        },
         desensitization={"type": "mosaic", "radius": 24.0},
         dataset={"name": "synthetic", "note": "random weights for tests"},
-        metrics={"example": 1.0})
+        metrics={"example": 1.0},
+    )
 
 
 def _crops(n: int = 5, seed: int = 0) -> list[np.ndarray]:
@@ -76,7 +102,7 @@ def test_protect_and_embed_contract(tiny_bundle):
     crops = _crops(6)
     out = b.protect(crops)
     assert len(out) == len(crops)
-    for c, p in zip(crops, out):
+    for c, p in zip(crops, out, strict=True):
         assert p.shape == c.shape and p.dtype == np.uint8
         assert not np.array_equal(c, p)
     feats = b.embed(crops)
@@ -88,14 +114,14 @@ def test_protect_and_embed_contract(tiny_bundle):
 def test_protect_never_returns_its_input_even_for_an_identity_generator(tiny_bundle):
     path, _ = tiny_bundle
     b = load_bundle(path)
-    b.runner.run_g = lambda x: x            # a broken G that returns its input unchanged
+    b.runner.run_g = lambda x: x  # a broken G that returns its input unchanged
     flat = np.full((64, 32, 3), 77, np.uint8)
     grey128 = np.full((64, 32, 3), 128, np.uint8)
     rng = np.random.default_rng(1)
     smooth = np.repeat(np.repeat(rng.integers(0, 256, (8, 4, 3), dtype=np.uint8), 8, 0), 8, 1)
     crops = [flat, grey128, smooth, np.zeros((1, 1, 3), np.uint8)]
     out = b.protect(crops)
-    for c, p in zip(crops, out):
+    for c, p in zip(crops, out, strict=True):
         assert p.shape == c.shape
         assert not np.array_equal(c, p)
     assert b.fallback_count >= 3
@@ -111,7 +137,10 @@ def test_onnx_backends_match_torch(tiny_bundle, backend):
     except ImportError as exc:  # pragma: no cover - depends on the environment
         pytest.skip(f"{backend} not installed: {exc}")
     assert other.fingerprint == ref.fingerprint
-    diff = [np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(ref.protect(crops), other.protect(crops))]
+    diff = [
+        np.abs(a.astype(int) - b.astype(int)).max()
+        for a, b in zip(ref.protect(crops), other.protect(crops), strict=True)
+    ]
     assert max(diff) <= 2
     np.testing.assert_allclose(ref.embed(crops), other.embed(crops), atol=2e-3)
 
@@ -120,6 +149,7 @@ def test_tensorrt_backend_fails_clearly_without_tensorrt(tiny_bundle):
     path, _ = tiny_bundle
     try:
         import tensorrt  # noqa: F401
+
         pytest.skip("tensorrt is installed here; this test checks the error without it")
     except ImportError:
         pass
@@ -196,5 +226,5 @@ def test_blur_skip_generator_starts_as_the_blur_and_exports(tmp_path):
     ref = load_bundle(path).protect(crops)
     for backend in ("onnxruntime", "openvino"):
         other = load_bundle(path, backend=backend).protect(crops)
-        assert max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(ref, other)) <= 2
+        assert max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(ref, other, strict=True)) <= 2
     assert load_recovery(path, tmp_path / "k.key").recover(ref)[0].shape == crops[0].shape

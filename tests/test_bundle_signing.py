@@ -3,6 +3,7 @@ trusted keys decide which bundles load, and G must change the built-in canaries 
 
 All on copies of the real demo bundle (models/demo) with real Ed25519 keys; nothing is mocked.
 """
+
 from __future__ import annotations
 
 import base64
@@ -77,7 +78,7 @@ def test_shipped_demo_is_signed_by_a_default_trusted_key_and_carries_its_bound(c
 
 def test_canaries_are_deterministic_synthetic_and_changed_by_the_demo_g():
     a, b = canary.canary_images((128, 64)), canary.canary_images((128, 64))
-    assert len(a) == canary.N_CANARIES and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert len(a) == canary.N_CANARIES and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert all(x.shape == (128, 64, 3) and x.dtype == np.uint8 for x in a)
     # high-frequency detail: neighbouring pixels differ a lot, so a real protection must change them
     assert min(np.abs(np.diff(x.astype(int), axis=1)).mean() for x in a) > 10
@@ -120,8 +121,10 @@ def test_replaced_g_weights_with_updated_hash_are_refused_by_the_signature(tmp_p
 
     b = _copy(tmp_path / "demo")
     state = load_file(str(b / "G.safetensors"))
-    save_file({k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()},
-              str(b / "G.safetensors"))
+    save_file(
+        {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()},
+        str(b / "G.safetensors"),
+    )
     with pytest.raises(BundleError, match="sha256"):
         load_bundle(b)
     _edit(b, lambda m: m["files"].update({"G.safetensors": sha256_file(b / "G.safetensors")}))
@@ -149,12 +152,12 @@ def test_trusted_keys_decide(tmp_path, keys, test_signed):
     folder = tmp_path / "trusted"
     folder.mkdir()
     shutil.copy(keys["pub"], folder / "test.pub")
-    load_bundle(test_signed, trusted_keys=str(folder))                     # a folder, as ANONYMIZER.TRUSTED_KEYS
+    load_bundle(test_signed, trusted_keys=str(folder))  # a folder, as ANONYMIZER.TRUSTED_KEYS
     load_bundle(test_signed, trusted_keys=f"{keys['other_pub']},{keys['pub']}")  # comma-separated
     with pytest.raises(BundleError, match="not trusted"):
         load_bundle(test_signed, trusted_keys=[keys["other_pub"]])
     with pytest.raises(BundleError, match="not trusted"):
-        load_bundle(DEMO, trusted_keys=[keys["pub"]])                      # the demo key is not in this list
+        load_bundle(DEMO, trusted_keys=[keys["pub"]])  # the demo key is not in this list
     unsigned = _copy(tmp_path / "unsigned", signed=False)
     with pytest.raises(BundleError, match="unsigned"):
         load_bundle(unsigned, trusted_keys=[keys["pub"]])
@@ -224,8 +227,9 @@ def test_a_freshly_written_bundle_carries_a_bound_and_signs(tmp_path, keys):
 def test_export_refuses_an_unreadable_sign_key_before_writing(tmp_path, capsys):
     from training.export import main as export_main
 
-    rc = export_main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "out"),
-                      "--sign-key", str(tmp_path / "missing.key")])
+    rc = export_main(
+        ["--run", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--sign-key", str(tmp_path / "missing.key")]
+    )
     assert rc == 2 and "signing key" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
@@ -243,20 +247,20 @@ def test_cli_exit_codes(tmp_path, keys, capsys):
     assert main(["keygen", "--out", str(base)]) == 0
     priv = base.with_name("cli.key")
     assert stat.S_IMODE(os.stat(priv).st_mode) == 0o600 and base.with_name("cli.pub").is_file()
-    assert main(["keygen", "--out", str(base)]) == 2                       # never overwrites a key
+    assert main(["keygen", "--out", str(base)]) == 2  # never overwrites a key
 
     b = _copy(tmp_path / "demo", signed=False)
-    assert main(["verify", str(b)]) == 1                                    # unsigned: not verified
+    assert main(["verify", str(b)]) == 1  # unsigned: not verified
     assert main(["bound", str(b)]) == 0
     assert main(["sign", str(b), "--key", str(priv)]) == 0
     assert main(["verify", str(b), "--trusted-keys", str(base.with_name("cli.pub"))]) == 0
     assert main(["verify", str(b), "--trusted-keys", str(keys["pub"])]) == 1
-    assert main(["verify", str(b)]) == 1                                    # not a default trusted key
-    assert main(["bound", str(b)]) == 2                                     # would void the signature
+    assert main(["verify", str(b)]) == 1  # not a default trusted key
+    assert main(["bound", str(b)]) == 2  # would void the signature
     assert main(["verify", str(DEMO)]) == 0
     assert main(["verify", str(b), "--trusted-keys", str(tmp_path / "nope.pub")]) == 2
     assert main(["verify", str(tmp_path / "no-bundle")]) == 2
-    assert main(["sign", str(b), "--key", str(keys["pub"])]) == 2           # a public key cannot sign
+    assert main(["sign", str(b), "--key", str(keys["pub"])]) == 2  # a public key cannot sign
     _edit(b, _probe)
     assert main(["verify", str(b), "--trusted-keys", str(base.with_name("cli.pub"))]) == 1
     assert "changed after it was signed" in capsys.readouterr().err
@@ -284,12 +288,41 @@ def test_pipeline_exits_2_with_the_reason_for_a_tampered_bundle(tmp_path, capsys
     src = vtest_path()
     b = _copy(tmp_path / "demo", signed=False)
     _edit(b, _probe)
-    rc = run_pipeline.main(["--source", str(src), "--output", str(tmp_path / "out"), "--max-frames", "2",
-                            "--detector", "hog", "--anonymizer", str(b), "LOG.PROGRESS", "False"])
+    rc = run_pipeline.main(
+        [
+            "--source",
+            str(src),
+            "--output",
+            str(tmp_path / "out"),
+            "--max-frames",
+            "2",
+            "--detector",
+            "hog",
+            "--anonymizer",
+            str(b),
+            "LOG.PROGRESS",
+            "False",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "canaries nearly raw" in err, err
-    rc = run_pipeline.main(["--source", str(src), "--output", str(tmp_path / "out2"), "--max-frames", "2",
-                            "--detector", "hog", "--anonymizer", str(DEMO), "LOG.PROGRESS", "False",
-                            "ANONYMIZER.TRUSTED_KEYS", str(keys["pub"])])
+    rc = run_pipeline.main(
+        [
+            "--source",
+            str(src),
+            "--output",
+            str(tmp_path / "out2"),
+            "--max-frames",
+            "2",
+            "--detector",
+            "hog",
+            "--anonymizer",
+            str(DEMO),
+            "LOG.PROGRESS",
+            "False",
+            "ANONYMIZER.TRUSTED_KEYS",
+            str(keys["pub"]),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "not trusted" in err, err

@@ -1,4 +1,5 @@
 """The camera list file: strict validation, per-camera config, and reload while running."""
+
 from __future__ import annotations
 
 import logging
@@ -65,40 +66,43 @@ def test_webcam_index_url(tmp_path):
     assert load_camera_file(write(tmp_path / "c.yaml", "cameras:\n  - {id: cam, url: 0}\n"))[0].url == "0"
 
 
-@pytest.mark.parametrize("camera, field", [
-    ("{url: a.mp4}", "id"),
-    ("{id: 'bad id', url: a.mp4}", "id"),
-    ("{id: '" + "x" * 65 + "', url: a.mp4}", "id"),
-    ("{id: 7, url: a.mp4}", "id"),
-    ("{id: a}", "url"),
-    ("{id: a, url: ''}", "url"),
-    ("{id: a, url: [x]}", "url"),
-    ("{id: a, url: a.mp4, fps: 0}", "fps"),
-    ("{id: a, url: a.mp4, fps: -5}", "fps"),
-    ("{id: a, url: a.mp4, fps: fast}", "fps"),
-    ("{id: a, url: a.mp4, fps: true}", "fps"),
-    ("{id: a, url: a.mp4, zones: [0, 0, 1, 1]}", "zones"),
-    ("{id: a, url: a.mp4, zones: [[0, 0, 1]]}", "zones"),
-    ("{id: a, url: a.mp4, zones: [[10, 0, 5, 20]]}", "zones"),
-    ("{id: a, url: a.mp4, zones: [[0, 20, 5, 20]]}", "zones"),
-    ("{id: a, url: a.mp4, zones: [[-1, 0, 5, 5]]}", "zones"),
-    ("{id: a, url: a.mp4, zones: [[0, 0, x, 5]]}", "zones"),
-    ("{id: a, url: a.mp4, zones: {a: 1}}", "zones"),
-    ("{id: a, url: a.mp4, overrides: [DETECTOR.CONF, 0.3]}", "overrides"),
-    ("{id: a, url: a.mp4, overrides: {DETECTOR.CONFIDENCE: 0.3}}", "DETECTOR.CONFIDENCE"),
-    ("{id: a, url: a.mp4, overrides: {DETECTOR.KIND: hog}}", "DETECTOR.KIND"),
-    ("{id: a, url: a.mp4, overrides: {DETECTOR.MASK_CONF: 0.5}}", "DETECTOR.MASK_CONF"),
-    ("{id: a, url: a.mp4, overrides: {KAFKA.TOPIC: x}}", "KAFKA.TOPIC"),
-    ("{id: a, url: a.mp4, overrides: {DETECTOR.CONF: high}}", "DETECTOR.CONF"),
-    ("{id: a, url: a.mp4, overrides: {DETECTOR.CONF: 0.01}}", "DETECTOR.CONF"),
-    ("{id: a, url: a.mp4, overrides: {TRACKER.HOLD_FRAMES: 2.5}}", "TRACKER.HOLD_FRAMES"),
-    ("{id: a, url: a.mp4, overrides: {SOURCE.LIVE_DROP_OLD: 1}}", "SOURCE.LIVE_DROP_OLD"),
-    ("{id: a, url: a.mp4, overrides: {ANONYMIZER.MARGIN: -0.1}}", "ANONYMIZER.MARGIN"),
-    ("{id: a, url: a.mp4, overrides: {SOURCE: {QUEUE_SIZE: 2}}}", "SOURCE.QUEUE_SIZE"),
-    ("{id: a, url: a.mp4, zone: [[0, 0, 5, 5]]}", "zone"),
-    ("{id: a, url: a.mp4, url: b.mp4}", "url"),
-    ("just-a-string", "camera #2"),
-])
+@pytest.mark.parametrize(
+    "camera, field",
+    [
+        ("{url: a.mp4}", "id"),
+        ("{id: 'bad id', url: a.mp4}", "id"),
+        ("{id: '" + "x" * 65 + "', url: a.mp4}", "id"),
+        ("{id: 7, url: a.mp4}", "id"),
+        ("{id: a}", "url"),
+        ("{id: a, url: ''}", "url"),
+        ("{id: a, url: [x]}", "url"),
+        ("{id: a, url: a.mp4, fps: 0}", "fps"),
+        ("{id: a, url: a.mp4, fps: -5}", "fps"),
+        ("{id: a, url: a.mp4, fps: fast}", "fps"),
+        ("{id: a, url: a.mp4, fps: true}", "fps"),
+        ("{id: a, url: a.mp4, zones: [0, 0, 1, 1]}", "zones"),
+        ("{id: a, url: a.mp4, zones: [[0, 0, 1]]}", "zones"),
+        ("{id: a, url: a.mp4, zones: [[10, 0, 5, 20]]}", "zones"),
+        ("{id: a, url: a.mp4, zones: [[0, 20, 5, 20]]}", "zones"),
+        ("{id: a, url: a.mp4, zones: [[-1, 0, 5, 5]]}", "zones"),
+        ("{id: a, url: a.mp4, zones: [[0, 0, x, 5]]}", "zones"),
+        ("{id: a, url: a.mp4, zones: {a: 1}}", "zones"),
+        ("{id: a, url: a.mp4, overrides: [DETECTOR.CONF, 0.3]}", "overrides"),
+        ("{id: a, url: a.mp4, overrides: {DETECTOR.CONFIDENCE: 0.3}}", "DETECTOR.CONFIDENCE"),
+        ("{id: a, url: a.mp4, overrides: {DETECTOR.KIND: hog}}", "DETECTOR.KIND"),
+        ("{id: a, url: a.mp4, overrides: {DETECTOR.MASK_CONF: 0.5}}", "DETECTOR.MASK_CONF"),
+        ("{id: a, url: a.mp4, overrides: {KAFKA.TOPIC: x}}", "KAFKA.TOPIC"),
+        ("{id: a, url: a.mp4, overrides: {DETECTOR.CONF: high}}", "DETECTOR.CONF"),
+        ("{id: a, url: a.mp4, overrides: {DETECTOR.CONF: 0.01}}", "DETECTOR.CONF"),
+        ("{id: a, url: a.mp4, overrides: {TRACKER.HOLD_FRAMES: 2.5}}", "TRACKER.HOLD_FRAMES"),
+        ("{id: a, url: a.mp4, overrides: {SOURCE.LIVE_DROP_OLD: 1}}", "SOURCE.LIVE_DROP_OLD"),
+        ("{id: a, url: a.mp4, overrides: {ANONYMIZER.MARGIN: -0.1}}", "ANONYMIZER.MARGIN"),
+        ("{id: a, url: a.mp4, overrides: {SOURCE: {QUEUE_SIZE: 2}}}", "SOURCE.QUEUE_SIZE"),
+        ("{id: a, url: a.mp4, zone: [[0, 0, 5, 5]]}", "zone"),
+        ("{id: a, url: a.mp4, url: b.mp4}", "url"),
+        ("just-a-string", "camera #2"),
+    ],
+)
 def test_invalid_entry_refused_with_field_named(tmp_path, camera, field):
     path = write(tmp_path / "cams.yaml", f"cameras:\n  - {{id: ok, url: x.mp4}}\n  - {camera}\n")
     with pytest.raises(ConfigError) as err:
@@ -109,15 +113,18 @@ def test_invalid_entry_refused_with_field_named(tmp_path, camera, field):
         assert "'a'" in message  # the camera is named
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("", "cameras"),
-    ("cameras:\n", "cameras"),
-    ("cameras: {id: a}\n", "cameras"),
-    ("camera:\n  - {id: a, url: b}\n", "cameras"),
-    ("cameras: []\nextra: 1\n", "extra"),
-    ("cameras:\n  - {id: a, url: b}\n  - {id: a, url: c}\n", "twice"),
-    ("cameras: [\n", "parse"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("", "cameras"),
+        ("cameras:\n", "cameras"),
+        ("cameras: {id: a}\n", "cameras"),
+        ("camera:\n  - {id: a, url: b}\n", "cameras"),
+        ("cameras: []\nextra: 1\n", "extra"),
+        ("cameras:\n  - {id: a, url: b}\n  - {id: a, url: c}\n", "twice"),
+        ("cameras: [\n", "parse"),
+    ],
+)
 def test_invalid_file_refused(tmp_path, text, needle):
     path = write(tmp_path / "cams.yaml", text)
     with pytest.raises(ConfigError, match=needle) as err:
@@ -155,6 +162,7 @@ def test_check_hook_refuses_camera(tmp_path):
     def check(cfg):
         if cfg.SOURCE.READ_TIMEOUT_S <= 0:
             raise ConfigError(f"SOURCE.READ_TIMEOUT_S must be > 0, got {cfg.SOURCE.READ_TIMEOUT_S}")
+
     path = write(tmp_path / "c.yaml", "cameras:\n  - {id: a, url: b, overrides: {SOURCE.READ_TIMEOUT_S: 0}}\n")
     with pytest.raises(ConfigError, match="camera 'a'.*SOURCE.READ_TIMEOUT_S"):
         load_camera_file(path, check=check)
@@ -253,6 +261,9 @@ def test_install_sighup_off_main_thread_is_noop(tmp_path):
 
 def test_zones_to_boxes_fractions_and_clipping():
     zones = ((0.5, 0.0, 1.0, 0.5), (600, 400, 900, 700), (10, 10, 50, 50), (700, 0, 800, 10))
-    assert zones_to_boxes(zones, 640, 480) == [(320.0, 0.0, 640.0, 240.0), (600.0, 400.0, 640.0, 480.0),
-                                               (10.0, 10.0, 50.0, 50.0)]  # the last is outside: dropped
+    assert zones_to_boxes(zones, 640, 480) == [
+        (320.0, 0.0, 640.0, 240.0),
+        (600.0, 400.0, 640.0, 480.0),
+        (10.0, 10.0, 50.0, 50.0),
+    ]  # the last is outside: dropped
     assert zones_to_boxes((), 640, 480) == []

@@ -1,4 +1,5 @@
 """The one ``privreid`` command dispatches to every job's own CLI (the ``python -m`` forms stay)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,8 +12,9 @@ from tests.conftest import REPO_ROOT
 
 
 def _privreid(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "privreid", *args], capture_output=True, text=True, timeout=300,
-                          cwd=REPO_ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "privreid", *args], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT
+    )
 
 
 def test_help_lists_every_subcommand():
@@ -21,8 +23,17 @@ def test_help_lists_every_subcommand():
     assert all(name in proc.stdout for name in SUBCOMMANDS)
 
 
-@pytest.mark.parametrize("name,flag", [("export", "--sign-key"), ("run", "--trusted-keys"), ("recover", "--key-file"),
-                                       ("sign", "keygen"), ("audit", "--anonymized")])
+@pytest.mark.parametrize(
+    "name,flag",
+    [
+        ("export", "--sign-key"),
+        ("run", "--trusted-keys"),
+        ("recover", "--key-file"),
+        ("sign", "keygen"),
+        ("audit", "--anonymized"),
+        ("evaluate-privacy", "--attacker-reid"),
+    ],
+)
 def test_subcommand_help_is_the_jobs_own(name, flag):
     proc = _privreid(name, "--help")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,4 +1,5 @@
 """One config system: YAML + KEY VALUE overrides, seed spellings, clear errors."""
+
 import pytest
 
 from configs import ConfigError, build_config
@@ -22,9 +23,22 @@ def test_odd_override_count():
 
 
 def test_seed_spellings_parse():
-    cfg = build_config(get_training_defaults(), None, [
-        "DATASETS.NAMES", "('market1501')", "TEST.EVALUATE_ONLY", "('on')", "INPUT.RADIUS", "24.0",
-        "OUTPUT_DIR", "('./log/market1501/x')", "MODEL.MODE", "C"])
+    cfg = build_config(
+        get_training_defaults(),
+        None,
+        [
+            "DATASETS.NAMES",
+            "('market1501')",
+            "TEST.EVALUATE_ONLY",
+            "('on')",
+            "INPUT.RADIUS",
+            "24.0",
+            "OUTPUT_DIR",
+            "('./log/market1501/x')",
+            "MODEL.MODE",
+            "C",
+        ],
+    )
     assert cfg.DATASETS.NAMES == "market1501"
     assert cfg.TEST.EVALUATE_ONLY == "on"
     assert cfg.INPUT.RADIUS == 24.0

@@ -3,6 +3,7 @@
 Real ffmpeg, real decoding: faults are injected around the real parts (a SIGKILL, a file-size
 limit, a fsync that reports a full disk, a blocked path), never by replacing them.
 """
+
 from __future__ import annotations
 
 import errno
@@ -20,28 +21,49 @@ from pathlib import Path
 import pytest
 
 import run_pipeline
-from stream import sinks
 from anonymizer.baselines import BaselineAnonymizer
 from anonymizer.sidecar import SidecarWriter, iter_sidecar
 from configs import build_config
 from configs.pipeline_defaults import get_pipeline_defaults
 from detectors.hog import HogDetector
 from detectors.motion import MotionSafetyNet
+from stream import sinks
 from stream.pipeline import CameraSpec, Pipeline
 from tests.conftest import REPO_ROOT, vtest_path
 from tests.video_utils import load_jsonl, read_frames
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
-                                reason="needs ffmpeg and ffprobe")
-FPS = 10                      # vtest's rate, kept by the clips
-FRAGMENT_FRAMES = FPS * 1     # OUTPUT.FRAGMENT_S = 1.0
-SLACK = 3                     # frames in the pipe and the encoder when the process group dies
+pytestmark = pytest.mark.skipif(
+    shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None, reason="needs ffmpeg and ffprobe"
+)
+FPS = 10  # vtest's rate, kept by the clips
+FRAGMENT_FRAMES = FPS * 1  # OUTPUT.FRAGMENT_S = 1.0
+SLACK = 3  # frames in the pipe and the encoder when the process group dies
 
 
 def _clip(src: Path, dst: Path, frames: int) -> Path:
     """A small copy of vtest (people walk, the camera is static): fast to detect on, observed every frame."""
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-frames:v", str(frames), "-vf", "scale=192:144",
-                    "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", str(dst)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(src),
+            "-frames:v",
+            str(frames),
+            "-vf",
+            "scale=192:144",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "18",
+            str(dst),
+        ],
+        check=True,
+    )
     return dst
 
 
@@ -69,8 +91,12 @@ def _frames_in(video: Path) -> int:
 
 
 def _ffprobe_errors(video: Path) -> str:
-    return subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries", "stream=nb_read_frames",
-                           str(video)], check=False, capture_output=True, text=True).stderr.strip()
+    return subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-show_entries", "stream=nb_read_frames", str(video)],
+        check=False,
+        capture_output=True,
+        text=True,
+    ).stderr.strip()
 
 
 def _cfg(*overrides: str):
@@ -78,14 +104,32 @@ def _cfg(*overrides: str):
 
 
 def _pipeline_cmd(source: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO_ROOT / "run_pipeline.py"), "--source", str(source), "--output", str(out),
-            "--detector", "hog", "--anonymizer", "mosaic", *extra, "LOG.PROGRESS", "False"]
+    return [
+        sys.executable,
+        str(REPO_ROOT / "run_pipeline.py"),
+        "--source",
+        str(source),
+        "--output",
+        str(out),
+        "--detector",
+        "hog",
+        "--anonymizer",
+        "mosaic",
+        *extra,
+        "LOG.PROGRESS",
+        "False",
+    ]
 
 
 def test_kill9_of_the_process_group_keeps_all_but_the_last_fragment(clips, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen(_pipeline_cmd(clips["long"], out), start_new_session=True, cwd=REPO_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _pipeline_cmd(clips["long"], out),
+        start_new_session=True,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     obs_path = out / "long.observations.jsonl"
     deadline = time.monotonic() + 120
     try:
@@ -103,7 +147,7 @@ def test_kill9_of_the_process_group_keeps_all_but_the_last_fragment(clips, tmp_p
     decoded = _frames_in(video)
     assert decoded >= claimed - FRAGMENT_FRAMES - SLACK, (decoded, claimed)
     assert decoded == sinks.count_mp4_video_frames(video)  # what survived is whole fragments
-    assert _ffprobe_errors(video) == ""                    # and plays without a decoding error
+    assert _ffprobe_errors(video) == ""  # and plays without a decoding error
     assert not (out / "long.summary.json").exists()
     assert not list(out.glob("*.tmp"))
 
@@ -125,8 +169,22 @@ def test_full_disk_on_the_summary_leaves_no_temp_file_and_logs_it(clips, tmp_pat
     _fail_fsync_for(".summary.json.tmp", monkeypatch)
     out = tmp_path / "out"
     with caplog.at_level(logging.ERROR):
-        code = run_pipeline.main(["--source", str(clips["short"]), "--output", str(out), "--detector", "hog",
-                                  "--anonymizer", "mosaic", "--max-frames", "12", "LOG.PROGRESS", "False"])
+        code = run_pipeline.main(
+            [
+                "--source",
+                str(clips["short"]),
+                "--output",
+                str(out),
+                "--detector",
+                "hog",
+                "--anonymizer",
+                "mosaic",
+                "--max-frames",
+                "12",
+                "LOG.PROGRESS",
+                "False",
+            ]
+        )
     assert code == 1
     assert not list(out.glob("*.tmp")) and not (out / "short.summary.json").exists()
     logged = [json.loads(r.getMessage())["summary"] for r in caplog.records if r.getMessage().startswith('{"summary"')]
@@ -201,8 +259,15 @@ def test_encoder_dies_under_a_file_size_limit(clips, tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     out = tmp_path / "out"
-    done = subprocess.run(_pipeline_cmd(clips["long"], out, "--max-frames", "150"), preexec_fn=limited,
-                          check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        _pipeline_cmd(clips["long"], out, "--max-frames", "150"),
+        preexec_fn=limited,
+        check=False,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 1, done.stderr[-2000:]
     s = json.loads((out / "long.summary.json").read_text())
     # the limit kills ffmpeg (SIGXFSZ, as subprocess restores that signal's default), or its write fails (EFBIG)
@@ -223,9 +288,28 @@ def test_full_disk_for_the_observations_ends_that_camera(clips, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "full.observations.jsonl").symlink_to("/dev/full")  # every write fails with ENOSPC
-    code = run_pipeline.main(["--source", str(clips["short"]), "--source", str(clips["short"]), "--camera-id", "full",
-                              "--camera-id", "fine", "--output", str(out), "--detector", "hog", "--anonymizer",
-                              "mosaic", "--max-frames", "20", "LOG.PROGRESS", "False"])
+    code = run_pipeline.main(
+        [
+            "--source",
+            str(clips["short"]),
+            "--source",
+            str(clips["short"]),
+            "--camera-id",
+            "full",
+            "--camera-id",
+            "fine",
+            "--output",
+            str(out),
+            "--detector",
+            "hog",
+            "--anonymizer",
+            "mosaic",
+            "--max-frames",
+            "20",
+            "LOG.PROGRESS",
+            "False",
+        ]
+    )
     assert code == 1
     s = json.loads((out / "full.summary.json").read_text())
     assert "full.observations.jsonl" in s["error"] and "disk full" in s["error"]
@@ -268,17 +352,39 @@ def _block_motion_priming(out: Path, monkeypatch) -> str:
     return "MemoryError"
 
 
-@pytest.mark.parametrize("block", [_block_mp4_dir, _block_observations, _block_encoder_start, _block_motion_priming],
-                         ids=["mp4-is-a-directory", "observations-is-a-directory", "encoder-cannot-start",
-                              "motion-priming-fails"])
+@pytest.mark.parametrize(
+    "block",
+    [_block_mp4_dir, _block_observations, _block_encoder_start, _block_motion_priming],
+    ids=["mp4-is-a-directory", "observations-is-a-directory", "encoder-cannot-start", "motion-priming-fails"],
+)
 def test_a_camera_failing_at_set_up_ends_that_camera_only(clips, tmp_path, monkeypatch, block):
     out = tmp_path / "out"
     out.mkdir()
     expected = block(out, monkeypatch)
-    code = run_pipeline.main(["--source", str(clips["short"]), "--source", str(clips["short"]), "--camera-id",
-                              "blocked", "--camera-id", "fine", "--output", str(out), "--detector", "hog",
-                              "--anonymizer", "mosaic", "--max-frames", "15", "PRIVACY.MOTION_NET", "on",
-                              "LOG.PROGRESS", "False"])
+    code = run_pipeline.main(
+        [
+            "--source",
+            str(clips["short"]),
+            "--source",
+            str(clips["short"]),
+            "--camera-id",
+            "blocked",
+            "--camera-id",
+            "fine",
+            "--output",
+            str(out),
+            "--detector",
+            "hog",
+            "--anonymizer",
+            "mosaic",
+            "--max-frames",
+            "15",
+            "PRIVACY.MOTION_NET",
+            "on",
+            "LOG.PROGRESS",
+            "False",
+        ]
+    )
     assert code == 1
     blocked = json.loads((out / "blocked.summary.json").read_text())
     assert blocked["error"] and expected in blocked["error"] and blocked["frames"] == 0
@@ -290,21 +396,37 @@ def test_a_camera_failing_at_set_up_ends_that_camera_only(clips, tmp_path, monke
 
 def test_sidecar_starts_fresh_on_a_rerun(clips, tmp_path):
     out = tmp_path / "out"
-    args = ["--source", str(clips["short"]), "--output", str(out), "--detector", "hog", "--anonymizer", "mosaic",
-            "--max-frames", "8", "ANONYMIZER.SIDECAR", "True", "LOG.PROGRESS", "False"]
+    args = [
+        "--source",
+        str(clips["short"]),
+        "--output",
+        str(out),
+        "--detector",
+        "hog",
+        "--anonymizer",
+        "mosaic",
+        "--max-frames",
+        "8",
+        "ANONYMIZER.SIDECAR",
+        "True",
+        "LOG.PROGRESS",
+        "False",
+    ]
     assert run_pipeline.main(args) == 0
     first = [(r.frame_index, tuple(r.region), r.kind) for r in iter_sidecar(out / "short.crops")]
     assert first
     assert run_pipeline.main(args) == 0
     second = [(r.frame_index, tuple(r.region), r.kind) for r in iter_sidecar(out / "short.crops")]
     assert len(second) == len(first)  # not the first run's records followed by the second's
-    protected = {(o["frame_index"], tuple(o["region"])) for o in load_jsonl(out / "short.observations.jsonl")
-                 if o["protected"]}
+    protected = {
+        (o["frame_index"], tuple(o["region"])) for o in load_jsonl(out / "short.observations.jsonl") if o["protected"]
+    }
     assert {(f, r) for f, r, _ in second} == protected  # the sidecar matches this run's video and log
 
 
 def test_sidecar_writer_truncates_unless_appending(tmp_path):
     import numpy as np
+
     path = tmp_path / "cam.crops"
     crop = np.zeros((8, 4, 3), np.uint8)
     for _ in range(2):
@@ -318,11 +440,28 @@ def test_sidecar_writer_truncates_unless_appending(tmp_path):
 
 def test_a_keyframe_at_least_every_second(clips, tmp_path):
     out = tmp_path / "out"
-    subprocess.run(_pipeline_cmd(clips["short"], out, "PRIVACY.MOTION_NET", "off"), check=True, cwd=REPO_ROOT,
-                   capture_output=True)
-    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-skip_frame", "nokey",
-                            "-show_entries", "frame=pts_time", "-of", "csv=p=0", str(out / "short.mp4")],
-                           check=True, capture_output=True, text=True).stdout.split()
+    subprocess.run(
+        _pipeline_cmd(clips["short"], out, "PRIVACY.MOTION_NET", "off"), check=True, cwd=REPO_ROOT, capture_output=True
+    )
+    probe = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-skip_frame",
+            "nokey",
+            "-show_entries",
+            "frame=pts_time",
+            "-of",
+            "csv=p=0",
+            str(out / "short.mp4"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     keys = [float(t.strip(",")) for t in probe if t.strip(",")]
     assert keys and keys[0] == 0.0
     assert max(b - a for a, b in zip([*keys, 40 / FPS][:-1], [*keys, 40 / FPS][1:], strict=True)) <= 1.0 + 1e-6

@@ -1,4 +1,5 @@
 """Dataset loaders, protocols, validation carving, the seed's split tool, and clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ def test_market_layout_and_protocol(tmp_path: Path) -> None:
     assert ds.num_train_pids == 12 and sorted({p for _, p, _ in ds.train}) == list(range(12))
     assert len(ds.query) == 8 and {c for _, _, c in ds.query} == {0}
     gallery_pids = [p for _, p, _ in ds.gallery]
-    assert gallery_pids.count(-1) == 2 and gallery_pids.count(0) == 2   # junk kept for the eval rule
+    assert gallery_pids.count(-1) == 2 and gallery_pids.count(0) == 2  # junk kept for the eval rule
     assert ds.val_source == "none" and not ds.has_val
 
 
@@ -43,13 +44,14 @@ def test_val_query_choice_prefers_cross_camera_matches() -> None:
         assert {c for _, p, c in g if p == pid} == {0, 1}
     single = [("a", 7, 0), ("b", 7, 0), ("c", 8, 1)]
     q, g = choose_val_query(single, 0.2, seed=0)
-    assert len(q) == 1 and ("c", 8, 1) in g          # one-image identities stay gallery negatives
+    assert len(q) == 1 and ("c", 8, 1) in g  # one-image identities stay gallery negatives
 
 
 def test_carve_validation_with_a_custom_rule() -> None:
     train = [(f"{p}{c}", p, c) for p in range(10) for c in (0, 1)]
-    rest, vq, vg = carve_validation(train, 0.2, 0, lambda its: ([i for i in its if i[2] == 0],
-                                                                 [i for i in its if i[2] == 1]))
+    rest, vq, vg = carve_validation(
+        train, 0.2, 0, lambda its: ([i for i in its if i[2] == 0], [i for i in its if i[2] == 1])
+    )
     assert {p for _, p, _ in vq} == {0, 1} and all(c == 1 for _, _, c in vg) and len(rest) == 16
 
 
@@ -74,7 +76,7 @@ def test_seed_split_tool_writes_a_loadable_val_dataset(tmp_path: Path) -> None:
     counts = json.loads((dst / "split.json").read_text())["counts"]
     assert counts["train_ids"] == 8 and counts["val_ids"] == 2
     assert counts["val_query_images"] + counts["val_gallery_images"] == 2 * 4
-    assert counts["val_query_images"] == 2                        # 20 % of each held-out identity (1 of 4)
+    assert counts["val_query_images"] == 2  # 20 % of each held-out identity (1 of 4)
     ds = load_dataset(tmp_path, "market1501_val")
     assert ds.val_source == "split" and ds.num_train_pids == 8
     assert {Path(p).name[:4] for p, _, _ in ds.val_query} == {"0001", "0002"}
@@ -87,8 +89,8 @@ def test_seed_split_tool_writes_a_loadable_val_dataset(tmp_path: Path) -> None:
 def test_msmt17_official_lists_and_split(tmp_path: Path) -> None:
     make_msmt_lists(tmp_path, "msmt17")
     ds = load_dataset(tmp_path, "msmt17", val_fraction=0)
-    assert ds.num_train_pids == 6 and len(ds.train) == 24             # list_train + list_val
-    assert {c for _, _, c in ds.train} == {0, 1, 10, 11}               # cameras 1,2,11,12 -> 0-based
+    assert ds.num_train_pids == 6 and len(ds.train) == 24  # list_train + list_val
+    assert {c for _, _, c in ds.train} == {0, 1, 10, 11}  # cameras 1,2,11,12 -> 0-based
     assert len(ds.query) == 4 and len(ds.gallery) == 8
     split_dataset(tmp_path, "msmt17", val_fraction=0.34)
     val = load_dataset(tmp_path, "msmt17_val")

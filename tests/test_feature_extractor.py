@@ -1,4 +1,5 @@
 """The one Re-ID feature extractor interface (reid/feature_extractor.py)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,8 +7,13 @@ import hashlib
 import numpy as np
 import pytest
 
-from reid.feature_extractor import (FeatureExtractor, OnnxFeatureExtractor, load_feature_extractor, preprocess,
-                                    register_loader)
+from reid.feature_extractor import (
+    FeatureExtractor,
+    OnnxFeatureExtractor,
+    load_feature_extractor,
+    preprocess,
+    register_loader,
+)
 from tests.conftest import shared_path
 
 
@@ -18,18 +24,25 @@ def _tiny_onnx(path, dim: int = 16, hw=(8, 4)) -> None:
 
     w = np.random.default_rng(0).normal(size=(3 * hw[0] * hw[1], dim)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Flatten", ["images"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "w"], ["output"])],
-        "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, hw[0], hw[1]])],
+        [
+            helper.make_node("Flatten", ["images"], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "w"], ["output"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, hw[0], hw[1]])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", dim])],
-        initializer=[numpy_helper.from_array(w, "w")])
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(path))
 
 
 def _crops(n: int, rng=np.random.default_rng(1)):
-    return [rng.integers(0, 256, size=(int(rng.integers(20, 200)), int(rng.integers(10, 90)), 3), dtype=np.uint8)
-            for _ in range(n)]
+    return [
+        rng.integers(0, 256, size=(int(rng.integers(20, 200)), int(rng.integers(10, 90)), 3), dtype=np.uint8)
+        for _ in range(n)
+    ]
 
 
 def test_onnx_extractor_follows_the_interface(tmp_path):
@@ -39,11 +52,11 @@ def test_onnx_extractor_follows_the_interface(tmp_path):
     assert isinstance(ex, FeatureExtractor)
     assert ex.dim == 16 and ex.fingerprint == hashlib.sha256(path.read_bytes()).hexdigest()
     crops = _crops(7)
-    feats = ex(crops)                                        # any crop size, several batches
+    feats = ex(crops)  # any crop size, several batches
     assert feats.shape == (7, 16) and feats.dtype == np.float32
     assert np.allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
     one_by_one = np.concatenate([ex([c]) for c in crops])
-    assert np.allclose(feats, one_by_one, atol=1e-5)         # batching changes nothing
+    assert np.allclose(feats, one_by_one, atol=1e-5)  # batching changes nothing
     assert ex([]).shape == (0, 16)
     with pytest.raises(ValueError, match="BGR"):
         ex([np.zeros((10, 10), np.uint8)])
@@ -51,7 +64,7 @@ def test_onnx_extractor_follows_the_interface(tmp_path):
 
 def test_preprocessing_is_rgb_imagenet_nchw():
     crop = np.zeros((4, 2, 3), np.uint8)
-    crop[..., 2] = 255                                       # pure red in BGR
+    crop[..., 2] = 255  # pure red in BGR
     x = preprocess([crop], (4, 2), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     assert x.shape == (1, 3, 4, 2)
     assert np.allclose(x[0, 0], (1 - 0.485) / 0.229) and np.allclose(x[0, 2], -0.406 / 0.225)

@@ -1,4 +1,5 @@
 """Matching rules of the gallery (reid/gallery.py), without Kafka."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,8 @@ def test_same_person_across_cameras_and_reentry_share_a_global_id():
     ev = feed(g, "A", 1, person=0, t0=0)
     assert [e["event"] for e in ev] == ["new"]
     feed(g, "A", 2, person=1, t0=0)
-    ev_b = feed(g, "B", 7, person=0, t0=10_000)               # other camera, later
-    ev_back = feed(g, "A", 9, person=0, t0=20_000)            # leaves camera A and comes back
+    ev_b = feed(g, "B", 7, person=0, t0=10_000)  # other camera, later
+    ev_back = feed(g, "A", 9, person=0, t0=20_000)  # leaves camera A and comes back
     assert ev_b[0]["event"] == "match" and ev_b[0]["matched_camera_id"] == "A" and ev_b[0]["similarity"] >= 0.6
     assert ev_back[0]["event"] == "match" and ev_back[0]["track_id"] == 9
     assert gid_of(g, "B", 7) == gid_of(g, "A", 1) == gid_of(g, "A", 9) == ev[0]["global_id"]

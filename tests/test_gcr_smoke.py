@@ -4,6 +4,7 @@ exported bundle (blur-skip G with a scattered payload) loads, protects, embeds a
 The images stay in ../shared/data; the test links a handful of them into a temporary folder
 dataset outside the repository (pytest's tmp_path).
 """
+
 from __future__ import annotations
 
 import csv
@@ -44,6 +45,7 @@ def _folder_dataset(root: Path) -> Path:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow  # a GCR training run and an export
 def test_gcr_smoke_run_exports_a_working_bundle(tmp_path):
     from anonymizer import load_bundle, load_recovery
     from training import engine
@@ -52,16 +54,63 @@ def test_gcr_smoke_run_exports_a_working_bundle(tmp_path):
 
     data_root = _folder_dataset(tmp_path / "data")
     run = tmp_path / "run"
-    cfg = load_config(None, [
-        "MODEL.MODE", "GCR", "MODEL.DEVICE", "cpu", "MODEL.NAME", "shufflenetv2_x0_5",
-        "MODEL.PRETRAIN_CHOICE", "none", "MODEL.NETG", "unet_256", "MODEL.NGF", "8", "MODEL.NDF", "8",
-        "MODEL.VAL_PERIOD", "1", "MODEL.VAL_R1", "-1.0", "MODEL.PSNR", "100.0", "MODEL.SSIM", "1.0",
-        "INPUT.IMG_SIZE", "[64, 32]", "DATASETS.NAMES", "folder:cuhk01_small_val",
-        "DATASETS.ROOT_DIR", str(data_root), "DATALOADER.NUM_WORKERS", "0",
-        "SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_EPOCHS", "2", "SOLVER.MAX_ITERS_PER_EPOCH", "2",
-        "SOLVER.WARMUP_EPOCHS", "0", "SOLVER.CPU_THREADS", "2", "TEST.IMS_PER_BATCH", "16",
-        "MODEL.G_WARMUP_ITERS", "3", "MODEL.G_SKIP_BLUR_SIGMA", "1.5", "MODEL.G_PAYLOAD_SCALE", "0.1",
-        "MODEL.C_INPUT_BLUR_SIGMA", "1.0", "OUTPUT_DIR", str(run)])
+    cfg = load_config(
+        None,
+        [
+            "MODEL.MODE",
+            "GCR",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.NAME",
+            "shufflenetv2_x0_5",
+            "MODEL.PRETRAIN_CHOICE",
+            "none",
+            "MODEL.NETG",
+            "unet_256",
+            "MODEL.NGF",
+            "8",
+            "MODEL.NDF",
+            "8",
+            "MODEL.VAL_PERIOD",
+            "1",
+            "MODEL.VAL_R1",
+            "-1.0",
+            "MODEL.PSNR",
+            "100.0",
+            "MODEL.SSIM",
+            "1.0",
+            "INPUT.IMG_SIZE",
+            "[64, 32]",
+            "DATASETS.NAMES",
+            "folder:cuhk01_small_val",
+            "DATASETS.ROOT_DIR",
+            str(data_root),
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "SOLVER.IMS_PER_BATCH",
+            "8",
+            "SOLVER.MAX_EPOCHS",
+            "2",
+            "SOLVER.MAX_ITERS_PER_EPOCH",
+            "2",
+            "SOLVER.WARMUP_EPOCHS",
+            "0",
+            "SOLVER.CPU_THREADS",
+            "2",
+            "TEST.IMS_PER_BATCH",
+            "16",
+            "MODEL.G_WARMUP_ITERS",
+            "3",
+            "MODEL.G_SKIP_BLUR_SIGMA",
+            "1.5",
+            "MODEL.G_PAYLOAD_SCALE",
+            "0.1",
+            "MODEL.C_INPUT_BLUR_SIGMA",
+            "1.0",
+            "OUTPUT_DIR",
+            str(run),
+        ],
+    )
     engine.train(cfg)
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert history[0]["epoch"] == 0 and history[0]["iterations"] == 3 and "G_l1" in history[0]["g_warmup"]
@@ -87,12 +136,15 @@ def test_gcr_smoke_run_exports_a_working_bundle(tmp_path):
     r = load_recovery(bundle_dir, tmp_path / "keys" / "recovery.key")
     assert r.recover([prot])[0].shape == crop.shape
     import yaml
+
     meta = yaml.safe_load((bundle_dir / "bundle.yaml").read_text())
     assert set(meta["metrics"]["image"]) == {"raw_desensitized", "raw_protected", "raw_recovered"}
     assert meta["training"]["upgrades"] and meta["dataset"]["name"] == "folder:cuhk01_small_val"
     assert meta["generator"]["spec"]["skip_blur_sigma"] == 1.5 and meta["recovery"]["generator"]["skip_blur_sigma"] == 0
-    assert meta["generator"]["spec"]["payload_role"] == "write" and meta["recovery"]["generator"]["payload_role"] == "read"
-    # C's input filter travels with C: the bundle rebuilds C with it (strict loading cannot tell, the filter has no weights)
+    assert meta["generator"]["spec"]["payload_role"] == "write"
+    assert meta["recovery"]["generator"]["payload_role"] == "read"
+    # C's input filter travels with C: the bundle rebuilds C with it (strict loading cannot tell, the filter has
+    # no weights)
     assert meta["reid"]["config"]["input_blur_sigma"] == 1.0 and b.runner.c.input_blur_sigma == 1.0
 
 
@@ -133,9 +185,27 @@ def test_generator_warm_up_fits_m_and_leaves_c_alone():
     from training.mode_gcr import GCRNets, _space, warm_up_generators
 
     torch.manual_seed(0)
-    cfg = load_config(None, ["MODEL.MODE", "GCR", "MODEL.DEVICE", "cpu", "MODEL.NAME", "shufflenetv2_x0_5",
-                             "MODEL.PRETRAIN_CHOICE", "none", "MODEL.NETG", "unet_256", "MODEL.NGF", "8",
-                             "INPUT.IMG_SIZE", "[64, 32]", "SOLVER.BASE_LR", "0.002"])
+    cfg = load_config(
+        None,
+        [
+            "MODEL.MODE",
+            "GCR",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.NAME",
+            "shufflenetv2_x0_5",
+            "MODEL.PRETRAIN_CHOICE",
+            "none",
+            "MODEL.NETG",
+            "unet_256",
+            "MODEL.NGF",
+            "8",
+            "INPUT.IMG_SIZE",
+            "[64, 32]",
+            "SOLVER.BASE_LR",
+            "0.002",
+        ],
+    )
     nets = GCRNets(cfg, num_classes=4)
     space = _space(cfg, torch.device("cpu"))
     raw = torch.randn(8, 3, 64, 32) * 0.5
@@ -166,9 +236,24 @@ def test_frozen_c_trains_g_only_and_needs_a_trained_c(tmp_path):
     from training.mode_gcr import GCRNets, _space, train_step
 
     torch.manual_seed(0)
-    common = ["MODEL.MODE", "GCR", "MODEL.DEVICE", "cpu", "MODEL.NAME", "shufflenetv2_x0_5",
-              "MODEL.NETG", "unet_256", "MODEL.NGF", "8", "MODEL.NDF", "8", "INPUT.IMG_SIZE", "[64, 32]",
-              "MODEL.FREEZE_C", "True"]
+    common = [
+        "MODEL.MODE",
+        "GCR",
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.NAME",
+        "shufflenetv2_x0_5",
+        "MODEL.NETG",
+        "unet_256",
+        "MODEL.NGF",
+        "8",
+        "MODEL.NDF",
+        "8",
+        "INPUT.IMG_SIZE",
+        "[64, 32]",
+        "MODEL.FREEZE_C",
+        "True",
+    ]
     with pytest.raises(ValueError, match="PRETRAIN_CHOICE self"):
         GCRNets(load_config(None, common + ["MODEL.PRETRAIN_CHOICE", "none"]), num_classes=4)
     base = build_model(load_config(None, common[:-2] + ["MODEL.PRETRAIN_CHOICE", "none"]), 4)
@@ -178,9 +263,11 @@ def test_frozen_c_trains_g_only_and_needs_a_trained_c(tmp_path):
     nets.train()
     nets.C.eval()
     reid_loss = ReidLoss(cfg, 4, nets.C.feat_dim)
-    opts = {"G": torch.optim.Adam(list(nets.G.parameters()) + list(nets.G_R.parameters()), lr=1e-3),
-            "D": torch.optim.Adam(list(nets.D1.parameters()) + list(nets.D2.parameters()), lr=1e-3),
-            "C": torch.optim.Adam(nets.C.parameters(), lr=1e-3)}  # present, yet it must not move C
+    opts = {
+        "G": torch.optim.Adam(list(nets.G.parameters()) + list(nets.G_R.parameters()), lr=1e-3),
+        "D": torch.optim.Adam(list(nets.D1.parameters()) + list(nets.D2.parameters()), lr=1e-3),
+        "C": torch.optim.Adam(nets.C.parameters(), lr=1e-3),
+    }  # present, yet it must not move C
     assert not any(p.requires_grad for p in nets.C.parameters())
     c_before = {k: v.clone() for k, v in nets.C.state_dict().items()}
     g_before = {k: v.clone() for k, v in nets.G.state_dict().items()}
@@ -202,9 +289,24 @@ def test_cross_kind_triplet_joins_c_loss_in_a_gcr_step():
     from training.losses import ReidLoss
     from training.mode_gcr import GCRNets, _space, train_step
 
-    common = ["MODEL.MODE", "GCR", "MODEL.DEVICE", "cpu", "MODEL.NAME", "shufflenetv2_x0_5",
-              "MODEL.PRETRAIN_CHOICE", "none", "MODEL.NETG", "unet_256", "MODEL.NGF", "8", "MODEL.NDF", "8",
-              "INPUT.IMG_SIZE", "[64, 32]"]
+    common = [
+        "MODEL.MODE",
+        "GCR",
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.NAME",
+        "shufflenetv2_x0_5",
+        "MODEL.PRETRAIN_CHOICE",
+        "none",
+        "MODEL.NETG",
+        "unet_256",
+        "MODEL.NGF",
+        "8",
+        "MODEL.NDF",
+        "8",
+        "INPUT.IMG_SIZE",
+        "[64, 32]",
+    ]
     raw = torch.randn(8, 3, 64, 32) * 0.5
     batch = {"raw": raw, "desensitized": raw * 0.5, "pid": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])}
     for extra, expect in (([], False), (["MODEL.CROSS_KIND_TRIPLET", "1.0"], True)):
@@ -213,9 +315,11 @@ def test_cross_kind_triplet_joins_c_loss_in_a_gcr_step():
         nets = GCRNets(cfg, num_classes=4)
         nets.train()
         reid_loss = ReidLoss(cfg, 4, nets.C.feat_dim)
-        opts = {"G": torch.optim.Adam(list(nets.G.parameters()) + list(nets.G_R.parameters()), lr=1e-3),
-                "D": torch.optim.Adam(list(nets.D1.parameters()) + list(nets.D2.parameters()), lr=1e-3),
-                "C": torch.optim.Adam(nets.C.parameters(), lr=1e-3)}
+        opts = {
+            "G": torch.optim.Adam(list(nets.G.parameters()) + list(nets.G_R.parameters()), lr=1e-3),
+            "D": torch.optim.Adam(list(nets.D1.parameters()) + list(nets.D2.parameters()), lr=1e-3),
+            "C": torch.optim.Adam(nets.C.parameters(), lr=1e-3),
+        }
         parts = train_step(cfg, nets, _space(cfg, torch.device("cpu")), reid_loss, opts, batch, torch.device("cpu"))
         assert ("C_cross" in parts) is expect
         if expect:
@@ -231,9 +335,26 @@ def test_a_run_can_start_from_another_runs_encoder_and_is_supervised_by_it(tmp_p
     from training.config import ConfigError, load_config
     from training.mode_gcr import GCRNets, _space, current_supervision, save_gcr_checkpoint
 
-    common = ["MODEL.MODE", "GCR", "MODEL.DEVICE", "cpu", "MODEL.NAME", "shufflenetv2_x0_5",
-              "MODEL.PRETRAIN_CHOICE", "none", "MODEL.NETG", "unet_256", "MODEL.NGF", "8", "MODEL.NDF", "8",
-              "INPUT.IMG_SIZE", "[64, 32]", "MODEL.G_SKIP_BLUR_SIGMA", "1.5"]
+    common = [
+        "MODEL.MODE",
+        "GCR",
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.NAME",
+        "shufflenetv2_x0_5",
+        "MODEL.PRETRAIN_CHOICE",
+        "none",
+        "MODEL.NETG",
+        "unet_256",
+        "MODEL.NGF",
+        "8",
+        "MODEL.NDF",
+        "8",
+        "INPUT.IMG_SIZE",
+        "[64, 32]",
+        "MODEL.G_SKIP_BLUR_SIGMA",
+        "1.5",
+    ]
     torch.manual_seed(0)
     first = GCRNets(load_config(None, common), num_classes=4)
     with torch.no_grad():  # a "trained" encoder: its residual is no longer zero
@@ -249,17 +370,24 @@ def test_a_run_can_start_from_another_runs_encoder_and_is_supervised_by_it(tmp_p
     nets.G.eval()
     raw = torch.randn(4, 3, 64, 32) * 0.5
     space = _space(cfg, torch.device("cpu"))
-    O = space.to_gan(raw)
+    o_gan = space.to_gan(raw)
     with torch.no_grad():
-        expected = first.G(O)
-        assert torch.allclose(nets.G(O), expected, atol=1e-6)
-    supervised = current_supervision(cfg, nets, space, O, {"desensitized": raw * 0.5}, torch.device("cpu"))
+        expected = first.G(o_gan)
+        assert torch.allclose(nets.G(o_gan), expected, atol=1e-6)
+    supervised = current_supervision(cfg, nets, space, o_gan, {"desensitized": raw * 0.5}, torch.device("cpu"))
     assert torch.allclose(supervised, expected, atol=1e-6)  # not M (raw * 0.5)
 
     with pytest.raises(ValueError, match="ngf 8 .this run: 16."):
         GCRNets(load_config(None, common + ["MODEL.NGF", "16", "MODEL.G_INIT_DIR", str(tmp_path / "first")]), 4)
-    save_gcr_checkpoint(tmp_path / "second" / "checkpoints" / "last", nets, torch.nn.Identity(), {}, 3, None,
-                        {"generator_spec": nets.g_spec.as_dict()})
+    save_gcr_checkpoint(
+        tmp_path / "second" / "checkpoints" / "last",
+        nets,
+        torch.nn.Identity(),
+        {},
+        3,
+        None,
+        {"generator_spec": nets.g_spec.as_dict()},
+    )
     with pytest.raises(ValueError, match="payload scale 0.1 seed 0 .this run: no payload"):  # a code is never dropped
         GCRNets(load_config(None, common + ["MODEL.G_INIT_DIR", str(tmp_path / "second")]), 4)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):

@@ -1,5 +1,6 @@
 """SIGTERM in the middle of a run: playable files, complete summaries, exit 0 in bounded time; the
 metrics endpoint of a running pipeline parses and its counters move."""
+
 from __future__ import annotations
 
 import json
@@ -18,17 +19,27 @@ from tests.conftest import REPO_ROOT
 from tests.test_rtsp import _free_port, rtsp_camera  # noqa: F401  (fixture: a real GStreamer RTSP camera)
 from tests.video_utils import video_stream
 
+pytestmark = pytest.mark.slow  # each test starts the pipeline in a subprocess and waits for it: 25-30 s
+
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(REPO_ROOT / "run_pipeline.py"), *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "YOLO_OFFLINE": "1"})
+    return subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "run_pipeline.py"), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "YOLO_OFFLINE": "1"},
+    )
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple], float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def _wait_for(predicate, timeout_s: float, what: str, proc: subprocess.Popen):
@@ -62,8 +73,23 @@ def _check_stopped_cleanly(proc: subprocess.Popen, out: Path, camera: str, sent_
 @pytest.mark.timeout(240)
 def test_sigterm_on_a_file_leaves_playable_output_and_a_complete_summary(tmp_path, vtest):
     out = tmp_path / "out"
-    proc = _start(["--source", str(vtest), "--output", str(out), "--detector", "hog", "--anonymizer", "mosaic",
-                   "LOG.PROGRESS", "False", "RUN.STOP_TIMEOUT_S", "20"], tmp_path)
+    proc = _start(
+        [
+            "--source",
+            str(vtest),
+            "--output",
+            str(out),
+            "--detector",
+            "hog",
+            "--anonymizer",
+            "mosaic",
+            "LOG.PROGRESS",
+            "False",
+            "RUN.STOP_TIMEOUT_S",
+            "20",
+        ],
+        tmp_path,
+    )
     obs = out / "vtest.observations.jsonl"
     _wait_for(lambda: obs.is_file() and len(obs.read_text().splitlines()) > 20, 180, "observations", proc)
     sent = time.monotonic()
@@ -79,9 +105,27 @@ def test_live_camera_metrics_move_then_sigterm_stops_it(rtsp_camera, tmp_path): 
     url, _ = rtsp_camera
     port = _free_port()
     out = tmp_path / "out"
-    proc = _start(["--source", url, "--camera-id", "door", "--output", str(out), "--detector", "hog",
-                   "--anonymizer", "mosaic", "--metrics-port", str(port), "LOG.PROGRESS", "False",
-                   "PRIVACY.MOTION_NET", "off"], tmp_path)
+    proc = _start(
+        [
+            "--source",
+            url,
+            "--camera-id",
+            "door",
+            "--output",
+            str(out),
+            "--detector",
+            "hog",
+            "--anonymizer",
+            "mosaic",
+            "--metrics-port",
+            str(port),
+            "LOG.PROGRESS",
+            "False",
+            "PRIVACY.MOTION_NET",
+            "off",
+        ],
+        tmp_path,
+    )
     key = ("privreid_frames_processed_total", (("camera", "door"),))
     first = _wait_for(lambda: (m := _scrape(port)).get(key, 0) > 0 and m, 120, "processed frames in /metrics", proc)
     second = _wait_for(lambda: (m := _scrape(port))[key] > first[key] and m, 60, "the counter to move", proc)

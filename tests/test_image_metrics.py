@@ -1,4 +1,5 @@
 """PSNR/SSIM conventions of METHOD.md: set-level PSNR, Gaussian-window SSIM, numpy == torch."""
+
 from __future__ import annotations
 
 import math
@@ -9,7 +10,13 @@ import torch
 
 from anonymizer.baselines import mosaic
 from anonymizer.image_metrics import (
-    ImageMetricMeter, psnr_from_mse, psnr_torch, psnr_uint8, set_metrics_uint8, ssim_torch, ssim_uint8,
+    ImageMetricMeter,
+    psnr_from_mse,
+    psnr_torch,
+    psnr_uint8,
+    set_metrics_uint8,
+    ssim_torch,
+    ssim_uint8,
 )
 
 
@@ -17,6 +24,7 @@ def _img(seed: int, shape=(160, 60, 3)) -> np.ndarray:
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, (shape[0] // 8 + 1, shape[1] // 8 + 1, shape[2]), dtype=np.uint8)
     import cv2
+
     return cv2.resize(base, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
 
 
@@ -28,7 +36,7 @@ def test_identical_images_are_perfect():
 
 def test_psnr_matches_formula():
     a = np.zeros((10, 10, 3), np.uint8)
-    b = np.full((10, 10, 3), 51, np.uint8)            # 0.2 on [0, 1] → MSE 0.04
+    b = np.full((10, 10, 3), 51, np.uint8)  # 0.2 on [0, 1] → MSE 0.04
     assert psnr_uint8(a, b) == pytest.approx(10 * math.log10(1 / 0.04), rel=1e-6)
 
 
@@ -38,7 +46,7 @@ def test_ssim_orders_degradations():
     light = np.clip(a.astype(int) + rng.normal(0, 5, a.shape), 0, 255).astype(np.uint8)
     heavy = np.clip(a.astype(int) + rng.normal(0, 60, a.shape), 0, 255).astype(np.uint8)
     assert 1.0 > ssim_uint8(a, light) > ssim_uint8(a, heavy) > -1.0
-    assert ssim_uint8(a, light) == pytest.approx(ssim_uint8(light, a), abs=1e-6)   # symmetric
+    assert ssim_uint8(a, light) == pytest.approx(ssim_uint8(light, a), abs=1e-6)  # symmetric
     assert ssim_uint8(a, mosaic(a, 24)) < ssim_uint8(a, mosaic(a, 4))
 
 
@@ -46,7 +54,7 @@ def test_set_psnr_pools_mse_not_psnr():
     a = [np.zeros((8, 8, 3), np.uint8)] * 2
     b = [np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 255, np.uint8)]
     # one perfect pair (inf dB) and one maximally wrong pair: pooled MSE 0.5 → 3.01 dB, not inf
-    m = set_metrics_uint8(zip(a, b))
+    m = set_metrics_uint8(zip(a, b, strict=True))
     assert m["psnr"] == pytest.approx(psnr_from_mse(0.5))
 
 

@@ -1,5 +1,6 @@
 """Live cameras come back: a real GStreamer RTSP server is killed and restarted, and the source and
 the pipeline resume without a restart of their own."""
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,21 @@ class RestartableCamera:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([str(SYSTEM_PYTHON), str(REPO_ROOT / "tests" / "rtsp_server.py"), "--file",
-                                      str(vtest_path()), "--port", str(self.port), "--mount", "/cam"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [
+                str(SYSTEM_PYTHON),
+                str(REPO_ROOT / "tests" / "rtsp_server.py"),
+                "--file",
+                str(vtest_path()),
+                "--port",
+                str(self.port),
+                "--mount",
+                "/cam",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         line = self.proc.stdout.readline().strip()
         assert line.startswith("READY"), f"RTSP server did not start: {line}"
 
@@ -62,11 +75,13 @@ def test_backoff_doubles_to_its_cap_with_jitter_and_logs_each_level_once():
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow  # 35 s of outages alone
 def test_source_resumes_within_5_s_after_outages_of_5_and_30_s(camera):
     # a 1 s cap: the 5 s budget also pays for the server's own start (GStreamer builds its pipeline on the
     # first request) and a busy CI machine; the default cap (2 s) is for real cameras
-    source = LiveSource(camera.url, "door", reconnect_attempts=2, reconnect_delay_s=0.5, reconnect_max_delay_s=1.0,
-                        read_timeout_s=5.0).open()
+    source = LiveSource(
+        camera.url, "door", reconnect_attempts=2, reconnect_delay_s=0.5, reconnect_max_delay_s=1.0, read_timeout_s=5.0
+    ).open()
     arrivals: list[float] = []
     failure: list[BaseException] = []
 
@@ -105,6 +120,7 @@ def test_source_resumes_within_5_s_after_outages_of_5_and_30_s(camera):
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow  # 120 live frames and a 5 s outage
 def test_pipeline_camera_survives_an_outage_and_notes_the_gap(camera, tmp_path):
     def outage() -> None:
         time.sleep(4.0)
@@ -114,10 +130,30 @@ def test_pipeline_camera_survives_an_outage_and_notes_the_gap(camera, tmp_path):
 
     t = threading.Thread(target=outage, daemon=True)
     t.start()
-    code = run_pipeline.main(["--source", camera.url, "--camera-id", "door", "--output", str(tmp_path),
-                              "--detector", "hog", "--anonymizer", "mosaic", "--max-frames", "120",
-                              "LOG.PROGRESS", "False", "PRIVACY.MOTION_NET", "off",
-                              "SOURCE.RECONNECT_DELAY_S", "0.5", "SOURCE.READ_TIMEOUT_S", "5"])
+    code = run_pipeline.main(
+        [
+            "--source",
+            camera.url,
+            "--camera-id",
+            "door",
+            "--output",
+            str(tmp_path),
+            "--detector",
+            "hog",
+            "--anonymizer",
+            "mosaic",
+            "--max-frames",
+            "120",
+            "LOG.PROGRESS",
+            "False",
+            "PRIVACY.MOTION_NET",
+            "off",
+            "SOURCE.RECONNECT_DELAY_S",
+            "0.5",
+            "SOURCE.READ_TIMEOUT_S",
+            "5",
+        ]
+    )
     t.join()
     assert code == 0
     summary = json.loads((tmp_path / "door.summary.json").read_text())
@@ -129,6 +165,7 @@ def test_pipeline_camera_survives_an_outage_and_notes_the_gap(camera, tmp_path):
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow  # two live cameras, 150 frames, a 5 s outage
 def test_two_cameras_one_drops_the_other_is_unaffected(tmp_path):
     steady, flaky = RestartableCamera(), RestartableCamera()
     steady.start()
@@ -146,11 +183,36 @@ def test_two_cameras_one_drops_the_other_is_unaffected(tmp_path):
     t = threading.Thread(target=outage, daemon=True)
     t.start()
     try:
-        code = run_pipeline.main(["--source", steady.url, "--source", flaky.url, "--camera-id", "steady",
-                                  "--camera-id", "flaky", "--output", str(tmp_path), "--detector", "hog",
-                                  "--anonymizer", "mosaic", "--max-frames", "150", "LOG.PROGRESS", "False",
-                                  "PRIVACY.MOTION_NET", "off", "DETECTOR.HOG_UPSCALE", "1.0",
-                                  "SOURCE.RECONNECT_DELAY_S", "0.5", "SOURCE.READ_TIMEOUT_S", "5"])
+        code = run_pipeline.main(
+            [
+                "--source",
+                steady.url,
+                "--source",
+                flaky.url,
+                "--camera-id",
+                "steady",
+                "--camera-id",
+                "flaky",
+                "--output",
+                str(tmp_path),
+                "--detector",
+                "hog",
+                "--anonymizer",
+                "mosaic",
+                "--max-frames",
+                "150",
+                "LOG.PROGRESS",
+                "False",
+                "PRIVACY.MOTION_NET",
+                "off",
+                "DETECTOR.HOG_UPSCALE",
+                "1.0",
+                "SOURCE.RECONNECT_DELAY_S",
+                "0.5",
+                "SOURCE.READ_TIMEOUT_S",
+                "5",
+            ]
+        )
         t.join()
     finally:
         steady.kill()
@@ -162,5 +224,7 @@ def test_two_cameras_one_drops_the_other_is_unaffected(tmp_path):
     assert a["reconnects"] == 0 and a["gaps"] == []
     assert b["reconnects"] == 1
     # the steady camera kept producing output while the other was away
-    stamps = [json.loads(line)["timestamp_ms"] for line in (tmp_path / "steady.observations.jsonl").read_text().splitlines()]
+    stamps = [
+        json.loads(line)["timestamp_ms"] for line in (tmp_path / "steady.observations.jsonl").read_text().splitlines()
+    ]
     assert any(window["lost"] + 1000 < ts < window["back"] - 1000 for ts in stamps)

@@ -4,6 +4,7 @@ Half a minute cannot show a slow leak; it shows that the soak itself works (serv
 scrapes, memory samples, graceful stop, the results JSON), so that the 10-minute run is not the
 first time it is tried, and that the pipeline comes back from a camera outage under load.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,6 +16,8 @@ import pytest
 from tests.conftest import REPO_ROOT, vtest_path
 from tests.test_rtsp import _gst_available
 
+pytestmark = pytest.mark.slow  # a half-minute soak
+
 
 @pytest.mark.timeout(180)
 def test_half_minute_soak_reconnects_camera_b_and_reports_memory(tmp_path):
@@ -22,9 +25,23 @@ def test_half_minute_soak_reconnects_camera_b_and_reports_memory(tmp_path):
         pytest.skip("needs Debian's python3-gi and gir1.2-gst-rtsp-server-1.0 (scripts/setup.sh installs them)")
     vtest_path()  # skips without OpenCV's sample video
     out = tmp_path / "soak"
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "live_soak.py"), "--minutes", "0.5",
-                           "--outage-s", "4", "--out", str(out)],
-                          check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=170)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "benchmarks" / "live_soak.py"),
+            "--minutes",
+            "0.5",
+            "--outage-s",
+            "4",
+            "--out",
+            str(out),
+        ],
+        check=False,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "live_soak.json").read_text())  # standard JSON: no NaN
     assert result["benchmark"] == "live_soak" and result["command"].startswith("python benchmarks/live_soak.py")

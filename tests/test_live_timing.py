@@ -7,6 +7,7 @@ what recovery pairs by. The sources here carry their own frame number as a barco
 read which source frame each output frame shows. Real ffmpeg, a real GStreamer RTSP server, the
 real HOG detector; the only injected fault is a slow detector (to make the camera fall behind).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ from tests.test_bundle import make_tiny_bundle
 from tests.test_rtsp import SYSTEM_PYTHON, _free_port, _gst_available
 from tests.video_utils import load_jsonl, read_frames, video_stream
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
-                                reason="needs ffmpeg and ffprobe")
+pytestmark = pytest.mark.skipif(
+    shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None, reason="needs ffmpeg and ffprobe"
+)
 
 BITS, BAR_H = 10, 24  # the barcode: BITS blocks along the bottom edge (grass in vtest, where nobody walks early on)
 
@@ -46,7 +48,7 @@ def draw_code(image: np.ndarray, number: int) -> np.ndarray:
     h, w = image.shape[:2]
     block = w // BITS
     for bit in range(BITS):
-        image[h - BAR_H:h, bit * block:(bit + 1) * block] = 255 if (number >> bit) & 1 else 0
+        image[h - BAR_H : h, bit * block : (bit + 1) * block] = 255 if (number >> bit) & 1 else 0
     return image
 
 
@@ -56,7 +58,7 @@ def read_code(image: np.ndarray) -> int | None:
     block = w // BITS
     number = 0
     for bit in range(BITS):
-        mean = float(image[h - BAR_H + 6:h - 6, bit * block + block // 4:(bit + 1) * block - block // 4].mean())
+        mean = float(image[h - BAR_H + 6 : h - 6, bit * block + block // 4 : (bit + 1) * block - block // 4].mean())
         if 60 < mean < 195:
             return None
         number |= int(mean >= 195) << bit
@@ -88,17 +90,18 @@ def _cfg(*overrides: str):
 
 # ---- the placement rule ---------------------------------------------------------------------------------
 
+
 def test_wallclock_timeline_places_frames_by_capture_time():
     t = WallClockTimeline(10.0, max_fill_s=2.0, late_s=0.2)
     placed = {ts: t.place(ts) for ts in (1_000, 1_100, 1_200)}
     assert [p.output_frame for p in placed.values()] == [0, 1, 2]
-    gap = t.place(1_500)                      # frames at 1.3 s and 1.4 s were dropped: their slots repeat 1.2 s
+    gap = t.place(1_500)  # frames at 1.3 s and 1.4 s were dropped: their slots repeat 1.2 s
     assert (gap.output_frame, gap.repeats_before, gap.jumped) == (5, 2, False)
-    assert t.place(1_540).output_frame == 6   # a burst: a little late is kept ...
+    assert t.place(1_540).output_frame == 6  # a burst: a little late is kept ...
     assert t.place(1_560).output_frame == 7
     assert t.place(1_570).output_frame is None  # ... until it would run ahead of the clock by more than 0.2 s
-    assert t.place(1_800).output_frame == 8   # back on time, nothing lost
-    outage = t.place(60_000)                  # a long outage: 2 s of the last picture, then the video jumps
+    assert t.place(1_800).output_frame == 8  # back on time, nothing lost
+    outage = t.place(60_000)  # a long outage: 2 s of the last picture, then the video jumps
     assert (outage.output_frame, outage.repeats_before, outage.jumped) == (29, 20, True)
     assert t.place(60_100).output_frame == 30  # and keeps time from there
     assert t.place(30_000).output_frame == 31  # a clock stepped back: carries on instead of dropping everything
@@ -121,22 +124,40 @@ def test_live_sink_repeats_redacted_pictures_and_says_where_they_landed(tmp_path
     sink.close()
     redactor.close()
     assert returned == [0, 1, 4, 5, 6, None, 7, 13, 14]
-    assert told == [(0, 0, 0), (1, 1, 2), (2, 4, 0), (3, 5, 0), (4, 6, 0), (5, None, 0), (6, 7, 5), (7, 13, 0),
-                    (8, 14, 0)]
+    assert told == [
+        (0, 0, 0),
+        (1, 1, 2),
+        (2, 4, 0),
+        (3, 5, 0),
+        (4, 6, 0),
+        (5, None, 0),
+        (6, 7, 5),
+        (7, 13, 0),
+        (8, 14, 0),
+    ]
     shown = [read_code(f) for f in read_frames(tmp_path / "cam.mp4")]
     assert shown == [0, 1, 1, 1, 2, 3, 4, 6, 6, 6, 6, 6, 6, 7, 8]
     assert sink.output_frames == len(shown) == sink.frames_written
-    assert sink.timing_summary() == {"output_timing": "wallclock", "repeated_frames": 7, "left_out_frames": 1,
-                                     "timing_jumps": 1}
+    assert sink.timing_summary() == {
+        "output_timing": "wallclock",
+        "repeated_frames": 7,
+        "left_out_frames": 1,
+        "timing_jumps": 1,
+    }
 
 
 def test_observations_are_cut_by_output_frame(tmp_path):
     """After an encoder failure the log is cut after the last output frame in the file; a frame left
     out of the video (output_frame null) before the cut claims nothing and stays."""
     log = tmp_path / "cam.observations.jsonl"
-    records = [{"frame_index": 0, "output_frame": 0}, {"frame_index": 3, "output_frame": 4},
-               {"frame_index": 4, "output_frame": None}, {"frame_index": 5, "output_frame": 5},
-               {"frame_index": 6, "output_frame": None}, {"frame_index": 7, "output_frame": 6}]
+    records = [
+        {"frame_index": 0, "output_frame": 0},
+        {"frame_index": 3, "output_frame": 4},
+        {"frame_index": 4, "output_frame": None},
+        {"frame_index": 5, "output_frame": 5},
+        {"frame_index": 6, "output_frame": None},
+        {"frame_index": 7, "output_frame": 6},
+    ]
     log.write_text("".join(json.dumps(r) + "\n" for r in records))
     removed = truncate_jsonl_after(log, 4, key="output_frame")
     assert removed == records[3:]
@@ -145,6 +166,7 @@ def test_observations_are_cut_by_output_frame(tmp_path):
 
 # ---- (a) the probe: a live camera that falls behind ------------------------------------------------------
 
+
 @pytest.fixture
 def coded_camera(tmp_path_factory):
     """A real RTSP camera (GStreamer) streaming the barcoded clip once, at 10 fps."""
@@ -152,9 +174,21 @@ def coded_camera(tmp_path_factory):
         pytest.skip("needs Debian's python3-gi and gir1.2-gst-rtsp-server-1.0 (scripts/setup.sh installs them)")
     clip = coded_clip(tmp_path_factory.mktemp("coded") / "coded.avi", 150)
     port = _free_port()
-    proc = subprocess.Popen([str(SYSTEM_PYTHON), str(REPO_ROOT / "tests" / "rtsp_server.py"), "--file", str(clip),
-                             "--port", str(port), "--mount", "/coded"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            str(SYSTEM_PYTHON),
+            str(REPO_ROOT / "tests" / "rtsp_server.py"),
+            "--file",
+            str(clip),
+            "--port",
+            str(port),
+            "--mount",
+            "/coded",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     line = proc.stdout.readline().strip()
     if not line.startswith("READY"):
         proc.kill()
@@ -178,10 +212,17 @@ class SlowDetector:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow  # 80 frames at 0.25 s each
 def test_live_camera_that_falls_behind_keeps_time_and_every_observation_names_its_picture(coded_camera, tmp_path):
     cfg = _cfg("SOURCE.QUEUE_SIZE", "1", "DETECTOR.BATCH", "1", "PRIVACY.MOTION_NET", "off")
-    pipe = Pipeline(cfg, [CameraSpec("door", coded_camera)], tmp_path, SlowDetector(0.25),
-                    BaselineAnonymizer("mosaic"), max_frames=80)
+    pipe = Pipeline(
+        cfg,
+        [CameraSpec("door", coded_camera)],
+        tmp_path,
+        SlowDetector(0.25),
+        BaselineAnonymizer("mosaic"),
+        max_frames=80,
+    )
     s = pipe.run()["door"]
     assert s["error"] is None, s["error"]
     assert s["dropped_frames"] > 0, "the camera never fell behind: nothing was tested"
@@ -220,10 +261,17 @@ def test_live_camera_that_falls_behind_keeps_time_and_every_observation_names_it
 @pytest.mark.timeout(240)
 def test_live_timing_frames_writes_each_processed_frame_once(coded_camera, tmp_path):
     """OUTPUT.LIVE_TIMING frames: the old behaviour, every processed frame once, at its next output frame."""
-    cfg = _cfg("SOURCE.QUEUE_SIZE", "1", "DETECTOR.BATCH", "1", "PRIVACY.MOTION_NET", "off",
-               "OUTPUT.LIVE_TIMING", "frames")
-    s = Pipeline(cfg, [CameraSpec("door", coded_camera)], tmp_path, SlowDetector(0.25),
-                 BaselineAnonymizer("mosaic"), max_frames=25).run()["door"]
+    cfg = _cfg(
+        "SOURCE.QUEUE_SIZE", "1", "DETECTOR.BATCH", "1", "PRIVACY.MOTION_NET", "off", "OUTPUT.LIVE_TIMING", "frames"
+    )
+    s = Pipeline(
+        cfg,
+        [CameraSpec("door", coded_camera)],
+        tmp_path,
+        SlowDetector(0.25),
+        BaselineAnonymizer("mosaic"),
+        max_frames=25,
+    ).run()["door"]
     assert s["error"] is None and s["frames"] == s["frames_processed"]
     shown = [read_code(f) for f in read_frames(tmp_path / "door.mp4")]
     known = [c for c in shown if c is not None]
@@ -264,15 +312,28 @@ def dropped_run(tmp_path_factory):
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (W, H))
     rng = np.random.default_rng(1)
     # smooth pictures: the codec barely changes them, so a restored region stands out from the rest
-    pictures = {k: cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (W, H), interpolation=cv2.INTER_CUBIC)
-                for k in placement}
+    pictures = {
+        k: cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (W, H), interpolation=cv2.INTER_CUBIC)
+        for k in placement
+    }
     for n in range(frames):
         k = next(k for k, (first, rep) in placement.items() if first is not None and first <= n <= first + rep)
         writer.write(pictures[k])
     writer.release()
-    lines = [{"frame_index": k, "timestamp_ms": 1_000 + 100 * k, "track_id": 1, "box": _box(k), "region": _box(k),
-              "kind": "person", "protected": True, "output_frame": first, "output_repeats": rep}
-             for k, (first, rep) in placement.items()]
+    lines = [
+        {
+            "frame_index": k,
+            "timestamp_ms": 1_000 + 100 * k,
+            "track_id": 1,
+            "box": _box(k),
+            "region": _box(k),
+            "kind": "person",
+            "protected": True,
+            "output_frame": first,
+            "output_repeats": rep,
+        }
+        for k, (first, rep) in placement.items()
+    ]
     obs = root / "cam.observations.jsonl"
     obs.write_text("".join(json.dumps(x) + "\n" for x in lines))
     sidecar = root / "cam.crops"
@@ -285,9 +346,24 @@ def dropped_run(tmp_path_factory):
 
 def _recover(run, out: Path, *extra: str) -> list[np.ndarray]:
     root, bundle, video, obs, *_ = run
-    rc = recover_main(["--bundle", str(bundle), "--key-file", str(root / "right.key"), "--video", str(video),
-                       "--observations", str(obs), "--output", str(out), "--audit-log", str(out.with_suffix(".log")),
-                       "--quiet", *extra])
+    rc = recover_main(
+        [
+            "--bundle",
+            str(bundle),
+            "--key-file",
+            str(root / "right.key"),
+            "--video",
+            str(video),
+            "--observations",
+            str(obs),
+            "--output",
+            str(out),
+            "--audit-log",
+            str(out.with_suffix(".log")),
+            "--quiet",
+            *extra,
+        ]
+    )
     assert rc == 0
     return read_frames(out)
 
@@ -299,8 +375,9 @@ def test_recovery_after_drops_restores_each_crop_on_its_own_frames(dropped_run, 
     restored = _recover(dropped_run, out, *(["--sidecar", str(sidecar)] if with_sidecar else []))
     original = read_frames(video)
     assert len(restored) == len(original) == frames
-    expected = {n: k for k, (first, rep) in placement.items() if first is not None
-                for n in range(first, first + rep + 1)}
+    expected = {
+        n: k for k, (first, rep) in placement.items() if first is not None for n in range(first, first + rep + 1)
+    }
     assert sorted(expected) == list(range(frames))
     for n in range(frames):
         k = expected[n]
@@ -317,10 +394,22 @@ def test_recovery_of_an_old_log_pairs_by_position_and_warns_when_frames_were_dro
     root, bundle, video, obs, *_ = dropped_run
     old = tmp_path / "old.observations.jsonl"
     lines = [json.loads(line) for line in obs.read_text().splitlines()]
-    old.write_text("".join(json.dumps({k: v for k, v in x.items() if not k.startswith("output_")}) + "\n"
-                           for x in lines))
-    args = ["--bundle", str(bundle), "--key-file", str(root / "right.key"), "--video", str(video),
-            "--observations", str(old), "--audit-log", str(tmp_path / "audit.jsonl"), "--quiet"]
+    old.write_text(
+        "".join(json.dumps({k: v for k, v in x.items() if not k.startswith("output_")}) + "\n" for x in lines)
+    )
+    args = [
+        "--bundle",
+        str(bundle),
+        "--key-file",
+        str(root / "right.key"),
+        "--video",
+        str(video),
+        "--observations",
+        str(old),
+        "--audit-log",
+        str(tmp_path / "audit.jsonl"),
+        "--quiet",
+    ]
     with caplog.at_level(logging.WARNING, logger="anonymizer.recover"):
         assert recover_main(args + ["--output", str(tmp_path / "rec.mp4")]) == 0
     warned = [r.getMessage() for r in caplog.records if "output_frame" in r.getMessage()]
@@ -330,22 +419,45 @@ def test_recovery_of_an_old_log_pairs_by_position_and_warns_when_frames_were_dro
     assert _changed(original[4], restored[4], _box(4)) > 3 * _changed(original[4], restored[4], _box(3))
     caplog.clear()
     fits = tmp_path / "fits.observations.jsonl"  # a log that names no frame beyond the video: no warning
-    fits.write_text("".join(json.dumps({k: v for k, v in x.items() if not k.startswith("output_")}) + "\n"
-                                  for x in lines if x["frame_index"] < 5))
+    fits.write_text(
+        "".join(
+            json.dumps({k: v for k, v in x.items() if not k.startswith("output_")}) + "\n"
+            for x in lines
+            if x["frame_index"] < 5
+        )
+    )
     with caplog.at_level(logging.WARNING, logger="anonymizer.recover"):
-        assert recover_main([a if a != str(old) else str(fits) for a in args]
-                            + ["--output", str(tmp_path / "rec2.mp4")]) == 0
+        assert (
+            recover_main([a if a != str(old) else str(fits) for a in args] + ["--output", str(tmp_path / "rec2.mp4")])
+            == 0
+        )
     assert not [r for r in caplog.records if "output_frame" in r.getMessage()]
 
 
 # ---- (c) files: frame for frame, as before -----------------------------------------------------------------
 
+
 def test_file_output_frame_i_is_input_frame_i(tmp_path):
     clip = coded_clip(tmp_path / "coded.avi", 30, scale=0.5)
     out = tmp_path / "out"
-    code = run_pipeline.main(["--source", str(clip), "--output", str(out), "--detector", "hog", "--anonymizer",
-                              "mosaic", "LOG.PROGRESS", "False", "PRIVACY.MOTION_NET", "off",
-                              "OUTPUT.LIVE_TIMING", "wallclock"])  # live only: a file ignores it
+    code = run_pipeline.main(
+        [
+            "--source",
+            str(clip),
+            "--output",
+            str(out),
+            "--detector",
+            "hog",
+            "--anonymizer",
+            "mosaic",
+            "LOG.PROGRESS",
+            "False",
+            "PRIVACY.MOTION_NET",
+            "off",
+            "OUTPUT.LIVE_TIMING",
+            "wallclock",
+        ]
+    )  # live only: a file ignores it
     assert code == 0
     s = json.loads((out / "coded.summary.json").read_text())
     assert s["frames"] == s["frames_processed"] == 30

@@ -1,5 +1,6 @@
 """A matcher that trusts nothing it did not configure: each probe of a hostile writer of the
 features topic, reproduced against a real broker (tansu), and what the service does instead."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.message_auth import AuthConfigError, Signer, Verifier, compute_mac, load_key_file
-from stream.schema import MAX_TIMESTAMP_MS
 from tests.kafka_fixtures import make_service_cfg, read_all, read_jsonl
 from tests.test_matching_service import FP_ANON, FP_REID, MODEL, T0, Runner, _noisy, _person, _producer, _raw
+from transport.message_auth import AuthConfigError, Signer, Verifier, compute_mac, load_key_file
+from transport.schema import MAX_TIMESTAMP_MS
 
 REPO = Path(__file__).resolve().parents[1]
 ASSIGN = {"new", "match"}
@@ -32,6 +33,7 @@ def _write_key(path: Path, key_id: str, secret_hex: str, mode: int = 0o600) -> P
 
 # ---------------------------------------------------------------------------------------- fingerprint
 
+
 @pytest.mark.timeout(120)
 def test_forged_fingerprint_sent_first_does_not_lock_out_the_real_cameras(kafka_broker, fresh_topic, tmp_path):
     rng = np.random.default_rng(10)
@@ -39,13 +41,18 @@ def test_forged_fingerprint_sent_first_does_not_lock_out_the_real_cameras(kafka_
     p.send(fresh_topic, key=b"cam0", value=_raw("cam0", 99, 0, T0, _noisy(_person(1), rng), fp="ee" * 32))
     for k in range(10):
         for f in range(2):
-            p.send(fresh_topic, key=b"cam0", value=_raw("cam0", k, 10 * k + f, T0 + 1000 * k + 40 * f,
-                                                        _noisy(_person(20 + k), rng)))
+            p.send(
+                fresh_topic,
+                key=b"cam0",
+                value=_raw("cam0", k, 10 * k + f, T0 + 1000 * k + 40 * f, _noisy(_person(20 + k), rng)),
+            )
     p.flush()
     p.close()
     from reid.service import MatchingService
+
     summary = MatchingService(kafka_broker.bootstrap, make_service_cfg(fresh_topic, tmp_path, *MODEL)).run(
-        exit_when_idle_s=1.5)
+        exit_when_idle_s=1.5
+    )
     assert summary["observations"] == 20 and summary["dlq"] == 1
     assert _dlq_reasons(kafka_broker.bootstrap, fresh_topic, 1) == ["fingerprint_mismatch"]
     events = read_jsonl(tmp_path / "matches.jsonl")
@@ -59,18 +66,25 @@ def test_service_without_a_configured_model_refuses_to_start(tmp_path):
     from reid.service import MatchingService
     from reid.trust import TrustConfigError
 
-    out = subprocess.run([sys.executable, "-m", "reid.service", "--bootstrap", "127.0.0.1:9", "--exit-when-idle", "1"],
-                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "reid.service", "--bootstrap", "127.0.0.1:9", "--exit-when-idle", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2, out.stdout + out.stderr
     assert "MATCHER.REID_FINGERPRINT" in out.stderr and "does not learn it from the input" in out.stderr
     with pytest.raises(TrustConfigError, match="EMBEDDING_DIM"):  # a fingerprint alone does not say the dimension
-        MatchingService("127.0.0.1:9", build_config(get_service_defaults(), None,
-                                                    ["MATCHER.REID_FINGERPRINT", repr(FP_REID)]))
+        MatchingService(
+            "127.0.0.1:9", build_config(get_service_defaults(), None, ["MATCHER.REID_FINGERPRINT", repr(FP_REID)])
+        )
     with pytest.raises(TrustConfigError, match="disagree"):
         model = tmp_path / "reid.onnx"
         model.write_bytes(b"not the model of the fingerprint")
-        MatchingService("127.0.0.1:9", build_config(get_service_defaults(), None, [
-            *MODEL, "MATCHER.REID_MODEL", repr(str(model))]))
+        MatchingService(
+            "127.0.0.1:9", build_config(get_service_defaults(), None, [*MODEL, "MATCHER.REID_MODEL", repr(str(model))])
+        )
 
 
 def test_bundle_gives_fingerprint_and_dimension(tmp_path):
@@ -82,8 +96,13 @@ def test_bundle_gives_fingerprint_and_dimension(tmp_path):
     from configs.service_defaults import get_service_defaults
     from reid.trust import resolve_model
 
-    meta = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "files": {C_FILE: "ab" * 32},
-            "reid": {"name": "osnet", "embed_dim": 256}, "input": {"height": 256, "width": 128}}
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "files": {C_FILE: "ab" * 32},
+        "reid": {"name": "osnet", "embed_dim": 256},
+        "input": {"height": 256, "width": 128},
+    }
     (tmp_path / "bundle.yaml").write_text(yaml.safe_dump(meta))
     before = (tmp_path / "bundle.yaml").stat().st_mtime_ns
     cfg = build_config(get_service_defaults(), None, ["MATCHER.BUNDLE", repr(str(tmp_path))])
@@ -92,6 +111,7 @@ def test_bundle_gives_fingerprint_and_dimension(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- time
+
 
 def _poison_snapshot(state: Path) -> None:
     """What a snapshot written before the time checks could hold: a track seen at 2^53-1 ms."""
@@ -102,8 +122,7 @@ def _poison_snapshot(state: Path) -> None:
 
 
 @pytest.mark.timeout(150)
-def test_absurd_timestamp_goes_to_the_dlq_and_expires_nothing_also_after_restart(kafka_broker, fresh_topic,
-                                                                                    tmp_path):
+def test_absurd_timestamp_goes_to_the_dlq_and_expires_nothing_also_after_restart(kafka_broker, fresh_topic, tmp_path):
     from reid.service import MatchingService
 
     rng = np.random.default_rng(11)
@@ -128,8 +147,9 @@ def test_absurd_timestamp_goes_to_the_dlq_and_expires_nothing_also_after_restart
     p.flush()
     p.close()
     seen: list[tuple] = []
-    s2 = MatchingService(kafka_broker.bootstrap, cfg,
-                         on_observation=lambda m, st, silent: seen.append((m.track_id, st))).run(exit_when_idle_s=1.5)
+    s2 = MatchingService(
+        kafka_broker.bootstrap, cfg, on_observation=lambda m, st, silent: seen.append((m.track_id, st))
+    ).run(exit_when_idle_s=1.5)
     assert s2["snapshot_entries_dropped"] == 1 and s2["expired"] == 0 and s2["dlq"] == 0
     # the four sane tracks were kept and updated; the poisoned one starts over as a new track
     assert sorted(st for _, st in seen) == ["assigned"] + ["updated"] * 4
@@ -147,19 +167,21 @@ def test_snapshot_of_another_model_is_not_adopted(kafka_broker, fresh_topic, tmp
     p.flush()
     p.close()
     s1 = MatchingService(kafka_broker.bootstrap, make_service_cfg(fresh_topic, tmp_path, *MODEL)).run(
-        exit_when_idle_s=1.5)
+        exit_when_idle_s=1.5
+    )
     assert s1["tracks"] == 3 and s1["snapshots_written"] > 0
-    other = make_service_cfg(fresh_topic, tmp_path, "MATCHER.REID_FINGERPRINT", repr("ee" * 32),
-                             "MATCHER.EMBEDDING_DIM", "128")
+    other = make_service_cfg(
+        fresh_topic, tmp_path, "MATCHER.REID_FINGERPRINT", repr("ee" * 32), "MATCHER.EMBEDDING_DIM", "128"
+    )
     s2 = MatchingService(kafka_broker.bootstrap, other).run(exit_when_idle_s=1.5)
     assert s2["tracks"] == 0, "a snapshot of another Re-ID model was loaded"
 
 
 # ---------------------------------------------------------------------------------------- frame index
 
+
 @pytest.mark.timeout(120)
-def test_copied_message_with_a_huge_frame_index_is_refused_and_later_records_count(kafka_broker, fresh_topic,
-                                                                                    tmp_path):
+def test_copied_message_with_a_huge_frame_index_is_refused_and_later_records_count(kafka_broker, fresh_topic, tmp_path):
     rng = np.random.default_rng(13)
     person = _person(70)
     p = _producer(kafka_broker.bootstrap)
@@ -188,6 +210,7 @@ def test_copied_message_with_a_huge_frame_index_is_refused_and_later_records_cou
 
 # ---------------------------------------------------------------------------------------- contract
 
+
 @pytest.mark.timeout(120)
 def test_newline_camera_id_and_unprotected_crops_go_to_the_dlq(kafka_broker, fresh_topic, tmp_path):
     rng = np.random.default_rng(14)
@@ -200,11 +223,14 @@ def test_newline_camera_id_and_unprotected_crops_go_to_the_dlq(kafka_broker, fre
     p.flush()
     p.close()
     from reid.service import MatchingService
+
     summary = MatchingService(kafka_broker.bootstrap, make_service_cfg(fresh_topic, tmp_path, *MODEL)).run(
-        exit_when_idle_s=1.5)
+        exit_when_idle_s=1.5
+    )
     assert summary["dlq"] == 3 and summary["dlq_reasons"] == {"bad_value": 3} and summary["observations"] == 1
-    details = sorted(json.loads(r.value)["detail"] for r in read_all(kafka_broker.bootstrap, f"{fresh_topic}.dlq",
-                                                                      expect=3))
+    details = sorted(
+        json.loads(r.value)["detail"] for r in read_all(kafka_broker.bootstrap, f"{fresh_topic}.dlq", expect=3)
+    )
     assert [d.split("=")[0] for d in details] == ["anonymization", "camera_id", "session_id"]
     assert "unprotected" in details[0]
 
@@ -226,8 +252,11 @@ def test_key_files_are_strict(tmp_path):
         load_key_file(_write_key(tmp_path / "id.yaml", "bad id\n", SECRET_A))
     # Per camera: a camera with its own key does not accept the site-wide "*" key.
     multi = tmp_path / "multi.yaml"
-    multi.write_text(json.dumps({"cameras": {"lobby": [{"key_id": "lobby-2", "key": SECRET_B}],
-                                             "*": {"key_id": "site-1", "key": SECRET_A}}}))
+    multi.write_text(
+        json.dumps(
+            {"cameras": {"lobby": [{"key_id": "lobby-2", "key": SECRET_B}], "*": {"key_id": "site-1", "key": SECRET_A}}}
+        )
+    )
     multi.chmod(0o600)
     verifier = Verifier.from_file(multi)
     site = Signer({"*": load_key_file(multi)["*"]})  # a publisher holding only the site key
@@ -251,9 +280,11 @@ def test_hmac_valid_accepted_tampered_wrong_key_and_missing_refused(kafka_broker
     old = _raw("cam0", 1, 0, T0, _noisy(_person(90), rng))
     spool.append(_pack(b"cam0", old))
     spool.close()
-    pub = FeaturePublisher.from_config({"TOPIC": fresh_topic, "HMAC_KEY_FILE": str(key_file), "SPOOL_FSYNC": "never",
-                                        "RETRY_INTERVAL_S": 0.2}, bootstrap=kafka_broker.bootstrap,
-                                       spool_dir=tmp_path / "spool")
+    pub = FeaturePublisher.from_config(
+        {"TOPIC": fresh_topic, "HMAC_KEY_FILE": str(key_file), "SPOOL_FSYNC": "never", "RETRY_INTERVAL_S": 0.2},
+        bootstrap=kafka_broker.bootstrap,
+        spool_dir=tmp_path / "spool",
+    )
     for f in range(1, 4):
         pub.publish("cam0", f, T0 + 40 * f, 1, (0, 0, 10, 20), 0.9, _noisy(_person(90), rng), FP_REID, FP_ANON, "blur")
     assert pub.flush(20)
@@ -265,19 +296,24 @@ def test_hmac_valid_accepted_tampered_wrong_key_and_missing_refused(kafka_broker
     p = _producer(kafka_broker.bootstrap)
     hdrs = signed[-1].headers
     tampered = signed[-1].value.replace(b'"track_id":1', b'"track_id":2')
-    p.send(fresh_topic, key=b"cam0", value=tampered, headers=hdrs)                       # value changed
+    p.send(fresh_topic, key=b"cam0", value=tampered, headers=hdrs)  # value changed
     p.send(fresh_topic, key=b"cam1", value=signed[-1].value.replace(b'"cam0"', b'"cam1"'), headers=hdrs)  # re-targeted
     forged = _raw("cam0", 3, 50, T0 + 2000, _noisy(_person(91), rng))
     wrong = compute_mac(bytes.fromhex(SECRET_B), "site-1", b"cam0", forged)
-    p.send(fresh_topic, key=b"cam0", value=forged,
-           headers=[("privreid-key-id", b"site-1"), ("privreid-hmac", wrong.encode())])  # another key
-    p.send(fresh_topic, key=b"cam0", value=forged)                                         # no MAC at all
+    p.send(
+        fresh_topic,
+        key=b"cam0",
+        value=forged,
+        headers=[("privreid-key-id", b"site-1"), ("privreid-hmac", wrong.encode())],
+    )  # another key
+    p.send(fresh_topic, key=b"cam0", value=forged)  # no MAC at all
     good = _raw("cam0", 4, 60, T0 + 3000, _noisy(_person(92), rng))
     p.send(fresh_topic, key=b"cam0", value=good, headers=Signer.from_file(key_file).headers(b"cam0", good))
     p.flush()
     p.close()
     cfg = make_service_cfg(fresh_topic, tmp_path, *MODEL, "AUTH.KEYS_FILE", repr(str(key_file)))
     from reid.service import MatchingService
+
     summary = MatchingService(kafka_broker.bootstrap, cfg).run(exit_when_idle_s=1.5)
     assert summary["dlq_reasons"] == {"bad_mac": 3, "unauthenticated": 1}
     assert summary["observations"] == 5
@@ -285,6 +321,7 @@ def test_hmac_valid_accepted_tampered_wrong_key_and_missing_refused(kafka_broker
 
 
 # ---------------------------------------------------------------------------------------- idle partitions
+
 
 @pytest.mark.timeout(150)
 def test_expired_tracks_leave_the_snapshot_of_an_idle_partition(kafka_broker, fresh_topic, tmp_path):
@@ -301,12 +338,15 @@ def test_expired_tracks_leave_the_snapshot_of_an_idle_partition(kafka_broker, fr
         p.send(fresh_topic, partition=0, key=b"camA", value=_raw("camA", k, k, T0 + 1000 * k, _noisy(_person(k), rng)))
         p.send(fresh_topic, partition=1, key=b"camB", value=_raw("camB", k, k, T0 + 1000 * k, _noisy(_person(k), rng)))
     p.flush()
-    cfg = make_service_cfg(fresh_topic, tmp_path, *MODEL, "MATCHER.EXPIRY_S", "60.0", "STATE.SNAPSHOT_INTERVAL_S", "0.5")
+    cfg = make_service_cfg(
+        fresh_topic, tmp_path, *MODEL, "MATCHER.EXPIRY_S", "60.0", "STATE.SNAPSHOT_INTERVAL_S", "0.5"
+    )
     with Runner(kafka_broker.bootstrap, cfg) as run:
         assert run.service.wait_idle(30)
         # camB goes on two minutes later; camA (partition 0) stays idle: its tracks expire
-        p.send(fresh_topic, partition=1, key=b"camB", value=_raw("camB", 9, 4000, T0 + 120_000,
-                                                                  _noisy(_person(9), rng)))
+        p.send(
+            fresh_topic, partition=1, key=b"camB", value=_raw("camB", 9, 4000, T0 + 120_000, _noisy(_person(9), rng))
+        )
         p.flush()
         assert run.service.wait_idle(30)
         summary = run.stop()
@@ -322,8 +362,22 @@ def test_expired_tracks_leave_the_snapshot_of_an_idle_partition(kafka_broker, fr
 
 def test_generated_key_file_is_private(tmp_path):
     """A key generated with the CLI is private from the start."""
-    out = subprocess.run([sys.executable, "-m", "stream.message_auth", "generate", "--key-id", "site-1",
-                          "--out", str(tmp_path / "k.yaml")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stream.message_auth",
+            "generate",
+            "--key-id",
+            "site-1",
+            "--out",
+            str(tmp_path / "k.yaml"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert (os.stat(tmp_path / "k.yaml").st_mode & 0o777) == 0o600
     assert load_key_file(tmp_path / "k.yaml")["*"][0].key_id == "site-1"

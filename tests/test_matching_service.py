@@ -1,4 +1,5 @@
 """The matching service against a real broker: real crops, hostile input, restarts, rebalance, erasure."""
+
 from __future__ import annotations
 
 import csv
@@ -13,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.schema import build_message, encode_message
 from tests.conftest import shared_path
 from tests.kafka_fixtures import make_service_cfg, read_all, read_jsonl
+from transport.schema import build_message, encode_message
 
 REPO = Path(__file__).resolve().parents[1]
 OSNET = "reid_models/boxmot_export/osnet_x0_25_msmt17.onnx"
@@ -28,14 +29,27 @@ MODEL = ("MATCHER.REID_FINGERPRINT", repr(FP_REID), "MATCHER.EMBEDDING_DIM", "12
 
 def _producer(bootstrap):
     from kafka import KafkaProducer
+
     return KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=4 << 20)
 
 
 def _raw(camera, track, frame, ts, emb, session="a" * 32, fp=FP_REID, dtype="float16") -> bytes:
-    return encode_message(build_message(camera_id=camera, session_id=session, frame_index=frame, timestamp_ms=ts,
-                                        track_id=track, box=(0, 0, 10, 20), score=0.9, embedding=emb,
-                                        reid_fingerprint=fp, anonymizer_fingerprint=FP_ANON, anonymization="blur",
-                                        embedding_dtype=dtype))
+    return encode_message(
+        build_message(
+            camera_id=camera,
+            session_id=session,
+            frame_index=frame,
+            timestamp_ms=ts,
+            track_id=track,
+            box=(0, 0, 10, 20),
+            score=0.9,
+            embedding=emb,
+            reid_fingerprint=fp,
+            anonymizer_fingerprint=FP_ANON,
+            anonymization="blur",
+            embedding_dtype=dtype,
+        )
+    )
 
 
 def _person(seed: int, dim: int = 128) -> np.ndarray:
@@ -52,6 +66,7 @@ class Runner:
 
     def __init__(self, bootstrap, cfg, **kw):
         from reid.service import MatchingService
+
         self.seen: list[tuple] = []
         self.service = MatchingService(bootstrap, cfg, on_observation=self._seen, **kw)
         self.result: dict = {}
@@ -77,6 +92,7 @@ class Runner:
 
 # ---------------------------------------------------------------------------------------- real crops
 
+
 @pytest.fixture(scope="module")
 def cuhk01_features():
     """40 CUHK01 identities x 4 images (2 per camera), protected with a light blur, embedded by OSNet."""
@@ -101,8 +117,9 @@ def test_real_crops_same_person_gets_same_global_id(kafka_broker, fresh_topic, t
     from stream.publisher import FeaturePublisher
 
     rows, feats, reid_fp, anonymizer = cuhk01_features
-    pub = FeaturePublisher.from_config({"TOPIC": fresh_topic}, bootstrap=kafka_broker.bootstrap,
-                                       spool_dir=tmp_path / "spool")
+    pub = FeaturePublisher.from_config(
+        {"TOPIC": fresh_topic}, bootstrap=kafka_broker.bootstrap, spool_dir=tmp_path / "spool"
+    )
     by_pid: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         by_pid.setdefault(r["person_id"], []).append(i)
@@ -111,11 +128,25 @@ def test_real_crops_same_person_gets_same_global_id(kafka_broker, fresh_topic, t
         a = [i for i in idx if rows[i]["camera"] == "A"]
         b = [i for i in idx if rows[i]["camera"] == "B"]
         t = T0 + n * 20_000
-        plan = [("camA", 1000 + n, a[0], t), ("camA", 2000 + n, a[1], t + 8_000),       # leaves, re-enters
-                ("camB", 3000 + n, b[0], t + 600_000), ("camB", 3000 + n, b[1], t + 600_040)]
-        for frame, (cam, track, i, ts) in enumerate(plan):
-            pub.publish(cam, (ts - T0) // 40, ts, track, (0, 0, 60, 160), 0.9, feats[i], reid_fp,
-                        anonymizer.fingerprint, anonymizer.kind)
+        plan = [
+            ("camA", 1000 + n, a[0], t),
+            ("camA", 2000 + n, a[1], t + 8_000),  # leaves, re-enters
+            ("camB", 3000 + n, b[0], t + 600_000),
+            ("camB", 3000 + n, b[1], t + 600_040),
+        ]
+        for cam, track, i, ts in plan:
+            pub.publish(
+                cam,
+                (ts - T0) // 40,
+                ts,
+                track,
+                (0, 0, 60, 160),
+                0.9,
+                feats[i],
+                reid_fp,
+                anonymizer.fingerprint,
+                anonymizer.kind,
+            )
             tracks[(cam, track)] = pid
     assert pub.flush(20)
     pub.close()
@@ -128,8 +159,14 @@ def test_real_crops_same_person_gets_same_global_id(kafka_broker, fresh_topic, t
     people = sorted(by_pid)
     reentry = np.mean([gid[("camA", 1000 + n)] == gid[("camA", 2000 + n)] for n in range(len(people))])
     cross = np.mean([gid[("camB", 3000 + n)] == gid[("camA", 1000 + n)] for n in range(len(people))])
-    wrong = np.mean([gid[("camB", 3000 + n)] == gid[("camA", 1000 + m)]
-                     for n in range(len(people)) for m in range(len(people)) if m != n])
+    wrong = np.mean(
+        [
+            gid[("camB", 3000 + n)] == gid[("camA", 1000 + m)]
+            for n in range(len(people))
+            for m in range(len(people))
+            if m != n
+        ]
+    )
     chance = 1 / len(people)
     assert reentry >= 0.8, f"re-entry kept its global id for {reentry:.0%}"
     assert cross >= 0.5 > 10 * chance, f"camera A/B same-person match {cross:.0%}, chance {chance:.1%}"
@@ -141,36 +178,38 @@ def test_real_crops_same_person_gets_same_global_id(kafka_broker, fresh_topic, t
 
 # ---------------------------------------------------------------------------------------- hostile input
 
+
 def _hostile(i: int, good: bytes) -> tuple[bytes | None, bytes | None]:
     """The i-th of 1,000 malformed or hostile (key, value) pairs."""
     d = json.loads(good)
     kind = i % 12
     rng = np.random.default_rng(i)
     if kind == 0:
-        return b"cam0", good[: 1 + i % (len(good) - 1)]                       # truncated JSON
+        return b"cam0", good[: 1 + i % (len(good) - 1)]  # truncated JSON
     if kind == 1:
-        return b"cam0", bytes(rng.integers(0, 256, 200, dtype=np.uint8))     # binary garbage
+        return b"cam0", bytes(rng.integers(0, 256, 200, dtype=np.uint8))  # binary garbage
     if kind == 2:
-        return b"cam0", json.dumps({**d, "track_id": "7"}).encode()          # wrong type
+        return b"cam0", json.dumps({**d, "track_id": "7"}).encode()  # wrong type
     if kind == 3:
         return b"cam0", json.dumps({**d, "camera_id": "x" * 200_000}).encode()  # huge field
     if kind == 4:
         emb = np.full(128, np.nan, "<f2")
         import base64
+
         return b"cam0", json.dumps({**d, "embedding": base64.b64encode(emb.tobytes()).decode()}).encode()  # NaN
     if kind == 5:
-        return b"cam0", json.dumps({**d, "embedding_dim": 64}).encode()      # wrong dimension
+        return b"cam0", json.dumps({**d, "embedding_dim": 64}).encode()  # wrong dimension
     if kind == 6:
-        return b"cam0", good.replace(b'"score":0.9', b'"score":Infinity')    # non-JSON constant
+        return b"cam0", good.replace(b'"score":0.9', b'"score":Infinity')  # non-JSON constant
     if kind == 7:
-        return b"cam0", json.dumps([d]).encode()                              # not an object
+        return b"cam0", json.dumps([d]).encode()  # not an object
     if kind == 8:
-        return b"cam0", None                                                  # tombstone / null value
+        return b"cam0", None  # tombstone / null value
     if kind == 9:
-        return b"someone-else", good                                          # key is not the camera
+        return b"someone-else", good  # key is not the camera
     if kind == 10:
         return b"cam0", _raw("cam0", 1, 10_000 + i, T0, _person(1), fp="ee" * 32)  # another Re-ID model
-    return b"cam0", _raw("cam0", 1, 10_000 + i, T0, _person(1, dim=256))       # another dimension
+    return b"cam0", _raw("cam0", 1, 10_000 + i, T0, _person(1, dim=256))  # another dimension
 
 
 @pytest.mark.timeout(120)
@@ -213,6 +252,7 @@ def test_thousand_hostile_messages_go_to_the_dlq_and_service_keeps_serving(kafka
 
 # ---------------------------------------------------------------------------------------- restart
 
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("keep_snapshot", [True, False])
 def test_restart_keeps_the_gallery_and_emits_no_duplicates(kafka_broker, fresh_topic, tmp_path, keep_snapshot):
@@ -240,8 +280,9 @@ def test_restart_keeps_the_gallery_and_emits_no_duplicates(kafka_broker, fresh_t
     p.flush()
     p.close()
     seen = []
-    s2 = MatchingService(kafka_broker.bootstrap, cfg,
-                         on_observation=lambda m, st, silent: seen.append((st, silent))).run(exit_when_idle_s=1.5)
+    s2 = MatchingService(
+        kafka_broker.bootstrap, cfg, on_observation=lambda m, st, silent: seen.append((st, silent))
+    ).run(exit_when_idle_s=1.5)
     events = read_jsonl(tmp_path / "matches.jsonl")
     assigned = Counter((e["camera_id"], e["track_id"]) for e in events if e["event"] in ASSIGN)
     assert max(assigned.values()) == 1, "an observation produced a second event after the restart"
@@ -254,6 +295,7 @@ def test_restart_keeps_the_gallery_and_emits_no_duplicates(kafka_broker, fresh_t
 
 
 # ---------------------------------------------------------------------------------------- rebalance
+
 
 @pytest.mark.timeout(150)
 def test_two_instances_share_partitions_and_a_rebalance_loses_nothing(kafka_broker, fresh_topic, tmp_path):
@@ -285,7 +327,7 @@ def test_two_instances_share_partitions_and_a_rebalance_loses_nothing(kafka_brok
     with Runner(kafka_broker.bootstrap, cfg1, name="one") as one:
         assert one.service.wait_idle(30)
         with Runner(kafka_broker.bootstrap, cfg2, name="two") as two:
-            publish(10)                                   # while the second instance joins
+            publish(10)  # while the second instance joins
             deadline = time.monotonic() + 30
             while not (one.service.summary["partitions"] and two.service.summary["partitions"]):
                 assert time.monotonic() < deadline, "the group never split the partitions"
@@ -293,7 +335,7 @@ def test_two_instances_share_partitions_and_a_rebalance_loses_nothing(kafka_brok
             parts1, parts2 = set(one.service.summary["partitions"]), set(two.service.summary["partitions"])
             assert parts1 and parts2 and not parts1 & parts2
             publish(10)
-            one.stop()                                    # leaves: its partitions move to instance two
+            one.stop()  # leaves: its partitions move to instance two
             publish(10)
             deadline = time.monotonic() + 30
             while len(two.service.summary["partitions"]) < 4:
@@ -311,6 +353,7 @@ def test_two_instances_share_partitions_and_a_rebalance_loses_nothing(kafka_brok
 
 
 # ---------------------------------------------------------------------------------------- erasure
+
 
 @pytest.mark.timeout(120)
 def test_erasure_removes_an_identity_everywhere(kafka_broker, fresh_topic, tmp_path):
@@ -347,10 +390,26 @@ def test_erasure_removes_an_identity_everywhere(kafka_broker, fresh_topic, tmp_p
         meta, means = load_snapshot(js.with_suffix(""))
         assert all(e["global_id"] != target for e in meta["entries"])
     # Offline erasure of another identity, straight in the snapshot files of the stopped service.
-    other = next(e["global_id"] for e in read_jsonl(tmp_path / "matches.jsonl")
-                 if e["event"] in ASSIGN and e["global_id"] != target)
-    out = subprocess.run([sys.executable, "-m", "reid.service", "erase", "--global-id", str(other),
-                          "--snapshot-dir", str(tmp_path / "state")], cwd=REPO, capture_output=True, text=True)
+    other = next(
+        e["global_id"]
+        for e in read_jsonl(tmp_path / "matches.jsonl")
+        if e["event"] in ASSIGN and e["global_id"] != target
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reid.service",
+            "erase",
+            "--global-id",
+            str(other),
+            "--snapshot-dir",
+            str(tmp_path / "state"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0 and "removed 2 tracks" in out.stdout, out.stdout + out.stderr
     for js in (tmp_path / "state").glob("*.json"):
         meta, _ = load_snapshot(js.with_suffix(""))
@@ -359,6 +418,7 @@ def test_erasure_removes_an_identity_everywhere(kafka_broker, fresh_topic, tmp_p
 
 # ---------------------------------------------------------------------------------------- broker outage
 
+
 @pytest.mark.timeout(120)
 def test_broker_restart_mid_run_every_outage_feature_is_matched(restartable_broker, tmp_path):
     """Pipeline publisher + matching service while the (in-memory) broker dies and comes back empty."""
@@ -366,24 +426,37 @@ def test_broker_restart_mid_run_every_outage_feature_is_matched(restartable_brok
 
     broker = restartable_broker
     rng = np.random.default_rng(4)
-    pub = FeaturePublisher.from_config({"TOPIC": "feat", "UNREACHABLE_AFTER_S": 1.0, "RETRY_INTERVAL_S": 0.3,
-                                        "SPOOL_FSYNC": "never"}, bootstrap=broker.bootstrap, spool_dir=tmp_path / "spool")
+    pub = FeaturePublisher.from_config(
+        {"TOPIC": "feat", "UNREACHABLE_AFTER_S": 1.0, "RETRY_INTERVAL_S": 0.3, "SPOOL_FSYNC": "never"},
+        bootstrap=broker.bootstrap,
+        spool_dir=tmp_path / "spool",
+    )
 
     def publish(frames):
         for i in frames:
-            pub.publish(f"cam{i % 2}", i, T0 + 1000 * i, i // 2, (0, 0, 10, 20), 0.9, _noisy(_person(i), rng),
-                        FP_REID, FP_ANON, "blur")
+            pub.publish(
+                f"cam{i % 2}",
+                i,
+                T0 + 1000 * i,
+                i // 2,
+                (0, 0, 10, 20),
+                0.9,
+                _noisy(_person(i), rng),
+                FP_REID,
+                FP_ANON,
+                "blur",
+            )
 
     cfg = make_service_cfg("feat", tmp_path, *MODEL, "STATE.SNAPSHOT_INTERVAL_S", "1.0")
     with Runner(broker.bootstrap, cfg) as run:
         publish(range(0, 40))
         assert pub.flush(10) and run.service.wait_idle(30)
-        time.sleep(1.2)                      # let a periodic snapshot happen
+        time.sleep(1.2)  # let a periodic snapshot happen
         broker.kill()
         publish(range(40, 80))
-        time.sleep(1.5)                      # the publisher notices and spools; the service keeps retrying
+        time.sleep(1.5)  # the publisher notices and spools; the service keeps retrying
         publish(range(80, 100))
-        broker.start()                       # empty: topic, offsets and group are gone
+        broker.start()  # empty: topic, offsets and group are gone
         publish(range(100, 120))
         assert pub.flush(30)
         stats = pub.stats

@@ -1,12 +1,19 @@
 """Re-ID metrics against hand-worked examples, including Market-1501's junk/distractor rules."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from training.evaluation import (SETTINGS, compute_distance, eval_func, evaluate_four_settings,
-                                 settings_from_modes, summarize)
+from training.evaluation import (
+    SETTINGS,
+    compute_distance,
+    eval_func,
+    evaluate_four_settings,
+    settings_from_modes,
+    summarize,
+)
 
 
 def test_same_camera_and_junk_are_removed_distractors_kept() -> None:
@@ -22,7 +29,7 @@ def test_same_camera_and_junk_are_removed_distractors_kept() -> None:
     m = eval_func(dist, np.array([1]), g_pids, np.array([0]), g_cams, max_rank=6)
     assert m.cmc.tolist() == [0, 0, 1, 1, 1, 1]
     assert m.mAP == pytest.approx((1 / 3 + 2 / 4) / 2)  # precision at the two hits
-    assert m.mINP == pytest.approx(2 / 4)               # 2 hits, hardest at rank 4
+    assert m.mINP == pytest.approx(2 / 4)  # 2 hits, hardest at rank 4
     assert (m.num_valid, m.num_skipped) == (1, 0)
 
 
@@ -31,7 +38,7 @@ def test_without_the_rules_the_same_camera_image_would_win() -> None:
     m = eval_func(dist, [1], [1, 1], [0], [1, 1], max_rank=2)  # other camera: counts
     assert m.cmc[0] == 1.0
     m = eval_func(dist, [1], [1, 1], [0], [0, 1], max_rank=2)  # same camera: removed
-    assert m.cmc.tolist() == [1.0, 1.0] and m.mAP == 1.0      # the remaining match is now first
+    assert m.cmc.tolist() == [1.0, 1.0] and m.mAP == 1.0  # the remaining match is now first
 
 
 def test_queries_without_a_valid_match_are_skipped_and_averaging() -> None:
@@ -69,8 +76,8 @@ def test_four_settings_use_the_right_features() -> None:
     n = 10
     ids = np.arange(n)
     raw = torch.from_numpy(rng.normal(size=(n, 16))).float()
-    prot_q = torch.from_numpy(rng.normal(size=(n, 16))).float()   # unrelated to raw
-    prot_g = prot_q.clone()                                         # but protected q/g agree
+    prot_q = torch.from_numpy(rng.normal(size=(n, 16))).float()  # unrelated to raw
+    prot_g = prot_q.clone()  # but protected q/g agree
     res = evaluate_four_settings(raw, prot_q, raw, prot_g, ids, np.zeros(n), ids, np.ones(n))
     assert list(res) == list(SETTINGS)
     assert res["raw->raw"]["rank1"] == 1.0 and res["protected->protected"]["rank1"] == 1.0

@@ -1,4 +1,5 @@
 """The metrics endpoint: parses with Prometheus' own text parser, its counters move, readiness is honest."""
+
 from __future__ import annotations
 
 import json
@@ -12,13 +13,18 @@ from stream.metrics import CameraSnapshot, MetricsServer, PipelineMetrics
 
 def _scrape(port: int) -> dict[tuple[str, tuple], float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def test_metrics_parse_move_and_readiness_follows_the_cameras():
-    cams = {"door": CameraSnapshot(frames_in=5, frames_processed=4, state="streaming", regions={"protected": 3}),
-            "hall": CameraSnapshot(state="reconnecting")}
+    cams = {
+        "door": CameraSnapshot(frames_in=5, frames_processed=4, state="streaming", regions={"protected": 3}),
+        "hall": CameraSnapshot(state="reconnecting"),
+    }
     kafka = {"published": 7, "delivered": 5, "spooled": 2, "overflow_dropped": 0, "spool_records": 2}
     metrics = PipelineMetrics(lambda: cams, lambda: kafka)
     server = MetricsServer(metrics, 0, host="127.0.0.1").start()

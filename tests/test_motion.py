@@ -1,6 +1,7 @@
 """Motion safety net (detectors/motion.py): moving people no detection covers, fail-closed warm-up,
 moving-camera switch-off, person-size filter. Synthetic scenes where the geometry must be exact,
 real frames (vtest.avi, MOT17) where the behaviour on people matters."""
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,10 @@ def _covered_by_boxes(box, boxes, shape) -> float:
         return 1.0
     inside = np.zeros((y2 - y1, x2 - x1), bool)
     for b in boxes:
-        inside[max(0, int(b[1]) - y1):max(0, int(np.ceil(b[3])) - y1),
-               max(0, int(b[0]) - x1):max(0, int(np.ceil(b[2])) - x1)] = True
+        inside[
+            max(0, int(b[1]) - y1) : max(0, int(np.ceil(b[3])) - y1),
+            max(0, int(b[0]) - x1) : max(0, int(np.ceil(b[2])) - x1),
+        ] = True
     return float(inside.mean())
 
 
@@ -68,13 +71,13 @@ def test_moving_blob_no_detector_reports_is_returned_unless_covered():
     rng = np.random.default_rng(2)
     for step in range(8):
         x = 60 + 40 * step
-        person = (x, 150, x + 50, 330)                       # 50 x 180 px, darker than anything around
+        person = (x, 150, x + 50, 330)  # 50 x 180 px, darker than anything around
         frame = _with_sensor_noise(_paint(bg, person, 10), rng)
         res = net.update(frame, [])
         assert res.state == "active" and not res.mask_frame
         hits = [b for b in res.boxes if _overlap(person, b) > 0.95]
         assert hits, f"step {step}: moving rectangle {person} not returned, got {res.boxes.tolist()}"
-        assert all(_overlap(b, (0, 0, W, H)) == 1.0 for b in res.boxes)   # clipped to the frame
+        assert all(_overlap(b, (0, 0, W, H)) == 1.0 for b in res.boxes)  # clipped to the frame
         covered = net.update(_with_sensor_noise(_paint(bg, person, 10), rng), [(x - 10, 135, x + 60, 345)])
         assert not any(_overlap(person, b) > 0.1 for b in covered.boxes), covered.boxes.tolist()
 
@@ -83,7 +86,7 @@ def test_undetected_person_merged_with_a_detected_one_is_still_returned():
     bg = _background(3)
     net = _primed_net(bg)
     rng = np.random.default_rng(4)
-    detected, missed = (200, 120, 330, 360), (330, 250, 370, 330)   # touching: one blob; most of it detected
+    detected, missed = (200, 120, 330, 360), (330, 250, 370, 330)  # touching: one blob; most of it detected
     frame = _with_sensor_noise(_paint(_paint(bg, detected, 10), missed, 10), rng)
     res = net.update(frame, [detected])
     assert any(_overlap(missed, b) > 0.9 for b in res.boxes), res.boxes.tolist()
@@ -101,18 +104,18 @@ def test_warm_up_fails_closed_and_priming_makes_frame_0_active():
     assert [(r.state, r.mask_frame) for r in states[5:]] == [("active", False)] * 3
 
     primed = MotionSafetyNet(mode="on", warmup_frames=5)
-    assert primed.prime(iter(frames)) == 5                  # takes only the warm-up it needs
+    assert primed.prime(iter(frames)) == 5  # takes only the warm-up it needs
     first = primed.update(frames[0], [])
     assert (first.state, first.mask_frame) == ("active", False)
-    assert primed.prime(iter(frames)) == 0                  # once, before the first update
+    assert primed.prime(iter(frames)) == 0  # once, before the first update
 
-    short = MotionSafetyNet(mode="on", warmup_frames=5)     # a file shorter than the warm-up
+    short = MotionSafetyNet(mode="on", warmup_frames=5)  # a file shorter than the warm-up
     assert short.prime(iter(frames[:3])) == 3
-    replay = [short.update(f, []) for f in frames]          # frames 0-2 again, then 3-4 complete it
+    replay = [short.update(f, []) for f in frames]  # frames 0-2 again, then 3-4 complete it
     assert [r.mask_frame for r in replay] == [True] * 5 + [False] * 3
 
     resized = primed.update(cv2.resize(frames[1], (W // 2, H // 2)), [])
-    assert (resized.state, resized.mask_frame) == ("warming_up", True)   # a new frame size: learn again
+    assert (resized.state, resized.mask_frame) == ("warming_up", True)  # a new frame size: learn again
 
 
 def test_size_filter_drops_specks_but_keeps_a_large_merged_blob():
@@ -120,10 +123,10 @@ def test_size_filter_drops_specks_but_keeps_a_large_merged_blob():
     net = _primed_net(bg)
     rng = np.random.default_rng(8)
     frame = bg.copy()
-    for y in range(20, 200, 60):                            # 8 x 8 px specks: survive the opening, not a person
+    for y in range(20, 200, 60):  # 8 x 8 px specks: survive the opening, not a person
         for x in range(20, W - 20, 60):
-            frame[y:y + 8, x:x + 8] = 255 - frame[y:y + 8, x:x + 8]
-    group = (150, 240, 600, 470)                            # a group of people: one big blob, 44 % of the frame
+            frame[y : y + 8, x : x + 8] = 255 - frame[y : y + 8, x : x + 8]
+    group = (150, 240, 600, 470)  # a group of people: one big blob, 44 % of the frame
     frame = _with_sensor_noise(_paint(frame, group, 5), rng)
     boxes = net.update(frame, []).boxes
     assert len(boxes) == 1, boxes.tolist()
@@ -140,12 +143,17 @@ def test_off_mode_does_nothing():
 
 def test_from_config_reads_the_privacy_keys_and_yaml_booleans():
     from configs.pipeline_defaults import get_pipeline_defaults
+
     cfg = get_pipeline_defaults()
     net = MotionSafetyNet.from_config(cfg.PRIVACY, camera_id="cam0")
     assert (net.mode, net.width, net.warmup_frames, net.camera_id) == (
-        str(cfg.PRIVACY.MOTION_NET), cfg.PRIVACY.MOTION_WIDTH, cfg.PRIVACY.MOTION_WARMUP_FRAMES, "cam0")
+        str(cfg.PRIVACY.MOTION_NET),
+        cfg.PRIVACY.MOTION_WIDTH,
+        cfg.PRIVACY.MOTION_WARMUP_FRAMES,
+        "cam0",
+    )
     cfg.defrost()
-    cfg.PRIVACY.MOTION_NET = False                          # what YAML 1.1 makes of a bare `off`
+    cfg.PRIVACY.MOTION_NET = False  # what YAML 1.1 makes of a bare `off`
     assert not MotionSafetyNet.from_config(cfg.PRIVACY).enabled
     with pytest.raises(ValueError, match="mode"):
         MotionSafetyNet(mode="sometimes")
@@ -156,11 +164,11 @@ def test_auto_switches_off_on_a_panning_camera_and_stays_on_when_static(caplog):
     still = MotionSafetyNet(mode="auto", warmup_frames=30, camera_id="static-cam")
     assert still.prime(frames[:30]) == 30
     assert all(still.update(f, []).state == "active" for f in frames[:40])
-    live = MotionSafetyNet(mode="auto", warmup_frames=30, camera_id="static-cam")   # no priming: decides live
+    live = MotionSafetyNet(mode="auto", warmup_frames=30, camera_id="static-cam")  # no priming: decides live
     assert [live.update(f, []).state for f in frames] == ["warming_up"] * 30 + ["active"] * 10
 
-    base = cv2.resize(frames[0], None, fx=1.25, fy=1.25)    # a static frame, panned 3 px a frame
-    pan = [base[40:40 + 576, 20 + 3 * i:20 + 3 * i + 768] for i in range(12)]
+    base = cv2.resize(frames[0], None, fx=1.25, fy=1.25)  # a static frame, panned 3 px a frame
+    pan = [base[40 : 40 + 576, 20 + 3 * i : 20 + 3 * i + 768] for i in range(12)]
     moving = MotionSafetyNet(mode="auto", warmup_frames=30, camera_id="pan-cam")
     with caplog.at_level(logging.WARNING, logger="detectors.motion"):
         states = [moving.update(f, []) for f in pan]
@@ -172,7 +180,7 @@ def test_auto_switches_off_on_a_panning_camera_and_stays_on_when_static(caplog):
     warnings = [r for r in caplog.records if r.name == "detectors.motion"]
     assert len(warnings) == 1 and "pan-cam" in warnings[0].getMessage()
 
-    forced = MotionSafetyNet(mode="on", warmup_frames=3)    # 'on' never switches itself off
+    forced = MotionSafetyNet(mode="on", warmup_frames=3)  # 'on' never switches itself off
     assert all(forced.update(f, []).state != "off_moving_camera" for f in pan)
 
 
@@ -182,13 +190,13 @@ def test_auto_on_mot17_moving_and_static_cameras():
     def seq(name: str) -> list[np.ndarray]:
         return [cv2.imread(str(p)) for p in sorted((root / name / "img1").glob("*.jpg"))]
 
-    moving = seq("MOT17-05-FRCNN")                          # hand-held camera, 6 frames
+    moving = seq("MOT17-05-FRCNN")  # hand-held camera, 6 frames
     primed = MotionSafetyNet(mode="auto", camera_id="mot05")
     primed.prime(moving)
-    assert primed.state == "off_moving_camera"              # decided before frame 0
+    assert primed.state == "off_moving_camera"  # decided before frame 0
     live = MotionSafetyNet(mode="auto", camera_id="mot05")
     assert [live.update(f, []).state for f in moving][-1] == "off_moving_camera"
-    for name in ("MOT17-02-FRCNN", "MOT17-04-FRCNN"):       # static cameras, 1920x1080
+    for name in ("MOT17-02-FRCNN", "MOT17-04-FRCNN"):  # static cameras, 1920x1080
         net = MotionSafetyNet(mode="auto", warmup_frames=3)
         frames = seq(name)
         net.prime(frames)
@@ -209,8 +217,9 @@ def test_vtest_blobs_cover_the_people_yolo_sees():
     clip = read_frames(vtest_path(), 155)[75:]
     model = shared_path("detector_models/ultralytics/yolov8n_int8_openvino_model")
     from detectors.ultralytics_detector import UltralyticsDetector
+
     detector = UltralyticsDetector(model, conf=0.3)
-    early, late = [0, 5, 10], [35, 45, 55, 65, 75]          # early: people the priming frames also saw
+    early, late = [0, 5, 10], [35, 45, 55, 65, 75]  # early: people the priming frames also saw
     asked = early + [25] + late
     reference = {i: d.boxes for i, d in zip(asked, detector.detect([clip[i] for i in asked]), strict=True)}
 

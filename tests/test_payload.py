@@ -1,4 +1,5 @@
 """The scattered recovery payload (MODEL.G_PAYLOAD_SCALE, anonymizer.payload)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,13 @@ from tests.test_bundle import INPUT_HW, _crops, make_tiny_bundle
 
 
 def _spec(role: str, **extra) -> dict:
-    return dict(resolve_generator_spec("unet_64", 8, "batch", INPUT_HW).as_dict(), payload_role=role,
-                payload_scale=0.1, payload_seed=3, **extra)
+    return dict(
+        resolve_generator_spec("unet_64", 8, "batch", INPUT_HW).as_dict(),
+        payload_role=role,
+        payload_scale=0.1,
+        payload_seed=3,
+        **extra,
+    )
 
 
 def _textured(n: int = 4, seed: int = 0) -> torch.Tensor:
@@ -77,8 +83,7 @@ def test_payload_bundle_exports_and_recovers(tmp_path):
     OpenVINO; the sealed G_R reads it back with the key."""
     from anonymizer import load_bundle, load_recovery
 
-    path = make_tiny_bundle(tmp_path / "b", tmp_path / "k.key", onnx=True, skip_blur_sigma=3.0,
-                            payload=(0.1, 3))
+    path = make_tiny_bundle(tmp_path / "b", tmp_path / "k.key", onnx=True, skip_blur_sigma=3.0, payload=(0.1, 3))
     meta = yaml.safe_load((path / "bundle.yaml").read_text())
     assert meta["generator"]["spec"]["payload_role"] == "write"
     assert meta["recovery"]["generator"]["payload_role"] == "read"
@@ -89,7 +94,7 @@ def test_payload_bundle_exports_and_recovers(tmp_path):
             other = load_bundle(path, backend=backend).protect(crops)
         except ImportError as exc:  # pragma: no cover - depends on the environment
             pytest.skip(f"{backend} not installed: {exc}")
-        assert max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(ref, other)) <= 2
+        assert max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(ref, other, strict=True)) <= 2
     rec = load_recovery(path, tmp_path / "k.key").recover(ref)
     assert [c.shape for c in rec] == [c.shape for c in crops]
 
@@ -101,7 +106,8 @@ def test_payload_config_is_validated():
         load_config(None, ["MODEL.G_PAYLOAD_SCALE", "1.5"])
     with pytest.raises(ConfigError, match="multiples of 16"):
         load_config(None, ["MODEL.G_PAYLOAD_SCALE", "0.1", "INPUT.IMG_SIZE", "[100, 50]"])
-    assert load_config(None, ["MODEL.G_PAYLOAD_SCALE", "0.1", "INPUT.IMG_SIZE", "[128, 64]"]).MODEL.G_PAYLOAD_SCALE == 0.1
+    cfg = load_config(None, ["MODEL.G_PAYLOAD_SCALE", "0.1", "INPUT.IMG_SIZE", "[128, 64]"])
+    assert cfg.MODEL.G_PAYLOAD_SCALE == 0.1
 
 
 def test_the_permutation_of_a_seed_never_changes():
@@ -130,8 +136,9 @@ def test_a_writer_started_from_a_plain_encoder_draws_its_p_until_the_code_grows(
     with torch.no_grad():
         assert torch.allclose(writer(x), plain(x), atol=1e-6)  # same P, no code yet
         writer.code_linear.bias.fill_(1.0)  # once the code is written, P differs by the scattered code only
-        assert torch.allclose(writer(x), (plain(x) + 0.1 * writer.scatter.scatter(torch.ones_like(x))).clamp(-1, 1),
-                              atol=1e-6)
+        assert torch.allclose(
+            writer(x), (plain(x) + 0.1 * writer.scatter.scatter(torch.ones_like(x))).clamp(-1, 1), atol=1e-6
+        )
     with pytest.raises(ValueError, match="fresh PayloadWriter"):  # its code is no longer zero
         load_visible_weights(writer, plain.state_dict())
     other = build_generator(dict(_spec(""), ngf=4, payload_scale=0.0, payload_seed=0, skip_blur_sigma=3.0))

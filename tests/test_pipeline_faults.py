@@ -1,4 +1,5 @@
 """Bad input and failing parts: clear errors, nothing raw written, other cameras unharmed."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,11 @@ class FlakyAnonymizer:
 
 
 def test_anonymizer_faults_never_leak_raw_regions(tmp_path):
-    cfg = build_config(get_pipeline_defaults(), None,
-                       ["LOG.PROGRESS", "False", "ANONYMIZER.FILL", str(FILL), "ANONYMIZER.MARGIN", "0.1"])
+    cfg = build_config(
+        get_pipeline_defaults(),
+        None,
+        ["LOG.PROGRESS", "False", "ANONYMIZER.FILL", str(FILL), "ANONYMIZER.MARGIN", "0.1"],
+    )
     src = vtest_path()
     pipe = Pipeline(cfg, [CameraSpec("cam", str(src))], tmp_path, HogDetector(), FlakyAnonymizer(), max_frames=24)
     result = pipe.run()["cam"]
@@ -67,7 +71,7 @@ def test_anonymizer_faults_never_leak_raw_regions(tmp_path):
         assert ssim_uint8(out[i][y1:y2, x1:x2], raw[i][y1:y2, x1:x2]) < 0.75
     for o in masked:
         x1, y1, x2, y2 = o["region"]
-        inner = out[o["frame_index"]][y1 + 2:y2 - 2, x1 + 2:x2 - 2].reshape(-1, 3).astype(int)
+        inner = out[o["frame_index"]][y1 + 2 : y2 - 2, x1 + 2 : x2 - 2].reshape(-1, 3).astype(int)
         if len(inner) == 0:
             continue
         # solid fill (up to codec noise where a later protected crop overlaps)
@@ -77,8 +81,22 @@ def test_anonymizer_faults_never_leak_raw_regions(tmp_path):
 def test_missing_file_clear_error_other_camera_survives(tmp_path, capsys):
     missing = tmp_path / "nope.mp4"
     out = tmp_path / "out"
-    code = run("--source", str(missing), "--source", str(vtest_path()), "--camera-id", "gone",
-               "--camera-id", "ok", "--output", str(out), "--detector", "hog", "--max-frames", "8")
+    code = run(
+        "--source",
+        str(missing),
+        "--source",
+        str(vtest_path()),
+        "--camera-id",
+        "gone",
+        "--camera-id",
+        "ok",
+        "--output",
+        str(out),
+        "--detector",
+        "hog",
+        "--max-frames",
+        "8",
+    )
     assert code == 1
     assert "not found" in summary(out, "gone")["error"]
     assert summary(out, "ok")["error"] is None and summary(out, "ok")["frames"] == 8
@@ -116,8 +134,22 @@ def test_full_disk_ends_camera_with_clear_error(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "full.mp4").symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk
-    code = run("--source", str(vtest_path()), "--source", str(vtest_path()), "--camera-id", "full",
-               "--camera-id", "fine", "--output", str(out), "--detector", "hog", "--max-frames", "30")
+    code = run(
+        "--source",
+        str(vtest_path()),
+        "--source",
+        str(vtest_path()),
+        "--camera-id",
+        "full",
+        "--camera-id",
+        "fine",
+        "--output",
+        str(out),
+        "--detector",
+        "hog",
+        "--max-frames",
+        "30",
+    )
     assert code == 1
     err = summary(out, "full")["error"]
     assert "full.mp4" in err and ("space" in err.lower() or "ffmpeg" in err.lower())
@@ -140,8 +172,19 @@ def test_missing_bundle_is_exit_2(tmp_path, capsys):
     assert "bundle" in capsys.readouterr().err
 
 
+def test_release_name_offline_is_a_clear_error_not_hog(monkeypatch):
+    import detectors.factory as factory
+
+    monkeypatch.setattr(factory, "_host_reachable", lambda *a, **k: False)  # fault injection: no network
+    monkeypatch.setattr(factory, "_local_weights", lambda *a, **k: None)  # and nothing in the weights folder
+    with pytest.raises(factory.DetectorError, match="cannot be downloaded.*--detector auto"):
+        factory.build_detector("surely_missing_yolo.pt", get_pipeline_defaults().DETECTOR)
+    assert factory.is_release_name("yolov8n.pt") and not factory.is_release_name("models/yolov8n.pt")
+
+
 def test_auto_detector_falls_back_to_hog_offline(monkeypatch, caplog):
     import detectors.factory as factory
+
     monkeypatch.setattr(factory, "_host_reachable", lambda *a, **k: False)  # fault injection: no network
     cfg = get_pipeline_defaults()
     cfg.DETECTOR.WEIGHTS = "surely_missing_yolo.pt"

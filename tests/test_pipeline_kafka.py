@@ -1,5 +1,6 @@
 """The pipeline on real video publishes valid features of protected crops to a real broker; the
 embedded mode runs broker and matcher in one command and reports what was published and matched."""
+
 from __future__ import annotations
 
 import json
@@ -8,10 +9,10 @@ import numpy as np
 import pytest
 
 import run_pipeline
-from stream.schema import decode_message
 from tests.conftest import shared_path, vtest_path
 from tests.kafka_fixtures import read_all, read_jsonl
 from tests.video_utils import YOLO_OPENVINO, load_jsonl
+from transport.schema import decode_message
 
 OSNET = "reid_models/boxmot_export/osnet_x0_25_msmt17.onnx"
 FRAMES = 40
@@ -21,10 +22,32 @@ FRAMES = 40
 def test_pipeline_publishes_valid_messages(kafka_broker, fresh_topic, tmp_path):
     reid = shared_path(OSNET)
     detector = shared_path(YOLO_OPENVINO)
-    code = run_pipeline.main([
-        "--source", str(vtest_path()), "--camera-id", "lobby", "--output", str(tmp_path), "--max-frames", str(FRAMES),
-        "--detector", str(detector), "--anonymizer", "mosaic", "--kafka", kafka_broker.bootstrap,
-        "KAFKA.TOPIC", fresh_topic, "KAFKA.EVERY_KTH", "2", "REID.MODEL", str(reid), "LOG.PROGRESS", "False"])
+    code = run_pipeline.main(
+        [
+            "--source",
+            str(vtest_path()),
+            "--camera-id",
+            "lobby",
+            "--output",
+            str(tmp_path),
+            "--max-frames",
+            str(FRAMES),
+            "--detector",
+            str(detector),
+            "--anonymizer",
+            "mosaic",
+            "--kafka",
+            kafka_broker.bootstrap,
+            "KAFKA.TOPIC",
+            fresh_topic,
+            "KAFKA.EVERY_KTH",
+            "2",
+            "REID.MODEL",
+            str(reid),
+            "LOG.PROGRESS",
+            "False",
+        ]
+    )
     assert code == 0
     summary = json.loads((tmp_path / "lobby.summary.json").read_text())
     assert summary["published"] > 0
@@ -47,12 +70,35 @@ def test_pipeline_publishes_valid_messages(kafka_broker, fresh_topic, tmp_path):
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow  # broker, two cameras and the matcher
 def test_embedded_mode_runs_broker_and_matcher(tmp_path, capsys):
     reid = shared_path(OSNET)
-    code = run_pipeline.main([
-        "--source", str(vtest_path()), "--camera-id", "a", "--source", str(vtest_path()), "--camera-id", "b",
-        "--output", str(tmp_path), "--max-frames", "25", "--detector", "hog", "--anonymizer", "blur",
-        "--kafka", "embedded", "REID.MODEL", str(reid), "LOG.PROGRESS", "False"])
+    code = run_pipeline.main(
+        [
+            "--source",
+            str(vtest_path()),
+            "--camera-id",
+            "a",
+            "--source",
+            str(vtest_path()),
+            "--camera-id",
+            "b",
+            "--output",
+            str(tmp_path),
+            "--max-frames",
+            "25",
+            "--detector",
+            "hog",
+            "--anonymizer",
+            "blur",
+            "--kafka",
+            "embedded",
+            "REID.MODEL",
+            str(reid),
+            "LOG.PROGRESS",
+            "False",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "kafka:" in printed

@@ -1,6 +1,7 @@
 """The default learned anonymizer (models/demo) in the pipeline: loaded by 'auto', every region changed,
 and on average no more similar to the raw regions than the hand-made desensitization it was trained
 to beat (the method's own privacy criterion, with its ε_ssim 0.05)."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,23 @@ DEMO = REPO_ROOT / "models" / "demo" / "bundle.yaml"
 def test_auto_uses_demo_bundle_and_protects_every_region(tmp_path):
     frames = 20
     src = vtest_path()
-    assert run_pipeline.main(["--source", str(src), "--output", str(tmp_path), "--max-frames", str(frames),
-                              "--detector", "hog", "LOG.PROGRESS", "False"]) == 0
+    assert (
+        run_pipeline.main(
+            [
+                "--source",
+                str(src),
+                "--output",
+                str(tmp_path),
+                "--max-frames",
+                str(frames),
+                "--detector",
+                "hog",
+                "LOG.PROGRESS",
+                "False",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "vtest.summary.json").read_text())
     assert summary["anonymizer"] == "learned" and summary["fallback_masks"] == 0
     obs = load_jsonl(tmp_path / "vtest.observations.jsonl")

@@ -1,4 +1,5 @@
 """The spine on real video with real detectors: every person replaced, the video otherwise intact."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,17 @@ from tests.conftest import REPO_ROOT, shared_path, vtest_path
 from tests.video_utils import YOLO_OPENVINO, load_jsonl, probe_streams, read_frames, reencode, video_stream
 
 FRAMES = 60
-SUMMARY_KEYS = {"camera_id", "frames", "fps_in", "width", "height", "person_observations",
-                "anonymized_observations", "fallback_masks", "processing_fps"}
+SUMMARY_KEYS = {
+    "camera_id",
+    "frames",
+    "fps_in",
+    "width",
+    "height",
+    "person_observations",
+    "anonymized_observations",
+    "fallback_masks",
+    "processing_fps",
+}
 
 
 def run(*args: str) -> int:
@@ -28,8 +38,21 @@ def yolo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("yolo")
     detector = shared_path(YOLO_OPENVINO)
     src = vtest_path()
-    assert run("--source", str(src), "--output", str(out), "--max-frames", str(FRAMES),
-               "--detector", str(detector), "--anonymizer", "mosaic") == 0
+    assert (
+        run(
+            "--source",
+            str(src),
+            "--output",
+            str(out),
+            "--max-frames",
+            str(FRAMES),
+            "--detector",
+            str(detector),
+            "--anonymizer",
+            "mosaic",
+        )
+        == 0
+    )
     return src, out
 
 
@@ -93,11 +116,13 @@ def test_background_is_left_alone(yolo_run):
         assert err < 4.0  # codec noise only
 
 
+@pytest.mark.slow  # all 596 frames through YOLOv8n on the CPU
 def test_raw_h264_stream_full_length(tmp_path):
     src = shared_path("intel_sample_videos/people-detection.264")
     detector = shared_path(YOLO_OPENVINO)
-    assert run("--source", str(src), "--output", str(tmp_path), "--detector", str(detector),
-               "--anonymizer", "blur") == 0
+    assert (
+        run("--source", str(src), "--output", str(tmp_path), "--detector", str(detector), "--anonymizer", "blur") == 0
+    )
     summary = json.loads((tmp_path / "people-detection.summary.json").read_text())
     got = video_stream(tmp_path / "people-detection.mp4")
     want = video_stream(src)
@@ -109,8 +134,31 @@ def test_raw_h264_stream_full_length(tmp_path):
 def test_mp4_with_audio_keeps_audio_and_length(tmp_path):
     src = shared_path("intel_sample_videos/one-by-one-person-detection.mp4")
     clip = tmp_path / "clip.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-f", "lavfi", "-i", "sine=frequency=440",
-                    "-frames:v", "45", "-t", "4.5", "-c:v", "copy", "-c:a", "aac", "-shortest", str(clip)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(src),
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-frames:v",
+            "45",
+            "-t",
+            "4.5",
+            "-c:v",
+            "copy",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(clip),
+        ],
+        check=True,
+    )
     want = video_stream(clip)
     out = tmp_path / "out"
     assert run("--source", str(clip), "--output", str(out), "--detector", "hog", "--anonymizer", "noise") == 0
@@ -123,20 +171,46 @@ def test_mp4_with_audio_keeps_audio_and_length(tmp_path):
 
 def test_image_folder_source(tmp_path):
     import cv2
+
     folder = tmp_path / "frames"
     folder.mkdir()
     for i, frame in enumerate(read_frames(vtest_path(), 12)):
         cv2.imwrite(str(folder / f"frame_{i}.png"), frame)
     out = tmp_path / "out"
-    assert run("--source", str(folder), "--output", str(out), "--detector", "hog", "--camera-id", "folder",
-               "SOURCE.IMAGE_FOLDER_FPS", "5.0") == 0
+    assert (
+        run(
+            "--source",
+            str(folder),
+            "--output",
+            str(out),
+            "--detector",
+            "hog",
+            "--camera-id",
+            "folder",
+            "SOURCE.IMAGE_FOLDER_FPS",
+            "5.0",
+        )
+        == 0
+    )
     got = video_stream(out / "folder.mp4")
     assert int(got["nb_read_frames"]) == 12 and got["r_frame_rate"] == "5/1"
 
 
 def test_cli_help_documents_every_flag():
-    text = subprocess.run([sys.executable, str(REPO_ROOT / "run_pipeline.py"), "--help"], capture_output=True,
-                          text=True, check=True).stdout
-    for flag in ("--source", "--camera-id", "--output", "--config", "--max-frames", "--detector", "--anonymizer",
-                 "--backend", "--device", "--kafka", "KEY VALUE"):
+    text = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run_pipeline.py"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for flag in (
+        "--source",
+        "--camera-id",
+        "--output",
+        "--config",
+        "--max-frames",
+        "--detector",
+        "--anonymizer",
+        "--backend",
+        "--device",
+        "--kafka",
+        "KEY VALUE",
+    ):
         assert flag in text

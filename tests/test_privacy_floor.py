@@ -1,4 +1,5 @@
 """The privacy floor: a protected crop too close to the raw one is left solid, whatever the anonymizer."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,7 +55,8 @@ def test_near_raw_crops_are_left_solid_and_counted(anonymizer):
 def test_real_protections_pass_the_floor():
     frame = read_frames(vtest_path(), limit=1)[0]
     boxes = [(300, 200, 360, 330), (100, 150, 150, 280)]
-    result = Redactor(BaselineAnonymizer("mosaic", 24), margin=0.1, timeout_s=0, floor=PrivacyFloor()).redact(frame, boxes)
+    redactor = Redactor(BaselineAnonymizer("mosaic", 24), margin=0.1, timeout_s=0, floor=PrivacyFloor())
+    result = redactor.redact(frame, boxes)
     assert result.floor_masks == 0 and all(p is not None for p in result.protected)
 
 

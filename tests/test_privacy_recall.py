@@ -3,6 +3,7 @@
 Real frames and real models where detection is what is tested; synthetic boxes only where the
 tracker's and the planner's bookkeeping is (look-ahead, merging).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,11 +22,11 @@ from detectors.merge import merge_boxes
 from detectors.tiling import TileGrid, parse_grid
 from detectors.tracker import CameraTracker
 from stream.regions import CameraRegions
-from stream.schema import decode_message
 from stream.sources import Frame
 from tests.conftest import shared_path, vtest_path
 from tests.kafka_fixtures import read_all
 from tests.video_utils import YOLO_OPENVINO, load_jsonl, read_frames
+from transport.schema import decode_message
 
 MOT04 = "mot17_dev/MOT17-mini/train/MOT17-04-FRCNN"
 OSNET = "reid_models/boxmot_export/osnet_x0_25_msmt17.onnx"
@@ -44,6 +45,7 @@ def mot_persons(seq, frame: int, min_visibility: float = 0.5) -> np.ndarray:
 def found(gt_boxes: np.ndarray, dets: Detections, iou: float = 0.5) -> np.ndarray:
     """Which ground-truth boxes some detection overlaps with at least ``iou``."""
     from detectors.merge import pairwise_overlap
+
     if not len(dets):
         return np.zeros(len(gt_boxes), bool)
     return np.array([pairwise_overlap(g, dets.boxes)[0].max() >= iou for g in gt_boxes])
@@ -51,8 +53,8 @@ def found(gt_boxes: np.ndarray, dets: Detections, iou: float = 0.5) -> np.ndarra
 
 # ---- merging and tile geometry --------------------------------------------------------------------
 def test_merge_grows_the_kept_box_to_the_union_of_tile_cut_halves():
-    top_half = [100, 100, 140, 160]       # a tile border cut the person at y = 160
-    whole = [98, 100, 142, 220]           # the full frame saw all of them, with a lower score
+    top_half = [100, 100, 140, 160]  # a tile border cut the person at y = 160
+    whole = [98, 100, 142, 220]  # the full frame saw all of them, with a lower score
     elsewhere = [400, 100, 440, 200]
     merged = merge_boxes(Detections([top_half, whole, elsewhere], [0.9, 0.4, 0.3]))
     assert len(merged) == 2
@@ -79,14 +81,34 @@ def test_auto_grid_tiles_large_frames_only():
         parse_grid("lots", 1920, 1080, 640, 0.2)
 
 
-@pytest.mark.parametrize("overrides", [("DETECTOR.MASK_CONF", "0.5", "DETECTOR.CONF", "0.3"),
-                                       ("DETECTOR.CONF", "5.0"), ("DETECTOR.TILES", "'many'"),
-                                       ("PRIVACY.MOTION_NET", "sometimes"), ("PRIVACY.LOOKAHEAD_FRAMES", "-1"),
-                                       ("ANONYMIZER.MARGIN", "-0.4"), ("ANONYMIZER.MOSAIC_SIZE", "2"),
-                                       ("ANONYMIZER.BLUR_RADIUS", "0.01"), ("ANONYMIZER.FILL", "(300, 0, 0)")])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("DETECTOR.MASK_CONF", "0.5", "DETECTOR.CONF", "0.3"),
+        ("DETECTOR.CONF", "5.0"),
+        ("DETECTOR.TILES", "'many'"),
+        ("PRIVACY.MOTION_NET", "sometimes"),
+        ("PRIVACY.LOOKAHEAD_FRAMES", "-1"),
+        ("ANONYMIZER.MARGIN", "-0.4"),
+        ("ANONYMIZER.MOSAIC_SIZE", "2"),
+        ("ANONYMIZER.BLUR_RADIUS", "0.01"),
+        ("ANONYMIZER.FILL", "(300, 0, 0)"),
+    ],
+)
 def test_settings_that_cannot_protect_are_refused_with_exit_2(tmp_path, capsys, overrides):
-    code = run_pipeline.main(["--source", str(vtest_path()), "--output", str(tmp_path), "--detector", "hog",
-                              "--anonymizer", "mosaic", *overrides])
+    code = run_pipeline.main(
+        [
+            "--source",
+            str(vtest_path()),
+            "--output",
+            str(tmp_path),
+            "--detector",
+            "hog",
+            "--anonymizer",
+            "mosaic",
+            *overrides,
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert overrides[0].split(".")[0] in err and "Traceback" not in err
@@ -120,8 +142,12 @@ def test_ensemble_masks_the_union_of_both_detectors():
     assert len(y) and len(h)
     for member in (y, h):  # every member box lies inside some merged box
         for box in member.boxes:
-            inside = ((u.boxes[:, 0] <= box[0] + 1) & (u.boxes[:, 1] <= box[1] + 1)
-                      & (u.boxes[:, 2] >= box[2] - 1) & (u.boxes[:, 3] >= box[3] - 1))
+            inside = (
+                (u.boxes[:, 0] <= box[0] + 1)
+                & (u.boxes[:, 1] <= box[1] + 1)
+                & (u.boxes[:, 2] >= box[2] - 1)
+                & (u.boxes[:, 3] >= box[3] - 1)
+            )
             assert inside.any()
 
 
@@ -138,11 +164,36 @@ def test_upscaled_hog_finds_people_native_hog_misses():
 def test_low_score_regions_are_masked_and_never_published(kafka_broker, fresh_topic, tmp_path):
     reid, detector = shared_path(OSNET), shared_path(YOLO_OPENVINO)
     frames = 30
-    code = run_pipeline.main([
-        "--source", str(vtest_path()), "--camera-id", "lobby", "--output", str(tmp_path), "--max-frames", str(frames),
-        "--detector", str(detector), "--anonymizer", "mosaic", "--kafka", kafka_broker.bootstrap,
-        "KAFKA.TOPIC", fresh_topic, "REID.MODEL", str(reid), "LOG.PROGRESS", "False",
-        "DETECTOR.CONF", "0.6", "DETECTOR.MASK_CONF", "0.05", "PRIVACY.MOTION_NET", "off"])
+    code = run_pipeline.main(
+        [
+            "--source",
+            str(vtest_path()),
+            "--camera-id",
+            "lobby",
+            "--output",
+            str(tmp_path),
+            "--max-frames",
+            str(frames),
+            "--detector",
+            str(detector),
+            "--anonymizer",
+            "mosaic",
+            "--kafka",
+            kafka_broker.bootstrap,
+            "KAFKA.TOPIC",
+            fresh_topic,
+            "REID.MODEL",
+            str(reid),
+            "LOG.PROGRESS",
+            "False",
+            "DETECTOR.CONF",
+            "0.6",
+            "DETECTOR.MASK_CONF",
+            "0.05",
+            "PRIVACY.MOTION_NET",
+            "off",
+        ]
+    )
     assert code == 0
     summary = json.loads((tmp_path / "lobby.summary.json").read_text())
     obs = load_jsonl(tmp_path / "lobby.observations.jsonl")
@@ -152,13 +203,15 @@ def test_low_score_regions_are_masked_and_never_published(kafka_broker, fresh_to
     persons = {(o["frame_index"], o["track_id"]) for o in obs if o["kind"] == "person" and o["track_id"] >= 0}
     records = read_all(kafka_broker.bootstrap, fresh_topic, expect=summary["published"])
     assert len(records) == summary["published"] == len(persons)
-    assert all((m.frame_index, m.track_id) in persons and m.score >= 0.6
-               for m in (decode_message(r.value) for r in records))
+    assert all(
+        (m.frame_index, m.track_id) in persons and m.score >= 0.6 for m in (decode_message(r.value) for r in records)
+    )
     raw, out = read_frames(vtest_path(), limit=frames), read_frames(tmp_path / "lobby.mp4")
     for o in low[:40]:  # the low-score regions left the pipeline protected, not raw
         x1, y1, x2, y2 = o["region"]
-        a, b = (cv2.cvtColor(f[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY) for f in (raw[o["frame_index"]],
-                                                                              out[o["frame_index"]]))
+        a, b = (
+            cv2.cvtColor(f[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY) for f in (raw[o["frame_index"]], out[o["frame_index"]])
+        )
         if min(a.shape) >= 8:
             assert ssim_uint8(cv2.resize(a, (64, 128)), cv2.resize(b, (64, 128))) < 0.75
 

@@ -1,4 +1,5 @@
 """The privacy-utility figure reads finished runs and refuses what it cannot plot, with a reason."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,11 @@ def _run(folder, rank1, image=None):
 
 def test_figure_and_points_are_written(tmp_path, capsys):
     base = _run(tmp_path / "base", 0.21)
-    gcr = _run(tmp_path / "gcr", 0.17, {"raw_desensitized": {"psnr": 17.5, "ssim": 0.46},
-                                        "raw_protected": {"psnr": 17.9, "ssim": 0.508}})
+    gcr = _run(
+        tmp_path / "gcr",
+        0.17,
+        {"raw_desensitized": {"psnr": 17.5, "ssim": 0.46}, "raw_protected": {"psnr": 17.9, "ssim": 0.508}},
+    )
     out = tmp_path / "fig" / "pu.png"
     assert main(["--run", f"Base={base}", "--run", f"w/o={gcr}", "--out", str(out)]) == 0
     assert out.stat().st_size > 1000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -39,7 +43,8 @@ def test_bad_arguments_fail_with_a_reason(tmp_path, capsys):
 
 def test_labels_of_nearby_points_go_to_different_sides():
     from training.privacy_utility import label_offsets
+
     # two runs close together (axes fractions), a third far away
     offsets = label_offsets([0.50, 0.51, 0.1], [0.90, 0.89, 0.2], ["blur-skip w/o", "full, margin 0.3", "Base"])
     assert offsets[0] != offsets[1]
-    assert offsets[2] == offsets[0]      # a lone point keeps the default place
+    assert offsets[2] == offsets[0]  # a lone point keeps the default place

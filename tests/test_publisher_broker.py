@@ -1,4 +1,5 @@
 """Embedded broker and publisher against a real tansu broker: delivery, ordering, outages, spool."""
+
 from __future__ import annotations
 
 import os
@@ -12,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.kafka_io import KafkaConfigError, producer_config
-from stream.schema import decode_message
 from tests.kafka_fixtures import read_all
+from transport.kafka_io import KafkaConfigError, producer_config
+from transport.schema import decode_message
 
 REPO = Path(__file__).resolve().parents[1]
 FP_REID, FP_ANON = "1f" * 32, "2e" * 32
@@ -23,8 +24,15 @@ T0 = 1_700_000_000_000
 
 
 def _cfg(topic: str, **kw):
-    cfg = {"TOPIC": topic, "UNREACHABLE_AFTER_S": 1.0, "RETRY_INTERVAL_S": 0.2, "SPOOL_FSYNC": "never",
-           "CONNECT_TIMEOUT_MS": 1000, "MAX_BLOCK_MS": 1000, "LINGER_MS": 5}
+    cfg = {
+        "TOPIC": topic,
+        "UNREACHABLE_AFTER_S": 1.0,
+        "RETRY_INTERVAL_S": 0.2,
+        "SPOOL_FSYNC": "never",
+        "CONNECT_TIMEOUT_MS": 1000,
+        "MAX_BLOCK_MS": 1000,
+        "LINGER_MS": 5,
+    }
     cfg.update(kw)
     return cfg
 
@@ -33,8 +41,9 @@ def _publish(pub, frames, cameras=("cam0", "cam1", "cam2")) -> int:
     sent = 0
     for i in frames:
         cam = cameras[i % len(cameras)]
-        sent += pub.publish(cam, i, T0 + 40 * i, i % 7, (1.0, 2.0, 30.0, 80.0), 0.9, EMB[i % 16],
-                            FP_REID, FP_ANON, "mosaic")
+        sent += pub.publish(
+            cam, i, T0 + 40 * i, i % 7, (1.0, 2.0, 30.0, 80.0), 0.9, EMB[i % 16], FP_REID, FP_ANON, "mosaic"
+        )
     return sent
 
 
@@ -73,8 +82,13 @@ def test_embedded_broker_lifecycle_and_cli():
         assert broker.port == port and kafka_ping(broker.host, port)
     assert not kafka_ping("127.0.0.1", port)
 
-    proc = subprocess.Popen([sys.executable, "-m", "stream.broker", "--port", "0"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream.broker", "--port", "0"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert "ready" in line, line
@@ -92,8 +106,9 @@ def test_embedded_broker_lifecycle_and_cli():
 def test_publishes_valid_keyed_ordered_messages(kafka_broker, fresh_topic, tmp_path):
     from stream.publisher import FeaturePublisher
 
-    pub = FeaturePublisher.from_config(_cfg(fresh_topic, EVERY_KTH=2), bootstrap=kafka_broker.bootstrap,
-                                       spool_dir=tmp_path / "spool")
+    pub = FeaturePublisher.from_config(
+        _cfg(fresh_topic, EVERY_KTH=2), bootstrap=kafka_broker.bootstrap, spool_dir=tmp_path / "spool"
+    )
     calls = 300
     sent = _publish(pub, range(calls))
     assert pub.flush(20)
@@ -123,8 +138,8 @@ def test_broker_outage_mid_run_loses_nothing(restartable_broker, tmp_path):
     before = _frames(read_all(broker.bootstrap, topic, expect=200))
     assert sorted(before) == list(range(200))
 
-    broker.kill()                                       # crash: in-flight requests get no answer
-    _publish(pub, range(200, 500))                       # the pipeline keeps running meanwhile
+    broker.kill()  # crash: in-flight requests get no answer
+    _publish(pub, range(200, 500))  # the pipeline keeps running meanwhile
     deadline = time.monotonic() + 10
     while pub.state != "offline" and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -132,9 +147,9 @@ def test_broker_outage_mid_run_loses_nothing(restartable_broker, tmp_path):
     assert pub.state == "offline"
     _publish(pub, range(500, 600))
     assert pub.stats["spool_records"] > 0
-    assert not pub.flush(0.5)                           # flush reports honestly while the broker is away
+    assert not pub.flush(0.5)  # flush reports honestly while the broker is away
 
-    broker.start()                                      # empty again (memory storage): topic re-created
+    broker.start()  # empty again (memory storage): topic re-created
     _publish(pub, range(600, 650))
     assert pub.flush(40)
     stats = pub.stats
@@ -157,10 +172,10 @@ def test_broker_down_at_start_and_spool_survives_the_process(restartable_broker,
     broker.stop()
     t0 = time.monotonic()
     pub = FeaturePublisher.from_config(_cfg("feat"), bootstrap=broker.bootstrap, spool_dir=tmp_path / "spool")
-    _publish(pub, range(40))                            # never raises, never blocks on the network
+    _publish(pub, range(40))  # never raises, never blocks on the network
     assert time.monotonic() - t0 < 10
     assert pub.stats["spooled"] == 40 and pub.state == "offline"
-    pub.close(timeout_s=0.5)                            # the run ends before the broker is back
+    pub.close(timeout_s=0.5)  # the run ends before the broker is back
     assert any((tmp_path / "spool").glob("*.seg"))
 
     broker.start()
@@ -195,8 +210,9 @@ def test_failed_sends_go_to_the_spool_and_are_replayed(kafka_broker, fresh_topic
         def __getattr__(self, name):
             return getattr(self.real, name)
 
-    pub = FeaturePublisher.from_config(_cfg(fresh_topic), bootstrap=kafka_broker.bootstrap,
-                                       spool_dir=tmp_path / "spool", producer_factory=Flaky)
+    pub = FeaturePublisher.from_config(
+        _cfg(fresh_topic), bootstrap=kafka_broker.bootstrap, spool_dir=tmp_path / "spool", producer_factory=Flaky
+    )
     _publish(pub, range(150))
     assert pub.flush(30)
     stats = pub.stats
@@ -210,8 +226,13 @@ def test_failed_sends_go_to_the_spool_and_are_replayed(kafka_broker, fresh_topic
 def test_config_errors_name_the_key(monkeypatch, tmp_path):
     from stream.publisher import FeaturePublisher
 
-    base = {"BOOTSTRAP": "127.0.0.1:9", "SECURITY_PROTOCOL": "SASL_SSL", "SASL_MECHANISM": "SCRAM-SHA-512",
-            "SASL_USERNAME": "svc", "SASL_PASSWORD_ENV": "PRIVREID_TEST_PW"}
+    base = {
+        "BOOTSTRAP": "127.0.0.1:9",
+        "SECURITY_PROTOCOL": "SASL_SSL",
+        "SASL_MECHANISM": "SCRAM-SHA-512",
+        "SASL_USERNAME": "svc",
+        "SASL_PASSWORD_ENV": "PRIVREID_TEST_PW",
+    }
     monkeypatch.delenv("PRIVREID_TEST_PW", raising=False)
     with pytest.raises(KafkaConfigError, match="SASL_PASSWORD_ENV"):
         producer_config(base, "127.0.0.1:9")

@@ -1,4 +1,5 @@
 """Recovery with the sealed G_R: right key works and is audited; a wrong key fails and writes nothing."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,7 @@ def make_recovery_setup(root):
     for f in range(N_FRAMES):
         lines.append({"frame_index": f, "track_id": 1, "box": [10, 10, 50, 100], "region": [8, 6, 52, 104]})
         lines.append({"frame_index": f, "track_id": 2, "box": [90, 20, 130, 110]})
-    lines.append({"summary": True})                                  # no box: skipped
+    lines.append({"summary": True})  # no box: skipped
     obs.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     return root, bundle, wrong, video, obs
 
@@ -69,7 +70,7 @@ def test_wrong_key_without_key_id_still_fails_authentication():
     assert open_sealed(blob, key, context="G_R for G abc") == b"weights"
     with pytest.raises(RecoveryKeyError, match="authentication failed"):
         open_sealed(blob, other, context="G_R for G abc")
-    with pytest.raises(RecoveryKeyError):                # bound to its bundle's G
+    with pytest.raises(RecoveryKeyError):  # bound to its bundle's G
         open_sealed(blob, key, context="G_R for G xyz")
 
 
@@ -89,9 +90,23 @@ def test_cli_wrong_key_writes_nothing(setup, tmp_path, capsys):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     audit = out_dir / "audit.jsonl"
-    rc = recover_main(["--bundle", str(bundle), "--key-file", str(wrong), "--video", str(video),
-                       "--observations", str(obs), "--output", str(out_dir / "rec.mp4"),
-                       "--audit-log", str(audit), "--quiet"])
+    rc = recover_main(
+        [
+            "--bundle",
+            str(bundle),
+            "--key-file",
+            str(wrong),
+            "--video",
+            str(video),
+            "--observations",
+            str(obs),
+            "--output",
+            str(out_dir / "rec.mp4"),
+            "--audit-log",
+            str(audit),
+            "--quiet",
+        ]
+    )
     assert rc == 2
     assert "wrong recovery key" in capsys.readouterr().err
     assert list(out_dir.iterdir()) == []
@@ -101,9 +116,29 @@ def test_cli_restores_regions_and_audits(setup, tmp_path):
     root, bundle, _, video, obs = setup
     out = tmp_path / "rec.mp4"
     audit = tmp_path / "audit.jsonl"
-    rc = recover_main(["--bundle", str(bundle), "--key-file", str(root / "right.key"), "--video", str(video),
-                       "--observations", str(obs), "--output", str(out), "--audit-log", str(audit),
-                       "--tracks", "1", "--operator", "tester", "--reason", "unit test", "--quiet"])
+    rc = recover_main(
+        [
+            "--bundle",
+            str(bundle),
+            "--key-file",
+            str(root / "right.key"),
+            "--video",
+            str(video),
+            "--observations",
+            str(obs),
+            "--output",
+            str(out),
+            "--audit-log",
+            str(audit),
+            "--tracks",
+            "1",
+            "--operator",
+            "tester",
+            "--reason",
+            "unit test",
+            "--quiet",
+        ]
+    )
     assert rc == 0 and out.is_file()
     src, dst = cv2.VideoCapture(str(video)), cv2.VideoCapture(str(out))
     n, changed_in, changed_out = 0, 0.0, 0.0
@@ -114,12 +149,12 @@ def test_cli_restores_regions_and_audits(setup, tmp_path):
             break
         n += 1
         d = np.abs(a.astype(int) - b.astype(int))
-        changed_in += d[6:104, 8:52].mean()          # track 1's region: restored
-        changed_out += d[20:110, 90:130].mean()      # track 2: not requested, left (codec noise only)
+        changed_in += d[6:104, 8:52].mean()  # track 1's region: restored
+        changed_out += d[20:110, 90:130].mean()  # track 2: not requested, left (codec noise only)
     assert n == N_FRAMES
     assert changed_in > 3 * changed_out
     rec = [json.loads(line) for line in audit.read_text().splitlines()]
-    assert [x["status"] for x in rec] == ["started", "completed"]   # intent before any pixel, then the outcome
+    assert [x["status"] for x in rec] == ["started", "completed"]  # intent before any pixel, then the outcome
     r = rec[1]
     assert r["camera"] == "cam7" and r["tracks"] == ["1"] and r["operator"] == "tester"
     assert r["frames"] == {"first": 0, "last": N_FRAMES - 1, "total": N_FRAMES}
@@ -136,7 +171,7 @@ def test_sidecar_roundtrip_is_lossless(tmp_path):
         # two untracked regions (track id -1) in one frame must not overwrite each other
         w.write(7, -1, [0, 0, 20, 40], crops[0], kind="region")
         w.write(7, -1, [30, 0, 50, 40], crops[1], kind="region")
-    with open(path, "ab") as fh:                        # a torn last record is ignored
+    with open(path, "ab") as fh:  # a torn last record is ignored
         fh.write(b"\x10\x00")
     idx = read_sidecar(path)
     assert len(idx) == 5
@@ -150,14 +185,32 @@ def test_cli_warns_when_a_payload_bundle_recovers_from_the_video(setup, tmp_path
     """A payload bundle's code does not survive the codec: recovering without the sidecar says so."""
     root, _, _, video, obs = setup
     bundle = make_tiny_bundle(tmp_path / "pay", tmp_path / "pay.key", skip_blur_sigma=3.0, payload=(0.1, 0))
-    args = ["--bundle", str(bundle), "--key-file", str(tmp_path / "pay.key"), "--video", str(video),
-            "--observations", str(obs), "--output", str(tmp_path / "rec.mp4"),
-            "--audit-log", str(tmp_path / "audit.jsonl"), "--quiet"]
+    args = [
+        "--bundle",
+        str(bundle),
+        "--key-file",
+        str(tmp_path / "pay.key"),
+        "--video",
+        str(video),
+        "--observations",
+        str(obs),
+        "--output",
+        str(tmp_path / "rec.mp4"),
+        "--audit-log",
+        str(tmp_path / "audit.jsonl"),
+        "--quiet",
+    ]
     with caplog.at_level("WARNING", logger="anonymizer.recover"):
         assert recover_main(args) == 0
     assert any("--sidecar" in r.getMessage() and "recovery code" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level("WARNING", logger="anonymizer.recover"):  # a plain bundle: no such warning
-        assert recover_main([a if a != str(bundle) else str(root / "bundle") for a in args[:2]]
-                            + ["--key-file", str(root / "right.key")] + args[4:]) == 0
+        assert (
+            recover_main(
+                [a if a != str(bundle) else str(root / "bundle") for a in args[:2]]
+                + ["--key-file", str(root / "right.key")]
+                + args[4:]
+            )
+            == 0
+        )
     assert not any("recovery code" in r.getMessage() for r in caplog.records)

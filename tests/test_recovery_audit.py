@@ -1,5 +1,6 @@
 """The recovery audit log comes first: intent is on disk before any restored pixel, the log is a
 hash chain that shows tampering, only a regular file can be the log, and restored output is private."""
+
 from __future__ import annotations
 
 import errno
@@ -31,9 +32,26 @@ def setup(tmp_path_factory):
 
 def _args(setup, output: Path, audit: Path, *extra: str) -> list[str]:
     root, bundle, _, video, obs = setup
-    return ["--bundle", str(bundle), "--key-file", str(root / "right.key"), "--video", str(video),
-            "--observations", str(obs), "--output", str(output), "--audit-log", str(audit),
-            "--operator", "auditor-test", "--reason", "audit test", "--quiet", *extra]
+    return [
+        "--bundle",
+        str(bundle),
+        "--key-file",
+        str(root / "right.key"),
+        "--video",
+        str(video),
+        "--observations",
+        str(obs),
+        "--output",
+        str(output),
+        "--audit-log",
+        str(audit),
+        "--operator",
+        "auditor-test",
+        "--reason",
+        "audit test",
+        "--quiet",
+        *extra,
+    ]
 
 
 def _records(log: Path) -> list[dict[str, Any]]:
@@ -47,8 +65,10 @@ def _sha256(path: Path) -> str:
 @pytest.fixture
 def no_decrypt(monkeypatch):
     """Fails the test if G_R is ever unsealed: a refused recovery must stop before that."""
+
     def refuse(*a, **k):
         raise AssertionError("G_R was decrypted although the recovery should have been refused")
+
     monkeypatch.setattr(recover_mod, "load_recovery", refuse)
 
 
@@ -56,14 +76,14 @@ def no_decrypt(monkeypatch):
 def test_completed_recovery_is_recorded_twice_and_private(setup, tmp_path, capsys):
     out_dir = tmp_path / "out"
     out, log = out_dir / "rec.mp4", tmp_path / "logs" / "audit.jsonl"
-    old = os.umask(0o022)                     # a usual umask must not make restored people readable
+    old = os.umask(0o022)  # a usual umask must not make restored people readable
     try:
         assert recover_main(_args(setup, out, log, "--tracks", "1")) == 0
     finally:
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
-    assert sorted(p.name for p in out_dir.iterdir()) == ["rec.mp4"]          # no temporary left
+    assert sorted(p.name for p in out_dir.iterdir()) == ["rec.mp4"]  # no temporary left
     started, completed = _records(log)
     assert (started["status"], completed["status"]) == ("started", "completed")
     assert started["recovery_id"] == completed["recovery_id"]
@@ -116,7 +136,7 @@ def test_intent_is_on_disk_before_decryption_and_a_failed_write_leaves_nothing(s
     assert recover_main(_args(setup, out, log)) == 1
     assert seen["at_decrypt"] == ["started"]
     assert seen["partial"].parent == out_dir and seen["partial_mode"] == 0o600
-    assert sorted(p.name for p in out_dir.iterdir()) == ["audit.jsonl"]     # neither output nor partial file
+    assert sorted(p.name for p in out_dir.iterdir()) == ["audit.jsonl"]  # neither output nor partial file
     started, failed = _records(log)
     assert (started["status"], failed["status"]) == ("started", "failed")
     assert failed["recovery_id"] == started["recovery_id"] and "no space left" in failed["error"]
@@ -206,7 +226,7 @@ def test_non_regular_audit_log_is_refused(kind, setup, tmp_path, no_decrypt, cap
     assert "must be a regular file" in capsys.readouterr().err
     assert list(out_dir.iterdir()) == []
     if kind == "symlink":
-        assert extra.read_bytes() == b""               # the link's target was not written through
+        assert extra.read_bytes() == b""  # the link's target was not written through
 
 
 def test_output_may_not_overwrite_the_audit_log(setup, tmp_path, no_decrypt):
@@ -251,7 +271,7 @@ def _tamper(kind: str, path: Path) -> None:
     elif kind == "reorder":
         lines[1], lines[2] = lines[2], lines[1]
     elif kind == "insert":
-        lines.insert(2, lines[1])                       # a replayed record
+        lines.insert(2, lines[1])  # a replayed record
     elif kind == "insert-text":
         lines.insert(2, "\n")
     elif kind == "torn":
@@ -259,15 +279,25 @@ def _tamper(kind: str, path: Path) -> None:
     _rewrite(path, lines)
 
 
-@pytest.mark.parametrize("kind,line", [("edit", 2), ("edit-and-rehash", 3), ("delete", 2), ("reorder", 2),
-                                       ("insert", 3), ("insert-text", 3), ("torn", 4)])
+@pytest.mark.parametrize(
+    "kind,line",
+    [
+        ("edit", 2),
+        ("edit-and-rehash", 3),
+        ("delete", 2),
+        ("reorder", 2),
+        ("insert", 3),
+        ("insert-text", 3),
+        ("torn", 4),
+    ],
+)
 def test_verify_names_the_first_broken_line(kind, line, tmp_path, capsys):
     path = _log_with(tmp_path)
     assert recover_main(["verify-log", str(path)]) == 0
     _tamper(kind, path)
     assert recover_main(["verify-log", str(path)]) == 1
     assert f"BROKEN at line {line}:" in capsys.readouterr().err
-    assert rlog.main(["verify", str(path)]) == 1                  # the module's own command line agrees
+    assert rlog.main(["verify", str(path)]) == 1  # the module's own command line agrees
 
 
 def test_anchor_shows_a_cut_off_tail(tmp_path, capsys):
@@ -276,8 +306,8 @@ def test_anchor_shows_a_cut_off_tail(tmp_path, capsys):
     head = json.loads(_lines(path)[-1])["hash"]
     assert recover_main(["verify-log", str(path), "--anchor", head]) == 0
     _rewrite(path, _lines(path)[:-1])
-    assert recover_main(["verify-log", str(path)]) == 0                     # a chain alone cannot tell...
-    assert recover_main(["verify-log", str(path), "--anchor", head]) == 1   # ...its anchor can
+    assert recover_main(["verify-log", str(path)]) == 0  # a chain alone cannot tell...
+    assert recover_main(["verify-log", str(path), "--anchor", head]) == 1  # ...its anchor can
     assert "anchor" in capsys.readouterr().err
 
 
@@ -299,7 +329,7 @@ def test_concurrent_writers_keep_one_chain(tmp_path):
             with AuditLog(path) as log:
                 for i in range(15):
                     log.append({"event": "test", "writer": w, "i": i})
-        except BaseException as exc:           # surfaced below: a thread's failure must fail the test
+        except BaseException as exc:  # surfaced below: a thread's failure must fail the test
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]

@@ -1,4 +1,5 @@
 """Fail-closed redaction: whatever the anonymizer does, a region is protected or solid, never raw."""
+
 import threading
 import time
 

@@ -8,6 +8,7 @@ so what is checked is exactly what an OpenCV viewer would get, with nothing but 
 ffmpeg (no GStreamer), and killing the process is a real outage of the target. It takes one
 publisher per process, so readiness is read from the kernel's socket table, not by connecting.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -30,8 +31,9 @@ from detectors.hog import HogDetector
 from stream.restream import RestreamSink, restream_url, safe_url
 from tests.conftest import vtest_path
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None,
-                                reason="needs an ffmpeg binary (scripts/setup.sh installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("ffmpeg") is None, reason="needs an ffmpeg binary (scripts/setup.sh installs it)"
+)
 
 RECEIVER = r"""
 import os, sys
@@ -73,8 +75,9 @@ class Receiver:
     def __init__(self, port: int, out: Path, width: int, height: int) -> None:
         self.url, self.out, self.frame_bytes = f"rtsp://127.0.0.1:{port}/live", out, width * height * 3
         self.shape = (height, width, 3)
-        self.proc = subprocess.Popen([sys.executable, "-c", RECEIVER, self.url, str(out)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", RECEIVER, self.url, str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + 15
         while not _listening(port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -87,8 +90,10 @@ class Receiver:
 
     def frames(self) -> list[np.ndarray]:
         data = self.out.read_bytes()
-        return [np.frombuffer(data[i:i + self.frame_bytes], np.uint8).reshape(self.shape)
-                for i in range(0, len(data) - self.frame_bytes + 1, self.frame_bytes)]
+        return [
+            np.frombuffer(data[i : i + self.frame_bytes], np.uint8).reshape(self.shape)
+            for i in range(0, len(data) - self.frame_bytes + 1, self.frame_bytes)
+        ]
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -126,12 +131,14 @@ def test_restream_carries_only_protected_people(tmp_path, cleanup):
     h, w = raw[0].shape[:2]
     rule = AuditRule()
     detector = HogDetector(width=w, upscale=1.0)  # the frame's own size: enough people, and fast on 2 cores
-    boxes = [[(max(0, int(x1)), max(0, int(y1)), min(w, int(x2)), min(h, int(y2))) for x1, y1, x2, y2 in d.boxes]
-             for d in detector.detect(raw)]
+    boxes = [
+        [(max(0, int(x1)), max(0, int(y1)), min(w, int(x2)), min(h, int(y2))) for x1, y1, x2, y2 in d.boxes]
+        for d in detector.detect(raw)
+    ]
     boxes = [[b for b in bs if b[3] - b[1] >= rule.min_box_height and b[2] > b[0]] for bs in boxes]
     assert sum(map(len, boxes)) >= 30, "HOG found too few people in vtest for this test to tell anything"
     redactor = Redactor(BaselineAnonymizer("mosaic"), margin=0.1, floor=PrivacyFloor())
-    redacted = [redactor.redact(f, bs).frame for f, bs in zip(raw, boxes)]
+    redacted = [redactor.redact(f, bs).frame for f, bs in zip(raw, boxes, strict=True)]
     redactor.close()
 
     receiver = Receiver(_free_port(), tmp_path / "rx.bgr", w, h)
@@ -154,8 +161,9 @@ def test_restream_carries_only_protected_people(tmp_path, cleanup):
     got = receiver.frames()
     assert len(got) >= 0.8 * len(redacted), (len(got), stats)
     print(f"re-stream: {len(got)} of {len(redacted)} frames read back, {stats}")
-    sent_small = [cv2.resize(_grey(f.image), (192, 144), interpolation=cv2.INTER_AREA).astype(np.float32)
-                  for f in redacted]
+    sent_small = [
+        cv2.resize(_grey(f.image), (192, 144), interpolation=cv2.INTER_AREA).astype(np.float32) for f in redacted
+    ]
     last = -1
     for out in got:
         index, diff = _match(out, sent_small)
@@ -165,13 +173,15 @@ def test_restream_carries_only_protected_people(tmp_path, cleanup):
         outside = np.ones((h, w), bool)
         for x1, y1, x2, y2 in boxes[index]:
             ssim, _, weakest = region_measures(raw_grey[y1:y2, x1:x2], out_grey[y1:y2, x1:x2])
-            assert ssim <= rule.ssim_max and weakest >= rule.min_changed, \
+            assert ssim <= rule.ssim_max and weakest >= rule.min_changed, (
                 f"frame {index} box {(x1, y1, x2, y2)}: raw person re-streamed (SSIM {ssim:.2f}, changed {weakest:.0%})"
+            )
             # what was sent arrives recognizably: had it been a raw person, the rule above would catch it
             assert region_measures(sent_grey[y1:y2, x1:x2], out_grey[y1:y2, x1:x2])[0] > rule.ssim_max
             outside[y1:y2, x1:x2] = False
-        assert ssim_grey(np.where(outside, sent_grey, 0), np.where(outside, out_grey, 0)) > 0.9, \
+        assert ssim_grey(np.where(outside, sent_grey, 0), np.where(outside, out_grey, 0)) > 0.9, (
             f"frame {index} does not look like the scene outside the people"
+        )
 
 
 def test_only_redacted_frames_are_streamed(cleanup):
@@ -192,8 +202,13 @@ def test_only_redacted_frames_are_streamed(cleanup):
 def test_restream_url():
     assert restream_url("rtsp://relay:8554/anon/{camera_id}", "door-1") == "rtsp://relay:8554/anon/door-1"
     assert restream_url("rtsps://relay/{camera_id}/live", "hall") == "rtsps://relay/hall/live"
-    for bad in ("http://relay/{camera_id}", "relay:8554/{camera_id}", "rtsp:///{camera_id}", "rtsp://relay:x/{camera_id}",
-                "/tmp/{camera_id}.mp4"):
+    for bad in (
+        "http://relay/{camera_id}",
+        "relay:8554/{camera_id}",
+        "rtsp:///{camera_id}",
+        "rtsp://relay:x/{camera_id}",
+        "/tmp/{camera_id}.mp4",
+    ):
         with pytest.raises(ValueError, match="rtsp:// or rtsps://"):
             restream_url(bad, "door")
     assert safe_url("rtsp://cam:s3cret@relay:8554/x") == "rtsp://cam:***@relay:8554/x"
@@ -204,8 +219,12 @@ def test_target_that_goes_away_is_reconnected(tmp_path, cleanup):
     w, h = 320, 240
     redactor = Redactor(BaselineAnonymizer("mosaic"), timeout_s=0)
     yy, xx = np.mgrid[0:h, 0:w]
-    frames = [redactor.redact(np.dstack([(xx + 8 * i) % 256, (yy + 4 * i) % 256, (xx + yy) % 256]).astype(np.uint8),
-                              [(100, 60, 160, 200)]).frame for i in range(20)]
+    frames = [
+        redactor.redact(
+            np.dstack([(xx + 8 * i) % 256, (yy + 4 * i) % 256, (xx + yy) % 256]).astype(np.uint8), [(100, 60, 160, 200)]
+        ).frame
+        for i in range(20)
+    ]
     port = _free_port()
     first = Receiver(port, tmp_path / "rx1.bgr", w, h)
     cleanup.append(first)
@@ -262,10 +281,19 @@ def test_target_that_never_answers_does_not_stall_the_camera(cleanup):
     w, h = 320, 240
     redactor = Redactor(BaselineAnonymizer("mosaic"), timeout_s=0)
     yy, xx = np.mgrid[0:h, 0:w]
-    frame = redactor.redact(np.dstack([xx % 256, yy % 256, (xx + yy) % 256]).astype(np.uint8),
-                            [(100, 60, 160, 200)]).frame
-    sink = RestreamSink(f"rtsp://127.0.0.1:{silent.getsockname()[1]}/live", w, h, 10.0, "door", stall_s=1.0,
-                        reconnect_delay_s=0.2, reconnect_max_delay_s=0.5)
+    frame = redactor.redact(
+        np.dstack([xx % 256, yy % 256, (xx + yy) % 256]).astype(np.uint8), [(100, 60, 160, 200)]
+    ).frame
+    sink = RestreamSink(
+        f"rtsp://127.0.0.1:{silent.getsockname()[1]}/live",
+        w,
+        h,
+        10.0,
+        "door",
+        stall_s=1.0,
+        reconnect_delay_s=0.2,
+        reconnect_max_delay_s=0.5,
+    )
     cleanup.append(sink)
     slowest, end = 0.0, time.monotonic() + 4.0
     while time.monotonic() < end:
@@ -285,6 +313,7 @@ def test_target_that_never_answers_does_not_stall_the_camera(cleanup):
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow  # about 30 s (RTSP push and read-back)
 def test_pipeline_restream_shows_no_raw_person(tmp_path, cleanup):
     """Through run_pipeline: the re-stream read back by OpenCV from a second RTSP endpoint holds no
     person region the audit's rule would call raw (boxes: the pipeline's own observations)."""
@@ -300,8 +329,24 @@ def test_pipeline_restream_shows_no_raw_person(tmp_path, cleanup):
     receiver = Receiver(_free_port(), tmp_path / "received.bgr", 768, 576)
     cleanup.append(receiver)
     out = tmp_path / "out"
-    code = run_pipeline.main(["--source", str(vtest), "--output", str(out), "--detector", "hog", "--anonymizer",
-                              "mosaic", "--max-frames", "30", "--restream", receiver.url, "LOG.PROGRESS", "False"])
+    code = run_pipeline.main(
+        [
+            "--source",
+            str(vtest),
+            "--output",
+            str(out),
+            "--detector",
+            "hog",
+            "--anonymizer",
+            "mosaic",
+            "--max-frames",
+            "30",
+            "--restream",
+            receiver.url,
+            "LOG.PROGRESS",
+            "False",
+        ]
+    )
     assert code == 0
     deadline = time.monotonic() + 20
     while receiver.count() < 24 and time.monotonic() < deadline:
@@ -320,8 +365,7 @@ def test_pipeline_restream_shows_no_raw_person(tmp_path, cleanup):
     # which frame each received picture is: the nearest of the pipeline's own output (its masks tell
     # neighbouring frames apart, which the raw frames would not)
     written = read_frames(out / "vtest.mp4")
-    written_small = [cv2.resize(_grey(f), (192, 144), interpolation=cv2.INTER_AREA).astype(np.float32)
-                     for f in written]
+    written_small = [cv2.resize(_grey(f), (192, 144), interpolation=cv2.INTER_AREA).astype(np.float32) for f in written]
     for frame in received:
         index, _ = _match(frame, written_small)
         for x1, y1, x2, y2 in (map(int, b) for b in boxes.get(index, [])):

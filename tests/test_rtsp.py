@@ -1,5 +1,6 @@
 """Live RTSP cameras through a real GStreamer RTSP server: frames arrive, people are protected,
 a dead camera is reported clearly and the run still ends."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,14 @@ def _free_port() -> int:
 def _gst_available() -> bool:
     if not SYSTEM_PYTHON.exists():
         return False
-    probe = subprocess.run([str(SYSTEM_PYTHON), "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
-                            "from gi.repository import GstRtspServer"], capture_output=True)
+    probe = subprocess.run(
+        [
+            str(SYSTEM_PYTHON),
+            "-c",
+            "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer",
+        ],
+        capture_output=True,
+    )
     return probe.returncode == 0
 
 
@@ -36,9 +43,21 @@ def rtsp_camera():
     if not _gst_available():
         pytest.skip("needs Debian's python3-gi and gir1.2-gst-rtsp-server-1.0 (scripts/setup.sh installs them)")
     port = _free_port()
-    proc = subprocess.Popen([str(SYSTEM_PYTHON), str(REPO_ROOT / "tests" / "rtsp_server.py"), "--file",
-                             str(vtest_path()), "--port", str(port), "--mount", "/cam"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            str(SYSTEM_PYTHON),
+            str(REPO_ROOT / "tests" / "rtsp_server.py"),
+            "--file",
+            str(vtest_path()),
+            "--port",
+            str(port),
+            "--mount",
+            "/cam",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     line = proc.stdout.readline().strip()
     if not line.startswith("READY"):
         proc.kill()
@@ -51,9 +70,26 @@ def rtsp_camera():
 @pytest.mark.timeout(180)
 def test_rtsp_camera_is_anonymized(rtsp_camera, tmp_path):
     url, _ = rtsp_camera
-    code = run_pipeline.main(["--source", url, "--camera-id", "door", "--output", str(tmp_path), "--detector", "hog",
-                              "--anonymizer", "mosaic", "--max-frames", "30", "LOG.PROGRESS", "False",
-                              "PRIVACY.MOTION_NET", "off"])  # its warm-up is tested below
+    code = run_pipeline.main(
+        [
+            "--source",
+            url,
+            "--camera-id",
+            "door",
+            "--output",
+            str(tmp_path),
+            "--detector",
+            "hog",
+            "--anonymizer",
+            "mosaic",
+            "--max-frames",
+            "30",
+            "LOG.PROGRESS",
+            "False",
+            "PRIVACY.MOTION_NET",
+            "off",
+        ]
+    )  # its warm-up is tested below
     assert code == 0
     summary = json.loads((tmp_path / "door.summary.json").read_text())
     assert summary["frames"] > 0 and summary["error"] is None
@@ -70,11 +106,32 @@ def test_rtsp_camera_is_anonymized(rtsp_camera, tmp_path):
 def test_live_camera_is_masked_whole_while_the_motion_net_learns(rtsp_camera, tmp_path):
     url, _ = rtsp_camera
     warmup, frames = 8, 20
-    code = run_pipeline.main(["--source", url, "--camera-id", "door", "--output", str(tmp_path), "--detector", "hog",
-                              "--anonymizer", "mosaic", "--max-frames", str(frames), "LOG.PROGRESS", "False",
-                              "PRIVACY.MOTION_NET", "on", "PRIVACY.MOTION_WARMUP_FRAMES", str(warmup),
-                              "OUTPUT.LIVE_TIMING", "frames",  # processed frame i = output frame i: warm-up is tested
-                              "SOURCE.LIVE_DROP_OLD", "False"])  # every frame read is processed, however slow the CPU
+    code = run_pipeline.main(
+        [
+            "--source",
+            url,
+            "--camera-id",
+            "door",
+            "--output",
+            str(tmp_path),
+            "--detector",
+            "hog",
+            "--anonymizer",
+            "mosaic",
+            "--max-frames",
+            str(frames),
+            "LOG.PROGRESS",
+            "False",
+            "PRIVACY.MOTION_NET",
+            "on",
+            "PRIVACY.MOTION_WARMUP_FRAMES",
+            str(warmup),
+            "OUTPUT.LIVE_TIMING",
+            "frames",  # processed frame i = output frame i: warm-up is tested
+            "SOURCE.LIVE_DROP_OLD",
+            "False",
+        ]
+    )  # every frame read is processed, however slow the CPU
     assert code == 0
     summary = json.loads((tmp_path / "door.summary.json").read_text())
     # a live camera that falls behind drops its oldest frames, so fewer than 20 may be processed
@@ -82,17 +139,35 @@ def test_live_camera_is_masked_whole_while_the_motion_net_learns(rtsp_camera, tm
     out = read_frames(tmp_path / "door.mp4")
     assert len(out) == summary["frames"]
     assert all(f.max() <= 16 for f in out[:warmup])  # solid fill (codec noise aside): nothing to see
-    assert all(f.std() > 20 for f in out[warmup:])   # then the scene, with people masked where found
+    assert all(f.std() > 20 for f in out[warmup:])  # then the scene, with people masked where found
 
 
 @pytest.mark.timeout(120)
 def test_camera_dying_mid_stream_keeps_output(rtsp_camera, tmp_path):
     url, proc = rtsp_camera
     import threading
+
     threading.Timer(4.0, proc.kill).start()  # the camera disappears while we read it
-    code = run_pipeline.main(["--source", url, "--camera-id", "door", "--output", str(tmp_path), "--detector", "hog",
-                              "--anonymizer", "mosaic", "SOURCE.GIVE_UP_AFTER_S", "2",
-                              "SOURCE.RECONNECT_DELAY_S", "0.2", "LOG.PROGRESS", "False"])
+    code = run_pipeline.main(
+        [
+            "--source",
+            url,
+            "--camera-id",
+            "door",
+            "--output",
+            str(tmp_path),
+            "--detector",
+            "hog",
+            "--anonymizer",
+            "mosaic",
+            "SOURCE.GIVE_UP_AFTER_S",
+            "2",
+            "SOURCE.RECONNECT_DELAY_S",
+            "0.2",
+            "LOG.PROGRESS",
+            "False",
+        ]
+    )
     assert code == 1
     summary = json.loads((tmp_path / "door.summary.json").read_text())
     assert summary["frames"] > 0
@@ -103,9 +178,24 @@ def test_camera_dying_mid_stream_keeps_output(rtsp_camera, tmp_path):
 @pytest.mark.timeout(120)
 def test_dead_camera_is_reported(tmp_path):
     url = f"rtsp://127.0.0.1:{_free_port()}/nothing"
-    code = run_pipeline.main(["--source", url, "--camera-id", "dead", "--output", str(tmp_path), "--detector", "hog",
-                              "SOURCE.RECONNECT_ATTEMPTS", "1", "SOURCE.RECONNECT_DELAY_S", "0.1",
-                              "LOG.PROGRESS", "False"])
+    code = run_pipeline.main(
+        [
+            "--source",
+            url,
+            "--camera-id",
+            "dead",
+            "--output",
+            str(tmp_path),
+            "--detector",
+            "hog",
+            "SOURCE.RECONNECT_ATTEMPTS",
+            "1",
+            "SOURCE.RECONNECT_DELAY_S",
+            "0.1",
+            "LOG.PROGRESS",
+            "False",
+        ]
+    )
     assert code == 1
     summary = json.loads((tmp_path / "dead.summary.json").read_text())
     assert "dead or unreachable" in summary["error"]

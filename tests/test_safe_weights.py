@@ -1,4 +1,5 @@
 """A ``.pt`` detector file must never run code: crafted pickles are refused before anything executes."""
+
 from __future__ import annotations
 
 import os
@@ -32,6 +33,7 @@ def _crafted_pickle(tmp_path: Path) -> tuple[Path, Path]:
 
 def _tiny_video(tmp_path: Path) -> Path:
     import cv2
+
     path = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
     for i in range(3):
@@ -42,10 +44,25 @@ def _tiny_video(tmp_path: Path) -> Path:
 
 def test_crafted_pickle_is_refused_by_the_pipeline_and_its_payload_never_runs(tmp_path):
     evil, marker = _crafted_pickle(tmp_path)
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "run_pipeline.py"), "--source", str(_tiny_video(tmp_path)),
-                           "--output", str(tmp_path / "out"), "--detector", str(evil), "--anonymizer", "mosaic"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={**os.environ, "YOLO_OFFLINE": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "run_pipeline.py"),
+            "--source",
+            str(_tiny_video(tmp_path)),
+            "--output",
+            str(tmp_path / "out"),
+            "--detector",
+            str(evil),
+            "--anonymizer",
+            "mosaic",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "YOLO_OFFLINE": "1"},
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "refused to load this PyTorch checkpoint" in proc.stderr
     assert "ONNX or OpenVINO" in proc.stderr

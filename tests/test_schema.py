@@ -1,4 +1,5 @@
-"""The feature contract: what producers may send and what consumers accept (stream/schema.py)."""
+"""The feature contract: what producers may send and what consumers accept (transport/schema.py)."""
+
 from __future__ import annotations
 
 import base64
@@ -10,18 +11,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream import schema
-from stream.schema import SchemaError, build_message, decode_message, encode_message
+from transport import schema
+from transport.schema import SchemaError, build_message, decode_message, encode_message
 
 REPO = Path(__file__).resolve().parents[1]
 FP = "ab" * 32
 
 
 def _msg(**kw):
-    args = dict(camera_id="cam-1", session_id="0" * 32, frame_index=7, timestamp_ms=1_700_000_000_123, track_id=3,
-                box=(10.0, 20.0, 50.5, 120.0), score=0.87,
-                embedding=np.random.default_rng(0).normal(size=512).astype(np.float32),
-                reid_fingerprint=FP, anonymizer_fingerprint="cd" * 32, anonymization="mosaic")
+    args = dict(
+        camera_id="cam-1",
+        session_id="0" * 32,
+        frame_index=7,
+        timestamp_ms=1_700_000_000_123,
+        track_id=3,
+        box=(10.0, 20.0, 50.5, 120.0),
+        score=0.87,
+        embedding=np.random.default_rng(0).normal(size=512).astype(np.float32),
+        reid_fingerprint=FP,
+        anonymizer_fingerprint="cd" * 32,
+        anonymization="mosaic",
+    )
     args.update(kw)
     return build_message(**args)
 
@@ -78,8 +88,10 @@ HOSTILE = {
     "array": (b"[1,2,3]", "bad_type"),
     "null value": (None, "bad_json"),
     "NaN literal": (encode_message(_wire()).replace(b'"score":0.87', b'"score":NaN'), "bad_json"),
-    "duplicate key": (encode_message(_wire()).replace(b'{"schema_version":1,', b'{"schema_version":1,"schema_version":1,'),
-                      "bad_json"),
+    "duplicate key": (
+        encode_message(_wire()).replace(b'{"schema_version":1,', b'{"schema_version":1,"schema_version":1,'),
+        "bad_json",
+    ),
     "huge": (b'{"a":"' + b"x" * (schema.MAX_MESSAGE_BYTES + 10) + b'"}', "too_large"),
     "deep nesting": (b"[" * 30000 + b"]" * 30000, "bad_json"),
     "version 2": (json.dumps(_wire(schema_version=2)).encode(), "bad_version"),
@@ -94,10 +106,14 @@ HOSTILE = {
     "wrong dim": (json.dumps(_wire(embedding_dim=256)).encode(), "bad_embedding"),
     "bad base64": (json.dumps(_wire(embedding="!" * 1368)).encode(), "bad_embedding"),
     "bad dtype": (json.dumps(_wire(embedding_dtype="int8")).encode(), "bad_value"),
-    "NaN embedding": (json.dumps(_wire(embedding=base64.b64encode(np.full(512, np.nan, "<f2").tobytes()).decode()))
-                      .encode(), "bad_embedding"),
-    "unnormalised": (json.dumps(_wire(embedding=base64.b64encode(np.full(512, 1.0, "<f2").tobytes()).decode()))
-                     .encode(), "bad_embedding"),
+    "NaN embedding": (
+        json.dumps(_wire(embedding=base64.b64encode(np.full(512, np.nan, "<f2").tobytes()).decode())).encode(),
+        "bad_embedding",
+    ),
+    "unnormalised": (
+        json.dumps(_wire(embedding=base64.b64encode(np.full(512, 1.0, "<f2").tobytes()).decode())).encode(),
+        "bad_embedding",
+    ),
     "raw crops": (json.dumps(_wire(anonymization="none")).encode(), "bad_value"),
     "long camera": (json.dumps(_wire(camera_id="c" * 500)).encode(), "bad_value"),
     # `$` also matches before a trailing newline: ids are checked with fullmatch
@@ -124,17 +140,35 @@ def test_json_schema_agrees_with_the_validator():
     validator.check_schema(schema.JSON_SCHEMA)
     assert not list(validator.iter_errors(json.loads(encode_message(_msg()))))
     assert not list(validator.iter_errors(json.loads(encode_message(_msg(embedding_dtype="float32")))))
-    structural = ["version 2", "bool version", "missing field", "extra field", "string frame", "bool track",
-                  "negative ts", "box of 3", "huge box", "bad dtype", "raw crops", "long camera", "camera newline",
-                  "session newline", "fingerprint newline", "unprotected", "unknown kind", "kind newline"]
+    structural = [
+        "version 2",
+        "bool version",
+        "missing field",
+        "extra field",
+        "string frame",
+        "bool track",
+        "negative ts",
+        "box of 3",
+        "huge box",
+        "bad dtype",
+        "raw crops",
+        "long camera",
+        "camera newline",
+        "session newline",
+        "fingerprint newline",
+        "unprotected",
+        "unknown kind",
+        "kind newline",
+    ]
     for name in structural:  # what JSON Schema can express, it must reject too
         doc = json.loads(HOSTILE[name][0])
         assert list(validator.iter_errors(doc)), name
 
 
 def test_cli_prints_the_schema_and_the_doc_copy_is_current():
-    out = subprocess.run([sys.executable, "-m", "stream.schema", "--json-schema"], cwd=REPO, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "stream.schema", "--json-schema"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     assert json.loads(out) == schema.JSON_SCHEMA
     doc = REPO / "docs" / "kafka-contract.schema.json"
     assert json.loads(doc.read_text()) == schema.JSON_SCHEMA, "regenerate: python -m stream.schema --json-schema"

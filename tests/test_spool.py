@@ -1,4 +1,5 @@
 """The publisher's outage buffer: bounded, ordered, crash-safe (stream/spool.py)."""
+
 from __future__ import annotations
 
 import logging
@@ -84,7 +85,7 @@ def test_bounded_overflow_is_counted_and_logged_never_silent(tmp_path, caplog):
     spool = DiskSpool(tmp_path, max_bytes=8192, segment_bytes=4096, fsync="never")
     accepted = 0
     with caplog.at_level(logging.WARNING, logger="stream.spool"):
-        for i in range(200):
+        for _ in range(200):
             accepted += spool.append(bytes(100))
     assert 0 < accepted < 200
     assert spool.overflow_dropped == 200 - accepted

@@ -1,4 +1,5 @@
 """What is refused at start (exit 2, reason named), what one bad input costs, and the exit codes."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,14 @@ from tests.conftest import REPO_ROOT
 
 
 def _pipeline(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO_ROOT / "run_pipeline.py"), *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd, env={**os.environ, "YOLO_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run_pipeline.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "YOLO_OFFLINE": "1"},
+    )
 
 
 def _clip(path: Path, frames: int = 4, size: tuple[int, int] = (160, 120)) -> Path:
@@ -32,14 +39,19 @@ def _observations(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("case", ["output_is_a_file", "output_not_writable", "kafka_security", "fill_out_of_range",
-                                  "negative_fragment"])
+@pytest.mark.parametrize(
+    "case", ["output_is_a_file", "output_not_writable", "kafka_security", "fill_out_of_range", "negative_fragment"]
+)
 def test_refused_at_start_with_exit_2_and_the_reason(tmp_path, case):
     clip = _clip(tmp_path / "clip.avi")
     args = ["--source", str(clip), "--detector", "hog", "--anonymizer", "mosaic", "--output", str(tmp_path / "out")]
-    expect = {"output_is_a_file": "is not a folder", "output_not_writable": "is not a writable folder",
-              "kafka_security": "KAFKA.SASL_MECHANISM", "fill_out_of_range": "ANONYMIZER.FILL",
-              "negative_fragment": "OUTPUT.FRAGMENT_S"}[case]
+    expect = {
+        "output_is_a_file": "is not a folder",
+        "output_not_writable": "is not a writable folder",
+        "kafka_security": "KAFKA.SASL_MECHANISM",
+        "fill_out_of_range": "ANONYMIZER.FILL",
+        "negative_fragment": "OUTPUT.FRAGMENT_S",
+    }[case]
     if case == "output_is_a_file":
         (tmp_path / "taken").write_text("x")
         args[-1] = str(tmp_path / "taken")
@@ -60,9 +72,23 @@ def test_refused_at_start_with_exit_2_and_the_reason(tmp_path, case):
 
 def test_overrides_may_come_before_between_and_after_flags(tmp_path):
     clip = _clip(tmp_path / "clip.avi")
-    proc = _pipeline("DETECTOR.CONF", "0.3", "--source", str(clip), "ANONYMIZER.MARGIN", "0.2", "--detector", "hog",
-                     "--anonymizer", "mosaic", "--output", str(tmp_path / "out"), "PRIVACY.MOTION_NET", "off",
-                     cwd=tmp_path)
+    proc = _pipeline(
+        "DETECTOR.CONF",
+        "0.3",
+        "--source",
+        str(clip),
+        "ANONYMIZER.MARGIN",
+        "0.2",
+        "--detector",
+        "hog",
+        "--anonymizer",
+        "mosaic",
+        "--output",
+        str(tmp_path / "out"),
+        "PRIVACY.MOTION_NET",
+        "off",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "clip.summary.json").read_text())
     assert summary["frames"] == 4 and summary["error"] is None
@@ -74,8 +100,19 @@ def test_one_corrupt_image_costs_that_frame_only(tmp_path):
     for i in range(6):
         cv2.imwrite(str(folder / f"frame_{i}.jpg"), np.full((120, 160, 3), 20 * i + 10, np.uint8))
     (folder / "frame_2.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    proc = _pipeline("--source", str(folder), "--detector", "hog", "--anonymizer", "mosaic",
-                     "--output", str(tmp_path / "out"), "PRIVACY.MOTION_NET", "off", cwd=tmp_path)
+    proc = _pipeline(
+        "--source",
+        str(folder),
+        "--detector",
+        "hog",
+        "--anonymizer",
+        "mosaic",
+        "--output",
+        str(tmp_path / "out"),
+        "PRIVACY.MOTION_NET",
+        "off",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "frame_2.jpg" in proc.stderr  # the operator is told which file
     summary = json.loads((tmp_path / "out" / "shots.summary.json").read_text())
@@ -94,8 +131,21 @@ def test_oversized_frames_end_that_camera_with_a_clear_error(tmp_path):
     big.mkdir()
     cv2.imwrite(str(big / "0.jpg"), np.zeros((6000, 8000, 3), np.uint8))
     clip = _clip(tmp_path / "small.avi")
-    proc = _pipeline("--source", str(big), "--source", str(clip), "--detector", "hog", "--anonymizer", "mosaic",
-                     "--output", str(tmp_path / "out"), "PRIVACY.MOTION_NET", "off", cwd=tmp_path)
+    proc = _pipeline(
+        "--source",
+        str(big),
+        "--source",
+        str(clip),
+        "--detector",
+        "hog",
+        "--anonymizer",
+        "mosaic",
+        "--output",
+        str(tmp_path / "out"),
+        "PRIVACY.MOTION_NET",
+        "off",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "big.summary.json").read_text())
     assert "SOURCE.MAX_PIXELS" in summary["error"] and summary["frames"] == 0
@@ -107,8 +157,22 @@ def test_oversized_frames_end_that_camera_with_a_clear_error(tmp_path):
 def test_capture_time_from_file_metadata_only_when_plausible(tmp_path, when, kept):
     src = _clip(tmp_path / "raw.avi")
     clip = tmp_path / "clip.mp4"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(src), "-c:v", "libx264", "-metadata",
-                    f"creation_time={when}", str(clip)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(src),
+            "-c:v",
+            "libx264",
+            "-metadata",
+            f"creation_time={when}",
+            str(clip),
+        ],
+        check=True,
+    )
     from stream.sources import open_source
 
     started = time.time() * 1000
@@ -123,9 +187,24 @@ def test_capture_time_from_file_metadata_only_when_plausible(tmp_path, when, kep
 def test_undelivered_features_exit_3_and_say_where_they_wait(tmp_path, vtest, spool_mb):
     """A supervisor must be able to tell "done" from "done, but Kafka still owes us messages" (spooled
     for the next run), or "some were dropped" (a spool too small to hold them)."""
-    proc = _pipeline("--source", str(vtest), "--max-frames", "8", "--detector", "hog", "--kafka", "127.0.0.1:9",
-                     "--output", str(tmp_path / "out"), "PRIVACY.MOTION_NET", "off", "KAFKA.SPOOL_MAX_MB", spool_mb,
-                     cwd=tmp_path, timeout=600)
+    proc = _pipeline(
+        "--source",
+        str(vtest),
+        "--max-frames",
+        "8",
+        "--detector",
+        "hog",
+        "--kafka",
+        "127.0.0.1:9",
+        "--output",
+        str(tmp_path / "out"),
+        "PRIVACY.MOTION_NET",
+        "off",
+        "KAFKA.SPOOL_MAX_MB",
+        spool_mb,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "NOT DELIVERED" in proc.stderr
     # kafka-python's own retry lines are quieted: the pipeline's state-change lines are what an operator reads

@@ -1,4 +1,5 @@
 """The seed's command lines parse with ``-m training``; unknown keys and bad values are named."""
+
 from __future__ import annotations
 
 import shlex
@@ -15,20 +16,22 @@ AGW = str(REPO_ROOT / "configs" / "AGW_baseline.yml")
 CPU = str(REPO_ROOT / "configs" / "cuhk01_cpu.yml")
 
 ROOT = "<path_to_root_of_datasets>"
-BASE = (f"--config_file='configs/AGW_baseline.yml' DATASETS.ROOT_DIR \"{ROOT}\" DATASETS.NAMES \"('market1501')\" "
-        "INPUT.TYPE \"mosaic\" INPUT.RADIUS \"24.0\"")
+BASE = (
+    f"--config_file='configs/AGW_baseline.yml' DATASETS.ROOT_DIR \"{ROOT}\" DATASETS.NAMES \"('market1501')\" "
+    'INPUT.TYPE "mosaic" INPUT.RADIUS "24.0"'
+)
 # Every training/testing command of the seed README, with `tools/main.py` replaced by `-m training`.
 SEED_COMMANDS = [
-    BASE + " OUTPUT_DIR \"('./log/market1501/market1501-base-mosaic')\" MODEL.MODE \"C\"",
+    BASE + ' OUTPUT_DIR "(\'./log/market1501/market1501-base-mosaic\')" MODEL.MODE "C"',
     BASE + " OUTPUT_DIR \"('./log/market1501/market1501-wosu-mosaic')\"",
     f"--config_file='configs/AGW_baseline.yml' DATASETS.ROOT_DIR \"{ROOT}\" DATASETS.NAMES \"('market1501_val')\" "
-    "INPUT.TYPE \"mosaic\" INPUT.RADIUS \"24.0\" OUTPUT_DIR \"('./log/market1501/market1501-full-mosaic')\" "
-    "MODEL.VAL_R1 \"0.853\"",
-    BASE + " OUTPUT_DIR \"('./log/market1501/test/market1501-base-mosaic')\" MODEL.MODE \"C\" "
+    'INPUT.TYPE "mosaic" INPUT.RADIUS "24.0" OUTPUT_DIR "(\'./log/market1501/market1501-full-mosaic\')" '
+    'MODEL.VAL_R1 "0.853"',
+    BASE + ' OUTPUT_DIR "(\'./log/market1501/test/market1501-base-mosaic\')" MODEL.MODE "C" '
     "TEST.EVALUATE_ONLY \"('on')\" MODEL.PRETRAIN_CHOICE \"('self')\" "
-    "MODEL.PRETRAIN_DIR \"./log/market1501/market1501-base-mosaic\"",
+    'MODEL.PRETRAIN_DIR "./log/market1501/market1501-base-mosaic"',
     BASE + " OUTPUT_DIR \"('./log/market1501/test/market1501-wosu-mosaic')\" TEST.EVALUATE_ONLY \"('on')\" "
-    "MODEL.PRETRAIN_CHOICE \"('self')\" MODEL.PRETRAIN_DIR \"./log/market1501/market1501-wosu-mosaic\"",
+    'MODEL.PRETRAIN_CHOICE "(\'self\')" MODEL.PRETRAIN_DIR "./log/market1501/market1501-wosu-mosaic"',
 ]
 
 
@@ -56,8 +59,7 @@ def test_other_seed_variants() -> None:
     assert (cfg.INPUT.TYPE, cfg.INPUT.RADIUS) == ("blur", 12.0)
     cfg = _parse(SEED_COMMANDS[0].replace('"mosaic"', '"noise"').replace('"24.0"', '"0.5"'))
     assert (cfg.INPUT.TYPE, cfg.INPUT.RADIUS) == ("noise", 0.5)
-    cfg = load_config(AGW, ["MODEL.VAL_R1", "85", "INPUT.RADIUS", "24",
-                                                  "DATASETS.NAMES", "('msmt17')"])
+    cfg = load_config(AGW, ["MODEL.VAL_R1", "85", "INPUT.RADIUS", "24", "DATASETS.NAMES", "('msmt17')"])
     assert cfg.MODEL.VAL_R1 == 85.0 and isinstance(cfg.MODEL.VAL_R1, float) and cfg.INPUT.RADIUS == 24.0
     assert cfg.DATASETS.NAMES == "msmt17"
     assert cfg.INPUT.PIXEL_STD == [0.5, 0.5, 0.5] and cfg.MODEL.NAME == "resnet50_nl"
@@ -109,4 +111,5 @@ def test_a_runs_own_config_yaml_loads_back(tmp_path) -> None:
 @pytest.mark.parametrize("value", ["('cuhk01_val')", "(cuhk01_val)", "cuhk01_val"])
 def test_dataset_name_accepts_the_seed_spellings(value: str) -> None:
     from training.config import dataset_name
+
     assert dataset_name(load_config(None, ["DATASETS.NAMES", value])) == "cuhk01_val"

@@ -1,4 +1,5 @@
 """End to end on tiny synthetic data: the seed's Base train and test commands, resume, errors."""
+
 from __future__ import annotations
 
 import json
@@ -13,17 +14,57 @@ from .conftest import REPO_ROOT
 from .test_training_synthdata import make_market
 
 AGW = str(REPO_ROOT / "configs" / "AGW_baseline.yml")
-TINY = ["MODEL.NAME", "shufflenetv2_x0_5", "MODEL.PRETRAIN_CHOICE", "none", "MODEL.DEVICE", "cpu",
-        "INPUT.IMG_SIZE", "[32, 16]", "INPUT.DESENS_SIZE", "[64, 32]", "INPUT.PADDING", "2",
-        "SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_INSTANCE", "2", "DATALOADER.NUM_WORKERS", "0",
-        "SOLVER.MAX_EPOCHS", "2", "SOLVER.MAX_ITERS_PER_EPOCH", "2", "SOLVER.EVAL_PERIOD", "1",
-        "SOLVER.WARMUP_EPOCHS", "1", "TEST.IMS_PER_BATCH", "16", "SOLVER.CPU_THREADS", "1"]
+TINY = [
+    "MODEL.NAME",
+    "shufflenetv2_x0_5",
+    "MODEL.PRETRAIN_CHOICE",
+    "none",
+    "MODEL.DEVICE",
+    "cpu",
+    "INPUT.IMG_SIZE",
+    "[32, 16]",
+    "INPUT.DESENS_SIZE",
+    "[64, 32]",
+    "INPUT.PADDING",
+    "2",
+    "SOLVER.IMS_PER_BATCH",
+    "8",
+    "DATALOADER.NUM_INSTANCE",
+    "2",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "SOLVER.MAX_EPOCHS",
+    "2",
+    "SOLVER.MAX_ITERS_PER_EPOCH",
+    "2",
+    "SOLVER.EVAL_PERIOD",
+    "1",
+    "SOLVER.WARMUP_EPOCHS",
+    "1",
+    "TEST.IMS_PER_BATCH",
+    "16",
+    "SOLVER.CPU_THREADS",
+    "1",
+]
 
 
 def _seed_command(root: Path, out: Path, name: str = "market1501") -> list[str]:
     """The seed's Base training command (README), with our tiny-size overrides appended."""
-    return ["--config_file=" + AGW, "DATASETS.ROOT_DIR", str(root), "DATASETS.NAMES", f"('{name}')",
-            "INPUT.TYPE", "mosaic", "INPUT.RADIUS", "24.0", "OUTPUT_DIR", f"('{out}')", "MODEL.MODE", "C"] + TINY
+    return [
+        "--config_file=" + AGW,
+        "DATASETS.ROOT_DIR",
+        str(root),
+        "DATASETS.NAMES",
+        f"('{name}')",
+        "INPUT.TYPE",
+        "mosaic",
+        "INPUT.RADIUS",
+        "24.0",
+        "OUTPUT_DIR",
+        f"('{out}')",
+        "MODEL.MODE",
+        "C",
+    ] + TINY
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +100,14 @@ def test_training_writes_metrics_history_plot_and_checkpoints(trained) -> None:
 def test_seed_test_command_reproduces_the_final_metrics(trained, tmp_path) -> None:
     root, out = trained
     test_out = tmp_path / "test-base-mosaic"
-    cmd = _seed_command(root, test_out) + ["TEST.EVALUATE_ONLY", "('on')", "MODEL.PRETRAIN_CHOICE", "('self')",
-                                           "MODEL.PRETRAIN_DIR", str(out)]
+    cmd = _seed_command(root, test_out) + [
+        "TEST.EVALUATE_ONLY",
+        "('on')",
+        "MODEL.PRETRAIN_CHOICE",
+        "('self')",
+        "MODEL.PRETRAIN_DIR",
+        str(out),
+    ]
     assert main(cmd) == 0
     a = json.loads((out / "metrics.json").read_text())["results"]
     b = json.loads((test_out / "metrics.json").read_text())["results"]
@@ -71,6 +118,7 @@ def test_seed_test_command_reproduces_the_final_metrics(trained, tmp_path) -> No
 def test_resume_continues_from_the_last_checkpoint(trained, tmp_path) -> None:
     root, out = trained
     import shutil
+
     run = tmp_path / "resumed"
     shutil.copytree(out, run)
     assert main(_seed_command(root, run) + ["SOLVER.MAX_EPOCHS", "3"]) == 0
@@ -83,6 +131,7 @@ def test_resume_continues_from_the_last_checkpoint(trained, tmp_path) -> None:
 def test_val_split_from_the_split_tool_is_used(trained, tmp_path) -> None:
     root, _ = trained
     from training.split import split_dataset
+
     split_dataset(root, "market1501")
     out = tmp_path / "val-run"
     assert main(_seed_command(root, out, "market1501_val") + ["SOLVER.MAX_EPOCHS", "1"]) == 0
@@ -96,6 +145,7 @@ def test_missing_dataset_is_a_clear_error(tmp_path, capsys) -> None:
 
 def test_missing_mode_module_is_a_clear_error(tmp_path, capsys, monkeypatch) -> None:
     from training import engine
+
     monkeypatch.setitem(engine.MODE_MODULES, "GCR", "training.mode_not_installed")
     cmd = _seed_command(tmp_path, tmp_path / "o")
     cmd[cmd.index("MODEL.MODE") + 1] = "GCR"

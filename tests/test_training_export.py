@@ -1,4 +1,5 @@
 """``python -m training.export`` labels a bundle only with the test metrics of the checkpoint it exports."""
+
 from __future__ import annotations
 
 import json
@@ -9,15 +10,24 @@ import pytest
 
 from training.export import _checkpoint_metrics
 
-RUN_METRICS = {"results": {"raw->protected": {"rank1": 0.2, "mAP": 0.25}}, "upgrades": [{"epoch": 3}],
-               "kept_checkpoint": {"folder": "checkpoints/best", "epoch": 7, "selected_by": "best validation"}}
+RUN_METRICS = {
+    "results": {"raw->protected": {"rank1": 0.2, "mAP": 0.25}},
+    "upgrades": [{"epoch": 3}],
+    "kept_checkpoint": {"folder": "checkpoints/best", "epoch": 7, "selected_by": "best validation"},
+}
 
 
 def _eval_metrics(tmp_path: Path, epoch: int) -> Path:
     path = tmp_path / "eval_last" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"results": {"raw->protected": {"rank1": 0.3, "mAP": 0.35}},
-                                "kept_checkpoint": {"folder": "checkpoints/last", "epoch": epoch}}))
+    path.write_text(
+        json.dumps(
+            {
+                "results": {"raw->protected": {"rank1": 0.3, "mAP": 0.35}},
+                "kept_checkpoint": {"folder": "checkpoints/last", "epoch": epoch},
+            }
+        )
+    )
     return path
 
 

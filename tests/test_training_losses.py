@@ -1,4 +1,5 @@
 """Loss values against hand computations, and the config switches of ReidLoss."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,7 @@ import torch
 
 from configs import build_config
 from configs.training_defaults import get_training_defaults
-from training.losses import (CenterLoss, CrossEntropyLabelSmooth, ReidLoss, TripletLoss,
-                             WeightedRegularizedTriplet)
+from training.losses import CenterLoss, CrossEntropyLabelSmooth, ReidLoss, TripletLoss, WeightedRegularizedTriplet
 
 FEATS = torch.tensor([[0.0], [1.0], [3.0], [5.0]])
 LABELS = torch.tensor([0, 0, 1, 1])
@@ -34,7 +34,7 @@ def test_batch_hard_triplet_by_hand() -> None:
 def test_weighted_regularized_triplet_by_hand() -> None:
     def wmean(ds, sign):
         ws = [math.exp(sign * d) for d in ds]
-        return sum(w * d for w, d in zip(ws, ds)) / sum(ws)
+        return sum(w * d for w, d in zip(ws, ds, strict=True)) / sum(ws)
 
     # one positive each; negatives weighted by softmax(-d)
     rows = [(1, [3, 5]), (1, [2, 4]), (2, [3, 2]), (2, [5, 4])]
@@ -70,8 +70,11 @@ def test_reid_loss_switches_and_parts() -> None:
     assert isinstance(full.metric_loss, WeightedRegularizedTriplet) and full.center is not None
     assert set(parts) == {"id", "triplet", "center", "acc"}
     assert total.item() == pytest.approx(parts["id"] + parts["triplet"] + 0.0005 * parts["center"], rel=1e-5)
-    plain = ReidLoss(_cfg("MODEL.WEIGHT_REGULARIZED_TRIPLET", "off", "MODEL.CENTER_LOSS", "off",
-                          "MODEL.IF_LABELSMOOTH", "off"), 4, 16)
+    plain = ReidLoss(
+        _cfg("MODEL.WEIGHT_REGULARIZED_TRIPLET", "off", "MODEL.CENTER_LOSS", "off", "MODEL.IF_LABELSMOOTH", "off"),
+        4,
+        16,
+    )
     assert isinstance(plain.metric_loss, TripletLoss) and plain.center is None and plain.center_parameters() == []
     _, parts = plain(score, feat, target)
     assert parts["id"] == pytest.approx(float(torch.nn.functional.cross_entropy(score, target)), rel=1e-6)
@@ -98,11 +101,27 @@ def test_cross_kind_triplet_by_hand_and_off_by_default() -> None:
     assert ReidLoss(_cfg(), 2, 1).cross_kind(raw, prot, LABELS) is None  # METHOD.md: each half alone
     # one image per identity: within a kind no anchor has a positive, across kinds the twin is one
     a, b, two = torch.tensor([[0.0], [4.0]]), torch.tensor([[1.0], [4.0]]), torch.tensor([0, 1])
-    soft = ReidLoss(_cfg("MODEL.METRIC_LOSS_TYPE", "triplet", "MODEL.WEIGHT_REGULARIZED_TRIPLET", "off",
-                         "SOLVER.MARGIN", "0.0", "MODEL.CROSS_KIND_TRIPLET", "1.0"), 2, 1)
+    soft = ReidLoss(
+        _cfg(
+            "MODEL.METRIC_LOSS_TYPE",
+            "triplet",
+            "MODEL.WEIGHT_REGULARIZED_TRIPLET",
+            "off",
+            "SOLVER.MARGIN",
+            "0.0",
+            "MODEL.CROSS_KIND_TRIPLET",
+            "1.0",
+        ),
+        2,
+        1,
+    )
     assert float(soft.metric_loss(a, two)) == 0.0
-    expected = 0.5 * (math.log1p(math.exp(1 - 3)) + math.log1p(math.exp(0 - 4))
-                      + math.log1p(math.exp(1 - 4)) + math.log1p(math.exp(0 - 3)))
+    expected = 0.5 * (
+        math.log1p(math.exp(1 - 3))
+        + math.log1p(math.exp(0 - 4))
+        + math.log1p(math.exp(1 - 4))
+        + math.log1p(math.exp(0 - 3))
+    )
     assert float(soft.cross_kind(a, b, two)) == pytest.approx(expected / 2, rel=1e-5)
 
 

@@ -1,4 +1,5 @@
 """Re-ID model definitions: AGW structure, ShuffleNetV2 with Megvii names, offline ImageNet rules."""
+
 from __future__ import annotations
 
 import subprocess
@@ -20,9 +21,9 @@ def test_agw_structure_and_forward_contract() -> None:
     nl = [m for m in model.modules() if isinstance(m, NonLocalBlock)]
     assert len(nl) == 5 and [len(s) for s in model.backbone.non_local] == [0, 2, 3, 0]
     assert model.backbone.nl_after[1] == [2, 3] and model.backbone.nl_after[2] == [3, 4, 5]
-    assert model.backbone.layer4[0].conv2.stride == (1, 1)                 # last stride 1
+    assert model.backbone.layer4[0].conv2.stride == (1, 1)  # last stride 1
     x = torch.randn(2, 3, 64, 32)
-    assert model.backbone(x).shape[-2:] == (4, 2)                           # stride 16, not 32
+    assert model.backbone(x).shape[-2:] == (4, 2)  # stride 16, not 32
     model.train()
     score, feat = model(x)
     assert score.shape == (2, 7) and feat.shape == (2, 2048)
@@ -31,7 +32,7 @@ def test_agw_structure_and_forward_contract() -> None:
     model.neck_feat = "before"
     before = model(x)
     assert after.shape == before.shape == (2, 2048) and not torch.allclose(after, before)
-    assert not model.bottleneck.bias.requires_grad                          # BN-neck shift frozen
+    assert not model.bottleneck.bias.requires_grad  # BN-neck shift frozen
 
 
 def test_non_local_block_starts_as_identity() -> None:
@@ -59,11 +60,18 @@ def test_shufflenet_loads_the_megvii_trunk() -> None:
 
 
 def test_megvii_full_checkpoint_names_are_remapped() -> None:
-    src = {"module.features.0.branch_main.0.weight": 1, "module.features.4.branch_proj.0.weight": 2,
-           "module.features.15.branch_main.5.weight": 3, "module.classifier.0.weight": 4}
+    src = {
+        "module.features.0.branch_main.0.weight": 1,
+        "module.features.4.branch_proj.0.weight": 2,
+        "module.features.15.branch_main.5.weight": 3,
+        "module.classifier.0.weight": 4,
+    }
     out = remap_megvii({k[7:]: torch.tensor(v) for k, v in src.items()})
-    assert set(out) == {"stage2.0.branch_main.0.weight", "stage3.0.branch_proj.0.weight",
-                        "stage4.3.branch_main.5.weight"}
+    assert set(out) == {
+        "stage2.0.branch_main.0.weight",
+        "stage3.0.branch_proj.0.weight",
+        "stage4.3.branch_main.5.weight",
+    }
 
 
 def test_imagenet_weights_are_never_downloaded(tmp_path, monkeypatch) -> None:

@@ -4,6 +4,7 @@ Images are flat colour patches whose colour depends on the identity (plus a came
 noise), so a model can learn something in a few iterations, and every layout the loaders read
 can be produced in milliseconds.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,7 @@ def person_image(pid: int, cam: int, k: int, hw=(32, 16)) -> np.ndarray:
     base = np.array([(pid * 67) % 256, (pid * 151) % 256, (pid * 29 + 90) % 256], dtype=np.float32)
     img = np.empty((*hw, 3), np.float32)
     img[: hw[0] // 2] = base
-    img[hw[0] // 2:] = base[::-1]
+    img[hw[0] // 2 :] = base[::-1]
     img += cam * 12 + rng.normal(0, 8, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -27,8 +28,16 @@ def write(path: Path, img: np.ndarray) -> None:
     assert cv2.imwrite(str(path), img)
 
 
-def make_market(root: Path, name: str = "market1501", train_ids=range(1, 13), test_ids=range(20, 28),
-                per_cam: int = 2, cams: int = 2, junk: int = 2, distractors: int = 2) -> Path:
+def make_market(
+    root: Path,
+    name: str = "market1501",
+    train_ids=range(1, 13),
+    test_ids=range(20, 28),
+    per_cam: int = 2,
+    cams: int = 2,
+    junk: int = 2,
+    distractors: int = 2,
+) -> Path:
     """Market-1501 layout with junk (-1) and distractor (0000) gallery images."""
     base = root / name
     for pid in train_ids:
@@ -47,8 +56,9 @@ def make_market(root: Path, name: str = "market1501", train_ids=range(1, 13), te
     return base
 
 
-def make_folder(root: Path, train_ids=range(8), test_ids=range(100, 106), per_cam: int = 2, cams: int = 2,
-                val: bool = False) -> Path:
+def make_folder(
+    root: Path, train_ids=range(8), test_ids=range(100, 106), per_cam: int = 2, cams: int = 2, val: bool = False
+) -> Path:
     """The generic folder layout: train/<pid>/c<cam>_<k>.png, query/, gallery/ (+ val_*)."""
     for pid in train_ids:
         for c in range(cams):

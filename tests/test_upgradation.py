@@ -1,4 +1,5 @@
 """The supervision-upgradation rule on constructed validation sequences."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import pytest
 
 from training.upgradation import SupervisionUpgrader, ValidationMetrics, is_anonymous_enough
 
-OM = dict(psnr_om=20.0, ssim_om=0.50)          # the hand-made desensitization's similarity
+OM = dict(psnr_om=20.0, ssim_om=0.50)  # the hand-made desensitization's similarity
 
 
 def val(epoch: int, rank1: float, psnr_op: float = 19.0, ssim_op: float = 0.45) -> ValidationMetrics:
@@ -16,8 +17,8 @@ def val(epoch: int, rank1: float, psnr_op: float = 19.0, ssim_op: float = 0.45) 
 
 def test_anonymity_check_uses_both_epsilons():
     assert is_anonymous_enough(val(1, 0, psnr_op=20.9, ssim_op=0.549), 1.0, 0.05)
-    assert not is_anonymous_enough(val(1, 0, psnr_op=21.0, ssim_op=0.40), 1.0, 0.05)     # strict
-    assert not is_anonymous_enough(val(1, 0, psnr_op=18.0, ssim_op=0.56), 1.0, 0.05)     # SSIM too high
+    assert not is_anonymous_enough(val(1, 0, psnr_op=21.0, ssim_op=0.40), 1.0, 0.05)  # strict
+    assert not is_anonymous_enough(val(1, 0, psnr_op=18.0, ssim_op=0.56), 1.0, 0.05)  # SSIM too high
 
 
 def test_fires_when_anonymous_and_beating_eps_r1():
@@ -31,7 +32,7 @@ def test_does_not_fire_below_eps_r1_but_saves_best():
     up = SupervisionUpgrader(val_r1=40.0, eps_psnr=1.0, eps_ssim=0.05)
     d = up.step(val(5, 39.0))
     assert d.anonymous and d.save_best and not d.upgrade
-    d = up.step(val(10, 40.0))                     # equal is not better
+    d = up.step(val(10, 40.0))  # equal is not better
     assert not d.upgrade
     assert not up.upgraded and up.best_epoch == 10
 
@@ -84,10 +85,10 @@ def test_every_upgrade_freezes_the_current_encoder():
 def test_upgrade_margin_keeps_the_bound_encoder_as_best_but_does_not_freeze_it():
     # bound: PSNR < 21.0, SSIM < 0.55; with margin 0.4: PSNR < 20.6, SSIM < 0.53
     up = SupervisionUpgrader(val_r1=40.0, eps_psnr=1.0, eps_ssim=0.05, upgrade_margin=0.4)
-    d = up.step(val(1, 45.0, ssim_op=0.54))          # anonymous, but inside the last 40 % of ε
+    d = up.step(val(1, 45.0, ssim_op=0.54))  # anonymous, but inside the last 40 % of ε
     assert d.anonymous and d.save_best and not d.upgrade
     assert "upgrade margin" in d.reason
-    d = up.step(val(2, 44.0, psnr_op=20.7))           # PSNR alone inside the margin band: no upgrade either
+    d = up.step(val(2, 44.0, psnr_op=20.7))  # PSNR alone inside the margin band: no upgrade either
     assert d.anonymous and not d.upgrade
     d = up.step(val(3, 46.0, psnr_op=20.5, ssim_op=0.52))
     assert d.upgrade and up.upgrades[0]["encoder_epoch"] == 3
@@ -105,9 +106,29 @@ def test_zero_margin_is_the_method_rule():
 def test_upgrade_margin_never_freezes_an_older_best_inside_the_band():
     """The frozen encoder is the saved best; a later margin-clean encoder with lower rank-1 is not it."""
     up = SupervisionUpgrader(val_r1=40.0, eps_psnr=1.0, eps_ssim=0.05, upgrade_margin=0.4)
-    up.step(val(1, 50.0, ssim_op=0.54))               # best so far, inside the band: saved, not frozen
-    d = up.step(val(2, 45.0, ssim_op=0.50))           # margin-clean, but not the best: no upgrade
+    up.step(val(1, 50.0, ssim_op=0.54))  # best so far, inside the band: saved, not frozen
+    d = up.step(val(2, 45.0, ssim_op=0.50))  # margin-clean, but not the best: no upgrade
     assert d.anonymous and not d.save_best and not d.upgrade and up.best_epoch == 1
     assert "saved best" in d.reason
-    d = up.step(val(3, 51.0, ssim_op=0.50))           # margin-clean and the best: frozen, and it is epoch 3
+    d = up.step(val(3, 51.0, ssim_op=0.50))  # margin-clean and the best: frozen, and it is epoch 3
     assert d.upgrade and up.upgrades[0]["encoder_epoch"] == 3
+
+
+def test_an_outside_attacker_that_reads_p_better_than_m_vetoes_the_encoder():
+    up = SupervisionUpgrader(val_r1=0.1, eps_psnr=1.0, eps_ssim=0.05, attacker_margin=0.02)
+    leaky = ValidationMetrics(
+        epoch=2, rank1=0.6, psnr_op=19.0, ssim_op=0.45, attacker_r1_p=0.10, attacker_r1_m=0.03, **OM
+    )
+    d = up.step(leaky)
+    assert not d.anonymous and not d.save_best and not d.upgrade
+    assert "outside attacker" in d.reason and up.best_epoch is None
+    held = ValidationMetrics(
+        epoch=4, rank1=0.5, psnr_op=19.0, ssim_op=0.45, attacker_r1_p=0.05, attacker_r1_m=0.03, **OM
+    )  # within the 2-point margin
+    d = up.step(held)
+    assert d.anonymous and d.save_best and up.best_epoch == 4
+    assert json.loads(json.dumps(up.to_json()))["attacker_margin"] == 0.02
+
+
+def test_without_attacker_numbers_only_pixels_decide():
+    assert is_anonymous_enough(val(1, 0.5), 1.0, 0.05, attacker_margin=0.0)

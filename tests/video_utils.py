@@ -1,4 +1,5 @@
 """Helpers for video tests: decode all frames, probe streams, compare regions."""
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,21 @@ def read_frames(path: str | Path, limit: int | None = None) -> list[np.ndarray]:
 
 
 def probe_streams(path: str | Path) -> list[dict]:
-    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
-                          "stream=codec_type,nb_read_frames,r_frame_rate,width,height", "-of", "json", str(path)],
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_type,nb_read_frames,r_frame_rate,width,height",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     return json.loads(out)["streams"]
 
 
@@ -40,6 +53,26 @@ def load_jsonl(path: str | Path) -> list[dict]:
 
 def reencode(src: str | Path, dst: str | Path, frames: int) -> Path:
     """The raw video through the pipeline's codec settings: the SSIM a raw region would keep."""
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-frames:v", str(frames), "-c:v", "libx264",
-                    "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", str(dst)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(src),
+            "-frames:v",
+            str(frames),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "20",
+            "-pix_fmt",
+            "yuv420p",
+            str(dst),
+        ],
+        check=True,
+    )
     return Path(dst)

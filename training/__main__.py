@@ -3,6 +3,7 @@
 The seed's ``tools/main.py`` command line: every seed command runs with ``tools/main.py`` replaced
 by ``-m training``. Multi-process: ``torchrun --nproc_per_node N -m training ...``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,9 @@ from configs import ConfigError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config_file", default="", help="YAML config (e.g. configs/AGW_baseline.yml)")
     parser.add_argument("--print-config", action="store_true", help="print the merged config and exit")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, as in the seed")
@@ -32,9 +34,10 @@ def main(argv=None) -> int:
     if args.print_config:
         print(cfg.dump())
         return 0
+    from reid.models import PretrainUnavailableError
+
     from . import engine
     from .datasets import DatasetError
-    from reid.models import PretrainUnavailableError
 
     try:
         engine.run(cfg)

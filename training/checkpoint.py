@@ -11,13 +11,15 @@ name and renamed, so an interrupted save never leaves a half-written checkpoint.
 
 Run folder layout: ``OUTPUT_DIR/checkpoints/{last,best,epoch_N}``.
 """
+
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,8 +33,12 @@ def unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, (DistributedDataParallel, DataParallel)) else module
 
 
-def save_checkpoint(folder: str | Path, modules: Mapping[str, nn.Module], state: Mapping[str, Any],
-                    optim_states: Optional[Mapping[str, Any]] = None) -> Path:
+def save_checkpoint(
+    folder: str | Path,
+    modules: Mapping[str, nn.Module],
+    state: Mapping[str, Any],
+    optim_states: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``modules`` (``{"model": C, ...}``), optimizer-like states and ``state`` atomically."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
@@ -42,8 +48,9 @@ def save_checkpoint(folder: str | Path, modules: Mapping[str, nn.Module], state:
     for name, module in modules.items():
         torch.save({k: v.detach().cpu() for k, v in unwrap(module).state_dict().items()}, tmp / f"{name}.pth")
     if optim_states:
-        torch.save({k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in optim_states.items()},
-                   tmp / OPTIM_FILE)
+        torch.save(
+            {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in optim_states.items()}, tmp / OPTIM_FILE
+        )
     (tmp / STATE_FILE).write_text(json.dumps(dict(state), indent=2, default=str))
     old = folder.with_name(folder.name + ".old")
     if folder.exists():
@@ -98,8 +105,10 @@ def resolve_checkpoint(path: str | Path, which: str | int = "best") -> Path:
         candidate = path / "checkpoints" / name
         if (candidate / MODEL_FILE).is_file():
             return candidate
-    raise FileNotFoundError(f"no checkpoint '{which}' under {path} (looked for {path}/checkpoints/{which}/"
-                            f"{MODEL_FILE}); MODEL.PRETRAIN_DIR must be a training run's OUTPUT_DIR")
+    raise FileNotFoundError(
+        f"no checkpoint '{which}' under {path} (looked for {path}/checkpoints/{which}/"
+        f"{MODEL_FILE}); MODEL.PRETRAIN_DIR must be a training run's OUTPUT_DIR"
+    )
 
 
 def load_model_weights(model: nn.Module, checkpoint: Checkpoint, name: str = "model") -> list[str]:
@@ -115,6 +124,8 @@ def load_model_weights(model: nn.Module, checkpoint: Checkpoint, name: str = "mo
     missing, unexpected = unwrap(model).load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in skipped]
     if missing or unexpected:
-        raise ValueError(f"checkpoint {checkpoint.folder} does not fit the model "
-                         f"(missing {missing[:5]}, unexpected {unexpected[:5]}): check MODEL.NAME")
+        raise ValueError(
+            f"checkpoint {checkpoint.folder} does not fit the model "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]}): check MODEL.NAME"
+        )
     return skipped

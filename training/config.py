@@ -5,10 +5,11 @@ string), ``"('on')"``, ``"24.0"``, ``"<R1>"`` for ``MODEL.VAL_R1`` (``configs`` 
 ``75.0`` where the default is a float). Values are then checked against their allowed choices so a
 typo fails before training.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from configs import ConfigError, build_config
 from configs.training_defaults import get_training_defaults
@@ -25,10 +26,23 @@ CHOICES = {
     "TEST.QUERY_MODE": ("origin", "protected", "both"),
     "SOLVER.OPTIMIZER_NAME": ("Adam", "AdamW", "SGD"),
     "DATASETS.CUHK03_TYPE": ("detected", "labeled"),
-    **{k: ON_OFF for k in ("MODEL.GENERALIZED_MEAN_POOL", "MODEL.NON_LOCAL", "MODEL.IF_LABELSMOOTH",
-                           "MODEL.CENTER_LOSS", "MODEL.WEIGHT_REGULARIZED_TRIPLET", "DATALOADER.PK_SAMPLER",
-                           "SOLVER.AMP", "SOLVER.RESUME", "TEST.EVALUATE_ONLY", "TEST.FEAT_NORM",
-                           "TEST.ALL_SETTINGS", "TEST.RE_RANKING")},
+    **{
+        k: ON_OFF
+        for k in (
+            "MODEL.GENERALIZED_MEAN_POOL",
+            "MODEL.NON_LOCAL",
+            "MODEL.IF_LABELSMOOTH",
+            "MODEL.CENTER_LOSS",
+            "MODEL.WEIGHT_REGULARIZED_TRIPLET",
+            "DATALOADER.PK_SAMPLER",
+            "SOLVER.AMP",
+            "SOLVER.RESUME",
+            "TEST.EVALUATE_ONLY",
+            "TEST.FEAT_NORM",
+            "TEST.ALL_SETTINGS",
+            "TEST.RE_RANKING",
+        )
+    },
 }
 
 
@@ -50,31 +64,45 @@ def validate(cfg) -> None:
     if len(cfg.INPUT.IMG_SIZE) != 2 or len(cfg.INPUT.DESENS_SIZE) != 2:
         raise ConfigError("INPUT.IMG_SIZE and INPUT.DESENS_SIZE are [height, width]")
     if cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE:
-        raise ConfigError(f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) must be a multiple of "
-                          f"DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE}) for the PK sampler")
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) must be a multiple of "
+            f"DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE}) for the PK sampler"
+        )
     if not 0.0 <= cfg.DATASETS.VAL_FRACTION < 1.0:
         raise ConfigError("DATASETS.VAL_FRACTION must be in [0, 1)")
     if not 0.0 <= cfg.MODEL.UPGRADE_MARGIN < 1.0:
-        raise ConfigError("MODEL.UPGRADE_MARGIN must be in [0, 1): the share of ε an encoder must leave unused "
-                          "to be frozen as the new supervision")
+        raise ConfigError(
+            "MODEL.UPGRADE_MARGIN must be in [0, 1): the share of ε an encoder must leave unused "
+            "to be frozen as the new supervision"
+        )
     if not 0.0 <= cfg.MODEL.G_PAYLOAD_SCALE < 1.0:
-        raise ConfigError("MODEL.G_PAYLOAD_SCALE must be in [0, 1): the amplitude of G's scattered recovery code "
-                          "in P ([-1, 1] units); 0 turns it off")
+        raise ConfigError(
+            "MODEL.G_PAYLOAD_SCALE must be in [0, 1): the amplitude of G's scattered recovery code "
+            "in P ([-1, 1] units); 0 turns it off"
+        )
     if not 0.0 <= cfg.MODEL.G_SKIP_DETAIL < 0.5:
-        raise ConfigError("MODEL.G_SKIP_DETAIL must be in [0, 0.5): the share of O's detail kept by G's blur branch "
-                          "and its supervision; 0 turns it off")
+        raise ConfigError(
+            "MODEL.G_SKIP_DETAIL must be in [0, 0.5): the share of O's detail kept by G's blur branch "
+            "and its supervision; 0 turns it off"
+        )
     if cfg.MODEL.G_SKIP_DETAIL > 0 and cfg.MODEL.G_SKIP_BLUR_SIGMA <= 0:
-        raise ConfigError("MODEL.G_SKIP_DETAIL needs MODEL.G_SKIP_BLUR_SIGMA > 0 (the blur branch that keeps the detail)")
+        raise ConfigError(
+            "MODEL.G_SKIP_DETAIL needs MODEL.G_SKIP_BLUR_SIGMA > 0 (the blur branch that keeps the detail)"
+        )
     if cfg.MODEL.G_INIT_DIR and cfg.MODEL.MODE != "GCR":
         raise ConfigError("MODEL.G_INIT_DIR starts the encoder G of a GCR run: it needs MODEL.MODE GCR")
     if cfg.MODEL.CROSS_KIND_TRIPLET < 0:
-        raise ConfigError("MODEL.CROSS_KIND_TRIPLET must be >= 0: the weight of the metric loss across raw and "
-                          "protected images; 0 turns it off")
+        raise ConfigError(
+            "MODEL.CROSS_KIND_TRIPLET must be >= 0: the weight of the metric loss across raw and "
+            "protected images; 0 turns it off"
+        )
     if cfg.MODEL.CROSS_KIND_TRIPLET > 0 and cfg.MODEL.METRIC_LOSS_TYPE in ("none", "softmax"):
         raise ConfigError("MODEL.CROSS_KIND_TRIPLET needs a metric loss (MODEL.METRIC_LOSS_TYPE triplet or wrt)")
     if cfg.MODEL.CROSS_KIND_TRIPLET > 0 and (cfg.MODEL.OUTPUT_MODE != "both" or cfg.MODEL.FREEZE_C):
-        raise ConfigError("MODEL.CROSS_KIND_TRIPLET needs hybrid batches that train C: MODEL.OUTPUT_MODE both "
-                          "and MODEL.FREEZE_C False")
+        raise ConfigError(
+            "MODEL.CROSS_KIND_TRIPLET needs hybrid batches that train C: MODEL.OUTPUT_MODE both "
+            "and MODEL.FREEZE_C False"
+        )
     if cfg.MODEL.G_PAYLOAD_SCALE > 0:
         _check_payload_size(cfg)
 
@@ -83,8 +111,10 @@ def _check_payload_size(cfg) -> None:
     from anonymizer.payload import TILE as PAYLOAD_TILE  # (torch: only imported when a payload is asked for)
 
     if any(int(v) % PAYLOAD_TILE for v in cfg.INPUT.IMG_SIZE):
-        raise ConfigError(f"MODEL.G_PAYLOAD_SCALE needs INPUT.IMG_SIZE sides that are multiples of {PAYLOAD_TILE} (the "
-                          f"payload's tile), got {list(cfg.INPUT.IMG_SIZE)}")
+        raise ConfigError(
+            f"MODEL.G_PAYLOAD_SCALE needs INPUT.IMG_SIZE sides that are multiples of {PAYLOAD_TILE} (the "
+            f"payload's tile), got {list(cfg.INPUT.IMG_SIZE)}"
+        )
 
 
 def load_config(config_file: str | Path | None = None, overrides: Sequence[str] = ()):

@@ -16,6 +16,7 @@ Distributed: launched with ``torchrun --nproc_per_node N -m training ...``, each
 shard of every PK batch; rank 0 alone validates, writes checkpoints, logs and metrics, while the
 others wait at a barrier. Mixed precision (``SOLVER.AMP``) is used on CUDA only.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -29,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,8 +81,9 @@ class RunContext:
 
 
 def _setup_logging(output_dir: Path, rank: int) -> None:
-    fmt = logging.Formatter(f"%(asctime)s {'' if rank == 0 else f'[rank {rank}] '}%(name)s %(levelname)s: %(message)s",
-                            "%Y-%m-%d %H:%M:%S")
+    fmt = logging.Formatter(
+        f"%(asctime)s {'' if rank == 0 else f'[rank {rank}] '}%(name)s %(levelname)s: %(message)s", "%Y-%m-%d %H:%M:%S"
+    )
     for name in ("training", "reid"):
         logger = logging.getLogger(name)
         for h in list(logger.handlers):
@@ -133,12 +135,19 @@ def setup(cfg) -> RunContext:
     np.random.seed(seed)
     torch.manual_seed(seed)
     amp = cfg.SOLVER.AMP == "on" and device.type == "cuda"
-    ctx = RunContext(cfg=cfg, device=device, output_dir=output_dir, rank=rank, world_size=world,
-                     local_rank=local_rank, amp=amp)
+    ctx = RunContext(
+        cfg=cfg, device=device, output_dir=output_dir, rank=rank, world_size=world, local_rank=local_rank, amp=amp
+    )
     if ctx.is_main:
         (output_dir / "config.yaml").write_text(cfg.dump())
-        log.info("run folder %s | device %s | processes %d | AMP %s | torch threads %d", output_dir, device,
-                 world, "on" if amp else "off", torch.get_num_threads())
+        log.info(
+            "run folder %s | device %s | processes %d | AMP %s | torch threads %d",
+            output_dir,
+            device,
+            world,
+            "on" if amp else "off",
+            torch.get_num_threads(),
+        )
     return ctx
 
 
@@ -154,22 +163,47 @@ def teardown(ctx: RunContext) -> None:
 def reid_model_kwargs(cfg) -> dict[str, Any]:
     """The keyword arguments of :func:`reid.models.build_reid_model` that define C's architecture and
     preprocessing; training builds C with them and bundles store them, so both build the same C."""
-    return {"name": cfg.MODEL.NAME, "last_stride": int(cfg.MODEL.LAST_STRIDE),
-            "gem": cfg.MODEL.GENERALIZED_MEAN_POOL == "on", "neck": cfg.MODEL.NECK,
-            "neck_feat": cfg.TEST.NECK_FEAT, "non_local": cfg.MODEL.NON_LOCAL == "on",
-            "input_blur_sigma": float(cfg.MODEL.C_INPUT_BLUR_SIGMA)}
+    return {
+        "name": cfg.MODEL.NAME,
+        "last_stride": int(cfg.MODEL.LAST_STRIDE),
+        "gem": cfg.MODEL.GENERALIZED_MEAN_POOL == "on",
+        "neck": cfg.MODEL.NECK,
+        "neck_feat": cfg.TEST.NECK_FEAT,
+        "non_local": cfg.MODEL.NON_LOCAL == "on",
+        "input_blur_sigma": float(cfg.MODEL.C_INPUT_BLUR_SIGMA),
+        **onnx_model_kwargs(cfg),
+    }
+
+
+def onnx_model_kwargs(cfg) -> dict[str, Any]:
+    """For ``MODEL.NAME onnx``: the graph C starts from and the input convention it is fed with."""
+    if cfg.MODEL.NAME != "onnx":
+        return {}
+    return {
+        "onnx_path": str(cfg.MODEL.PRETRAIN_PATH),
+        "pixel_mean": [float(v) for v in cfg.INPUT.PIXEL_MEAN],
+        "pixel_std": [float(v) for v in cfg.INPUT.PIXEL_STD],
+        "onnx_input_size": [int(v) for v in cfg.MODEL.ONNX_INPUT_SIZE],
+    }
 
 
 def build_model(cfg, num_classes: int) -> ReidModel:
     """The Re-ID model C from the config; ``PRETRAIN_CHOICE self`` loads ``PRETRAIN_DIR``'s weights."""
     choice = cfg.MODEL.PRETRAIN_CHOICE
-    model = build_reid_model(num_classes=num_classes, pretrain_choice="none" if choice == "self" else choice,
-                             pretrain_path=cfg.MODEL.PRETRAIN_PATH, **reid_model_kwargs(cfg))
+    model = build_reid_model(
+        num_classes=num_classes,
+        pretrain_choice="none" if choice == "self" else choice,
+        pretrain_path=cfg.MODEL.PRETRAIN_PATH,
+        **reid_model_kwargs(cfg),
+    )
     if choice == "self":
         ckpt = load_self_checkpoint(cfg)
         skipped = load_model_weights(model, ckpt)
-        log.info("loaded model weights from %s%s", ckpt.folder,
-                 f" (classifier skipped: {len(skipped)} tensors of another identity count)" if skipped else "")
+        log.info(
+            "loaded model weights from %s%s",
+            ckpt.folder,
+            f" (classifier skipped: {len(skipped)} tensors of another identity count)" if skipped else "",
+        )
     return model
 
 
@@ -180,15 +214,17 @@ def load_self_checkpoint(cfg) -> Checkpoint:
     return load_checkpoint(resolve_checkpoint(source, cfg.MODEL.EPOCH))
 
 
-def build_optimizer(cfg, model: nn.Module, betas: Optional[tuple[float, float]] = None) -> torch.optim.Optimizer:
+def build_optimizer(cfg, model: nn.Module, betas: tuple[float, float] | None = None) -> torch.optim.Optimizer:
     """Adam/AdamW/SGD over trainable parameters; biases and norm layers use ``WEIGHT_DECAY_BIAS``."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.SOLVER.WEIGHT_DECAY},
-              {"params": no_decay, "weight_decay": cfg.SOLVER.WEIGHT_DECAY_BIAS}]
+    groups = [
+        {"params": decay, "weight_decay": cfg.SOLVER.WEIGHT_DECAY},
+        {"params": no_decay, "weight_decay": cfg.SOLVER.WEIGHT_DECAY_BIAS},
+    ]
     name, lr = cfg.SOLVER.OPTIMIZER_NAME, cfg.SOLVER.BASE_LR
     if name == "SGD":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.SOLVER.MOMENTUM)
@@ -210,7 +246,7 @@ def build_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_sch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(cfg, e))
 
 
-def find_resume(ctx: RunContext) -> Optional[Checkpoint]:
+def find_resume(ctx: RunContext) -> Checkpoint | None:
     """``OUTPUT_DIR/checkpoints/last`` when ``SOLVER.RESUME`` is on and it exists."""
     folder = ctx.output_dir / "checkpoints" / "last"
     if ctx.cfg.SOLVER.RESUME != "on" or not (folder / "model.pth").is_file():
@@ -235,8 +271,11 @@ class History:
         """On resume, drop records of epochs that the checkpoint does not include."""
         if not self.enabled or not self.path.is_file():
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+        keep = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("epoch", 0) <= epoch
+        ]
         self.path.write_text("".join(line + "\n" for line in keep))
 
     def append(self, record: dict) -> None:
@@ -245,7 +284,7 @@ class History:
                 fh.write(json.dumps(record) + "\n")
 
 
-def report_test(cfg, ctx: RunContext, model: nn.Module, dataset, protect=None, extra: Optional[dict] = None) -> dict:
+def report_test(cfg, ctx: RunContext, model: nn.Module, dataset, protect=None, extra: dict | None = None) -> dict:
     """Evaluate on the test split (never used for selection), write ``metrics.json`` and ``cmc.png``.
 
     ``protect`` maps normalised raw batches to protected ones (GCR's G); ``None`` uses M.
@@ -253,20 +292,42 @@ def report_test(cfg, ctx: RunContext, model: nn.Module, dataset, protect=None, e
     from .data import build_test_loader
 
     loader = build_test_loader(cfg, dataset.query + dataset.gallery)
-    results = evaluate_split(model, loader, len(dataset.query), ctx.device, eval_settings(cfg), protect=protect,
-                             amp=ctx.amp, normalize=cfg.TEST.FEAT_NORM == "on", desc="test")
+    results = evaluate_split(
+        model,
+        loader,
+        len(dataset.query),
+        ctx.device,
+        eval_settings(cfg),
+        protect=protect,
+        amp=ctx.amp,
+        normalize=cfg.TEST.FEAT_NORM == "on",
+        desc="test",
+    )
     payload = {
-        "dataset": dataset_name(cfg), "split": "test", "num_query_images": len(dataset.query),
-        "num_gallery_images": len(dataset.gallery), "mode": cfg.MODEL.MODE, "model": cfg.MODEL.NAME,
+        "dataset": dataset_name(cfg),
+        "split": "test",
+        "num_query_images": len(dataset.query),
+        "num_gallery_images": len(dataset.gallery),
+        "mode": cfg.MODEL.MODE,
+        "model": cfg.MODEL.NAME,
         "img_size": list(cfg.INPUT.IMG_SIZE),
-        "desensitization": {"type": cfg.INPUT.TYPE, "radius": cfg.INPUT.RADIUS,
-                            "computed_at": list(cfg.INPUT.DESENS_SIZE)},
-        "metrics_are": "fractions in [0, 1]", "results": results, **(extra or {}),
+        "desensitization": {
+            "type": cfg.INPUT.TYPE,
+            "radius": cfg.INPUT.RADIUS,
+            "computed_at": list(cfg.INPUT.DESENS_SIZE),
+        },
+        "metrics_are": "fractions in [0, 1]",
+        "results": results,
+        **(extra or {}),
     }
     (ctx.output_dir / "metrics.json").write_text(json.dumps(payload, indent=2))
     plot_cmc(results, ctx.output_dir / "cmc.png", title=f"{dataset_name(cfg)} test, {cfg.MODEL.NAME}")
-    log.info("test results (%d queries, %d gallery images):\n%s", len(dataset.query), len(dataset.gallery),
-             format_results(results))
+    log.info(
+        "test results (%d queries, %d gallery images):\n%s",
+        len(dataset.query),
+        len(dataset.gallery),
+        format_results(results),
+    )
     log.info("wrote %s and %s", ctx.output_dir / "metrics.json", ctx.output_dir / "cmc.png")
     return payload
 
@@ -286,7 +347,8 @@ def mode_module(mode: str):
             raise
         raise ModeNotAvailableError(
             f"MODEL.MODE '{mode}' needs {name.replace('.', '/')}.py, which is not installed yet "
-            f"(the learned anonymizer). Use MODEL.MODE \"C\" for the Base model (raw + desensitized).") from None
+            f'(the learned anonymizer). Use MODEL.MODE "C" for the Base model (raw + desensitized).'
+        ) from None
 
 
 def _dispatch(cfg, action: str) -> dict:

@@ -10,6 +10,7 @@ features are L2-normalised (cosine ranking). All four settings are reported: raw
 reference Re-ID accuracy; the protected settings show what this outside model, an attacker that
 never saw protected images, can still match.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,13 +41,18 @@ def onnx_features(session, loader, threads_note: str = "") -> dict:
         prot.append(session.run(None, {name: batch["desensitized"].numpy()})[0])
         pids.append(batch["pid"].numpy())
         cams.append(batch["camid"].numpy())
-    return {"raw": torch.from_numpy(np.concatenate(raw)), "protected": torch.from_numpy(np.concatenate(prot)),
-            "pids": np.concatenate(pids), "camids": np.concatenate(cams)}
+    return {
+        "raw": torch.from_numpy(np.concatenate(raw)),
+        "protected": torch.from_numpy(np.concatenate(prot)),
+        "pids": np.concatenate(pids),
+        "camids": np.concatenate(cams),
+    }
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.eval_onnx", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.eval_onnx", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="ONNX file: images [N,3,H,W] -> features [N,D]")
     parser.add_argument("--config_file", default="", help="training config that names dataset and split")
     parser.add_argument("--output", required=True, help="folder for metrics.json")
@@ -56,8 +62,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import onnxruntime as ort
 
-    overrides = list(args.opts) + ["INPUT.IMG_SIZE", str(list(args.input_hw)),
-                                   "INPUT.PIXEL_MEAN", str(IMAGENET_MEAN), "INPUT.PIXEL_STD", str(IMAGENET_STD)]
+    overrides = list(args.opts) + [
+        "INPUT.IMG_SIZE",
+        str(list(args.input_hw)),
+        "INPUT.PIXEL_MEAN",
+        str(IMAGENET_MEAN),
+        "INPUT.PIXEL_STD",
+        str(IMAGENET_STD),
+    ]
     cfg = load_config(args.config_file or None, overrides)
     dataset = build_dataset(cfg)
     print(dataset.summary())
@@ -68,14 +80,32 @@ def main(argv=None) -> int:
     t0 = time.time()
     f = onnx_features(session, loader)
     n = len(dataset.query)
-    results = evaluate_four_settings(f["raw"][:n], f["protected"][:n], f["raw"][n:], f["protected"][n:],
-                                     f["pids"][:n], f["camids"][:n], f["pids"][n:], f["camids"][n:], SETTINGS)
+    results = evaluate_four_settings(
+        f["raw"][:n],
+        f["protected"][:n],
+        f["raw"][n:],
+        f["protected"][n:],
+        f["pids"][:n],
+        f["camids"][:n],
+        f["pids"][n:],
+        f["camids"][n:],
+        SETTINGS,
+    )
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"model": str(args.model), "dataset": cfg.DATASETS.NAMES, "split_seed": cfg.DATASETS.SPLIT_SEED,
-               "split": "test", "num_query_images": n, "num_gallery_images": len(dataset.gallery),
-               "input_hw": args.input_hw, "desensitization": {"type": cfg.INPUT.TYPE, "radius": cfg.INPUT.RADIUS},
-               "metrics_are": "fractions in [0, 1]", "results": results, "wall_time_s": round(time.time() - t0, 1)}
+    payload = {
+        "model": str(args.model),
+        "dataset": cfg.DATASETS.NAMES,
+        "split_seed": cfg.DATASETS.SPLIT_SEED,
+        "split": "test",
+        "num_query_images": n,
+        "num_gallery_images": len(dataset.gallery),
+        "input_hw": args.input_hw,
+        "desensitization": {"type": cfg.INPUT.TYPE, "radius": cfg.INPUT.RADIUS},
+        "metrics_are": "fractions in [0, 1]",
+        "results": results,
+        "wall_time_s": round(time.time() - t0, 1),
+    }
     (out / "metrics.json").write_text(json.dumps(payload, indent=2))
     print(format_results(results))
     print(f"wrote {out / 'metrics.json'}")

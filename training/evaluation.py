@@ -1,127 +1,62 @@
-"""Re-ID evaluation: distances, CMC / mAP / mINP with the Market-1501 rules, and the four settings.
+"""Re-ID evaluation of training runs: features of test loaders, the four settings, CMC plots.
 
-Rules (Market-1501, CUHK03-NP, MSMT17, CUHK01 alike), per query:
-* gallery images of the query's identity taken by the query's camera are removed (the task is
-  cross-camera retrieval; a same-camera match would be trivially easy);
-* gallery images with identity ``-1`` ("junk": too little of a person) are removed;
-* distractors (identity ``0`` on Market-1501) stay in the gallery as negatives;
-* a query left with no correct match is skipped and counted in ``num_skipped``.
-
-CMC rank-k: fraction of queries whose first correct match is within the first k; AP is the
-non-interpolated average precision (mean of precision at each correct match); mINP (Ye et al.)
-is the mean of ``num_correct / rank_of_the_last_correct``, i.e. how hard the hardest match is.
-All values are fractions in [0, 1].
+The metric code itself (distances, CMC / mAP / mINP with the Market-1501 rules, the four
+query→gallery settings) lives in :mod:`reid.metrics`, so that tools below the training package use
+the very same rules; every name it had here is re-exported, ``from training.evaluation import
+eval_func`` keeps working. What stays here needs the training data loaders (batches with ``raw``,
+``desensitized``, ``pid``, ``camid``) or matplotlib.
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, Optional
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-SETTINGS = ("raw->raw", "raw->protected", "protected->raw", "protected->protected")
-JUNK_PID = -1
+from reid.metrics import (
+    JUNK_PID,
+    SETTINGS,
+    ReidMetrics,
+    compute_distance,
+    eval_func,
+    evaluate_features,
+    evaluate_four_settings,
+    format_results,
+    settings_from_modes,
+    summarize,
+)
 
-
-@dataclass
-class ReidMetrics:
-    cmc: np.ndarray      # cmc[k-1] = rank-k accuracy, length max_rank
-    mAP: float
-    mINP: float
-    num_valid: int       # queries with at least one correct match
-    num_skipped: int
-
-    def as_dict(self, cmc_ranks: int = 20) -> dict:
-        return {"rank1": float(self.cmc[0]), "rank5": float(self.cmc[4]), "rank10": float(self.cmc[9]),
-                "mAP": self.mAP, "mINP": self.mINP, "num_queries": self.num_valid,
-                "num_skipped_queries": self.num_skipped, "cmc": [float(x) for x in self.cmc[:cmc_ranks]]}
-
-
-def compute_distance(qf: torch.Tensor | np.ndarray, gf: torch.Tensor | np.ndarray,
-                     normalize: bool = True) -> np.ndarray:
-    """Squared Euclidean distances [num_query, num_gallery]; on L2-normalised features when asked."""
-    qf = torch.as_tensor(qf, dtype=torch.float32)
-    gf = torch.as_tensor(gf, dtype=torch.float32)
-    if normalize:
-        qf = torch.nn.functional.normalize(qf, dim=1)
-        gf = torch.nn.functional.normalize(gf, dim=1)
-    dist = (qf.pow(2).sum(1, keepdim=True) + gf.pow(2).sum(1).unsqueeze(0) - 2.0 * qf @ gf.t())
-    return dist.clamp_min(0).numpy()
-
-
-def eval_func(distmat: np.ndarray, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50) -> ReidMetrics:
-    """CMC, mAP and mINP of a distance matrix under the rules of the module docstring."""
-    distmat = np.asarray(distmat)
-    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
-    q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
-    num_q, num_g = distmat.shape
-    if num_q != len(q_pids) or num_g != len(g_pids):
-        raise ValueError(f"distance matrix {distmat.shape} does not match {len(q_pids)} queries, "
-                         f"{len(g_pids)} gallery images")
-    order = np.argsort(distmat, axis=1, kind="stable")
-    cmc_sum = np.zeros(max_rank)
-    aps, inps = [], []
-    skipped = 0
-    for i in range(num_q):
-        idx = order[i]
-        keep = ~(((g_pids[idx] == q_pids[i]) & (g_camids[idx] == q_camids[i])) | (g_pids[idx] == JUNK_PID))
-        matches = (g_pids[idx][keep] == q_pids[i]).astype(np.float64)
-        if q_pids[i] == JUNK_PID or not matches.any():
-            skipped += 1
-            continue
-        hits = np.flatnonzero(matches)                  # 0-based ranks of correct matches
-        cmc = np.zeros(max_rank)
-        if hits[0] < max_rank:
-            cmc[hits[0]:] = 1.0
-        cmc_sum += cmc
-        precisions = (np.arange(len(hits)) + 1) / (hits + 1)
-        aps.append(precisions.mean())
-        inps.append(len(hits) / (hits[-1] + 1))
-    if not aps:
-        raise ValueError("no query has a correct match in the gallery: check identities and cameras")
-    n = len(aps)
-    return ReidMetrics(cmc=cmc_sum / n, mAP=float(np.mean(aps)), mINP=float(np.mean(inps)),
-                       num_valid=n, num_skipped=skipped)
-
-
-def evaluate_features(qf, gf, q_pids, q_camids, g_pids, g_camids, normalize: bool = True,
-                      max_rank: int = 50) -> dict:
-    """One query→gallery setting as a dict (rank1, rank5, rank10, mAP, mINP, cmc, counts)."""
-    return eval_func(compute_distance(qf, gf, normalize), q_pids, g_pids, q_camids, g_camids, max_rank).as_dict()
-
-
-def evaluate_four_settings(feats_raw_q, feats_prot_q, feats_raw_g, feats_prot_g, q_pids, q_camids,
-                           g_pids, g_camids, settings: Iterable[str] = SETTINGS, normalize: bool = True) -> dict:
-    """The paper's evaluation: raw/protected queries against raw/protected galleries.
-
-    Returns ``{"raw->raw": {...}, "raw->protected": {...}, "protected->raw": {...},
-    "protected->protected": {...}}`` (or the subset named by ``settings``), each with rank1,
-    rank5, rank10, mAP, mINP (fractions) plus the first 20 CMC values and query counts.
-    """
-    q = {"raw": feats_raw_q, "protected": feats_prot_q}
-    g = {"raw": feats_raw_g, "protected": feats_prot_g}
-    out = {}
-    for setting in settings:
-        if setting not in SETTINGS:
-            raise ValueError(f"unknown setting '{setting}' (expected one of {SETTINGS})")
-        qk, gk = setting.split("->")
-        out[setting] = evaluate_features(q[qk], g[gk], q_pids, q_camids, g_pids, g_camids, normalize)
-    return out
-
-
-def settings_from_modes(query_mode: str, gallery_mode: str) -> list[str]:
-    """Map the seed's TEST.QUERY_MODE / GALLERY_MODE (origin | protected | both) to settings."""
-    kinds = {"origin": ["raw"], "protected": ["protected"], "both": ["raw", "protected"]}
-    return [f"{q}->{g}" for q in kinds[query_mode] for g in kinds[gallery_mode]]
+__all__ = [
+    "JUNK_PID",
+    "SETTINGS",
+    "ReidMetrics",
+    "compute_distance",
+    "eval_func",
+    "evaluate_features",
+    "evaluate_four_settings",
+    "format_results",
+    "settings_from_modes",
+    "summarize",
+    "extract_features",
+    "extract_pair_features",
+    "evaluate_split",
+    "plot_cmc",
+]
 
 
 @torch.no_grad()
-def extract_features(model: torch.nn.Module, loader, device: torch.device, source: str = "raw",
-                     image_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                     amp: bool = False, desc: str = "features") -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def extract_features(
+    model: torch.nn.Module,
+    loader,
+    device: torch.device,
+    source: str = "raw",
+    image_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    amp: bool = False,
+    desc: str = "features",
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Features of every image of a test loader: ``model(image_transform(batch[source]))``.
 
     ``source`` is ``"raw"`` or ``"desensitized"`` (the loader's M); ``image_transform`` maps a
@@ -145,9 +80,14 @@ def extract_features(model: torch.nn.Module, loader, device: torch.device, sourc
 
 
 @torch.no_grad()
-def extract_pair_features(model: torch.nn.Module, loader, device: torch.device,
-                          protect: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                          amp: bool = False, desc: str = "features") -> dict:
+def extract_pair_features(
+    model: torch.nn.Module,
+    loader,
+    device: torch.device,
+    protect: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    amp: bool = False,
+    desc: str = "features",
+) -> dict:
     """Raw and protected features in one pass over a test loader.
 
     Protected images are the loader's desensitized M (Base) or ``protect(raw)`` when given (GCR:
@@ -165,51 +105,59 @@ def extract_pair_features(model: torch.nn.Module, loader, device: torch.device,
         pids.append(batch["pid"].numpy())
         cams.append(batch["camid"].numpy())
     model.train(was_training)
-    return {"raw": torch.cat(raw), "protected": torch.cat(prot), "pids": np.concatenate(pids),
-            "camids": np.concatenate(cams)}
+    return {
+        "raw": torch.cat(raw),
+        "protected": torch.cat(prot),
+        "pids": np.concatenate(pids),
+        "camids": np.concatenate(cams),
+    }
 
 
-def evaluate_split(model: torch.nn.Module, loader, num_query: int, device: torch.device,
-                   settings: Iterable[str] = SETTINGS, protect=None, amp: bool = False,
-                   normalize: bool = True, desc: str = "eval") -> dict:
+def evaluate_split(
+    model: torch.nn.Module,
+    loader,
+    num_query: int,
+    device: torch.device,
+    settings: Iterable[str] = SETTINGS,
+    protect=None,
+    amp: bool = False,
+    normalize: bool = True,
+    desc: str = "eval",
+) -> dict:
     """Evaluate a loader over ``query + gallery`` items (queries first) in the given settings."""
     f = extract_pair_features(model, loader, device, protect=protect, amp=amp, desc=desc)
     n = num_query
-    return evaluate_four_settings(f["raw"][:n], f["protected"][:n], f["raw"][n:], f["protected"][n:],
-                                  f["pids"][:n], f["camids"][:n], f["pids"][n:], f["camids"][n:],
-                                  settings=settings, normalize=normalize)
-
-
-def summarize(results: dict, metric: str = "mean_mAP") -> float:
-    """Scalar for model selection: ``mean_mAP``, ``mean_rank1`` or ``SETTING:METRIC``."""
-    if metric.startswith("mean_"):
-        key = metric[5:]
-        return float(np.mean([r[key] for r in results.values()]))
-    setting, key = metric.split(":", 1)
-    if setting not in results:
-        raise ValueError(f"SOLVER.SELECT_METRIC '{metric}': setting '{setting}' was not evaluated")
-    return float(results[setting][key])
-
-
-def format_results(results: dict) -> str:
-    lines = [f"  {'setting':<22}{'rank-1':>8}{'rank-5':>8}{'rank-10':>8}{'mAP':>8}{'mINP':>8}"]
-    for setting, r in results.items():
-        lines.append(f"  {setting:<22}" + "".join(f"{100 * r[k]:>8.1f}" for k in
-                                                  ("rank1", "rank5", "rank10", "mAP", "mINP")))
-    return "\n".join(lines)
+    return evaluate_four_settings(
+        f["raw"][:n],
+        f["protected"][:n],
+        f["raw"][n:],
+        f["protected"][n:],
+        f["pids"][:n],
+        f["camids"][:n],
+        f["pids"][n:],
+        f["camids"][n:],
+        settings=settings,
+        normalize=normalize,
+    )
 
 
 def plot_cmc(results: dict, path: str | Path, title: str = "CMC") -> None:
     """CMC curves of every evaluated setting (no images, safe to publish)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
     for setting, r in results.items():
         cmc = r["cmc"]
-        ax.plot(range(1, len(cmc) + 1), [100 * c for c in cmc], marker="o", ms=3,
-                label=f"{setting} (R1 {100 * r['rank1']:.1f}, mAP {100 * r['mAP']:.1f})")
+        ax.plot(
+            range(1, len(cmc) + 1),
+            [100 * c for c in cmc],
+            marker="o",
+            ms=3,
+            label=f"{setting} (R1 {100 * r['rank1']:.1f}, mAP {100 * r['mAP']:.1f})",
+        )
     ax.set_xlabel("rank")
     ax.set_ylabel("matching rate (%)")
     ax.set_title(title)

@@ -2,8 +2,9 @@
 
 Takes the model the run kept (its validation-selected ``checkpoints/best``, else ``last``; override
 with ``--checkpoint``, and give the test metrics of that checkpoint with ``--metrics``), and writes
-the bundle the pipeline, the exporters and the recovery tool load (format: :mod:`anonymizer.bundle`): bundle.yaml, G and C as safetensors, G and C as ONNX (dynamic
-batch), and G_R sealed with AES-256-GCM.
+the bundle the pipeline, the exporters and the recovery tool load (format: :mod:`anonymizer.bundle`):
+bundle.yaml, G and C as safetensors, G and C as ONNX (dynamic batch), and G_R sealed with
+AES-256-GCM.
 
 The key: ``--key-file`` is used when it exists and created (random, mode 0600) when it does not;
 without ``--key-file`` the key comes from ``$PRIVREID_RECOVERY_KEY``. The key is never written into
@@ -14,6 +15,7 @@ the bundle's manifest at export (bundle.sig), so that pipelines requiring truste
 and any later edit of its spec or weights is refused. The privacy bound (G's scores on the built-in
 canaries, :mod:`anonymizer.canary`) is measured and stored in bundle.yaml either way.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,14 +50,20 @@ def _read_run(run: Path, which: str | None) -> tuple[Path, Checkpoint, dict[str,
         if (folder / "model.pth").is_file():
             ckpt = load_checkpoint(folder)
             if ckpt.state.get("mode") != "GCR" or "gcr" not in ckpt.state:
-                raise ValueError(f"{folder} is not a GCR checkpoint (MODEL.MODE GCR): only the learned "
-                                 "anonymizer can be bundled")
+                raise ValueError(
+                    f"{folder} is not a GCR checkpoint (MODEL.MODE GCR): only the learned anonymizer can be bundled"
+                )
             return folder, ckpt, metrics
     raise FileNotFoundError(f"no GCR checkpoint under {run} (looked in {', '.join(str(c) for c in candidates)})")
 
 
-def _checkpoint_metrics(folder: Path, state: dict[str, Any], run_metrics: dict[str, Any],
-                        metrics_file: str | Path | None, chosen: bool = False) -> dict[str, Any]:
+def _checkpoint_metrics(
+    folder: Path,
+    state: dict[str, Any],
+    run_metrics: dict[str, Any],
+    metrics_file: str | Path | None,
+    chosen: bool = False,
+) -> dict[str, Any]:
     """The test metrics of the exported checkpoint, or {} when none are known.
 
     Why the check: a run's metrics.json describes the model the run kept; exporting another epoch
@@ -72,16 +80,22 @@ def _checkpoint_metrics(folder: Path, state: dict[str, Any], run_metrics: dict[s
         metrics = json.loads(path.read_text())
         kept = metrics.get("kept_checkpoint") or {}
         if kept.get("epoch") != epoch:
-            raise ValueError(f"--metrics {path} describe {kept.get('folder', 'an unnamed checkpoint')} "
-                             f"(epoch {kept.get('epoch')}), not the exported {folder.name} (epoch {epoch})")
+            raise ValueError(
+                f"--metrics {path} describe {kept.get('folder', 'an unnamed checkpoint')} "
+                f"(epoch {kept.get('epoch')}), not the exported {folder.name} (epoch {epoch})"
+            )
         return metrics
     kept = run_metrics.get("kept_checkpoint") or {}
     # runs older than kept_checkpoint: their metrics describe the model the run kept, i.e. the default export
     describes_it = kept.get("epoch") == epoch if "epoch" in kept else not chosen
     if run_metrics and not describes_it:
-        log.warning("the run's metrics.json describes epoch %s, not the exported %s (epoch %s): the bundle "
-                    "carries no test metrics; test that checkpoint and pass its metrics.json with --metrics",
-                    kept.get("epoch"), folder.name, epoch)
+        log.warning(
+            "the run's metrics.json describes epoch %s, not the exported %s (epoch %s): the bundle "
+            "carries no test metrics; test that checkpoint and pass its metrics.json with --metrics",
+            kept.get("epoch"),
+            folder.name,
+            epoch,
+        )
         return {}
     return run_metrics
 
@@ -90,18 +104,31 @@ def _bundle_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """The test numbers a bundle carries: four settings (rank-1, mAP) and PSNR/SSIM pairs."""
     if not metrics:
         return {}
-    out: dict[str, Any] = {"split": metrics.get("split", "test"), "dataset": metrics.get("dataset"),
-                           "values_are": "fractions in [0, 1]; PSNR in dB"}
-    out["reid"] = {k: {"rank1": round(v["rank1"], 4), "mAP": round(v["mAP"], 4)}
-                   for k, v in (metrics.get("results") or {}).items()}
-    out["image"] = {k: {"psnr": round(v["psnr"], 2), "ssim": round(v["ssim"], 4)}
-                    for k, v in (metrics.get("image_metrics") or {}).items()}
+    out: dict[str, Any] = {
+        "split": metrics.get("split", "test"),
+        "dataset": metrics.get("dataset"),
+        "values_are": "fractions in [0, 1]; PSNR in dB",
+    }
+    out["reid"] = {
+        k: {"rank1": round(v["rank1"], 4), "mAP": round(v["mAP"], 4)} for k, v in (metrics.get("results") or {}).items()
+    }
+    out["image"] = {
+        k: {"psnr": round(v["psnr"], 2), "ssim": round(v["ssim"], 4)}
+        for k, v in (metrics.get("image_metrics") or {}).items()
+    }
     return out
 
 
-def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = None, which: str | None = None,
-               onnx: bool = True, dataset_terms: str | None = None,
-               metrics_file: str | Path | None = None, sign_key: str | Path | None = None) -> Path:
+def export_run(
+    run: str | Path,
+    out: str | Path,
+    key_file: str | Path | None = None,
+    which: str | None = None,
+    onnx: bool = True,
+    dataset_terms: str | None = None,
+    metrics_file: str | Path | None = None,
+    sign_key: str | Path | None = None,
+) -> Path:
     """Write the bundle of a GCR run; returns the bundle folder.
 
     ``metrics_file``: the metrics.json of a test of the exported checkpoint (needed for the bundle
@@ -156,24 +183,62 @@ def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = N
         "terms": dataset_terms or "see the dataset's licence; research-only datasets: research use only",
     }
     training = {
-        "run": str(run.resolve()), "checkpoint": folder.name, "epoch": state.get("epoch"),
-        "selected_by": info.get("selected_by"), "encoder_init": info.get("encoder_init"),
+        "run": str(run.resolve()),
+        "checkpoint": folder.name,
+        "epoch": state.get("epoch"),
+        "selected_by": info.get("selected_by"),
+        "encoder_init": info.get("encoder_init"),
         "upgrades": run_metrics.get("upgrades", []),
         "frozen_supervision": state.get("frozen_supervision", False),
-        "epochs": run_metrics.get("epochs"), "wall_seconds": run_metrics.get("wall_seconds"),
-        "config": {k: run_cfg.get("MODEL", {}).get(k) for k in ("MODE", "NAME", "NETG", "NGF", "NDF", "NORM",
-                                                                "OUTPUT_MODE", "LAMBDA_L1", "LAMBDA_REC",
-                                                                "VAL_R1", "PSNR", "SSIM", "REID_GRAD_G",
-                                                                "G_WARMUP_ITERS", "FREEZE_C", "PRETRAIN_CHOICE",
-                                                                "PRETRAIN_DIR", "UPGRADE_MARGIN", "G_SKIP_BLUR_SIGMA",
-                                                                "G_SKIP_DETAIL", "G_PAYLOAD_SCALE", "C_INPUT_BLUR_SIGMA",
-                                                                "CROSS_KIND_TRIPLET", "G_INIT_DIR", "G_INIT_EPOCH")},
+        "epochs": run_metrics.get("epochs"),
+        "wall_seconds": run_metrics.get("wall_seconds"),
+        "config": {
+            k: run_cfg.get("MODEL", {}).get(k)
+            for k in (
+                "MODE",
+                "NAME",
+                "NETG",
+                "NGF",
+                "NDF",
+                "NORM",
+                "OUTPUT_MODE",
+                "LAMBDA_L1",
+                "LAMBDA_REC",
+                "VAL_R1",
+                "PSNR",
+                "SSIM",
+                "REID_GRAD_G",
+                "G_WARMUP_ITERS",
+                "FREEZE_C",
+                "PRETRAIN_CHOICE",
+                "PRETRAIN_DIR",
+                "UPGRADE_MARGIN",
+                "G_SKIP_BLUR_SIGMA",
+                "G_SKIP_DETAIL",
+                "G_PAYLOAD_SCALE",
+                "C_INPUT_BLUR_SIGMA",
+                "CROSS_KIND_TRIPLET",
+                "G_INIT_DIR",
+                "G_INIT_EPOCH",
+            )
+        },
     }
     path = write_bundle(
-        out, g=g, c=c, g_r=g_r, generator_spec=info["generator_spec"], recovery_spec=g_r_spec, key=key, onnx=onnx,
+        out,
+        g=g,
+        c=c,
+        g_r=g_r,
+        generator_spec=info["generator_spec"],
+        recovery_spec=g_r_spec,
+        key=key,
+        onnx=onnx,
         reid_meta={"name": reid["name"], "embed_dim": int(reid["embed_dim"]), "config": reid["config"]},
-        input_meta=info["input"], desensitization=info["desensitization"], dataset=dataset,
-        metrics=_bundle_metrics(metrics), training=training)
+        input_meta=info["input"],
+        desensitization=info["desensitization"],
+        dataset=dataset,
+        metrics=_bundle_metrics(metrics),
+        training=training,
+    )
     log.info("wrote bundle %s (key id %s)", path, key_id(key))
     if sign_key is not None:
         from anonymizer.bundle_signing import sign_bundle
@@ -184,27 +249,44 @@ def export_run(run: str | Path, out: str | Path, key_file: str | Path | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.export", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m training.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--run", required=True, help="a GCR training run's OUTPUT_DIR")
     ap.add_argument("--out", required=True, help="bundle folder to write")
-    ap.add_argument("--key-file", default=None, help="recovery key (created when missing; default: $PRIVREID_RECOVERY_KEY)")
+    ap.add_argument(
+        "--key-file", default=None, help="recovery key (created when missing; default: $PRIVREID_RECOVERY_KEY)"
+    )
     ap.add_argument("--checkpoint", default=None, help="best | last | epoch_N (default: the run's kept model)")
-    ap.add_argument("--metrics", default=None,
-                    help="metrics.json of a test of the exported checkpoint (TEST.EVALUATE_ONLY on); "
-                         "default: the run's own, when it describes that checkpoint")
+    ap.add_argument(
+        "--metrics",
+        default=None,
+        help="metrics.json of a test of the exported checkpoint (TEST.EVALUATE_ONLY on); "
+        "default: the run's own, when it describes that checkpoint",
+    )
     ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX files (torch backend only)")
     ap.add_argument("--dataset-terms", default=None, help="licence / terms line for bundle.yaml")
-    ap.add_argument("--sign-key", default=None,
-                    help="Ed25519 private key (python -m anonymizer.bundle_signing keygen): sign the bundle")
+    ap.add_argument(
+        "--sign-key",
+        default=None,
+        help="Ed25519 private key (python -m anonymizer.bundle_signing keygen): sign the bundle",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from anonymizer.bundle import BundleError
     from anonymizer.crypto import RecoveryKeyError
 
     try:
-        path = export_run(args.run, args.out, args.key_file, args.checkpoint, not args.no_onnx, args.dataset_terms,
-                          args.metrics, args.sign_key)
+        path = export_run(
+            args.run,
+            args.out,
+            args.key_file,
+            args.checkpoint,
+            not args.no_onnx,
+            args.dataset_terms,
+            args.metrics,
+            args.sign_key,
+        )
     except (FileNotFoundError, ValueError, RecoveryKeyError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

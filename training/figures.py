@@ -3,10 +3,11 @@
 The figure shows real people from research-only datasets, so it is written to the run folder
 (OUTPUT_DIR, outside the repository) and must never be committed or published.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -18,17 +19,23 @@ def _to_hwc(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
-def save_sample_grid(rows: Sequence[torch.Tensor], path: str | Path, labels: Sequence[str] = ROW_LABELS,
-                     title: str = "", max_cols: int = 8) -> Path:
+def save_sample_grid(
+    rows: Sequence[torch.Tensor],
+    path: str | Path,
+    labels: Sequence[str] = ROW_LABELS,
+    title: str = "",
+    max_cols: int = 8,
+) -> Path:
     """Write a grid with one row per tensor (each N×3×H×W RGB on [0, 1]) and one column per image."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = min(max_cols, min(int(r.shape[0]) for r in rows))
     h, w = rows[0].shape[-2:]
     fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n * w / h * 2 + 1.2, 2.2 * len(rows)), squeeze=False)
-    for i, (row, label) in enumerate(zip(rows, labels)):
+    for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
         for j in range(n):
             ax = axes[i][j]
             ax.imshow(_to_hwc(row[j]))

@@ -3,9 +3,8 @@
 ``ReidLoss`` bundles them the way the seed's config switches them, and is what both training modes
 call on every (cls_score, global_feat, target) triple.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +32,7 @@ def euclidean_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return d.clamp_min(1e-12).sqrt()
 
 
-def _pairs(feat: torch.Tensor, target: torch.Tensor, other: Optional[torch.Tensor] = None):
+def _pairs(feat: torch.Tensor, target: torch.Tensor, other: torch.Tensor | None = None):
     """Distances from each anchor in ``feat`` to the candidates, positive/negative masks, and the
     anchors that have both (the others are skipped).
 
@@ -63,8 +62,7 @@ class TripletLoss(nn.Module):
         super().__init__()
         self.margin = margin
 
-    def forward(self, feat: torch.Tensor, target: torch.Tensor,
-                other: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, feat: torch.Tensor, target: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
         dist, pos, neg, valid = _pairs(feat, target, other)
         if not valid.any():
             return feat.sum() * 0.0
@@ -91,8 +89,7 @@ class WeightedRegularizedTriplet(nn.Module):
     positives and negatives are taken from ``other`` (see :func:`_pairs`).
     """
 
-    def forward(self, feat: torch.Tensor, target: torch.Tensor,
-                other: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, feat: torch.Tensor, target: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
         dist, pos, neg, valid = _pairs(feat, target, other)
         if not valid.any():
             return feat.sum() * 0.0
@@ -132,11 +129,12 @@ class ReidLoss(nn.Module):
 
     def __init__(self, cfg, num_classes: int, feat_dim: int) -> None:
         super().__init__()
-        self.id_loss: nn.Module = (CrossEntropyLabelSmooth(num_classes) if cfg.MODEL.IF_LABELSMOOTH == "on"
-                                   else nn.CrossEntropyLoss())
+        self.id_loss: nn.Module = (
+            CrossEntropyLabelSmooth(num_classes) if cfg.MODEL.IF_LABELSMOOTH == "on" else nn.CrossEntropyLoss()
+        )
         metric = cfg.MODEL.METRIC_LOSS_TYPE
         if metric in ("none", "softmax"):
-            self.metric_loss: Optional[nn.Module] = None
+            self.metric_loss: nn.Module | None = None
         elif metric == "wrt" or cfg.MODEL.WEIGHT_REGULARIZED_TRIPLET == "on":
             self.metric_loss = WeightedRegularizedTriplet()
         elif metric == "triplet":
@@ -144,8 +142,7 @@ class ReidLoss(nn.Module):
         else:
             raise ValueError(f"MODEL.METRIC_LOSS_TYPE '{metric}' unknown (triplet | wrt | none)")
         self.center_weight = float(cfg.SOLVER.CENTER_LOSS_WEIGHT)
-        self.center: Optional[CenterLoss] = (CenterLoss(num_classes, feat_dim)
-                                             if cfg.MODEL.CENTER_LOSS == "on" else None)
+        self.center: CenterLoss | None = CenterLoss(num_classes, feat_dim) if cfg.MODEL.CENTER_LOSS == "on" else None
         self.cross_kind_weight = float(cfg.MODEL.CROSS_KIND_TRIPLET)
 
     def center_parameters(self) -> list[nn.Parameter]:
@@ -158,7 +155,7 @@ class ReidLoss(nn.Module):
                 if p.grad is not None:
                     p.grad.mul_(1.0 / self.center_weight)
 
-    def cross_kind(self, feat_a: torch.Tensor, feat_b: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
+    def cross_kind(self, feat_a: torch.Tensor, feat_b: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
         """Ours (MODEL.CROSS_KIND_TRIPLET w; ``None`` when w is 0, the paper): w × the metric loss mined
         *across* the two halves of a hybrid batch (raw anchors against protected candidates and the
         reverse, averaged), ``feat_b[i]`` being the other kind of the image of ``feat_a[i]``.

@@ -24,15 +24,17 @@ anonymous-enough validation; the kept model when there is one, read by ``python 
 ``metrics.json`` (four Re-ID settings + PSNR/SSIM of (O,M), (O,P), (O,R) on the test split),
 ``samples_test.png`` (raw / desensitized / protected / recovered; shows people: never publish).
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -40,9 +42,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from anonymizer.image_metrics import ImageMetricMeter
-from anonymizer.networks import (GeneratorSpec, build_discriminator, build_generator, count_parameters,
-                                 encoder_decoder_specs, resolve_generator_spec)
+from anonymizer.networks import (
+    GeneratorSpec,
+    build_discriminator,
+    build_generator,
+    count_parameters,
+    encoder_decoder_specs,
+    resolve_generator_spec,
+)
 
+from .attacker_check import build_attackers, worst_attacker_rank1
 from .upgradation import SupervisionUpgrader, ValidationMetrics
 
 log = logging.getLogger("training.gcr")
@@ -102,17 +111,23 @@ class GCRNets(nn.Module):
         h, w = (int(v) for v in cfg.INPUT.IMG_SIZE)
         # MODEL.G_SKIP_BLUR_SIGMA (G's fixed blur branch) and MODEL.G_PAYLOAD_SCALE (a scattered recovery code)
         plain = resolve_generator_spec(cfg.MODEL.NETG, cfg.MODEL.NGF, cfg.MODEL.NORM, (h, w))
-        self.g_spec, self.g_spec_r = encoder_decoder_specs(plain, cfg.MODEL.G_SKIP_BLUR_SIGMA,
-                                                           cfg.MODEL.G_PAYLOAD_SCALE, cfg.MODEL.G_PAYLOAD_SEED,
-                                                           cfg.MODEL.G_SKIP_DETAIL)
+        self.g_spec, self.g_spec_r = encoder_decoder_specs(
+            plain,
+            cfg.MODEL.G_SKIP_BLUR_SIGMA,
+            cfg.MODEL.G_PAYLOAD_SCALE,
+            cfg.MODEL.G_PAYLOAD_SEED,
+            cfg.MODEL.G_SKIP_DETAIL,
+        )
         self.G = build_generator(self.g_spec)
         self.G_R = build_generator(self.g_spec_r)
         self.D1 = build_discriminator(cfg.MODEL.NDF, cfg.MODEL.N_LAYERS_D, cfg.MODEL.NORM)
         self.D2 = build_discriminator(cfg.MODEL.NDF, cfg.MODEL.N_LAYERS_D, cfg.MODEL.NORM)
         # PRETRAIN_CHOICE self starts C from a trained run (e.g. Base, MODE C): PRETRAIN_DIR, EPOCH.
         if cfg.MODEL.FREEZE_C and cfg.MODEL.PRETRAIN_CHOICE != "self":
-            raise ValueError("MODEL.FREEZE_C needs a trained C to keep: MODEL.PRETRAIN_CHOICE self and "
-                             "MODEL.PRETRAIN_DIR (e.g. a Base run)")
+            raise ValueError(
+                "MODEL.FREEZE_C needs a trained C to keep: MODEL.PRETRAIN_CHOICE self and "
+                "MODEL.PRETRAIN_DIR (e.g. a Base run)"
+            )
         self.C = build_model(cfg, num_classes)
         if cfg.MODEL.FREEZE_C:
             set_requires_grad([self.C], False)  # gradients still flow through C into G
@@ -137,11 +152,16 @@ class GCRNets(nn.Module):
             raise ValueError(f"MODEL.G_INIT_DIR: {folder} is not a GCR checkpoint (it has no encoder G)")
         theirs, mine = GeneratorSpec(**spec), self.g_spec
         fields = ("arch", "ngf", "norm", "num_downs", "n_blocks", "skip_blur_sigma", "skip_detail")
-        differ = [f"{f} {getattr(theirs, f)} (this run: {getattr(mine, f)})" for f in fields
-                  if getattr(theirs, f) != getattr(mine, f)]
+        differ = [
+            f"{f} {getattr(theirs, f)} (this run: {getattr(mine, f)})"
+            for f in fields
+            if getattr(theirs, f) != getattr(mine, f)
+        ]
         if theirs.payload_role and theirs != mine:  # a payload is only ever added, never changed or removed
-            differ.append(f"payload scale {theirs.payload_scale} seed {theirs.payload_seed} (this run: "
-                          f"{mine.payload_scale if mine.payload_role else 'no payload'} seed {mine.payload_seed})")
+            differ.append(
+                f"payload scale {theirs.payload_scale} seed {theirs.payload_seed} (this run: "
+                f"{mine.payload_scale if mine.payload_role else 'no payload'} seed {mine.payload_seed})"
+            )
         if differ:
             raise ValueError(f"MODEL.G_INIT_DIR: the encoder in {folder} is built otherwise: " + ", ".join(differ))
         if mine.payload_role == "write" and not theirs.payload_role:
@@ -149,10 +169,14 @@ class GCRNets(nn.Module):
         else:
             self.G.load_state_dict(ckpt.module_state("G"))
         self.freeze_encoder(self.G.state_dict())
-        self.encoder_init = {"run": str(Path(run).resolve()), "checkpoint": folder.name,
-                             "epoch": ckpt.state.get("epoch")}
-        log.info("G starts as the encoder of %s (epoch %s), also the first supervision", folder,
-                 ckpt.state.get("epoch"))
+        self.encoder_init = {
+            "run": str(Path(run).resolve()),
+            "checkpoint": folder.name,
+            "epoch": ckpt.state.get("epoch"),
+        }
+        log.info(
+            "G starts as the encoder of %s (epoch %s), also the first supervision", folder, ckpt.state.get("epoch")
+        )
 
     def freeze_encoder(self, state: dict[str, torch.Tensor]) -> None:
         """Install a frozen copy of an encoder (the saved best G) as the new supervision."""
@@ -233,10 +257,10 @@ def train_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, batch, de
     score, feat = nets.C.scores_and_features(batch_in) if frozen_c else nets.C(batch_in)
     n = raw.shape[0]
     for i, name in enumerate(names):
-        lo, p = reid_loss(score[i * n:(i + 1) * n], feat[i * n:(i + 1) * n], target)
+        lo, p = reid_loss(score[i * n : (i + 1) * n], feat[i * n : (i + 1) * n], target)
         loss_c = loss_c + lo
         parts[f"C_{name}"], parts[f"acc_{name}"] = float(lo.detach()), p["acc"]
-    cross = (reid_loss.cross_kind(feat[:n], feat[n:2 * n], target) if names == ["O", "P"] else None)
+    cross = reid_loss.cross_kind(feat[:n], feat[n : 2 * n], target) if names == ["O", "P"] else None
     if cross is not None:  # MODEL.CROSS_KIND_TRIPLET: raw against P, ours
         loss_c = loss_c + cross
         parts["C_cross"] = float(cross.detach())
@@ -248,8 +272,14 @@ def train_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, batch, de
         if "center" in opts:
             reid_loss.scale_center_grads()
             opts["center"].step()
-    parts.update(D1=float(loss_d1.detach()), D2=float(loss_d2.detach()), G_gan=float(loss_gan.detach()),
-                 G_l1=float(loss_l1.detach()), R_l1=float(loss_rec.detach()), total=float(total.detach()))
+    parts.update(
+        D1=float(loss_d1.detach()),
+        D2=float(loss_d2.detach()),
+        G_gan=float(loss_gan.detach()),
+        G_l1=float(loss_l1.detach()),
+        R_l1=float(loss_rec.detach()),
+        total=float(total.detach()),
+    )
     return parts
 
 
@@ -264,8 +294,11 @@ def warm_up_generators(cfg, nets: GCRNets, space: ImageSpace, loader, device, it
     The optimizer is a fresh Adam at SOLVER.BASE_LR, not the joint one (whose warm-up and state
     belong to the joint stage).
     """
-    opt = torch.optim.Adam(list(nets.G.parameters()) + list(nets.G_R.parameters()),
-                           lr=float(cfg.SOLVER.BASE_LR), betas=(float(cfg.SOLVER.BETA1), 0.999))
+    opt = torch.optim.Adam(
+        list(nets.G.parameters()) + list(nets.G_R.parameters()),
+        lr=float(cfg.SOLVER.BASE_LR),
+        betas=(float(cfg.SOLVER.BETA1), 0.999),
+    )
     nets.G.train()
     nets.G_R.train()
     done, sums = 0, {"G_l1": 0.0, "R_l1": 0.0}
@@ -295,8 +328,9 @@ def warm_up_generators(cfg, nets: GCRNets, space: ImageSpace, loader, device, it
 
 # ------------------------------------------------------------------------------ evaluation
 @torch.no_grad()
-def image_metrics(nets: GCRNets, space: ImageSpace, loader, device, max_batches: int = 0,
-                  desc: str = "image metrics") -> dict[str, dict[str, float]]:
+def image_metrics(
+    nets: GCRNets, space: ImageSpace, loader, device, max_batches: int = 0, desc: str = "image metrics"
+) -> dict[str, dict[str, float]]:
     """PSNR/SSIM of (O, M), (O, P), (O, R) over a loader; R is decoded from the 8-bit P."""
     was = nets.training
     nets.eval()
@@ -335,24 +369,37 @@ def evaluate_reid(nets: GCRNets, space: ImageSpace, loader, num_query: int, devi
 # ------------------------------------------------------------------------------ run folder
 def _modules(nets: GCRNets, reid_loss) -> dict[str, nn.Module]:
     """What a checkpoint holds; ``model`` is C (the framework's name), the rest GCR's extras."""
-    mods: dict[str, nn.Module] = {"model": nets.C, "G": nets.G, "G_R": nets.G_R, "D1": nets.D1,
-                                  "D2": nets.D2, "reid_loss": reid_loss}
+    mods: dict[str, nn.Module] = {
+        "model": nets.C,
+        "G": nets.G,
+        "G_R": nets.G_R,
+        "D1": nets.D1,
+        "D2": nets.D2,
+        "reid_loss": reid_loss,
+    }
     if nets.frozen_G is not None:
         mods["frozen_G"] = nets.frozen_G
     return mods
 
 
-def save_gcr_checkpoint(folder: Path, nets: GCRNets, reid_loss, opts, epoch: int,
-                        upgrader: SupervisionUpgrader | None, info: dict[str, Any]) -> None:
+def save_gcr_checkpoint(
+    folder: Path, nets: GCRNets, reid_loss, opts, epoch: int, upgrader: SupervisionUpgrader | None, info: dict[str, Any]
+) -> None:
     from .checkpoint import save_checkpoint
 
-    state = {"epoch": epoch, "mode": "GCR", "frozen_supervision": nets.frozen_G is not None, "gcr": info,
-             "upgrader": None if upgrader is None else json.loads(json.dumps(asdict(upgrader), default=_json_default))}
+    state = {
+        "epoch": epoch,
+        "mode": "GCR",
+        "frozen_supervision": nets.frozen_G is not None,
+        "gcr": info,
+        "upgrader": None if upgrader is None else json.loads(json.dumps(asdict(upgrader), default=_json_default)),
+    }
     save_checkpoint(folder, _modules(nets, reid_loss), state, opts)
 
 
-def load_gcr_weights(folder: Path, nets: GCRNets, reid_loss=None, opts=None,
-                     upgrader: SupervisionUpgrader | None = None) -> dict[str, Any]:
+def load_gcr_weights(
+    folder: Path, nets: GCRNets, reid_loss=None, opts=None, upgrader: SupervisionUpgrader | None = None
+) -> dict[str, Any]:
     """Load a GCR checkpoint folder (weights only when ``opts`` is None); returns its state."""
     from .checkpoint import load_checkpoint
 
@@ -393,6 +440,7 @@ def _context(cfg, ctx):
     if ctx is not None:
         return ctx
     from .engine import setup
+
     return setup(cfg)
 
 
@@ -425,9 +473,11 @@ def build_all(cfg, ctx):
 def _loaders(cfg, ds) -> dict[str, Any]:
     from .data import build_test_loader, build_train_loader
 
-    return {"train": build_train_loader(cfg, ds.train),
-            "test": build_test_loader(cfg, ds.query + ds.gallery),
-            "val": build_test_loader(cfg, ds.val_query + ds.val_gallery) if ds.has_val else None}
+    return {
+        "train": build_train_loader(cfg, ds.train),
+        "test": build_test_loader(cfg, ds.query + ds.gallery),
+        "val": build_test_loader(cfg, ds.val_query + ds.val_gallery) if ds.has_val else None,
+    }
 
 
 def train(cfg, ctx=None) -> dict[str, Any]:
@@ -445,18 +495,35 @@ def train(cfg, ctx=None) -> dict[str, Any]:
     ds, nets, reid_loss, opts, loaders = build_all(cfg, ctx)
     num_classes = ds.num_train_pids
     iters = iterations_per_epoch(cfg, loaders["train"])
-    log.info("GCR: G/G_R %s (%.2f M parameters each), D1/D2 %.2f M each, C %s %.2f M; %d training identities, "
-             "%d iterations/epoch; upgradation %s", nets.g_spec, count_parameters(nets.G) / 1e6,
-             count_parameters(nets.D1) / 1e6, cfg.MODEL.NAME, count_parameters(nets.C) / 1e6, num_classes, iters,
-             "ON (ε_r1 %.4f, ε_psnr %.2f dB, ε_ssim %.3f, upgrade margin %.2f)"
-             % (cfg.MODEL.VAL_R1, cfg.MODEL.PSNR, cfg.MODEL.SSIM, cfg.MODEL.UPGRADE_MARGIN)
-             if upgrade_on else "off (DATASETS.NAMES is not a _val dataset)")
+    log.info(
+        "GCR: G/G_R %s (%.2f M parameters each), D1/D2 %.2f M each, C %s %.2f M; %d training identities, "
+        "%d iterations/epoch; upgradation %s",
+        nets.g_spec,
+        count_parameters(nets.G) / 1e6,
+        count_parameters(nets.D1) / 1e6,
+        cfg.MODEL.NAME,
+        count_parameters(nets.C) / 1e6,
+        num_classes,
+        iters,
+        f"ON (ε_r1 {cfg.MODEL.VAL_R1:.4f}, ε_psnr {cfg.MODEL.PSNR:.2f} dB, ε_ssim {cfg.MODEL.SSIM:.3f}, "
+        f"upgrade margin {cfg.MODEL.UPGRADE_MARGIN:.2f})"
+        if upgrade_on
+        else "off (DATASETS.NAMES is not a _val dataset)",
+    )
 
     # The rule also selects the model when upgradation is off: it then never upgrades (ε_r1 = ∞).
-    upgrader = (SupervisionUpgrader(val_r1=float(cfg.MODEL.VAL_R1) if upgrade_on else math.inf,
-                                    eps_psnr=float(cfg.MODEL.PSNR), eps_ssim=float(cfg.MODEL.SSIM),
-                                    upgrade_margin=float(cfg.MODEL.UPGRADE_MARGIN))
-                if loaders["val"] is not None else None)
+    upgrader = (
+        SupervisionUpgrader(
+            val_r1=float(cfg.MODEL.VAL_R1) if upgrade_on else math.inf,
+            eps_psnr=float(cfg.MODEL.PSNR),
+            eps_ssim=float(cfg.MODEL.SSIM),
+            upgrade_margin=float(cfg.MODEL.UPGRADE_MARGIN),
+            attacker_margin=float(cfg.MODEL.ATTACKER_MARGIN),
+        )
+        if loaders["val"] is not None
+        else None
+    )
+    attackers = build_attackers(cfg) if upgrader is not None else []
     ckpt_dir = out / "checkpoints"
     history = History(out)
     start_epoch = 0
@@ -471,8 +538,14 @@ def train(cfg, ctx=None) -> dict[str, Any]:
     if start_epoch == 0 and int(cfg.MODEL.G_WARMUP_ITERS) > 0:
         t0 = time.time()
         avg = warm_up_generators(cfg, nets, space, loaders["train"], device, int(cfg.MODEL.G_WARMUP_ITERS))
-        history.append({"epoch": 0, "g_warmup": avg, "iterations": int(cfg.MODEL.G_WARMUP_ITERS),
-                        "seconds": round(time.time() - t0, 1)})
+        history.append(
+            {
+                "epoch": 0,
+                "g_warmup": avg,
+                "iterations": int(cfg.MODEL.G_WARMUP_ITERS),
+                "seconds": round(time.time() - t0, 1),
+            }
+        )
     for epoch in range(start_epoch, epochs):
         for k, o in opts.items():
             if k != "center":
@@ -502,75 +575,167 @@ def train(cfg, ctx=None) -> dict[str, Any]:
         bar.close()
         avg = {k: round(v / max(n, 1), 4) for k, v in sums.items()}
         lr_now = opts["G"].param_groups[0]["lr"]
-        log.info("epoch %d/%d  %.0fs  lr %.2e  %s%s", epoch + 1, epochs, time.time() - t0, lr_now,
-                 "  ".join(f"{k} {v:.3f}" for k, v in avg.items()),
-                 "  [supervision: frozen encoder]" if nets.frozen_G is not None else "")
+        log.info(
+            "epoch %d/%d  %.0fs  lr %.2e  %s%s",
+            epoch + 1,
+            epochs,
+            time.time() - t0,
+            lr_now,
+            "  ".join(f"{k} {v:.3f}" for k, v in avg.items()),
+            "  [supervision: frozen encoder]" if nets.frozen_G is not None else "",
+        )
         record: dict[str, Any] = {"epoch": epoch + 1, "train": avg, "lr": lr_now, "seconds": round(time.time() - t0, 1)}
 
         if upgrader is not None and ((epoch + 1) % int(cfg.MODEL.VAL_PERIOD) == 0 or epoch + 1 == epochs):
-            decision, m = validate(nets, space, loaders["val"], len(ds.val_query), device, upgrader, epoch + 1)
+            decision, m = validate(
+                nets, space, loaders["val"], len(ds.val_query), device, upgrader, epoch + 1, attackers
+            )
             record["validation"] = {**asdict(m), **asdict(decision)}
             if decision.save_best:
-                save_gcr_checkpoint(ckpt_dir / "best", nets, reid_loss, {}, epoch + 1, upgrader,
-                                    _model_info(cfg, nets, num_classes, epoch + 1, "best anonymous-enough validation"))
+                save_gcr_checkpoint(
+                    ckpt_dir / "best",
+                    nets,
+                    reid_loss,
+                    {},
+                    epoch + 1,
+                    upgrader,
+                    _model_info(cfg, nets, num_classes, epoch + 1, "best anonymous-enough validation"),
+                )
             if decision.upgrade:
                 from .checkpoint import load_checkpoint
+
                 nets.freeze_encoder(load_checkpoint(ckpt_dir / "best").module_state("G"))
-                log.info("SUPERVISION UPGRADE %d at epoch %d: M := G_frozen(O), the encoder of epoch %s",
-                         len(upgrader.upgrades), epoch + 1, upgrader.best_epoch)
+                log.info(
+                    "SUPERVISION UPGRADE %d at epoch %d: M := G_frozen(O), the encoder of epoch %s",
+                    len(upgrader.upgrades),
+                    epoch + 1,
+                    upgrader.best_epoch,
+                )
             upgrader.save(out / "upgrades.json")
         history.append(record)
-        save_gcr_checkpoint(ckpt_dir / "last", nets, reid_loss, opts, epoch + 1, upgrader,
-                            _model_info(cfg, nets, num_classes, epoch + 1, "last epoch"))
+        save_gcr_checkpoint(
+            ckpt_dir / "last",
+            nets,
+            reid_loss,
+            opts,
+            epoch + 1,
+            upgrader,
+            _model_info(cfg, nets, num_classes, epoch + 1, "last epoch"),
+        )
 
     # ---------------------------------------------------------------- keep, test, report
     kept = "last"
     if upgrader is not None and (ckpt_dir / "best" / "model.pth").is_file():
         kept = "best"
     elif upgrader is not None:
-        log.warning("no validation was anonymous enough: keeping the last epoch, whose protected images may be "
-                    "more similar to raw ones than the desensitization allows")
+        log.warning(
+            "no validation was anonymous enough: keeping the last epoch, whose protected images may be "
+            "more similar to raw ones than the desensitization allows"
+        )
     state = load_gcr_weights(ckpt_dir / kept, nets)
     log.info("kept model: checkpoints/%s (epoch %s, %s)", kept, state["epoch"], state["gcr"]["selected_by"])
     return report(cfg, ctx, ds, nets, space, loaders["test"], kept, state, upgrader, upgrade_on, t_start)
 
 
-def validate(nets: GCRNets, space: ImageSpace, loader, num_query: int, device,
-             upgrader: SupervisionUpgrader, epoch: int):
-    """Rank-1 raw→protected and PSNR/SSIM on the validation split, then the upgradation rule."""
+def validate(
+    nets: GCRNets,
+    space: ImageSpace,
+    loader,
+    num_query: int,
+    device,
+    upgrader: SupervisionUpgrader,
+    epoch: int,
+    attackers: Sequence[nn.Module] = (),
+):
+    """Rank-1 raw→protected, PSNR/SSIM and (with attackers) outside rank-1 on the validation split,
+    then the upgradation rule."""
     reid = evaluate_reid(nets, space, loader, num_query, device, ["raw->protected"])
     im = image_metrics(nets, space, loader, device, desc="validation images")
-    m = ValidationMetrics(epoch=epoch, rank1=float(reid["raw->protected"]["rank1"]),
-                          psnr_om=im["raw_desensitized"]["psnr"], ssim_om=im["raw_desensitized"]["ssim"],
-                          psnr_op=im["raw_protected"]["psnr"], ssim_op=im["raw_protected"]["ssim"],
-                          psnr_or=im["raw_recovered"]["psnr"], ssim_or=im["raw_recovered"]["ssim"])
+    att_p = att_m = None
+    if attackers:
+        was = nets.training
+        nets.eval()
+        try:
+            att_p, detail_p = worst_attacker_rank1(attackers, loader, num_query, device, protect_fn(nets, space))
+            att_m, detail_m = worst_attacker_rank1(attackers, loader, num_query, device, None)
+        finally:
+            nets.train(was)
+        log.info(
+            "validation epoch %d: outside attackers rank-1 on P %s | on M %s",
+            epoch,
+            json.dumps(detail_p),
+            json.dumps(detail_m),
+        )
+    m = ValidationMetrics(
+        epoch=epoch,
+        rank1=float(reid["raw->protected"]["rank1"]),
+        psnr_om=im["raw_desensitized"]["psnr"],
+        ssim_om=im["raw_desensitized"]["ssim"],
+        psnr_op=im["raw_protected"]["psnr"],
+        ssim_op=im["raw_protected"]["ssim"],
+        psnr_or=im["raw_recovered"]["psnr"],
+        ssim_or=im["raw_recovered"]["ssim"],
+        attacker_r1_p=att_p,
+        attacker_r1_m=att_m,
+    )
     decision = upgrader.step(m)
-    log.info("validation epoch %d: rank-1 raw→protected %.1f%% | PSNR/SSIM (O,M) %.2f/%.3f (O,P) %.2f/%.3f "
-             "(O,R) %.2f/%.3f | %s", m.epoch, 100 * m.rank1, m.psnr_om, m.ssim_om, m.psnr_op, m.ssim_op,
-             m.psnr_or, m.ssim_or, decision.reason)
+    log.info(
+        "validation epoch %d: rank-1 raw→protected %.1f%% | PSNR/SSIM (O,M) %.2f/%.3f (O,P) %.2f/%.3f "
+        "(O,R) %.2f/%.3f%s | %s",
+        m.epoch,
+        100 * m.rank1,
+        m.psnr_om,
+        m.ssim_om,
+        m.psnr_op,
+        m.ssim_op,
+        m.psnr_or,
+        m.ssim_or,
+        "" if att_p is None else f" | worst attacker rank-1 P {100 * att_p:.1f}% M {100 * att_m:.1f}%",
+        decision.reason,
+    )
     return decision, m
 
 
-def report(cfg, ctx, ds, nets: GCRNets, space: ImageSpace, test_loader, kept: str, state: dict,
-           upgrader: SupervisionUpgrader | None, upgrade_on: bool, t_start: float) -> dict[str, Any]:
+def report(
+    cfg,
+    ctx,
+    ds,
+    nets: GCRNets,
+    space: ImageSpace,
+    test_loader,
+    kept: str,
+    state: dict,
+    upgrader: SupervisionUpgrader | None,
+    upgrade_on: bool,
+    t_start: float,
+) -> dict[str, Any]:
     """Test the kept model: four Re-ID settings + image metrics → metrics.json; sample figure."""
     from .engine import report_test
 
     im_test = image_metrics(nets, space, test_loader, ctx.device, desc="test images")
-    log.info("test PSNR/SSIM: (O,M) %.2f/%.3f  (O,P) %.2f/%.3f  (O,R) %.2f/%.3f",
-             im_test["raw_desensitized"]["psnr"], im_test["raw_desensitized"]["ssim"],
-             im_test["raw_protected"]["psnr"], im_test["raw_protected"]["ssim"],
-             im_test["raw_recovered"]["psnr"], im_test["raw_recovered"]["ssim"])
+    log.info(
+        "test PSNR/SSIM: (O,M) %.2f/%.3f  (O,P) %.2f/%.3f  (O,R) %.2f/%.3f",
+        im_test["raw_desensitized"]["psnr"],
+        im_test["raw_desensitized"]["ssim"],
+        im_test["raw_protected"]["psnr"],
+        im_test["raw_protected"]["ssim"],
+        im_test["raw_recovered"]["psnr"],
+        im_test["raw_recovered"]["ssim"],
+    )
     extra = {
         "image_metrics": im_test,
         "image_metrics_note": "PSNR over the whole set (dB), mean SSIM; P quantized to 8 bits, R = G_R(P)",
         "upgradation": upgrade_on,
         "upgrades": upgrader.upgrades if upgrader is not None else [],
-        "kept_checkpoint": {"folder": f"checkpoints/{kept}", "epoch": state["epoch"],
-                            "selected_by": state["gcr"]["selected_by"],
-                            "frozen_supervision": state.get("frozen_supervision", False)},
-        "val_best_rank1_raw_protected": (None if upgrader is None or upgrader.best_epoch is None
-                                         else upgrader.best_rank1),
+        "kept_checkpoint": {
+            "folder": f"checkpoints/{kept}",
+            "epoch": state["epoch"],
+            "selected_by": state["gcr"]["selected_by"],
+            "frozen_supervision": state.get("frozen_supervision", False),
+        },
+        "val_best_rank1_raw_protected": (
+            None if upgrader is None or upgrader.best_epoch is None else upgrader.best_rank1
+        ),
         "gcr": state["gcr"],
         "epochs": int(cfg.SOLVER.MAX_EPOCHS),
         "wall_seconds": round(time.time() - t_start, 1),
@@ -593,8 +758,20 @@ def evaluate(cfg, ctx=None) -> dict[str, Any]:
     nets = GCRNets(cfg, ds.num_train_pids, start_encoder=False).to(ctx.device)
     state = load_gcr_weights(folder, nets)
     from .data import build_test_loader
-    return report(cfg, ctx, ds, nets, _space(cfg, ctx.device), build_test_loader(cfg, ds.query + ds.gallery),
-                  folder.name, state, None, False, time.time())
+
+    return report(
+        cfg,
+        ctx,
+        ds,
+        nets,
+        _space(cfg, ctx.device),
+        build_test_loader(cfg, ds.query + ds.gallery),
+        folder.name,
+        state,
+        None,
+        False,
+        time.time(),
+    )
 
 
 def _space(cfg, device) -> ImageSpace:
@@ -604,16 +781,31 @@ def _space(cfg, device) -> ImageSpace:
 def _model_info(cfg, nets: GCRNets, num_classes: int, epoch: int, selected_by: str) -> dict[str, Any]:
     from .engine import reid_model_kwargs
 
-    return {"epoch": epoch, "selected_by": selected_by, "generator_spec": nets.g_spec.as_dict(),
-            "recovery_generator_spec": nets.g_spec_r.as_dict(),
-            "reid": {"name": cfg.MODEL.NAME, "embed_dim": int(nets.C.feat_dim), "config": reid_model_kwargs(cfg),
-                     "num_train_classes": num_classes},
-            "input": {"size_hw": [int(v) for v in cfg.INPUT.IMG_SIZE], "color": "RGB",
-                      "pixel_mean": [float(v) for v in cfg.INPUT.PIXEL_MEAN],
-                      "pixel_std": [float(v) for v in cfg.INPUT.PIXEL_STD]},
-            "desensitization": {"type": cfg.INPUT.TYPE, "radius": float(cfg.INPUT.RADIUS),
-                                "computed_at_hw": [int(v) for v in cfg.INPUT.DESENS_SIZE]},
-            "frozen_supervision": nets.frozen_G is not None, "encoder_init": nets.encoder_init}
+    return {
+        "epoch": epoch,
+        "selected_by": selected_by,
+        "generator_spec": nets.g_spec.as_dict(),
+        "recovery_generator_spec": nets.g_spec_r.as_dict(),
+        "reid": {
+            "name": cfg.MODEL.NAME,
+            "embed_dim": int(nets.C.feat_dim),
+            "config": reid_model_kwargs(cfg),
+            "num_train_classes": num_classes,
+        },
+        "input": {
+            "size_hw": [int(v) for v in cfg.INPUT.IMG_SIZE],
+            "color": "RGB",
+            "pixel_mean": [float(v) for v in cfg.INPUT.PIXEL_MEAN],
+            "pixel_std": [float(v) for v in cfg.INPUT.PIXEL_STD],
+        },
+        "desensitization": {
+            "type": cfg.INPUT.TYPE,
+            "radius": float(cfg.INPUT.RADIUS),
+            "computed_at_hw": [int(v) for v in cfg.INPUT.DESENS_SIZE],
+        },
+        "frozen_supervision": nets.frozen_G is not None,
+        "encoder_init": nets.encoder_init,
+    }
 
 
 @torch.no_grad()
@@ -625,7 +817,13 @@ def _save_figure(cfg, nets: GCRNets, space: ImageSpace, loader, device, path: Pa
     raw = batch["raw"][:8].to(device)
     P = quantize_gan(nets.G(space.to_gan(raw)))
     R = nets.G_R(P)
-    rows = [space.norm_to_unit(raw), space.norm_to_unit(batch["desensitized"][:8].to(device)),
-            space.to_unit(P), space.to_unit(R)]
-    save_sample_grid(rows, path, title=f"{cfg.INPUT.TYPE} {cfg.INPUT.RADIUS:g}: test images (research only, do not publish)")
+    rows = [
+        space.norm_to_unit(raw),
+        space.norm_to_unit(batch["desensitized"][:8].to(device)),
+        space.to_unit(P),
+        space.to_unit(R),
+    ]
+    save_sample_grid(
+        rows, path, title=f"{cfg.INPUT.TYPE} {cfg.INPUT.RADIUS:g}: test images (research only, do not publish)"
+    )
     log.info("sample figure (shows people; keep out of the repository): %s", path)

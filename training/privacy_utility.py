@@ -9,6 +9,7 @@ Each RUN_DIR is a training run's OUTPUT_DIR (its ``metrics.json``). A MODE C run
 learned P: its protected images are M, so it is drawn at SSIM(O,M), taken from the GCR runs.
 The figure holds numbers only (no images of people), so it may be committed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,13 @@ def read_point(label: str, run: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{label}: {path} does not exist (is {run} a finished training run?)")
     m = json.loads(path.read_text())
     image = m.get("image_metrics") or {}
-    return {"label": label, "run": str(run),
-            "rank1_raw_protected": float(m["results"]["raw->protected"]["rank1"]),
-            "ssim_op": image.get("raw_protected", {}).get("ssim"),
-            "ssim_om": image.get("raw_desensitized", {}).get("ssim")}
+    return {
+        "label": label,
+        "run": str(run),
+        "rank1_raw_protected": float(m["results"]["raw->protected"]["rank1"]),
+        "ssim_op": image.get("raw_protected", {}).get("ssim"),
+        "ssim_om": image.get("raw_desensitized", {}).get("ssim"),
+    }
 
 
 def label_offsets(xs: list[float], ys: list[float], labels: list[str]) -> list[tuple[tuple[int, int], str]]:
@@ -39,19 +43,25 @@ def label_offsets(xs: list[float], ys: list[float], labels: list[str]) -> list[t
     placed right-above, left-above, right-below or left-below its point, the first place that
     overlaps no label placed before it (else the first place).
     """
-    char_w, height = 0.0092, 0.045                      # axes fraction per character / per line
+    char_w, height = 0.0092, 0.045  # axes fraction per character / per line
     choices = [((4, 3), "left"), ((-4, 3), "right"), ((4, -10), "left"), ((-4, -10), "right")]
     boxes: list[tuple[float, float, float, float]] = []
     out = []
-    for x, y, text in zip(xs, ys, labels):
+    for x, y, text in zip(xs, ys, labels, strict=True):
         width = char_w * len(text)
         candidates = []
         for (_, dy), align in choices:
             x0 = x + 0.006 if align == "left" else x - 0.006 - width
             y0 = y + 0.005 if dy > 0 else y - 0.005 - height
             candidates.append((x0, y0, x0 + width, y0 + height))
-        k = next((i for i, box in enumerate(candidates)
-                  if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in boxes)), 0)
+        k = next(
+            (
+                i
+                for i, box in enumerate(candidates)
+                if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in boxes)
+            ),
+            0,
+        )
         boxes.append(candidates[k])
         out.append(choices[k])
     return out
@@ -59,6 +69,7 @@ def label_offsets(xs: list[float], ys: list[float], labels: list[str]) -> list[t
 
 def plot(points: list[dict[str, Any]], eps_ssim: float, out: Path, title: str) -> Path:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -69,20 +80,22 @@ def plot(points: list[dict[str, Any]], eps_ssim: float, out: Path, title: str) -
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     ax.axvspan(ssim_om + eps_ssim, 1.0, color="0.92", zorder=0)
     ax.axvline(ssim_om + eps_ssim, color="0.4", ls="--", lw=1)
-    ax.text(ssim_om + eps_ssim, 0.02, "  not anonymous enough", transform=ax.get_xaxis_transform(),
-            color="0.35", fontsize=8)
+    ax.text(
+        ssim_om + eps_ssim, 0.02, "  not anonymous enough", transform=ax.get_xaxis_transform(), color="0.35", fontsize=8
+    )
     xs = [p["ssim_op"] if p["ssim_op"] is not None else ssim_om for p in points]
     ys = [100 * p["rank1_raw_protected"] for p in points]
-    for p, x, y in zip(points, xs, ys):
+    for p, x, y in zip(points, xs, ys, strict=True):
         hand_made = p["ssim_op"] is None
-        ax.scatter([x], [y], marker="s" if hand_made else "o", s=40,
-                   color="tab:gray" if hand_made else "tab:blue", zorder=3)
+        ax.scatter(
+            [x], [y], marker="s" if hand_made else "o", s=40, color="tab:gray" if hand_made else "tab:blue", zorder=3
+        )
     ax.set_xlim(min(xs + [ssim_om]) - 0.02, max(xs + [ssim_om + eps_ssim]) + 0.03)
     (x_lo, x_hi), (y_lo, y_hi) = ax.get_xlim(), ax.get_ylim()
     fractions_x = [(x - x_lo) / (x_hi - x_lo) for x in xs]
     fractions_y = [(y - y_lo) / (y_hi - y_lo) for y in ys]
     places = label_offsets(fractions_x, fractions_y, [p["label"] for p in points])
-    for p, x, y, (offset, align) in zip(points, xs, ys, places):
+    for p, x, y, (offset, align) in zip(points, xs, ys, places, strict=True):
         ax.annotate(p["label"], (x, y), xytext=offset, textcoords="offset points", fontsize=8, ha=align)
     ax.set_xlabel("SSIM(raw, protected)   (lower = more private; squares: hand-made M)")
     ax.set_ylabel("rank-1 raw → protected (%)")

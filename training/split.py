@@ -14,6 +14,7 @@ keeps another camera in the validation gallery. Files are hard-linked (no extra 
 the file system allows, else copied; ``--mode copy`` forces copies. Works for Market-1501,
 MSMT17 (official list layout or Market-style folders) and CUHK03-NP.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .datasets import DatasetError, load_dataset
-from .datasets.base import Item, choose_val_query, held_out_pids
-from .datasets.market1501 import QUERY, TEST, TRAIN, VAL_GALLERY, VAL_QUERY
+from reid.datasets import DatasetError, load_dataset
+from reid.datasets.base import Item, choose_val_query, held_out_pids
+from reid.datasets.market1501 import QUERY, TEST, TRAIN, VAL_GALLERY, VAL_QUERY
 
 SUPPORTED = ("market1501", "msmt17", "cuhk03")
 
@@ -53,12 +54,22 @@ def _place(items: list[Item], folder: Path, mode: str) -> None:
         shutil.copy2(path, dst)
 
 
-def split_dataset(root: str | Path, name: str, val_fraction: float = 0.2, query_fraction: float = 0.2,
-                  seed: int = 0, mode: str = "link", cuhk03_type: str = "detected", force: bool = False) -> Path:
+def split_dataset(
+    root: str | Path,
+    name: str,
+    val_fraction: float = 0.2,
+    query_fraction: float = 0.2,
+    seed: int = 0,
+    mode: str = "link",
+    cuhk03_type: str = "detected",
+    force: bool = False,
+) -> Path:
     """Write ``root/name_val`` and return its path; see the module docstring."""
     if name not in SUPPORTED:
-        raise DatasetError(f"training.split supports {', '.join(SUPPORTED)}; got '{name}' "
-                           "(CUHK01 and folder datasets carve validation automatically: DATASETS.VAL_FRACTION)")
+        raise DatasetError(
+            f"training.split supports {', '.join(SUPPORTED)}; got '{name}' "
+            "(CUHK01 and folder datasets carve validation automatically: DATASETS.VAL_FRACTION)"
+        )
     root = Path(root).expanduser()
     ds = load_dataset(root, name, split_seed=seed, val_fraction=0, cuhk03_type=cuhk03_type)
     dst = root / f"{name}_val"
@@ -73,22 +84,38 @@ def split_dataset(root: str | Path, name: str, val_fraction: float = 0.2, query_
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    for items, sub in ((train, TRAIN), (val_query, VAL_QUERY), (val_gallery, VAL_GALLERY),
-                       (ds.query, QUERY), (ds.gallery, TEST)):
+    for items, sub in (
+        (train, TRAIN),
+        (val_query, VAL_QUERY),
+        (val_gallery, VAL_GALLERY),
+        (ds.query, QUERY),
+        (ds.gallery, TEST),
+    ):
         _place(items, tmp / sub, mode)
-    info = {"source": str(ds.root), "val_fraction": val_fraction, "query_fraction": query_fraction, "seed": seed,
-            "counts": {"train_ids": len({p for _, p, _ in train}), "train_images": len(train),
-                       "val_ids": len(held), "val_query_images": len(val_query),
-                       "val_gallery_images": len(val_gallery), "query_images": len(ds.query),
-                       "gallery_images": len(ds.gallery)}}
+    info = {
+        "source": str(ds.root),
+        "val_fraction": val_fraction,
+        "query_fraction": query_fraction,
+        "seed": seed,
+        "counts": {
+            "train_ids": len({p for _, p, _ in train}),
+            "train_images": len(train),
+            "val_ids": len(held),
+            "val_query_images": len(val_query),
+            "val_gallery_images": len(val_gallery),
+            "query_images": len(ds.query),
+            "gallery_images": len(ds.gallery),
+        },
+    }
     (tmp / "split.json").write_text(json.dumps(info, indent=2))
     tmp.rename(dst)
     return dst
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.split", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.split", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset_root_dir", required=True, help="DATASETS.ROOT_DIR")
     parser.add_argument("--dataset_name", required=True, help="market1501 | msmt17 | cuhk03")
     parser.add_argument("--val_fraction", type=float, default=0.2, help="share of identities held out")
@@ -99,8 +126,16 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="replace an existing NAME_val folder")
     args = parser.parse_args(argv)
     try:
-        dst = split_dataset(args.dataset_root_dir, args.dataset_name.strip("'\"()"), args.val_fraction,
-                            args.query_fraction, args.seed, args.mode, args.cuhk03_type, args.force)
+        dst = split_dataset(
+            args.dataset_root_dir,
+            args.dataset_name.strip("'\"()"),
+            args.val_fraction,
+            args.query_fraction,
+            args.seed,
+            args.mode,
+            args.cuhk03_type,
+            args.force,
+        )
     except (DatasetError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -5,9 +5,10 @@ hit both the same way (same flip, same crop, same erased rectangle), otherwise t
 the anonymizer and the hybrid Re-ID loss would compare misaligned images. We therefore stack the
 pair into one [2, 3, H, W] tensor and augment the stack.
 """
+
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -32,8 +33,14 @@ def resize_hw(img: np.ndarray, size_hw: Sequence[int], nearest: bool = False) ->
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
 
 
-def make_pair(rgb: np.ndarray, img_size: Sequence[int], kind: str, radius: float,
-              desens_size: Sequence[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def make_pair(
+    rgb: np.ndarray,
+    img_size: Sequence[int],
+    kind: str,
+    radius: float,
+    desens_size: Sequence[int],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """(O, M) at ``img_size``: M is computed at ``desens_size`` (the paper's 256×128) and resized
     with nearest neighbour, so mosaic blocks stay sharp and noise keeps its per-pixel sigma."""
     raw = resize_hw(rgb, img_size)
@@ -61,14 +68,21 @@ class PairedTrainTransform:
     (``INPUT.RE_PROB``; area 2–40 %, aspect 0.3–3.3, filled with the mean colour, i.e. 0 after
     normalisation), each drawn once and applied to both images of the pair."""
 
-    def __init__(self, flip_prob: float, padding: int, erase_prob: float, mean: Sequence[float],
-                 std: Sequence[float], generator: Optional[torch.Generator] = None) -> None:
+    def __init__(
+        self,
+        flip_prob: float,
+        padding: int,
+        erase_prob: float,
+        mean: Sequence[float],
+        std: Sequence[float],
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.flip_prob, self.padding, self.erase_prob = flip_prob, int(padding), erase_prob
         self.normalize = Normalize(mean, std)
         self.generator = generator
 
     @classmethod
-    def from_cfg(cls, cfg) -> "PairedTrainTransform":
+    def from_cfg(cls, cfg) -> PairedTrainTransform:
         return cls(cfg.INPUT.PROB, cfg.INPUT.PADDING, cfg.INPUT.RE_PROB, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
 
     def _rand(self) -> float:
@@ -85,7 +99,7 @@ class PairedTrainTransform:
             p = self.padding
             pair = F.pad(pair, (p, p, p, p))
             top, left = self._randint(0, 2 * p), self._randint(0, 2 * p)
-            pair = pair[:, :, top:top + h, left:left + w]
+            pair = pair[:, :, top : top + h, left : left + w]
         pair = self.normalize(pair)
         if self._rand() < self.erase_prob:
             pair = self._erase(pair)
@@ -100,7 +114,7 @@ class PairedTrainTransform:
             if 0 < eh < h and 0 < ew < w:
                 top, left = self._randint(0, h - eh), self._randint(0, w - ew)
                 pair = pair.clone()
-                pair[:, :, top:top + eh, left:left + ew] = 0.0
+                pair[:, :, top : top + eh, left : left + ew] = 0.0
                 return pair
         return pair
 

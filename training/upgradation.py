@@ -19,6 +19,11 @@ The rule, evaluated after each validation (every MODEL.VAL_PERIOD epochs on a ``
 
 All comparisons are strict, as in the paper's code.
 
+Ours, when outside attackers are named (``MODEL.PRIVACY_ATTACKERS``, ``training/attacker_check.py``):
+*anonymous enough* also needs the worst attacker rank-1 on P to be at most its rank-1 on M plus
+``attacker_margin`` (MODEL.ATTACKER_MARGIN, a fraction). Why: pixels alone let a G pass that a
+public Re-ID model still reads.
+
 Ours, off by default (``upgrade_margin`` = MODEL.UPGRADE_MARGIN = 0 is METHOD.md exactly): an encoder
 is frozen only when it is anonymous with a margin, i.e. within (1 − margin)·ε of M, and is the
 saved best (an older best inside the margin band is never frozen). Why: after an
@@ -27,6 +32,7 @@ supervisor frozen right at the bound lets every later encoder drift just past it
 keep an early encoder (seen on CUHK01: frozen at 0.001 SSIM below the bound, every later validation
 was 0.003–0.005 above it). Saving the best and judging anonymity still use the full ε.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,6 +54,8 @@ class ValidationMetrics:
     ssim_op: float
     psnr_or: float | None = None
     ssim_or: float | None = None
+    attacker_r1_p: float | None = None  # worst outside-attacker rank-1 on P (fraction), if measured
+    attacker_r1_m: float | None = None  # the same attackers on M
 
 
 @dataclass(frozen=True)
@@ -58,9 +66,18 @@ class Decision:
     reason: str
 
 
-def is_anonymous_enough(m: ValidationMetrics, eps_psnr: float, eps_ssim: float) -> bool:
-    """P no more similar to O than M is, up to ε (PSNR in dB, SSIM absolute)."""
-    return m.psnr_op < m.psnr_om + eps_psnr and m.ssim_op < m.ssim_om + eps_ssim
+def is_anonymous_enough(m: ValidationMetrics, eps_psnr: float, eps_ssim: float, attacker_margin: float = 0.02) -> bool:
+    """P no more similar to O than M is, up to ε (PSNR in dB, SSIM absolute), and, when attackers were
+    measured, no easier for them to re-identify than M, up to ``attacker_margin``."""
+    pixels = m.psnr_op < m.psnr_om + eps_psnr and m.ssim_op < m.ssim_om + eps_ssim
+    return pixels and attackers_held(m, attacker_margin)
+
+
+def attackers_held(m: ValidationMetrics, attacker_margin: float) -> bool:
+    """True when no attacker was measured, or the worst one does at most ``attacker_margin`` better on P than on M."""
+    if m.attacker_r1_p is None or m.attacker_r1_m is None:
+        return True
+    return m.attacker_r1_p <= m.attacker_r1_m + attacker_margin
 
 
 @dataclass
@@ -71,6 +88,7 @@ class SupervisionUpgrader:
     eps_psnr: float
     eps_ssim: float
     upgrade_margin: float = 0.0
+    attacker_margin: float = 0.02
     best_rank1: float = -math.inf
     best_epoch: int | None = None
     last_upgrade_rank1: float = -math.inf
@@ -78,31 +96,47 @@ class SupervisionUpgrader:
     upgrades: list[dict[str, Any]] = field(default_factory=list)
 
     def step(self, m: ValidationMetrics) -> Decision:
-        anonymous = is_anonymous_enough(m, self.eps_psnr, self.eps_ssim)
+        anonymous = is_anonymous_enough(m, self.eps_psnr, self.eps_ssim, self.attacker_margin)
         save_best = anonymous and m.rank1 > self.best_rank1
         if save_best:
             self.best_rank1, self.best_epoch = m.rank1, m.epoch
         keep = 1.0 - self.upgrade_margin
-        with_margin = is_anonymous_enough(m, self.eps_psnr * keep, self.eps_ssim * keep)
+        with_margin = is_anonymous_enough(m, self.eps_psnr * keep, self.eps_ssim * keep, self.attacker_margin)
         beats_bars = m.rank1 > self.val_r1 and m.rank1 > self.last_upgrade_rank1
         # save_best: what is frozen is the saved best encoder, and with a margin that must be this
         # one (an older best may lie inside the margin band). Without a margin it is implied.
         upgrade = with_margin and save_best and beats_bars
-        if not anonymous:
-            reason = (f"not anonymous enough: PSNR(O,P) {m.psnr_op:.2f} vs PSNR(O,M)+ε {m.psnr_om + self.eps_psnr:.2f}, "
-                      f"SSIM(O,P) {m.ssim_op:.3f} vs SSIM(O,M)+ε {m.ssim_om + self.eps_ssim:.3f}")
+        if not attackers_held(m, self.attacker_margin):
+            reason = (
+                f"not anonymous enough: an outside attacker reaches rank-1 {m.attacker_r1_p:.4f} on P vs "
+                f"{m.attacker_r1_m:.4f} on M (+ margin {self.attacker_margin:.2f})"
+            )
+        elif not anonymous:
+            reason = (
+                f"not anonymous enough: PSNR(O,P) {m.psnr_op:.2f} vs PSNR(O,M)+ε {m.psnr_om + self.eps_psnr:.2f}, "
+                f"SSIM(O,P) {m.ssim_op:.3f} vs SSIM(O,M)+ε {m.ssim_om + self.eps_ssim:.3f}"
+            )
         elif upgrade:
-            prev = ("no previous upgrade" if math.isinf(self.last_upgrade_rank1)
-                    else f"> previous upgrade {self.last_upgrade_rank1:.4f}")
-            reason = (f"upgrade: rank-1 {m.rank1:.4f} > ε_r1 {self.val_r1:.4f}, {prev}; "
-                      f"freezing the encoder of epoch {self.best_epoch}")
+            prev = (
+                "no previous upgrade"
+                if math.isinf(self.last_upgrade_rank1)
+                else f"> previous upgrade {self.last_upgrade_rank1:.4f}"
+            )
+            reason = (
+                f"upgrade: rank-1 {m.rank1:.4f} > ε_r1 {self.val_r1:.4f}, {prev}; "
+                f"freezing the encoder of epoch {self.best_epoch}"
+            )
         elif beats_bars and not with_margin:
-            reason = (f"anonymous, but not with the upgrade margin {self.upgrade_margin:.2f}: PSNR(O,P) {m.psnr_op:.2f} "
-                      f"vs {m.psnr_om + self.eps_psnr * keep:.2f}, SSIM(O,P) {m.ssim_op:.3f} vs "
-                      f"{m.ssim_om + self.eps_ssim * keep:.3f}")
+            reason = (
+                f"anonymous, but not with the upgrade margin {self.upgrade_margin:.2f}: PSNR(O,P) {m.psnr_op:.2f} "
+                f"vs {m.psnr_om + self.eps_psnr * keep:.2f}, SSIM(O,P) {m.ssim_op:.3f} vs "
+                f"{m.ssim_om + self.eps_ssim * keep:.3f}"
+            )
         elif beats_bars:  # with the margin, but an older best (inside the margin band) ranks higher
-            reason = (f"anonymous with the upgrade margin, but rank-1 {m.rank1:.4f} ≤ the saved best "
-                      f"{self.best_rank1:.4f} (epoch {self.best_epoch}, inside the margin band): not frozen")
+            reason = (
+                f"anonymous with the upgrade margin, but rank-1 {m.rank1:.4f} ≤ the saved best "
+                f"{self.best_rank1:.4f} (epoch {self.best_epoch}, inside the margin band): not frozen"
+            )
         elif math.isinf(self.val_r1):
             reason = "anonymous enough (upgradation off: model selection only)"
         elif m.rank1 <= self.val_r1:
@@ -123,8 +157,11 @@ class SupervisionUpgrader:
     def to_json(self) -> dict[str, Any]:
         return {
             "rule": "METHOD.md supervision upgradation (training/upgradation.py)",
-            "val_r1": self.val_r1, "eps_psnr": self.eps_psnr, "eps_ssim": self.eps_ssim,
+            "val_r1": self.val_r1,
+            "eps_psnr": self.eps_psnr,
+            "eps_ssim": self.eps_ssim,
             "upgrade_margin": self.upgrade_margin,
+            "attacker_margin": self.attacker_margin,
             "best_epoch": self.best_epoch,
             "best_rank1": None if math.isinf(self.best_rank1) else self.best_rank1,
             "upgrades": self.upgrades,

@@ -1,5 +1,5 @@
 """Building blocks shared by the Re-ID models: GeM pooling, non-local attention, BN-neck init, and a
-fixed Gaussian blur (C's optional input filter, also G's blur branch in ``anonymizer.networks``).
+fixed Gaussian blur (C's optional input filter, also G's blur branch: ``anonymizer.blocks`` re-exports it).
 
 Kept free of any training code so the pipeline can load the same modules for inference.
 """
@@ -15,6 +15,9 @@ from torch import nn
 class GaussianBlur(nn.Module):
     """Fixed separable Gaussian blur (depthwise, edge-replicating, kernel ±3σ); exports to ONNX as
     two grouped convolutions. Not learned, and not stored: rebuilt from σ."""
+
+    kh: torch.Tensor
+    kw: torch.Tensor
 
     def __init__(self, sigma: float, channels: int = 3) -> None:
         super().__init__()
@@ -67,9 +70,10 @@ class NonLocalBlock(nn.Module):
         self.g = nn.Conv2d(channels, inter, kernel_size=1)
         self.theta = nn.Conv2d(channels, inter, kernel_size=1)
         self.phi = nn.Conv2d(channels, inter, kernel_size=1)
-        self.out = nn.Sequential(nn.Conv2d(inter, channels, kernel_size=1), nn.BatchNorm2d(channels))
-        nn.init.zeros_(self.out[1].weight)
-        nn.init.zeros_(self.out[1].bias)
+        bn = nn.BatchNorm2d(channels)
+        nn.init.zeros_(bn.weight)
+        nn.init.zeros_(bn.bias)
+        self.out = nn.Sequential(nn.Conv2d(inter, channels, kernel_size=1), bn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape

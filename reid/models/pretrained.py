@@ -7,8 +7,8 @@ error says exactly which file to fetch and where to put it, or to choose ``PRETR
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 

@@ -6,7 +6,7 @@ change the last stride and, for AGW, interleave non-local blocks after chosen re
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -39,7 +39,7 @@ class ResNetBackbone(nn.Module):
             raise ValueError("non_local needs one count per stage, e.g. [0, 2, 3, 0]")
         self.nl_after: list[list[int]] = []
         self.non_local = nn.ModuleList()
-        for stage, count in zip(self._stages(), non_local):
+        for stage, count in zip(self._stages(), non_local, strict=True):
             n_blocks = len(stage)
             if count > n_blocks:
                 raise ValueError(f"cannot put {count} non-local blocks in a stage of {n_blocks}")
@@ -62,7 +62,7 @@ class ResNetBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for stage, nl_idx, nl_blocks in zip(self._stages(), self.nl_after, self.non_local):
+        for stage, nl_idx, nl_blocks in zip(self._stages(), self.nl_after, self.non_local, strict=True):
             j = 0
             for i, block in enumerate(stage):
                 x = block(x)

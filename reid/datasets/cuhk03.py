@@ -10,6 +10,7 @@ File names ``PPPP_cC_NN.png``. The original ``cuhk-03.mat`` + ``cuhk03_new_proto
 release is not read here (it needs MATLAB v7.3/HDF5 decoding); convert it to CUHK03-NP first.
 ``cuhk03_val`` is what ``training.split`` writes from that layout.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,7 +22,7 @@ from .market1501 import LAYOUT, TRAIN, load_market_style
 def load(root: Path, name: str, cuhk03_type: str = "detected", **_) -> ReidDataset:
     is_val = name.endswith("_val")
     base_name = name
-    for folder in ([name] if is_val else [name, "cuhk03-np", "cuhk03_np"]):
+    for folder in [name] if is_val else [name, "cuhk03-np", "cuhk03_np"]:
         for sub in (cuhk03_type, ""):
             candidate = root / folder / sub if sub else root / folder
             if (candidate / TRAIN).is_dir():
@@ -30,7 +31,11 @@ def load(root: Path, name: str, cuhk03_type: str = "detected", **_) -> ReidDatas
                 ds.notes.append(f"CUHK03-NP {cuhk03_type if sub else ''} images".replace("  ", " "))
                 return ds
     if (root / name / "cuhk03_release").is_dir():
-        raise DatasetError(f"{name}: found the original .mat release in {root / name}; convert it to the "
-                           f"CUHK03-NP folder layout (new protocol) first:\n{LAYOUT}")
-    raise DatasetError(f"{name}: no CUHK03-NP folders under {root / name} or {root / 'cuhk03-np'} "
-                       f"(DATASETS.CUHK03_TYPE={cuhk03_type}). Expected:\n{LAYOUT}")
+        raise DatasetError(
+            f"{name}: found the original .mat release in {root / name}; convert it to the "
+            f"CUHK03-NP folder layout (new protocol) first:\n{LAYOUT}"
+        )
+    raise DatasetError(
+        f"{name}: no CUHK03-NP folders under {root / name} or {root / 'cuhk03-np'} "
+        f"(DATASETS.CUHK03_TYPE={cuhk03_type}). Expected:\n{LAYOUT}"
+    )

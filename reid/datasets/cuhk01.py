@@ -9,6 +9,7 @@ identities for training; test: camera A images as queries, camera B images as th
 (multi-shot: 972 queries, 972 gallery images). Validation, when asked for, is carved from the 485
 training identities with the same A→B rule.
 """
+
 from __future__ import annotations
 
 import csv
@@ -74,20 +75,24 @@ VAL_QUERY_RULE = camera_a_to_b
 
 def load(root: Path, name: str, split_seed: int = 0, **_) -> ReidDataset:
     """``cuhk01`` and ``cuhk01_val`` read the same folder: CUHK01 has no separate ``_val`` files, so
-    :func:`training.datasets.load_dataset` carves the validation identities from training for both
+    :func:`reid.datasets.load_dataset` carves the validation identities from training for both
     (METHOD.md's rule: the first 20 % of the sorted training identities)."""
     base = root / (name[:-4] if name.endswith("_val") else name)
     if not base.is_dir():
-        raise DatasetError(f"cuhk01: folder {base} does not exist (DATASETS.ROOT_DIR is {root}). "
-                           f"Expected layout:\n{LAYOUT}")
+        raise DatasetError(
+            f"cuhk01: folder {base} does not exist (DATASETS.ROOT_DIR is {root}). Expected layout:\n{LAYOUT}"
+        )
     items = sorted(_read_items(base))
     if not items:
         raise DatasetError(f"cuhk01: no images under {base}")
     train_ids, test_ids = split_identities([p for _, p, _ in items], split_seed)
     query, gallery = camera_a_to_b([it for it in items if it[1] in test_ids])
-    ds = ReidDataset(name=name, root=base, train=[it for it in items if it[1] in train_ids],
-                     query=query, gallery=gallery)
+    ds = ReidDataset(
+        name=name, root=base, train=[it for it in items if it[1] in train_ids], query=query, gallery=gallery
+    )
     ds.train = relabel(ds.train)
-    ds.notes.append(f"random {len(train_ids)}/{len(test_ids)} identity split, seed {split_seed}; "
-                    "query = camera A, gallery = camera B")
+    ds.notes.append(
+        f"random {len(train_ids)}/{len(test_ids)} identity split, seed {split_seed}; "
+        "query = camera A, gallery = camera B"
+    )
     return ds

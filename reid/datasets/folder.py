@@ -8,6 +8,7 @@
 ``<pid>`` is an integer folder name (``-1`` = junk, ignored by evaluation); the camera number
 ``c<cam>`` must appear in the file name (``c1_0001.jpg``, ``x_c2_5.png``).
 """
+
 from __future__ import annotations
 
 import re
@@ -16,7 +17,9 @@ from pathlib import Path
 from .base import DatasetError, Item, ReidDataset, list_images, relabel
 
 CAM_PATTERN = re.compile(r"(?:^|_)c(\d+)(?:_|\.|$)")
-LAYOUT = "  <dir>/train/<pid>/*_c<cam>_*.jpg, <dir>/query/<pid>/..., <dir>/gallery/<pid>/... [+ val_query/, val_gallery/]"
+LAYOUT = (
+    "  <dir>/train/<pid>/*_c<cam>_*.jpg, <dir>/query/<pid>/..., <dir>/gallery/<pid>/... [+ val_query/, val_gallery/]"
+)
 
 
 def scan_tree(folder: Path) -> list[Item]:
@@ -42,8 +45,9 @@ def load(root: Path, name: str, **_) -> ReidDataset:
     if missing:
         raise DatasetError(f"folder dataset: {base} lacks {', '.join(missing)}/. Layout:\n{LAYOUT}")
     train = [it for it in scan_tree(base / "train") if it[1] >= 0]
-    ds = ReidDataset(name=name, root=base, train=relabel(train), query=scan_tree(base / "query"),
-                     gallery=scan_tree(base / "gallery"))
+    ds = ReidDataset(
+        name=name, root=base, train=relabel(train), query=scan_tree(base / "query"), gallery=scan_tree(base / "gallery")
+    )
     if (base / "val_query").is_dir() and (base / "val_gallery").is_dir():
         ds.val_query, ds.val_gallery = scan_tree(base / "val_query"), scan_tree(base / "val_gallery")
         ds.val_source = "split"

@@ -4,14 +4,15 @@ Every dataset yields lists of ``(path, pid, camid)`` items: ``train`` with conti
 ``0..N-1``, ``query``/``gallery`` with the dataset's own identity numbers (``-1`` = junk,
 ``0`` = distractor on Market-1501), and optionally ``val_query``/``val_gallery``.
 """
+
 from __future__ import annotations
 
 import random
 import re
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
 
 Item = tuple[str, int, int]
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -29,8 +30,8 @@ class ReidDataset:
     train: list[Item]
     query: list[Item]
     gallery: list[Item]
-    val_query: Optional[list[Item]] = None
-    val_gallery: Optional[list[Item]] = None
+    val_query: list[Item] | None = None
+    val_gallery: list[Item] | None = None
     #: where validation comes from: "split" (the dataset's own _val folders), "carved", or "none"
     val_source: str = "none"
     notes: list[str] = field(default_factory=list)
@@ -48,11 +49,14 @@ class ReidDataset:
         rows = [("train", self.train), ("query", self.query), ("gallery", self.gallery)]
         if self.has_val:
             rows += [("val_query", self.val_query), ("val_gallery", self.val_gallery)]
-        lines = [f"dataset {self.name} at {self.root} (validation: {self.val_source})",
-                 f"  {'subset':<12}{'ids':>7}{'images':>9}{'cams':>6}"]
+        lines = [
+            f"dataset {self.name} at {self.root} (validation: {self.val_source})",
+            f"  {'subset':<12}{'ids':>7}{'images':>9}{'cams':>6}",
+        ]
         for label, items in rows:
-            lines.append(f"  {label:<12}{len({p for _, p, _ in items}):>7}{len(items):>9}"
-                         f"{len({c for _, _, c in items}):>6}")
+            lines.append(
+                f"  {label:<12}{len({p for _, p, _ in items}):>7}{len(items):>9}{len({c for _, _, c in items}):>6}"
+            )
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -76,8 +80,9 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
-def scan_dir(folder: Path, parse: Callable[[str], Optional[tuple[int, int]]], dataset: str,
-             allow_empty: bool = False) -> list[Item]:
+def scan_dir(
+    folder: Path, parse: Callable[[str], tuple[int, int] | None], dataset: str, allow_empty: bool = False
+) -> list[Item]:
     """Scan one flat image folder; ``parse(filename) -> (pid, camid 0-based)``; malformed names fail."""
     items: list[Item] = []
     for path in list_images(folder):
@@ -90,7 +95,7 @@ def scan_dir(folder: Path, parse: Callable[[str], Optional[tuple[int, int]]], da
     return items
 
 
-def parse_market_name(name: str) -> Optional[tuple[int, int]]:
+def parse_market_name(name: str) -> tuple[int, int] | None:
     """``0002_c1s1_000451_03.jpg`` → (2, 0); ``-1_c3...`` → (-1, 2). Cameras are 1-based in names."""
     m = MARKET_PATTERN.match(name)
     if not m:
@@ -136,9 +141,12 @@ def held_out_pids(pids: Iterable[int], fraction: float) -> set[int]:
     return set(ordered[: int(round(len(ordered) * fraction))])
 
 
-def carve_validation(train: list[Item], fraction: float, seed: int,
-                     query_rule: Optional[Callable[[list[Item]], tuple[list[Item], list[Item]]]] = None
-                     ) -> tuple[list[Item], list[Item], list[Item]]:
+def carve_validation(
+    train: list[Item],
+    fraction: float,
+    seed: int,
+    query_rule: Callable[[list[Item]], tuple[list[Item], list[Item]]] | None = None,
+) -> tuple[list[Item], list[Item], list[Item]]:
     """Hold out identities of a train list as validation: returns (train, val_query, val_gallery).
 
     ``train`` must still carry the original identity numbers; relabel afterwards.

@@ -10,22 +10,24 @@ the camera is the third field of the file name (1–15). The seed instead kept M
 folders (``bounding_box_train`` ...), which is also what ``training.split`` writes for ``msmt17_val``;
 there the file name is either Market-style (``PPPP_cC...``) or MSMT-style (``PPPP_III_CC_...``).
 """
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
 
 from .base import DatasetError, ReidDataset, parse_market_name, relabel
 from .market1501 import TRAIN, find_market_root, load_market_style
 
 MSMT_PATTERN = re.compile(r"^(\d+)_(\d+)_(\d+)_")
-LIST_LAYOUT = ("  <ROOT_DIR>/msmt17/{train,test}/ + list_{train,val,query,gallery}.txt  (official MSMT17_V1/V2), or\n"
-               "  <ROOT_DIR>/msmt17/bounding_box_train/ bounding_box_test/ query/  (Market-style, as the seed)")
+LIST_LAYOUT = (
+    "  <ROOT_DIR>/msmt17/{train,test}/ + list_{train,val,query,gallery}.txt  (official MSMT17_V1/V2), or\n"
+    "  <ROOT_DIR>/msmt17/bounding_box_train/ bounding_box_test/ query/  (Market-style, as the seed)"
+)
 ALIASES = ("MSMT17_V1", "MSMT17_V2", "MSMT17")
 
 
-def parse_msmt_name(name: str) -> Optional[tuple[int, int]]:
+def parse_msmt_name(name: str) -> tuple[int, int] | None:
     """``0000_000_01_0303morning_0015_0.jpg`` → (0, 0); Market-style names are accepted too."""
     m = MSMT_PATTERN.match(name)
     if m:
@@ -33,7 +35,7 @@ def parse_msmt_name(name: str) -> Optional[tuple[int, int]]:
     return parse_market_name(name)
 
 
-def _find_list_root(root: Path, name: str) -> Optional[Path]:
+def _find_list_root(root: Path, name: str) -> Path | None:
     bases = [root / name] + [root / a for a in ALIASES]
     for base in bases:
         for c in [base] + ([p for p in sorted(base.iterdir()) if p.is_dir()] if base.is_dir() else []):
@@ -75,9 +77,13 @@ def load(root: Path, name: str, **_) -> ReidDataset:
     train = _read_list(list_root, "list_train.txt", train_dirs)
     if (list_root / "list_val.txt").is_file():
         train += _read_list(list_root, "list_val.txt", train_dirs)
-    ds = ReidDataset(name=name, root=list_root, train=relabel(train),
-                     query=_read_list(list_root, "list_query.txt", test_dirs),
-                     gallery=_read_list(list_root, "list_gallery.txt", test_dirs))
+    ds = ReidDataset(
+        name=name,
+        root=list_root,
+        train=relabel(train),
+        query=_read_list(list_root, "list_query.txt", test_dirs),
+        gallery=_read_list(list_root, "list_gallery.txt", test_dirs),
+    )
     ds.notes.append("official list layout: train = list_train + list_val")
     return ds
 
