@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import socket
@@ -92,9 +93,25 @@ def gst_available() -> bool:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free listening port below the kernel's ephemeral range.
+
+    Why not ``bind(0)``: that hands out an ephemeral port, which the pipeline's own outgoing
+    connections (RTSP clients, FFmpeg) may take before the metrics server or a restarted RTSP
+    server binds it ("Address already in use" seen in CI)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, max(20001, min(low, 32768)))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise SoakError("no free port found in 20000..ephemeral range")
 
 
 def looped_video(vtest: Path, seconds: float, workdir: Path) -> tuple[Path, int]:

@@ -27,6 +27,7 @@ from anonymizer.audit import AuditRule
 from anonymizer.baselines import BaselineAnonymizer
 from anonymizer.privacy_floor import PrivacyFloor, region_measures, ssim_grey
 from anonymizer.redactor import Redactor
+from benchmarks.live_soak import free_port as _free_port  # below the ephemeral range: no race with clients
 from detectors.hog import HogDetector
 from stream.restream import RestreamSink, restream_url, safe_url
 from tests.conftest import vtest_path
@@ -51,12 +52,6 @@ with open(out, "wb") as fh:
         fh.write(frame.tobytes())
         fh.flush()
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _listening(port: int) -> bool:

@@ -4,7 +4,6 @@ a dead camera is reported clearly and the run still ends."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -12,16 +11,11 @@ from pathlib import Path
 import pytest
 
 import run_pipeline
+from benchmarks.live_soak import free_port as _free_port  # below the ephemeral range: no race with clients
 from tests.conftest import REPO_ROOT, vtest_path
 from tests.video_utils import load_jsonl, read_frames, video_stream
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _gst_available() -> bool:
