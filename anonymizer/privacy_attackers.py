@@ -27,11 +27,10 @@ import cv2
 import numpy as np
 
 from reid.metrics import evaluate_features
+from reid.models.onnx_backbone import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_ATTACKER_HW = (256, 128)
 KEEP_METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP", "num_queries")
 

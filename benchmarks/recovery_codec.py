@@ -25,6 +25,7 @@ import numpy as np
 
 from anonymizer import load_bundle, load_recovery
 from anonymizer.image_metrics import set_metrics_uint8
+from stream.sinks import raw_bgr_input
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -33,7 +34,7 @@ SLOTS = 4  # people per frame
 
 def test_crops(n: int, seed: int = 0) -> list[np.ndarray]:
     """The first ``n`` CUHK01 test images (identities never seen in training), BGR."""
-    from training.datasets import load_dataset
+    from reid.datasets import load_dataset
 
     ds = load_dataset(SHARED, "cuhk01", split_seed=seed, val_fraction=0.0)
     return [cv2.imread(p) for p, _, _ in (ds.query + ds.gallery)[:n]]
@@ -62,16 +63,7 @@ def encode(frames: list[np.ndarray], path: Path, codec: str) -> Path:
             "-loglevel",
             "error",
             "-y",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "bgr24",
-            "-s",
-            f"{w}x{h}",
-            "-framerate",
-            "25",
-            "-i",
-            "pipe:0",
+            *raw_bgr_input(w, h, "25"),
             "-c:v",
             "libx264",
             "-preset",

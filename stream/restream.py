@@ -29,6 +29,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from anonymizer.redactor import RedactedFrame
 from stream.backoff import Backoff
+from stream.sinks import raw_bgr_input
 
 log = logging.getLogger(__name__)
 SCHEMES = ("rtsp", "rtsps")
@@ -182,18 +183,7 @@ class RestreamSink:
             "-nostdin",
             "-loglevel",
             "error",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "bgr24",
-            "-s",
-            f"{self.width}x{self.height}",
-            "-framerate",
-            f"{self.fps:g}",
-            "-use_wallclock_as_timestamps",
-            "1",
-            "-i",
-            "pipe:0",
+            *raw_bgr_input(self.width, self.height, f"{self.fps:g}", "-use_wallclock_as_timestamps", "1"),
             "-an",
             "-c:v",
             self.codec,

@@ -83,6 +83,23 @@ def _fmt_rate(fps: float) -> str:
     return str(Fraction(fps).limit_denominator(1001))
 
 
+def raw_bgr_input(width: int, height: int, rate: str, *input_options: str) -> list[str]:
+    """FFmpeg input arguments for raw BGR frames piped on stdin (``input_options`` go before ``-i``)."""
+    return [
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "bgr24",
+        "-s",
+        f"{width}x{height}",
+        "-framerate",
+        rate,
+        *input_options,
+        "-i",
+        "pipe:0",
+    ]
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where one frame goes in the output video."""
@@ -293,16 +310,7 @@ class VideoSink:
             "-loglevel",
             "error",
             "-y",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "bgr24",
-            "-s",
-            f"{self.width}x{self.height}",
-            "-framerate",
-            _fmt_rate(self.fps),
-            "-i",
-            "pipe:0",
+            *raw_bgr_input(self.width, self.height, _fmt_rate(self.fps)),
         ]
         if audio_from is not None:
             if audio_start_s > 0:  # a segment: the audio of its own stretch of the source

@@ -5,7 +5,7 @@ pass it and still leave identity cues that a public raw-trained Re-ID model read
 C starts from such a model: the Re-ID loss then teaches G exactly what that model looks at. So a
 kept encoder must also leave every named attacker no better on P than on M (rank-1, worst of
 raw→protected and protected→protected on the validation identities), up to
-``MODEL.ATTACKER_MARGIN``. The attackers are ONNX files run with ONNX Runtime, like an outsider would.
+``MODEL.ATTACKER_MARGIN``. The attackers are ONNX (or OpenVINO IR) files, run as the privacy evaluation runs them.
 """
 
 from __future__ import annotations
@@ -14,55 +14,35 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from anonymizer.privacy_attackers import load_attacker
 
 from .evaluation import evaluate_features, extract_features
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
+class OutsideAttacker(nn.Module):
+    """An outside Re-ID matcher (``anonymizer.privacy_attackers``: the privacy evaluation's own ONNX /
+    OpenVINO runner and preprocessing) fed the loader's normalized images, so training and the
+    evaluation score attackers the same way."""
 
-class OnnxAttacker(nn.Module):
-    """An ONNX Re-ID model fed the loader's normalized images (converted to its own convention)."""
-
-    def __init__(
-        self,
-        path: str | Path,
-        pixel_mean: Sequence[float],
-        pixel_std: Sequence[float],
-        size_hw: Sequence[int] = (256, 128),
-        threads: int = 1,
-    ) -> None:
+    def __init__(self, path: str | Path, pixel_mean: Sequence[float], pixel_std: Sequence[float], threads: int = 1):
         super().__init__()
-        import onnxruntime as ort
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"MODEL.PRIVACY_ATTACKERS: {path} does not exist")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.name = f"{path.parent.name}/{path.name}"
-        self.size_hw = (int(size_hw[0]), int(size_hw[1]))
+        self.matcher = load_attacker(path, threads)
+        self.name = self.matcher.name
         self.register_buffer(
             "in_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
         )
         self.register_buffer("in_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("m_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("m_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         unit = (x.float().cpu() * self.in_std + self.in_mean).clamp(0.0, 1.0)
-        unit = F.interpolate(unit, size=self.size_hw, mode="bilinear", align_corners=False)
-        feed = ((unit - self.m_mean) / self.m_std).numpy().astype(np.float32)
-        return torch.from_numpy(self.session.run(None, {self.input_name: feed})[0]).to(x.device)
+        rgb = torch.round(unit * 255.0).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # the loader's 8-bit pixels
+        return torch.from_numpy(self.matcher.embed(rgb)).to(x.device)
 
 
 def attacker_rank1(
@@ -100,9 +80,9 @@ def worst_attacker_rank1(
     return worst, detail
 
 
-def build_attackers(cfg) -> list[OnnxAttacker]:
-    """``MODEL.PRIVACY_ATTACKERS`` as ONNX Runtime sessions (empty list: check off)."""
+def build_attackers(cfg) -> list[OutsideAttacker]:
+    """``MODEL.PRIVACY_ATTACKERS`` as outside matchers (empty list: check off)."""
     return [
-        OnnxAttacker(p, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, threads=int(cfg.SOLVER.CPU_THREADS) or 1)
+        OutsideAttacker(p, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, threads=int(cfg.SOLVER.CPU_THREADS) or 1)
         for p in cfg.MODEL.PRIVACY_ATTACKERS
     ]
