@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "configs": 0,
     "transport": 0,
     "privreid.resources": 0,
+    "privreid.registry": 0,
     # 1 - Re-ID models, datasets, metrics: torch/numpy code that any consumer of an embedding may load
     "reid.models": 1,
     "reid.datasets": 1,
