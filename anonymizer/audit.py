@@ -1,7 +1,7 @@
 """Privacy audit: did the anonymized video replace every person of the raw video?
 
     python -m anonymizer.audit --raw vtest.avi --anonymized out/vtest.mp4 \\
-        --detector ../shared/data/detector_models/intel/pedestrian-detection-adas-0002/FP16/
+        --detector data/detector_models/intel/pedestrian-detection-adas-0002/FP16/
     python -m anonymizer.audit --raw MOT17-09/img1 --anonymized out/img1.mp4 --gt MOT17-09/gt/gt.txt
 
 The persons of the raw video come from ground truth (``--gt``, MOT format) or from an *independent*
@@ -40,6 +40,11 @@ of one output folder do not overwrite each other).
 
 Exit status: 0 no miss, 1 at least one miss, 2 bad input (missing or undecodable file, size mismatch,
 bad arguments), with ``error: ...`` on stderr.
+
+Layout: this module walks the two videos frame by frame and is the command line; the rule lives in
+``anonymizer.audit_rule``, the report (``audit.json``, verdict, contact sheet) in
+``anonymizer.audit_report``, the persons' sources in ``anonymizer.audit_persons``. Every name is
+importable from here as before.
 """
 
 from __future__ import annotations
@@ -48,11 +53,9 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,79 +70,62 @@ from anonymizer.audit_persons import (
     build_audit_detector,
     read_mot_gt,
 )
-from anonymizer.privacy_floor import SIZE_WH as SSIM_SIZE_WH
-from anonymizer.privacy_floor import region_measures
+from anonymizer.audit_report import (
+    MAX_TILES,
+    Tally,
+    build_report,
+    contact_sheet,
+    persons_description,
+    verdict_text,
+    write_outputs,
+)
+from anonymizer.audit_rule import (
+    SSIM_SIZE_WH,
+    AuditRule,
+    BoxResult,
+    background_changed,
+    clip_box,
+    compare_region,
+    finite,
+    grow_box,
+    judge,
+)
 from detectors.base import Detector
+
+__all__ = [
+    "DETECT_CHUNK",
+    "MAX_TILES",
+    "PERSON_LIKE_CLASSES",
+    "SSIM_SIZE_WH",
+    "AuditInputError",
+    "AuditRule",
+    "BoxResult",
+    "GroundTruth",
+    "Person",
+    "PersonsSource",
+    "audit",
+    "background_changed",
+    "build_audit_detector",
+    "build_report",
+    "clip_box",
+    "compare_region",
+    "contact_sheet",
+    "finite",
+    "grow_box",
+    "judge",
+    "main",
+    "parse_args",
+    "persons_description",
+    "read_mot_gt",
+    "verdict_text",
+    "write_outputs",
+]
 
 log = logging.getLogger("anonymizer.audit")
 
-MAX_TILES = 64
 DETECT_CHUNK = 8
 
-
-@dataclass(frozen=True)
-class AuditRule:
-    """When a person box counts as leaked; see the module docstring for how the defaults were measured."""
-
-    ssim_max: float = 0.75
-    min_changed: float = 0.12
-    change_level: int = 12
-    min_box_height: int = 16
-    background_margin: float = 0.10
-
-    def validate(self) -> None:
-        """Refuse thresholds under which nothing (or everything) could be a leak; NaN fails every test."""
-        checks = [
-            ("ssim_max", 0.0 < self.ssim_max <= 1.0, "in (0, 1]"),
-            ("min_changed", 0.0 <= self.min_changed <= 1.0, "in [0, 1]"),
-            ("change_level", 0 <= self.change_level < 255, "in [0, 255)"),
-            ("min_box_height", self.min_box_height >= 1, ">= 1"),
-            ("background_margin", self.background_margin >= 0.0, ">= 0"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise AuditInputError(f"{name} must be {expected}, got {getattr(self, name)}")
-
-    def describe(self) -> str:
-        return (
-            f"a person box (clipped to the frame, at least {self.min_box_height} px high) is leaked when "
-            f"the grey SSIM of its raw and anonymized regions (both resized to {SSIM_SIZE_WH[0]}x"
-            f"{SSIM_SIZE_WH[1]}) exceeds {self.ssim_max:g}, or when fewer than {self.min_changed:.0%} of "
-            f"the pixels of its least-changed half (top, bottom, left or right) differ by more than "
-            f"{self.change_level} grey levels"
-        )
-
-
 PersonsSource = Detector | GroundTruth | Mapping[int, Sequence[Person]]
-
-
-@dataclass
-class BoxResult:
-    """The verdict on one audited box (kept for misses only)."""
-
-    frame: int
-    box: list[int]
-    ssim: float | None
-    changed: float | None
-    changed_weakest_half: float | None
-    leaked: bool
-    reasons: list[str]
-    id: int | None = None
-    score: float | None = None
-
-
-@dataclass
-class _Tally:
-    """Running totals of one audit (kept small: misses are the only per-box records)."""
-
-    audited: int = 0
-    protected: int = 0
-    too_small: int = 0
-    misses: list[BoxResult] = field(default_factory=list)
-    tiles: list[tuple[np.ndarray, str]] = field(default_factory=list)
-    background: list[float] = field(default_factory=list)
-    ssim_sum: float = 0.0
-    changed_min: float = 1.0
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -170,47 +156,9 @@ def _frames(source, stats: dict[str, Any]) -> Iterator[np.ndarray]:
         log.warning("%s", exc)
 
 
-# ------------------------------------------------------------------------------------------ measures
-def clip_box(box: Sequence[float], width: int, height: int) -> list[int]:
-    """Integer pixel box covering ``box`` (floor/ceil), clipped to the frame."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    return [
-        max(0, min(width, math.floor(x1))),
-        max(0, min(height, math.floor(y1))),
-        max(0, min(width, math.ceil(x2))),
-        max(0, min(height, math.ceil(y2))),
-    ]
-
-
-def grow_box(box: Sequence[float], margin: float, width: int, height: int) -> list[int]:
-    """``box`` grown by ``margin`` of its width/height on each side, as the pipeline grows its masks."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
-    return clip_box((x1 - dx, y1 - dy, x2 + dx, y2 + dy), width, height)
-
-
-def compare_region(
-    raw_grey: np.ndarray, out_grey: np.ndarray, box: Sequence[int], rule: AuditRule
-) -> tuple[float, float, float]:
-    """(ssim, changed, changed_weakest_half) of one clipped box; grey uint8 frames of equal size."""
-    x1, y1, x2, y2 = box
-    return region_measures(raw_grey[y1:y2, x1:x2], out_grey[y1:y2, x1:x2], rule.change_level)
-
-
-def background_changed(diff_mask: np.ndarray, persons: Sequence[Person], rule: AuditRule) -> float | None:
-    """Share of the pixels outside every person box (grown by the margin) that changed; None if none are."""
-    h, w = diff_mask.shape
-    outside = np.ones((h, w), bool)
-    for p in persons:
-        x1, y1, x2, y2 = grow_box(p.box, rule.background_margin, w, h)
-        outside[y1:y2, x1:x2] = False
-    n = int(outside.sum())
-    return float(diff_mask[outside].sum()) / n if n else None
-
-
 # ------------------------------------------------------------------------------------------ the audit
 def _audit_frame(
-    index: int, raw: np.ndarray, out: np.ndarray, persons: Sequence[Person], rule: AuditRule, tally: _Tally
+    index: int, raw: np.ndarray, out: np.ndarray, persons: Sequence[Person], rule: AuditRule, tally: Tally
 ) -> None:
     raw_grey = cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY)
     out_grey = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
@@ -231,12 +179,12 @@ def _audit_box(
     out_grey: np.ndarray,
     out: np.ndarray,
     rule: AuditRule,
-    tally: _Tally,
+    tally: Tally,
 ) -> None:
     if box[3] - box[1] < rule.min_box_height or box[2] - box[0] < 2:
         tally.too_small += 1
         return
-    result = _judge(index, box, person, compare_region(raw_grey, out_grey, box, rule), rule)
+    result = judge(index, box, person, compare_region(raw_grey, out_grey, box, rule), rule)
     tally.audited += 1
     tally.ssim_sum += result.ssim or 0.0
     tally.changed_min = min(tally.changed_min, result.changed_weakest_half or 0.0)
@@ -247,28 +195,6 @@ def _audit_box(
     if len(tally.tiles) < MAX_TILES:  # the OUTPUT's pixels: what the anonymized video shows of the leak
         x1, y1, x2, y2 = box
         tally.tiles.append((out[y1:y2, x1:x2].copy(), f"f{index} {x1},{y1},{x2},{y2}"))
-
-
-def _judge(
-    index: int, box: list[int], person: Person, measures: tuple[float, float, float], rule: AuditRule
-) -> BoxResult:
-    ssim, changed, weakest = measures
-    reasons = []
-    if ssim > rule.ssim_max:
-        reasons.append(f"ssim {ssim:.3f} > {rule.ssim_max:g}")
-    if weakest < rule.min_changed:
-        reasons.append(f"weakest half changed {weakest:.3f} < {rule.min_changed:g}")
-    return BoxResult(
-        index,
-        box,
-        _finite(ssim),
-        _finite(changed),
-        _finite(weakest),
-        bool(reasons),
-        reasons,
-        person.id,
-        _finite(person.score),
-    )
 
 
 def _pairs(
@@ -359,7 +285,7 @@ def audit(
             "anonymized": {"decoded": 0, "error": None},
             "stopped_at_max_frames": False,
         }
-        tally, compared = _Tally(), 0
+        tally, compared = Tally(), 0
         pairs = _pairs(raw_src, out_src, max_frames, counts)
         for index, raw_img, out_img, persons in _persons_stream(pairs, persons_source):
             _audit_frame(index, raw_img, out_img, persons, rule, tally)
@@ -369,7 +295,7 @@ def audit(
         out_src.close()
     if compared == 0:
         raise AuditInputError(f"no frame could be compared: {counts['raw']['error'] or counts['anonymized']['error']}")
-    report = _report(
+    report = build_report(
         raw, anonymized, persons_source, rule, size, counts, compared, tally, time.perf_counter() - started
     )
     if out_dir is not None:
@@ -385,137 +311,6 @@ def _check_sizes(raw_src, out_src) -> tuple[int, int]:
             "the raw video's size"
         )
     return raw_src.width, raw_src.height
-
-
-# ------------------------------------------------------------------------------------------ report
-def _persons_description(persons_source: Detector | GroundTruth) -> dict[str, Any]:
-    if isinstance(persons_source, GroundTruth):
-        return {
-            "kind": "ground_truth",
-            "path": persons_source.path,
-            "classes": list(persons_source.classes),
-            "min_visibility": persons_source.min_visibility,
-            "person_area_classes": list(PERSON_LIKE_CLASSES),
-        }
-    conf = getattr(persons_source, "conf", None)
-    return {"kind": "detector", "name": persons_source.name, "conf": None if conf is None else float(conf)}
-
-
-def _finite(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None or not math.isfinite(value) else round(float(value), digits)
-
-
-def _report(
-    raw,
-    anonymized,
-    persons_source,
-    rule: AuditRule,
-    size: tuple[int, int],
-    counts: dict[str, Any],
-    compared: int,
-    tally: _Tally,
-    seconds: float,
-) -> dict[str, Any]:
-    frames_raw, frames_out = counts["raw"]["decoded"], counts["anonymized"]["decoded"]
-    warnings_ = []
-    if not counts["stopped_at_max_frames"] and frames_raw != frames_out:
-        warnings_.append(
-            f"frame counts differ: raw {frames_raw}, anonymized {frames_out}; the first {compared} frames were compared"
-        )
-    warnings_ += [f"{k}: {v['error']}" for k, v in counts.items() if isinstance(v, dict) and v["error"]]
-    for w in warnings_:
-        log.warning("%s", w)
-    bg = tally.background
-    return {
-        "verdict": "pass" if not tally.misses else "fail",
-        "coverage": _finite(tally.protected / tally.audited) if tally.audited else None,
-        "audited": tally.audited,
-        "protected": tally.protected,
-        "missed": len(tally.misses),
-        "too_small": tally.too_small,
-        "background_changed_mean": _finite(float(np.mean(bg))) if bg else None,
-        "background_changed_max": _finite(float(np.max(bg))) if bg else None,
-        "mean_ssim": _finite(tally.ssim_sum / tally.audited) if tally.audited else None,
-        "lowest_weakest_half_changed": _finite(tally.changed_min) if tally.audited else None,
-        "frames_compared": compared,
-        "frames_raw": frames_raw,
-        "frames_anonymized": frames_out,
-        "stopped_at_max_frames": counts["stopped_at_max_frames"],
-        "warnings": warnings_,
-        "rule": {**asdict(rule), "ssim_size_wh": list(SSIM_SIZE_WH), "text": rule.describe()},
-        "inputs": {
-            "raw": str(raw),
-            "anonymized": str(anonymized),
-            "width": size[0],
-            "height": size[1],
-            "persons": _persons_description(persons_source),
-        },
-        "timing": {"seconds": _finite(seconds, 3), "fps": _finite(compared / seconds, 2) if seconds > 0 else None},
-        "misses": [asdict(m) for m in tally.misses],
-    }
-
-
-def verdict_text(report: dict[str, Any]) -> str:
-    """One paragraph an operator can read: the outcome, the numbers behind it and the rule."""
-    n, missed = report["audited"], report["missed"]
-    cov = "n/a" if report["coverage"] is None else f"{report['coverage']:.1%}"
-    head = "PASS" if not missed else "FAIL"
-    first = ""
-    if missed:
-        m = report["misses"][0]
-        first = f" (first at frame {m['frame']}, box {m['box']}: {'; '.join(m['reasons'])})"
-    bg = report["background_changed_mean"]
-    bg_text = "n/a" if bg is None else f"{bg:.2%} (max {report['background_changed_max']:.2%})"
-    src = report["inputs"]["persons"]
-    who = (
-        f"detector {src['name']} at conf {src['conf']}" if src["kind"] == "detector" else f"ground truth {src['path']}"
-    )
-    text = (
-        f"{head}: {report['protected']} of {n} audited persons protected (coverage {cov}), {missed} leaked"
-        f"{first}, over {report['frames_compared']} frames; {report['too_small']} persons below "
-        f"{report['rule']['min_box_height']} px not audited. Outside person boxes {bg_text} of the frame "
-        f"changed. Persons from {who}. Rule: {report['rule']['text']}."
-    )
-    if report["warnings"]:
-        text += " Warnings: " + "; ".join(report["warnings"]) + "."
-    return text
-
-
-def contact_sheet(
-    tiles: Sequence[tuple[np.ndarray, str]], tile_wh: tuple[int, int] = (112, 192), columns: int = 8
-) -> np.ndarray:
-    """Grid of anonymized-output regions, each labelled with its frame and box (two lines under it)."""
-    tw, th = tile_wh
-    label_h = 30
-    rows = math.ceil(len(tiles) / columns)
-    sheet = np.full((rows * (th + label_h), min(columns, len(tiles)) * tw, 3), 255, np.uint8)
-    for k, (crop, label) in enumerate(tiles):
-        r, c = divmod(k, columns)
-        y, x = r * (th + label_h), c * tw
-        sheet[y : y + th, x : x + tw] = cv2.resize(crop, (tw, th), interpolation=cv2.INTER_NEAREST)
-        for line_no, text in enumerate(label.split(" ", 1)):
-            cv2.putText(
-                sheet,
-                text,
-                (x + 3, y + th + 12 + 13 * line_no),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.38,
-                (0, 0, 200),
-                1,
-                cv2.LINE_AA,
-            )
-    return sheet
-
-
-def write_outputs(report: dict[str, Any], tiles: Sequence[tuple[np.ndarray, str]], out_dir: Path) -> None:
-    """``audit.json`` (NaN/Infinity refused) and, with misses, ``misses.png``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "audit.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    sheet_path = out_dir / "misses.png"
-    if tiles:
-        cv2.imwrite(str(sheet_path), contact_sheet(tiles))
-    elif sheet_path.exists():
-        sheet_path.unlink()  # a stale sheet of an earlier audit would contradict this audit.json
 
 
 # ------------------------------------------------------------------------------------------ CLI

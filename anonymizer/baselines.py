@@ -1,4 +1,4 @@
-"""Hand-made desensitizations of METHOD.md: mosaic 24, blur 12, noise 0.5.
+"""Hand-made desensitizations of docs/method.md: mosaic 24, blur 12, noise 0.5.
 
 They serve twice: as the paper's supervision M during training (on 256×128 images) and as the
 pipeline's non-learned anonymizers (on person crops of any size). For crops, the protection is
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,7 +22,7 @@ WORK_SIZE_HW = (256, 128)
 
 
 def mosaic(image: np.ndarray, block: int = 24) -> np.ndarray:
-    """Each ``block``×``block`` tile takes the colour of its top-left pixel (METHOD.md)."""
+    """Each ``block``×``block`` tile takes the colour of its top-left pixel (docs/method.md)."""
     block = max(1, int(round(block)))
     h, w = image.shape[:2]
     corners = np.ascontiguousarray(image[::block, ::block])
@@ -38,25 +39,29 @@ def blur(image: np.ndarray, radius: float = 12.0) -> np.ndarray:
 
 
 def noise(image: np.ndarray, sigma: float = 0.5, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Add N(0, sigma²) noise on [0, 1] pixels and clip (METHOD.md)."""
+    """Add N(0, sigma²) noise on [0, 1] pixels and clip (docs/method.md)."""
     rng = rng if rng is not None else np.random.default_rng()
     x = image.astype(np.float32) / 255.0
     x = np.clip(x + rng.normal(0.0, sigma, size=x.shape).astype(np.float32), 0.0, 1.0)
     return (x * 255.0 + 0.5).astype(np.uint8)
 
 
+#: name -> (function of (image, parameter, rng), the paper's parameter, the ANONYMIZER key that sets it)
+DESENSITIZATIONS: dict[
+    str, tuple[Callable[[np.ndarray, float, np.random.Generator | None], np.ndarray], float, str]
+] = {
+    "mosaic": (lambda image, block, _rng: mosaic(image, int(block)), 24.0, "MOSAIC_SIZE"),
+    "blur": (lambda image, radius, _rng: blur(image, radius), 12.0, "BLUR_RADIUS"),
+    "noise": (noise, 0.5, "NOISE_SIGMA"),
+}
+DEFAULT_PARAMS = {kind: default for kind, (_, default, _) in DESENSITIZATIONS.items()}
+
+
 def desensitize(image: np.ndarray, kind: str, radius: float, rng: np.random.Generator | None = None) -> np.ndarray:
     """Apply the desensitization named ``kind`` with its parameter ``radius`` (seed's INPUT.RADIUS)."""
-    if kind == "mosaic":
-        return mosaic(image, int(radius))
-    if kind == "blur":
-        return blur(image, radius)
-    if kind == "noise":
-        return noise(image, radius, rng)
-    raise ValueError(f"unknown desensitization '{kind}' (expected mosaic, blur or noise)")
-
-
-DEFAULT_PARAMS = {"mosaic": 24.0, "blur": 12.0, "noise": 0.5}
+    if kind not in DESENSITIZATIONS:
+        raise ValueError(f"unknown desensitization '{kind}' (expected {', '.join(sorted(DESENSITIZATIONS))})")
+    return DESENSITIZATIONS[kind][0](image, radius, rng)
 
 
 @dataclass
@@ -76,12 +81,20 @@ class BaselineAnonymizer:
         spec = {"kind": self.kind, "param": float(self.param), "work_size_hw": list(self.work_size_hw)}
         self.fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
+    @classmethod
+    def from_config(cls, spec: str, cfg: Any, backend: str = "", device: str = "") -> BaselineAnonymizer:
+        """The baseline ``spec`` with its parameter from the ANONYMIZER node (``MOSAIC_SIZE``, ...)."""
+        kind = str(spec).strip().lower()
+        if kind not in DESENSITIZATIONS:
+            raise ValueError(f"unknown anonymizer '{spec}' (expected one of {sorted(DESENSITIZATIONS)})")
+        return cls(kind, float(cfg[DESENSITIZATIONS[kind][2]]))
+
     def protect_one(self, crop: np.ndarray) -> np.ndarray:
         h, w = crop.shape[:2]
         wh, ww = self.work_size_hw
         work = cv2.resize(crop, (ww, wh), interpolation=cv2.INTER_LINEAR)
         # PIL works on RGB; the desensitizations are channel-symmetric, so BGR order is harmless.
-        out = desensitize(work, self.kind, float(self.param), self._rng)
+        out = desensitize(work, self.kind, float(self.param or 0.0), self._rng)
         interp = cv2.INTER_NEAREST if self.kind == "mosaic" else cv2.INTER_LINEAR
         return cv2.resize(out, (w, h), interpolation=interp)
 

@@ -21,14 +21,16 @@ signature covers, and every load also runs G on built-in canaries (:mod:`anonymi
 an edited, unsigned spec cannot pass raw people off as protected. Loading never unpickles:
 safetensors and ONNX only.
 
+The runtimes that run G and C are :mod:`backends` (``BACKENDS`` below is their registry's names); the
+file checks (hashes, manifest, signature policy) and the crop batching are :mod:`anonymizer.bundle_files`,
+whose names are re-exported here.
+
 Image conventions: crops come in as BGR uint8 of any size. G and G_R work on RGB images at the
 bundle's input size scaled to [-1, 1]; C sees RGB images normalized with the bundle's mean/std.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,232 +41,72 @@ import cv2
 import numpy as np
 import yaml
 
+from anonymizer import canary
+from anonymizer.bundle_files import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    BUNDLE_YAML,
+    C_FILE,
+    C_ONNX,
+    G_FILE,
+    G_ONNX,
+    GR_FILE,
+    BundleError,
+    _chunks,
+    _plain,
+    bundle_fingerprint,
+    crops_to_unit_batch,
+    read_bundle_yaml,
+    reid_fingerprint,
+    sha256_file,
+    unit_batch_to_crops,
+    verified_bytes,
+)
+from anonymizer.bundle_files import SIGNATURE_FIELDS as SIGNATURE_FIELDS  # re-exported (old import path)
+from anonymizer.bundle_files import manifest_sha256 as manifest_sha256
+from anonymizer.bundle_files import verify_all_files as verify_all_files
+from anonymizer.bundle_files import verify_file as verify_file
+from backends import BACKENDS as RUNTIMES
+from backends import Backend, BackendError, as_bgr3, load_backend, parse_device
+from backends.export import export_onnx as export_onnx
+from privreid.registry import RegistryError
+
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = "privreid-anonymizer-bundle"
-BUNDLE_VERSION = 1
-BUNDLE_YAML = "bundle.yaml"
-SIGNATURE_FIELDS = ("signature",)  # never part of the manifest (a signature cannot cover itself)
-G_FILE, C_FILE, GR_FILE = "G.safetensors", "C.safetensors", "G_R.sealed"
-G_ONNX, C_ONNX = "G.onnx", "C.onnx"
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+# The runtimes a bundle loads with (backends.BACKENDS, torch first: it is the default and the only one
+# that reads the safetensors weights; every other runtime reads the bundle's ONNX files).
+BACKENDS: tuple[str, ...] = ("torch", *(name for name in RUNTIMES.names() if name != "torch"))
 DEFAULT_BATCH = 32
+# per-runtime options for (G, C): OpenVINO runs G in f32 (backends.openvino_backend says why) and C at
+# its default precision; TensorRT caches its engines as G.<tag>.engine / C.<tag>.engine
+_RUNTIME_OPTIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "openvino": ({"precision": "f32"}, {"precision": None}),
+    "tensorrt": ({"cache_name": "G"}, {"cache_name": "C"}),
+}
 
 
-class BundleError(RuntimeError):
-    """A bundle is missing, malformed, or one of its files does not match its recorded sha256."""
+@dataclass
+class BundleRunner:
+    """G (on [-1, 1] images) and C (on normalized images) of one bundle, each a :class:`backends.Backend`."""
 
+    name: str
+    g_backend: Backend
+    c_backend: Backend
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    @property
+    def g(self) -> Any:
+        """G as its runtime holds it (for torch: the ``nn.Module``)."""
+        return self.g_backend.network
 
-
-# --------------------------------------------------------------------------- pre/post-processing
-def _as_bgr3(crop: np.ndarray) -> np.ndarray:
-    if crop.dtype != np.uint8:
-        raise TypeError(f"crops must be uint8, got {crop.dtype}")
-    if crop.ndim == 2:
-        return cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
-    if crop.ndim == 3 and crop.shape[2] == 3:
-        return crop
-    if crop.ndim == 3 and crop.shape[2] == 4:
-        return cv2.cvtColor(crop, cv2.COLOR_BGRA2BGR)
-    raise ValueError(f"crops must be H×W×3 BGR (or grey) images, got shape {crop.shape}")
-
-
-def crops_to_unit_batch(crops: Sequence[np.ndarray], size_hw: tuple[int, int]) -> np.ndarray:
-    """BGR uint8 crops of any size → N×3×H×W float32 RGB on [0, 1] at ``size_hw``."""
-    h, w = size_hw
-    out = np.empty((len(crops), 3, h, w), dtype=np.float32)
-    for i, crop in enumerate(crops):
-        img = _as_bgr3(crop)
-        ch, cw = img.shape[:2]
-        interp = cv2.INTER_AREA if (ch > h and cw > w) else cv2.INTER_LINEAR
-        img = cv2.resize(img, (w, h), interpolation=interp)
-        out[i] = img[:, :, ::-1].transpose(2, 0, 1) / 255.0
-    return out
-
-
-def unit_batch_to_crops(batch: np.ndarray, like: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """N×3×H×W RGB on [0, 1] → BGR uint8 crops resized to the shapes of ``like``."""
-    out = []
-    for img, ref in zip(batch, like, strict=True):
-        bgr = np.ascontiguousarray(
-            (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)[:, :, ::-1]
-        )
-        rh, rw = ref.shape[:2]
-        if bgr.shape[:2] != (rh, rw):
-            interp = cv2.INTER_AREA if (rh < bgr.shape[0] and rw < bgr.shape[1]) else cv2.INTER_LINEAR
-            bgr = cv2.resize(bgr, (rw, rh), interpolation=interp)
-        if ref.ndim == 2:
-            bgr = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        out.append(bgr)
-    return out
-
-
-def _chunks(n: int, size: int):
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
-
-
-# ------------------------------------------------------------------------------------- backends
-class _Runner:
-    """Runs G (on [-1, 1] images) and C (on normalized images) for one backend."""
-
-    name = "base"
-    g: Any
-    c: Any
-
-    def _run(self, net, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
-        """Run one of the backend's two networks (``self.g`` or ``self.c``) on a float32 batch."""
-        raise NotImplementedError
+    @property
+    def c(self) -> Any:
+        return self.c_backend.network
 
     def run_g(self, x: np.ndarray) -> np.ndarray:
-        return self._run(self.g, x)
+        return self.g_backend(x)
 
     def run_c(self, x: np.ndarray) -> np.ndarray:
-        return self._run(self.c, x)
-
-
-class _TorchRunner(_Runner):
-    name = "torch"
-
-    def __init__(self, g, c, device: str) -> None:
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(device)
-        self.g = g.to(self.device).eval() if g is not None else None
-        self.c = c.to(self.device).eval() if c is not None else None
-
-    def _run(self, net, x: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            y = net(self.torch.from_numpy(x).to(self.device))
-            if isinstance(y, (tuple, list)):
-                y = y[0]
-            return y.float().cpu().numpy()
-
-
-class _OnnxRuntimeRunner(_Runner):
-    name = "onnxruntime"
-
-    def __init__(self, g_onnx: Path, c_onnx: Path, device: str) -> None:
-        import onnxruntime as ort
-
-        providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
-            idx = int(device.split(":")[1]) if ":" in device else 0
-            providers = [("CUDAExecutionProvider", {"device_id": idx}), "CPUExecutionProvider"]
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self.g = ort.InferenceSession(str(g_onnx), opts, providers=providers)
-        self.c = ort.InferenceSession(str(c_onnx), opts, providers=providers)
-
-    @staticmethod
-    def _run(sess, x: np.ndarray) -> np.ndarray:
-        return sess.run(None, {sess.get_inputs()[0].name: x})[0]
-
-
-class _OpenVinoRunner(_Runner):
-    name = "openvino"
-
-    def __init__(self, g_onnx: Path, c_onnx: Path, device: str) -> None:
-        import openvino as ov
-
-        core = ov.Core()
-        # OpenVINO's "GPU" is an Intel GPU; a CUDA device name means nothing to it, so it runs on the CPU.
-        target = "GPU" if device.upper().startswith("GPU") else "CPU"
-        # G in full precision: on CPUs with bf16, OpenVINO (2026.4) runs G in bf16 by default, which costs about a
-        # grey level and hung outright on the wide depthwise blur convolutions of blur-skip/payload generators
-        self.g = core.compile_model(core.read_model(str(g_onnx)), target, {"INFERENCE_PRECISION_HINT": "f32"})
-        self.c = core.compile_model(core.read_model(str(c_onnx)), target)
-
-    def _run(self, compiled, x: np.ndarray) -> np.ndarray:
-        return np.asarray(compiled(x)[compiled.output(0)])
-
-
-class _TensorRTRunner(_Runner):
-    """TensorRT engines built from the bundle's ONNX files, cached next to the bundle.
-
-    UNTESTED HERE: written against TensorRT's official Python API (10.x: ``Builder``,
-    ``OnnxParser``, optimization profile for the dynamic batch, ``execute_async_v3`` with tensor
-    addresses) but this project's development machines have no TensorRT. Buffers are torch CUDA
-    tensors, so torch with CUDA is needed as well.
-    """
-
-    name = "tensorrt"
-    MAX_BATCH = 64
-
-    def __init__(self, g_onnx: Path, c_onnx: Path, device: str, cache_dir: Path) -> None:
-        try:
-            import tensorrt as trt
-        except ImportError as exc:
-            raise BundleError(
-                "backend 'tensorrt' needs the 'tensorrt' Python package (NVIDIA TensorRT), "
-                "which is not installed; use backend 'onnxruntime' or 'torch' instead"
-            ) from exc
-        import torch
-
-        if not torch.cuda.is_available():
-            raise BundleError("backend 'tensorrt' needs a CUDA GPU visible to torch")
-        self.trt, self.torch = trt, torch
-        self.device = torch.device(device if device.startswith("cuda") else "cuda:0")
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.g = self._engine(g_onnx, cache_dir)
-        self.c = self._engine(c_onnx, cache_dir)
-
-    def _engine(self, onnx_path: Path, cache_dir: Path):
-        trt = self.trt
-        gpu = self.torch.cuda.get_device_name(self.device).replace(" ", "_")
-        tag = f"{sha256_file(onnx_path)[:16]}.trt{trt.__version__}.{gpu}"
-        cache = cache_dir / f"{onnx_path.stem}.{tag}.engine"
-        runtime = trt.Runtime(self.logger)
-        if cache.is_file():
-            engine = runtime.deserialize_cuda_engine(cache.read_bytes())
-        else:
-            builder = trt.Builder(self.logger)
-            network = builder.create_network(0)
-            parser = trt.OnnxParser(network, self.logger)
-            if not parser.parse(onnx_path.read_bytes()):
-                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-                raise BundleError(f"TensorRT could not parse {onnx_path}: {errors}")
-            config = builder.create_builder_config()
-            if builder.platform_has_fast_fp16:
-                config.set_flag(trt.BuilderFlag.FP16)
-            profile = builder.create_optimization_profile()
-            inp = network.get_input(0)
-            chw = tuple(inp.shape)[1:]
-            profile.set_shape(inp.name, (1, *chw), (8, *chw), (self.MAX_BATCH, *chw))
-            config.add_optimization_profile(profile)
-            serialized = builder.build_serialized_network(network, config)
-            if serialized is None:
-                raise BundleError(f"TensorRT failed to build an engine from {onnx_path}")
-            cache.write_bytes(bytes(serialized))
-            engine = runtime.deserialize_cuda_engine(bytes(serialized))
-        return engine, engine.create_execution_context()
-
-    def _run(self, pair, x: np.ndarray) -> np.ndarray:
-        engine, context = pair
-        torch = self.torch
-        outs = []
-        for sl in _chunks(len(x), self.MAX_BATCH):
-            xin = torch.from_numpy(np.ascontiguousarray(x[sl])).to(self.device)
-            in_name = engine.get_tensor_name(0)
-            out_name = engine.get_tensor_name(1)
-            context.set_input_shape(in_name, tuple(xin.shape))
-            out = torch.empty(tuple(context.get_tensor_shape(out_name)), dtype=torch.float32, device=self.device)
-            context.set_tensor_address(in_name, xin.data_ptr())
-            context.set_tensor_address(out_name, out.data_ptr())
-            stream = torch.cuda.current_stream(self.device)
-            if not context.execute_async_v3(stream.cuda_stream):
-                raise BundleError("TensorRT execution failed")
-            stream.synchronize()
-            outs.append(out.cpu().numpy())
-        return np.concatenate(outs, axis=0)
+        return self.c_backend(x)
 
 
 # --------------------------------------------------------------------------------- the bundle
@@ -282,7 +124,7 @@ class LearnedBundle:
 
     path: Path
     meta: dict[str, Any]
-    runner: _Runner
+    runner: BundleRunner
     fingerprint: str
     reid_fingerprint: str
     embed_dim: int
@@ -352,7 +194,7 @@ class LearnedBundle:
         self.fallback_count += 1
         des = self.meta.get("desensitization", {})
         kind = des.get("type", "mosaic")
-        p = BaselineAnonymizer(kind, des.get("radius")).protect_one(_as_bgr3(crop))
+        p = BaselineAnonymizer(kind, des.get("radius")).protect_one(as_bgr3(crop))
         if crop.ndim == 2:
             p = cv2.cvtColor(p, cv2.COLOR_BGR2GRAY)
         if np.array_equal(p, crop):
@@ -387,103 +229,6 @@ class LearnedBundle:
 
 
 # ----------------------------------------------------------------------------------- loading
-def read_bundle_yaml(
-    path: str | Path, verify: bool = False, trusted_keys: Sequence[str | Path] | str | Path | None = None
-) -> tuple[Path, dict[str, Any]]:
-    """(bundle folder, parsed bundle.yaml).
-
-    ``verify``: also check every listed file against its sha256 and apply the signature policy of
-    :func:`anonymizer.bundle_signing.enforce_signature_policy` with ``trusted_keys`` (what every
-    consumer of a bundle's weights must do; only tools that merely describe a bundle skip it).
-    """
-    root, meta = _parse_bundle_yaml(path)
-    if verify:
-        from anonymizer.bundle_signing import enforce_signature_policy
-
-        verify_all_files(root, meta)
-        enforce_signature_policy(root, meta, trusted_keys)
-    return root, meta
-
-
-def _parse_bundle_yaml(path: str | Path) -> tuple[Path, dict[str, Any]]:
-    root = Path(path)
-    if root.is_file() and root.name == BUNDLE_YAML:
-        root = root.parent
-    yml = root / BUNDLE_YAML
-    if not yml.is_file():
-        raise BundleError(f"no {BUNDLE_YAML} in {root}: not a learned anonymizer bundle")
-    try:
-        meta = yaml.safe_load(yml.read_text())
-    except yaml.YAMLError as exc:
-        raise BundleError(f"{yml} is not valid YAML: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{yml} is not a {BUNDLE_FORMAT} file")
-    if int(meta.get("version", 0)) > BUNDLE_VERSION:
-        raise BundleError(f"{yml} has version {meta.get('version')}; this code reads up to {BUNDLE_VERSION}")
-    return root, meta
-
-
-def verify_file(root: Path, meta: dict[str, Any], name: str) -> Path:
-    """Path of bundle file ``name`` after checking it against the sha256 recorded in bundle.yaml."""
-    path = root / name
-    expected = meta.get("files", {}).get(name)
-    if expected is None:
-        raise BundleError(f"{name} is not listed in {root / BUNDLE_YAML}")
-    if not path.is_file():
-        raise BundleError(f"bundle file {path} is missing")
-    actual = sha256_file(path)
-    if actual != expected:
-        raise BundleError(
-            f"{path} does not match the sha256 recorded in bundle.yaml "
-            f"({actual[:12]}… vs {expected[:12]}…): the file was modified or replaced"
-        )
-    return path
-
-
-def verify_all_files(root: Path, meta: dict[str, Any]) -> None:
-    """Check every file bundle.yaml lists (G and C must be among them) against its sha256."""
-    files = meta.get("files")
-    if not isinstance(files, dict) or G_FILE not in files or C_FILE not in files:
-        raise BundleError(f"{root / BUNDLE_YAML} must list at least {G_FILE} and {C_FILE} with their sha256")
-    for name in files:
-        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
-            raise BundleError(
-                f"{root / BUNDLE_YAML} lists '{name}': bundle files must be plain names inside the folder"
-            )
-        verify_file(root, meta, name)
-
-
-def manifest_sha256(meta: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of the parsed bundle.yaml, without any signature field.
-
-    Everything that decides what G and C do is in bundle.yaml (specs, normalization, sizes,
-    desensitization, privacy bound, and the sha256 of every weight, ONNX and sealed file), so this
-    one hash is what a signature covers. Canonical (sorted keys, no whitespace) so that YAML
-    formatting and comments do not matter, and so that every reader computes the same bytes.
-    """
-    body = {k: v for k, v in meta.items() if k not in SIGNATURE_FIELDS}
-    try:
-        text = json.dumps(
-            _plain(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
-        )
-    except (TypeError, ValueError) as exc:
-        raise BundleError(f"bundle.yaml cannot be put in canonical form: {exc}") from None
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def bundle_fingerprint(root: Path, meta: dict[str, Any]) -> str:
-    h = hashlib.sha256()
-    h.update((root / BUNDLE_YAML).read_bytes())
-    for name in (G_FILE, C_FILE):
-        h.update(bytes.fromhex(meta["files"][name]))
-    return h.hexdigest()
-
-
-def reid_fingerprint(meta: dict[str, Any]) -> str:
-    spec = {"C": meta["files"][C_FILE], "reid": meta["reid"], "input": meta["input"]}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-
-
 def load_generator_weights(spec: dict, state: dict):
     """Rebuild a generator from its spec and load ``state`` strictly (eval mode)."""
     from anonymizer.networks import build_generator
@@ -491,6 +236,14 @@ def load_generator_weights(spec: dict, state: dict):
     net = build_generator(spec)
     net.load_state_dict(state, strict=True)
     return net.eval()
+
+
+def runtime_name(backend: str) -> str:
+    """The registered name of a runtime backend (aliases and case allowed); ValueError naming the key otherwise."""
+    try:
+        return RUNTIMES.get(backend).name
+    except RegistryError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def load_bundle(
@@ -511,20 +264,19 @@ def load_bundle(
 
     Args:
         path: bundle folder (or its bundle.yaml).
-        backend: 'torch' (safetensors weights) or 'onnxruntime' | 'openvino' | 'tensorrt' (the
-            bundle's ONNX files; 'tensorrt' is untested here and raises BundleError when the
-            tensorrt package is missing).
-        device: 'cpu' or 'cuda:N'.
+        backend: one of :data:`BACKENDS`: 'torch' (safetensors weights) or a runtime of the bundle's
+            ONNX files, 'onnxruntime' | 'openvino' | 'tensorrt' ('tensorrt' is untested here and
+            raises BundleError when the tensorrt package is missing).
+        device: 'auto', 'cpu', 'cuda' or 'cuda:N' (:func:`backends.parse_device`); a device the
+            backend cannot use raises BundleError.
         cache_dir: where TensorRT engines are cached (default: the bundle folder).
         trusted_keys: public key files (or folders of them) whose signature is required; None or
             empty: the project's default trusted keys, and unsigned bundles are accepted with a warning.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend '{backend}' (expected one of {', '.join(BACKENDS)})")
+    backend = runtime_name(backend)
+    parse_device(device)  # a misspelt device fails before any file is read
     root, meta = read_bundle_yaml(path, verify=True, trusted_keys=trusted_keys)
     bundle = _open_verified(root, meta, backend, device, batch_size, cache_dir)
-    from anonymizer import canary
-
     ssim_max, changed_min = canary.measure(bundle.protect_unit, bundle.input_hw)
     reason = canary.check(meta.get("privacy_bound"), ssim_max, changed_min, f"{root} ({backend})")
     if reason:
@@ -543,29 +295,38 @@ def _open_verified(
     batch_size: int = DEFAULT_BATCH,
     cache_dir: str | Path | None = None,
 ) -> LearnedBundle:
-    """Build the runner of a bundle whose files were already verified (no canary check)."""
+    """Build G and C of a bundle whose files were already verified (no canary check).
+
+    Every runtime gets the bytes that were hashed (:func:`anonymizer.bundle_files.verified_bytes`),
+    never a path it would read again: safetensors for torch, the ONNX files for the others.
+    """
+    backend = runtime_name(backend)
+    g_opts, c_opts = _RUNTIME_OPTIONS.get(backend, ({}, {}))
+    if backend == "tensorrt":
+        g_opts = {**g_opts, "cache_dir": Path(cache_dir) if cache_dir else root}
+        c_opts = {**c_opts, "cache_dir": Path(cache_dir) if cache_dir else root}
+    g: Any
+    c: Any
     if backend == "torch":
         from safetensors.torch import load as load_safetensors
 
-        # the bytes that were hashed are the bytes that are loaded
-        g = load_generator_weights(meta["generator"]["spec"], load_safetensors(_verified_bytes(root, meta, G_FILE)))
+        g = load_generator_weights(meta["generator"]["spec"], load_safetensors(verified_bytes(root, meta, G_FILE)))
         if meta["reid"]["config"].get("name") == "onnx":
             # C grew from a public ONNX graph: its architecture is that graph, so the bundle's own
             # C.onnx (weights included, hashed like every file) is rebuilt as PyTorch modules
             from reid.models.onnx_backbone import onnx_to_torch
 
-            c = onnx_to_torch(root / C_ONNX, data=_verified_bytes(root, meta, C_ONNX))
+            c = onnx_to_torch(root / C_ONNX, data=verified_bytes(root, meta, C_ONNX))
         else:
-            c = build_reid_from_meta(meta["reid"], load_safetensors(_verified_bytes(root, meta, C_FILE)))
-        runner: _Runner = _TorchRunner(g, c, device)
+            c = build_reid_from_meta(meta["reid"], load_safetensors(verified_bytes(root, meta, C_FILE)))
     else:
-        g_onnx, c_onnx = verify_file(root, meta, G_ONNX), verify_file(root, meta, C_ONNX)
-        if backend == "onnxruntime":
-            runner = _OnnxRuntimeRunner(g_onnx, c_onnx, device)
-        elif backend == "openvino":
-            runner = _OpenVinoRunner(g_onnx, c_onnx, device)
-        else:
-            runner = _TensorRTRunner(g_onnx, c_onnx, device, Path(cache_dir) if cache_dir else root)
+        g, c = verified_bytes(root, meta, G_ONNX), verified_bytes(root, meta, C_ONNX)
+    try:
+        runner = BundleRunner(
+            backend, load_backend(backend, g, device, **g_opts), load_backend(backend, c, device, **c_opts)
+        )
+    except BackendError as exc:
+        raise BundleError(f"cannot run bundle {root} with backend {backend!r} on {device}: {exc}") from exc
     return LearnedBundle(
         path=root,
         meta=meta,
@@ -575,13 +336,6 @@ def _open_verified(
         embed_dim=int(meta["reid"]["embed_dim"]),
         batch_size=batch_size,
     )
-
-
-def _verified_bytes(root: Path, meta: dict[str, Any], name: str) -> bytes:
-    data = (root / name).read_bytes()
-    if hashlib.sha256(data).hexdigest() != meta["files"][name]:
-        raise BundleError(f"{root / name} changed while it was being loaded")
-    return data
 
 
 # ------------------------------------------------------------------------------ Re-ID adapter
@@ -689,61 +443,17 @@ def measure_privacy_bound_torch(g, size_hw: Sequence[int]) -> dict[str, Any]:
     """bundle.yaml's ``privacy_bound``: G's scores on the built-in canaries (torch, CPU, a copy of G)."""
     import copy
 
-    from anonymizer import canary
-
-    runner = _TorchRunner(copy.deepcopy(g).cpu().eval(), None, "cpu")
+    run_g = load_backend("torch", copy.deepcopy(g).cpu().eval(), "cpu")
     hw = (int(size_hw[0]), int(size_hw[1]))
 
     def protect_unit(u: np.ndarray) -> np.ndarray:
-        return (runner.run_g(np.ascontiguousarray(u * 2.0 - 1.0, np.float32)) + 1.0) / 2.0
+        return (run_g(np.ascontiguousarray(u * 2.0 - 1.0, np.float32)) + 1.0) / 2.0
 
     ssim_max, changed_min = canary.measure(protect_unit, hw)
     reason = canary.check(None, ssim_max, changed_min, "this G")
     if reason:
         log.warning("the bundle will not load: %s", reason)
     return canary.bound_record(ssim_max, changed_min, "torch")
-
-
-def export_onnx(net, shape: tuple[int, ...], path: Path) -> None:
-    """ONNX export with a dynamic batch axis (legacy exporter: needs no onnxscript)."""
-    import copy
-    import warnings
-
-    import torch
-
-    model = copy.deepcopy(net).cpu().eval()
-    from torch.onnx import symbolic_helper
-
-    if not hasattr(symbolic_helper, "_export_onnx_opset_version"):
-        # onnx2torch's modules (a C grown from a public ONNX graph) read the opset from this
-        # attribute, which newer PyTorch keeps elsewhere; the legacy exporter itself does not use it
-        symbolic_helper._export_onnx_opset_version = 17
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (torch.zeros(*shape),),
-            str(path),
-            dynamo=False,
-            input_names=["images"],
-            output_names=["output"],
-            dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}},
-            opset_version=17,
-            do_constant_folding=True,
-        )
-
-
-def _plain(obj: Any) -> Any:
-    """YAML-safe copy: tuples → lists, numpy scalars → Python numbers, yacs nodes → dicts."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
-        return str(obj)
-    return obj
 
 
 def default_demo_bundle() -> Path:

@@ -1,8 +1,8 @@
-"""Ed25519 signatures of anonymizer bundles, the loading policy, and their CLI.
+"""Ed25519 signatures of anonymizer bundles: keys, signing, the privacy bound, and their CLI.
 
 Why: the sha256 of a bundle's weights sit in its own bundle.yaml, which anyone can edit, and
 bundle.yaml also holds the generator spec that decides how much G blurs. A signature over the
-manifest (:func:`anonymizer.bundle.manifest_sha256`: all of bundle.yaml, file hashes included) ties
+manifest (:func:`anonymizer.bundle_files.manifest_sha256`: all of bundle.yaml, file hashes included) ties
 the whole protection to whoever holds the private key.
 
 ``bundle.sig`` (JSON, next to bundle.yaml)::
@@ -18,7 +18,10 @@ files, or folders of ``*.pub`` / ``*.pem``; defaults: ``configs/trusted_keys/``)
 Policy (:func:`enforce_signature_policy`): a signature that is malformed, invalid or for another
 manifest is always refused. With explicit trusted keys, an unsigned bundle or one signed by
 another key is refused. Without: one signed by a default trusted key loads quietly, anything else
-loads with a warning.
+loads with a warning. The reading side (checking ``bundle.sig``, the policy, trusted keys) lives in
+:mod:`anonymizer.bundle_files`, below the loader that applies it, and is re-exported here; this
+module is the writing side, which loads bundles (to measure their bound, to verify them) and so
+sits above :mod:`anonymizer.bundle`.
 
 CLI::
 
@@ -34,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import json
 import logging
 import os
@@ -43,33 +45,54 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from anonymizer.bundle import BUNDLE_YAML, BundleError, _open_verified, _plain, manifest_sha256, read_bundle_yaml
+from anonymizer import canary
+from anonymizer.bundle import _open_verified, load_bundle
+from anonymizer.bundle_files import (  # the checks every load runs live below bundle.py; re-exported here
+    BUNDLE_YAML,
+    DEFAULT_TRUSTED_DIR,
+    SIG_FILE,
+    SIG_FORMAT,
+    BundleError,
+    KeyFileError,
+    KeyPaths,
+    _message,
+    _plain,
+    _raw,
+    enforce_signature_policy,
+    key_id,
+    load_public_key,
+    manifest_sha256,
+    read_bundle_yaml,
+    read_signature,
+    split_key_paths,
+    trusted_public_keys,
+    verify_all_files,
+)
+
+__all__ = [
+    "DEFAULT_TRUSTED_DIR",
+    "SIG_FILE",
+    "SIG_FORMAT",
+    "KeyFileError",
+    "KeyPaths",
+    "enforce_signature_policy",
+    "key_id",
+    "keygen",
+    "load_private_key",
+    "load_public_key",
+    "main",
+    "measure_bound",
+    "read_signature",
+    "sign_bundle",
+    "split_key_paths",
+    "trusted_public_keys",
+    "write_bound",
+]
 
 log = logging.getLogger("anonymizer.bundle_signing")
-SIG_FILE = "bundle.sig"
-SIG_FORMAT = "privreid-bundle-signature"
-DEFAULT_TRUSTED_DIR = Path(__file__).resolve().parents[1] / "configs" / "trusted_keys"
-KeyPaths = Sequence[str | Path] | str | Path | None
-
-
-class KeyFileError(ValueError):
-    """A key file is missing or not an Ed25519 key (bad usage, not a failed verification)."""
-
-
-def _raw(pub: Ed25519PublicKey) -> bytes:
-    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def key_id(pub: Ed25519PublicKey) -> str:
-    return hashlib.sha256(_raw(pub)).hexdigest()[:16]
-
-
-def _message(manifest: str) -> bytes:
-    return f"privreid-bundle-manifest:v1:{manifest}".encode()
 
 
 # ----------------------------------------------------------------------------------------- keys
@@ -103,115 +126,9 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_public_key(path: str | Path) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except (OSError, ValueError, TypeError) as exc:
-        raise KeyFileError(f"cannot read the public key {path}: {exc}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"{path} is not an Ed25519 public key")
-    return key
-
-
-def split_key_paths(keys: KeyPaths) -> list[Path]:
-    """Key paths from a list or a comma-separated string (ANONYMIZER.TRUSTED_KEYS); [] = defaults."""
-    if keys is None:
-        return []
-    if isinstance(keys, str):
-        items = keys.split(",")
-    elif isinstance(keys, os.PathLike):  # one path (KeyPaths allows it); iterating a Path would raise
-        items = [os.fspath(keys)]
-    else:
-        items = [str(k) for k in keys]
-    return [Path(k.strip()).expanduser() for k in items if k.strip()]
-
-
-def trusted_public_keys(paths: Sequence[Path]) -> dict[str, bytes]:
-    """key id → raw public key of every key file named or found (``*.pub``, ``*.pem``) in a named folder."""
-    out: dict[str, bytes] = {}
-    for p in paths:
-        if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.suffix in (".pub", ".pem") and f.is_file())
-        elif p.is_file():
-            files = [p]
-        else:
-            raise KeyFileError(f"trusted key {p} does not exist")
-        for f in files:
-            pub = load_public_key(f)
-            out[key_id(pub)] = _raw(pub)
-    return out
-
-
-# ----------------------------------------------------------------------------------- signatures
-def read_signature(root: Path, manifest: str) -> dict | None:
-    """bundle.sig after checking it is well-formed, for this manifest, and valid for its public key; None: unsigned."""
-    path = root / SIG_FILE
-    if not path.exists():
-        return None
-    try:
-        sig = json.loads(path.read_text())
-        pub_raw = base64.b64decode(sig["public_key"], validate=True)
-        signature = base64.b64decode(sig["signature"], validate=True)
-        pub = Ed25519PublicKey.from_public_bytes(pub_raw)
-        ok_format = (
-            sig.get("format") == SIG_FORMAT and sig.get("algorithm") == "Ed25519" and int(sig.get("version", 0)) == 1
-        )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise BundleError(
-            f"{path} is not a valid bundle signature ({exc.__class__.__name__}: {exc}): refusing the bundle"
-        ) from None
-    if not ok_format:
-        raise BundleError(f"{path} is not a {SIG_FORMAT} v1 Ed25519 signature: refusing the bundle")
-    if sig.get("key_id") != key_id(pub):
-        raise BundleError(f"{path} names key id {sig.get('key_id')} but carries key {key_id(pub)}: refusing the bundle")
-    if sig.get("manifest_sha256") != manifest:
-        raise BundleError(
-            f"{path} signs manifest {str(sig.get('manifest_sha256'))[:12]}… but bundle.yaml hashes to "
-            f"{manifest[:12]}…: the bundle changed after it was signed"
-        )
-    try:
-        pub.verify(signature, _message(manifest))
-    except InvalidSignature:
-        raise BundleError(
-            f"{path}: the Ed25519 signature does not verify (key {key_id(pub)}): refusing the bundle"
-        ) from None
-    return {**sig, "_public_raw": pub_raw}
-
-
-def enforce_signature_policy(root: Path, meta: dict, trusted_keys: KeyPaths = None) -> str:
-    """Apply the loading policy (module docstring); returns 'trusted', 'untrusted' or 'unsigned', or raises
-    BundleError."""
-    explicit = split_key_paths(trusted_keys)
-    try:
-        keys = trusted_public_keys(explicit or ([DEFAULT_TRUSTED_DIR] if DEFAULT_TRUSTED_DIR.is_dir() else []))
-    except KeyFileError as exc:
-        raise BundleError(str(exc)) from None
-    sig = read_signature(root, manifest_sha256(meta))
-    if sig is not None and keys.get(sig["key_id"]) == sig["_public_raw"]:
-        log.info("bundle %s is signed by trusted key %s", root, sig["key_id"])
-        return "trusted"
-    what = "unsigned" if sig is None else f"signed by key {sig['key_id']}, which is not trusted"
-    if explicit:
-        raise BundleError(
-            f"bundle {root} is {what}; only bundles signed by the trusted keys "
-            f"({', '.join(sorted(keys)) or 'none found'}) are accepted"
-        )
-    log.warning(
-        "bundle %s is %s: nothing vouches for its generator spec and weights (an edited bundle.yaml could "
-        "weaken the protection; only the canary check stands in the way). Sign it "
-        "(python -m anonymizer.bundle_signing sign) or set ANONYMIZER.TRUSTED_KEYS to require signatures.",
-        root,
-        what,
-    )
-    return "unsigned" if sig is None else "untrusted"
-
-
 def measure_bound(bundle: str | Path) -> dict:
     """Measure G's canary scores (torch) on a bundle whose files match bundle.yaml; refuses a G that does not
     protect."""
-    from anonymizer import canary
-    from anonymizer.bundle import verify_all_files
-
     root, meta = read_bundle_yaml(bundle)
     verify_all_files(root, meta)
     b = _open_verified(root, meta, "torch")
@@ -298,8 +215,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             print(f"privacy_bound of {args.bundle}: {write_bound(args.bundle)}")
         else:
-            from anonymizer.bundle import load_bundle
-
             trusted = split_key_paths(args.trusted_keys) or [DEFAULT_TRUSTED_DIR]
             trusted_public_keys(trusted)  # unreadable keys are bad usage, not a failed verification
             b = load_bundle(args.bundle, backend=args.backend, trusted_keys=trusted)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from anonymizer.bundle_files import crops_to_unit_batch, unit_batch_to_crops
 from anonymizer.privacy_floor import SIZE_WH, PrivacyFloor, _grey, ssim_grey, weakest_half_changed
 
 CANARY_VERSION = 1
@@ -120,8 +121,6 @@ def canary_scores(raw: list[np.ndarray], protected: list[np.ndarray]) -> tuple[f
 
 def measure(protect_unit: Callable[[np.ndarray], np.ndarray], size_hw: tuple[int, int]) -> tuple[float, float]:
     """Run ``protect_unit`` (N×3×H×W RGB on [0, 1] in and out) on the canaries, one batch; see :func:`canary_scores`."""
-    from anonymizer.bundle import crops_to_unit_batch, unit_batch_to_crops
-
     raw = canary_images(size_hw)
     prot = unit_batch_to_crops(protect_unit(crops_to_unit_batch(raw, size_hw)), raw)
     return canary_scores(raw, prot)

@@ -1,4 +1,8 @@
-"""Pick the anonymizer from ``--anonymizer`` / ``ANONYMIZER.KIND``.
+"""Pick the anonymizer from ``--anonymizer`` / ``ANONYMIZER.KIND``: a kind's name, a bundle path, or 'auto'.
+
+The kinds (mosaic, blur, noise, learned bundles, ...) are registered in
+:data:`anonymizer.kinds.ANONYMIZERS`, one module of :mod:`anonymizer.kinds` each; a name picks its kind,
+a path goes to the first kind whose ``accepts(path)`` says yes.
 
 'auto' uses the learned demo bundle shipped in ``models/demo`` and falls back to mosaic, with a
 warning, when the bundle is missing or cannot be loaded: the pipeline must always protect. A relative
@@ -12,7 +16,7 @@ import logging
 from pathlib import Path
 
 from anonymizer.base import CropAnonymizer
-from anonymizer.baselines import DEFAULT_PARAMS, BaselineAnonymizer
+from anonymizer.kinds import ANONYMIZERS, named_kinds, path_kinds
 from privreid.resources import shipped_path
 
 log = logging.getLogger(__name__)
@@ -23,17 +27,24 @@ class AnonymizerError(RuntimeError):
     """The requested anonymizer cannot be built (missing bundle, bad weights, unknown kind)."""
 
 
-def _baseline(kind: str, cfg) -> BaselineAnonymizer:
-    params = {"mosaic": cfg.MOSAIC_SIZE, "blur": cfg.BLUR_RADIUS, "noise": cfg.NOISE_SIGMA}
-    return BaselineAnonymizer(kind, float(params[kind]))
+def _build(name: str, spec: str | Path, cfg, backend: str, device: str) -> CropAnonymizer:
+    return ANONYMIZERS.get(name).from_config(spec, cfg, backend, device)
 
 
-def _load_bundle(path: Path, cfg, backend: str, device: str) -> CropAnonymizer:
+def _load_path(path: Path, cfg, backend: str, device: str) -> CropAnonymizer:
+    """``path`` built by the first path kind that accepts it (a bundle folder, for the shipped kinds)."""
+    chosen = next((name for name, kind in path_kinds() if kind.accepts(path)), None)
+    if chosen is None:
+        raise AnonymizerError(f"no anonymizer kind loads {path} (ANONYMIZER.KIND; known: {_known()})")
     try:
-        from anonymizer.bundle import load_bundle
+        return _build(chosen, path, cfg, backend, device)
     except ImportError as exc:
         raise AnonymizerError(f"learned bundles are not supported by this build: {exc}") from exc
-    return load_bundle(path, backend=backend, device=device, trusted_keys=cfg.get("TRUSTED_KEYS", "") or None)
+
+
+def _known() -> str:
+    paths = ", ".join(name for name, _ in path_kinds())
+    return f"{', '.join(named_kinds())}, auto, or the path of a {paths}"
 
 
 # Below these a hand-made protection leaves a person recognizable (a 2-pixel mosaic or a 0.01 blur is
@@ -60,23 +71,26 @@ def build_anonymizer(kind: str, cfg, backend: str | None = None, device: str | N
     check_settings(cfg)
     backend = backend or cfg.BACKEND
     device = device or cfg.DEVICE
-    if kind in DEFAULT_PARAMS:
-        return _baseline(kind, cfg)
+    if str(kind).strip().lower() in named_kinds():
+        return _build(kind, kind, cfg, backend, device)
     if kind == "auto":
         default = shipped_path(cfg.DEFAULT_BUNDLE)
         if (default / "bundle.yaml").is_file():
             try:
-                return _load_bundle(default, cfg, backend, device)
+                return _load_path(default, cfg, backend, device)
             except Exception as exc:
                 log.warning("cannot load the default learned anonymizer %s (%s): using mosaic", default, exc)
         else:
             log.warning("no learned anonymizer bundle at %s: using the mosaic baseline", default)
-        return _baseline("mosaic", cfg)
+        return _build("mosaic", "mosaic", cfg, backend, device)
     path = Path(kind).expanduser()
     if not path.exists():
-        raise AnonymizerError(f"anonymizer '{kind}' is neither mosaic, blur, noise, auto nor an existing bundle path")
+        raise AnonymizerError(
+            f"anonymizer '{kind}' in ANONYMIZER.KIND is neither a known kind nor an existing bundle path "
+            f"(known: {_known()})"
+        )
     try:
-        return _load_bundle(path, cfg, backend, device)
+        return _load_path(path, cfg, backend, device)
     except AnonymizerError:
         raise
     except Exception as exc:

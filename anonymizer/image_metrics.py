@@ -1,4 +1,4 @@
-"""Image similarity metrics of METHOD.md: PSNR over a set and SSIM (11×11 Gaussian window, σ 1.5).
+"""Image similarity metrics of ``docs/method.md``: PSNR over a set and SSIM (11×11 Gaussian window, σ 1.5).
 
 They decide two things: whether a protected image P is "anonymous enough" (its similarity to the raw
 image O must not exceed that of the hand-made desensitization M by more than ε) and how well the
@@ -106,7 +106,7 @@ def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) ->
 class ImageMetricMeter:
     """Set-level PSNR and mean SSIM accumulated over batches of [0, 1] tensors.
 
-    PSNR uses the summed squared error over the whole set (METHOD.md); SSIM is the mean over images.
+    PSNR uses the summed squared error over the whole set (``docs/method.md``); SSIM is the mean over images.
     """
 
     def __init__(self) -> None:

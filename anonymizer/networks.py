@@ -1,6 +1,6 @@
 """Image-to-image networks of the learned anonymizer: generators G / G_R and PatchGAN discriminators.
 
-Architectures follow pix2pix as METHOD.md describes them (written here from the paper's description,
+Architectures follow pix2pix as ``docs/method.md`` describes them (written here from the paper's description,
 not copied): a U-Net whose encoder halves the image ``num_downs`` times with 4×4 stride-2 convs and
 whose decoder mirrors it with skip connections, a ResNet generator (2 downsamplings, residual blocks,
 2 upsamplings), and an N-layer conditional PatchGAN that judges (condition, image) pairs stacked on
@@ -8,7 +8,7 @@ the channel axis (6 channels).
 
 All generators map [-1, 1] images to [-1, 1] images (tanh output). They accept any input size: an
 input whose sides are not multiples of the network's stride is reflect-padded and the output cropped
-back, so 256×128 (METHOD.md) and small CPU sizes such as 128×64 both work. The U-Net depth is capped
+back, so 256×128 (the paper's size) and small CPU sizes such as 128×64 both work. The U-Net depth is capped
 at what the smaller side allows (``max_unet_downs``): pix2pix's ``unet_256`` (8 downsamplings) on
 256×128 would shrink the 128-pixel width below one pixel, so it runs with 7, the paper's setting.
 """
@@ -225,8 +225,9 @@ def _pad_run_crop(model: nn.Module, x: torch.Tensor, stride: int) -> torch.Tenso
 class NLayerDiscriminator(nn.Module):
     """Conditional PatchGAN: (condition, image) stacked to 6 channels → a map of real/fake logits.
 
-    With ``n_layers`` 3 each output logit sees a 70×70 patch (METHOD.md). Outputs raw logits; the
-    loss applies the sigmoid (BCE with logits), which is the numerically stable vanilla GAN.
+    With ``n_layers`` 3 each output logit sees a 70×70 patch (pix2pix's PatchGAN, ``docs/method.md``).
+    Outputs raw logits; the loss applies the sigmoid (BCE with logits), which is the numerically stable
+    vanilla GAN.
     """
 
     def __init__(self, in_nc: int = 6, ndf: int = 64, n_layers: int = 3, norm: str = "batch") -> None:
@@ -368,12 +369,11 @@ class DetailBlur(nn.Module):
 
     Ours (MODEL.G_SKIP_DETAIL, 0 = the plain blur). Why: with a scattered payload
     (anonymizer.payload) G no longer has to hide recovery detail in the visible image, and its P sits
-    far inside the privacy bound (SSIM(O,P) 0.436 against the blur's 0.460 and the bound's 0.510 on
-    the CUHK01 test split), so C gets fewer identity cues than the models without a payload, whose
-    recovery loss had pushed visible detail towards the bound. Keeping a fixed share of detail (5 %
-    reaches SSIM 0.485 with the payload) spends that room on matching from the first step;
+    far inside the privacy bound (less similar to O than the blur itself), so C gets fewer identity
+    cues than the models without a payload, whose recovery loss had pushed visible detail towards the
+    bound. Keeping a fixed share of detail spends that room on matching from the first step;
     training then uses (1 − keep)·M + keep·O as G's supervision, so that the L1 and GAN terms do not
-    pull the kept detail back out.
+    pull the kept detail back out. Measurements: ``docs/experiments/06-c-low-pass-kept-detail.md``.
     """
 
     def __init__(self, sigma: float, keep: float = 0.0) -> None:

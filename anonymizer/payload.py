@@ -1,11 +1,12 @@
 """A scattered recovery payload: how G can hide what G_R needs without making P look more like O.
 
-Ours, not the paper's (``MODEL.G_PAYLOAD_SCALE``). METHOD.md's G must hide the information G_R needs
-to restore O inside P while P stays no more similar to O than the hand-made desensitization M, as
-measured by PSNR and SSIM. Any hidden detail that lies where it came from (a faint copy of O's edges)
-raises SSIM(O, P): measured on the CUHK01 test split, P = 0.95·M + 0.05·O (blur 12) already reaches
-the SSIM bound, and a small G_R recovers only 24 dB from it. SSIM compares *local* structure, so a
-payload that is moved away from where it came from does not raise it (it lowers it, as noise does).
+Ours, not the paper's (``MODEL.G_PAYLOAD_SCALE``). The method's G (``docs/method.md``) must hide the
+information G_R needs to restore O inside P while P stays no more similar to O than the hand-made
+desensitization M, as measured by PSNR and SSIM. Any hidden detail that lies where it came from (a
+faint copy of O's edges) raises SSIM(O, P): even a faint copy of O on top of M reaches the SSIM
+bound, so detail kept in place buys little recovery (``docs/experiments/05-scattered-payload.md``).
+SSIM compares *local* structure, so a payload that is moved away from where it came from does not
+raise it (it lowers it, as noise does).
 
 So the generator writes two things: a visible image (the blur-like protection, as before) and a code
 of three more channels, which is added to P at a small amplitude ``scale`` after a fixed pixel
@@ -77,8 +78,7 @@ class PayloadWriter(nn.Module):
     ``net`` maps 3 channels to 6: the visible part ``v`` and a code part; ``code`` = that part plus a
     learned 1×1 convolution of [O, lowpass(O)]. Why the linear path: a pix2pix U-Net reaches full
     resolution only through a stride-2 convolution and its transpose, so it is slow to output
-    pixel-exact detail (a U-Net taught to read a fixed, exact code reached 24.6 dB in 2,000
-    iterations); a 1×1 path can carry O's own high-pass at full resolution from the first steps.
+    pixel-exact detail; a 1×1 path can carry O's own high-pass at full resolution from the first steps.
     It starts at zero, so a fresh G writes no code. With ``blur`` (a fixed
     :class:`~anonymizer.blocks.GaussianBlur`), ``base`` is the blur and the network's last layer
     starts at zero, so P = blur(O) at first (as :class:`~anonymizer.networks.BlurSkipGenerator`);
@@ -92,7 +92,8 @@ class PayloadWriter(nn.Module):
         self.scatter = TileScatter(seed)
         self.code_linear = nn.Conv2d(6, 3, 1)
         nn.init.zeros_(self.code_linear.weight)
-        nn.init.zeros_(self.code_linear.bias)
+        if self.code_linear.bias is not None:  # (always: Conv2d has a bias by default)
+            nn.init.zeros_(self.code_linear.bias)
         if blur is not None:
             zero_last_layer(net)
 
@@ -157,7 +158,8 @@ class PayloadReader(nn.Module):
         self.linear = nn.Conv2d(9, 3, 1)
         with torch.no_grad():
             self.linear.weight.zero_()
-            self.linear.bias.zero_()
+            if self.linear.bias is not None:  # (always: Conv2d has a bias by default)
+                self.linear.bias.zero_()
             for c in range(3):
                 self.linear.weight[c, 3 + c] = 1.0  # lowpass(P)
                 self.linear.weight[c, 6 + c] = 1.0  # code

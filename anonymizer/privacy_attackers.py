@@ -12,6 +12,9 @@ N×H×W×3 RGB uint8 at the working size):
   backbone resizes them bilinearly to the graph's input, as ``cv2.INTER_LINEAR`` does for the
   outside models (both use pixel-centre sampling), so before fine-tuning it ranks like them.
 
+The outside models run on a :mod:`backends` runtime (ONNX Runtime for ``.onnx``, OpenVINO for
+``.xml``) on the CPU, with the project's one preprocessing (:func:`backends.preprocess.to_nchw`).
+
 Scoring follows :mod:`reid.metrics` (Euclidean distance on L2-normalised features, i.e. cosine
 ranking; same-identity-same-camera gallery entries excluded).
 """
@@ -23,11 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-import cv2
 import numpy as np
 
+from backends import BackendError, load_backend
+from backends.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_nchw
 from reid.metrics import evaluate_features
-from reid.models.onnx_backbone import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +56,7 @@ def _l2(feats: np.ndarray) -> np.ndarray:
 
 def imagenet_batch(images: np.ndarray, size_hw: tuple[int, int] | None) -> np.ndarray:
     """RGB uint8 N×H×W×3 → ImageNet-normalised N×3×h×w float32 (resized to ``size_hw`` when given)."""
-    if size_hw is not None and images.shape[1:3] != tuple(size_hw):
-        h, w = size_hw
-        images = np.stack([cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR) for img in images])
-    x = (images.astype(np.float32) / np.float32(255.0) - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(
-        IMAGENET_STD, np.float32
-    )
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+    return to_nchw(images, size_hw, IMAGENET_MEAN, IMAGENET_STD, order="rgb", interpolation="linear")
 
 
 def _batched(images: np.ndarray, batch: int, fn, desc: str) -> np.ndarray:
@@ -85,61 +82,38 @@ class BundleMatcher:
         return _batched(images, self.batch, lambda b: self.bundle.embed_unit(to_unit(b)), "C features")
 
 
-class OnnxMatcher:
-    """An outside Re-ID model in ONNX Runtime (CPU)."""
+class BackendMatcher:
+    """An outside Re-ID model file on a runtime backend (CPU, full precision)."""
+
+    backend = "onnxruntime"
+    kind = "ONNX"
 
     def __init__(self, path: str | Path, threads: int = 1, batch: int = 64, name: str | None = None) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = max(1, int(threads))
-        opts.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime has its own exception classes
-            raise AttackerModelError(f"{self.path}: not a loadable ONNX model ({exc})") from exc
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        dims = inp.shape
-        if len(dims) != 4:
-            raise AttackerModelError(f"{self.path}: expected an image input [N, 3, H, W], got {dims}")
-        fixed = all(isinstance(d, int) and d > 0 for d in dims[2:])
-        self.input_hw = (int(dims[2]), int(dims[3])) if fixed else DEFAULT_ATTACKER_HW
-        self.batch = 1 if isinstance(dims[0], int) and dims[0] == 1 else batch
+            self.net = load_backend(self.backend, self.path, "cpu", threads=max(1, int(threads)))
+        except BackendError as exc:
+            raise AttackerModelError(f"{self.path}: not a loadable {self.kind} model ({exc})") from exc
+        shape = self.net.input_shape
+        if shape is not None and len(shape) != 4:
+            raise AttackerModelError(f"{self.path}: expected an image input [N, 3, H, W], got {list(shape)}")
+        self.input_hw = self.net.fixed_hw or DEFAULT_ATTACKER_HW
+        self.batch = 1 if shape is not None and shape[0] == 1 else batch
         self.name = name or attacker_name(self.path)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        run = lambda b: self.session.run(None, {self.input_name: imagenet_batch(b, self.input_hw)})[0]  # noqa: E731
-        return _batched(images, self.batch, run, self.name)
+        return _batched(images, self.batch, lambda b: self.net(imagenet_batch(b, self.input_hw)), self.name)
 
 
-class OpenVinoMatcher:
+class OnnxMatcher(BackendMatcher):
+    """An outside Re-ID model in ONNX Runtime (RGB at the model's size, ImageNet mean/std)."""
+
+
+class OpenVinoMatcher(BackendMatcher):
     """An outside Re-ID model as OpenVINO IR (``.xml`` + ``.bin``), same preprocessing as ONNX."""
 
-    def __init__(self, path: str | Path, threads: int = 1, batch: int = 64, name: str | None = None) -> None:
-        import openvino as ov
-
-        self.path = Path(path)
-        core = ov.Core()
-        try:
-            model = core.read_model(str(self.path))
-            shape = model.input(0).get_partial_shape()
-            static = shape.rank.is_static and shape.rank.get_length() == 4 and shape[2].is_static and shape[3].is_static
-            self.input_hw = (shape[2].get_length(), shape[3].get_length()) if static else DEFAULT_ATTACKER_HW
-            self.batch = 1 if shape[0].is_static and shape[0].get_length() == 1 else batch
-            self.compiled = core.compile_model(
-                model, "CPU", {"INFERENCE_NUM_THREADS": max(1, int(threads)), "INFERENCE_PRECISION_HINT": "f32"}
-            )
-        except Exception as exc:  # openvino raises RuntimeError subclasses
-            raise AttackerModelError(f"{self.path}: not a loadable OpenVINO IR model ({exc})") from exc
-        self.name = name or attacker_name(self.path)
-
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        out = self.compiled.output(0)
-        run = lambda b: np.asarray(self.compiled(imagenet_batch(b, self.input_hw))[out])  # noqa: E731
-        return _batched(images, self.batch, run, self.name)
+    backend = "openvino"
+    kind = "OpenVINO IR"
 
 
 class TorchMatcher:
@@ -150,15 +124,8 @@ class TorchMatcher:
         self.input_hw = (0, 0)  # any size: the model resizes internally
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        import torch
-
-        self.model.eval()
-
-        def run(b: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return self.model(torch.from_numpy(imagenet_batch(b, None))).float().numpy()
-
-        return _batched(images, self.batch, run, self.name)
+        net = load_backend("torch", self.model, "cpu")  # (again each time: eval mode after fine-tuning steps)
+        return _batched(images, self.batch, lambda b: net(imagenet_batch(b, None)), self.name)
 
 
 def attacker_name(path: Path) -> str:

@@ -56,6 +56,12 @@ that segment (matched by file name) are used, so one segment is restored on its 
 A log with segments that does not know the video's file name is refused (exit 2): a renamed file
 or the wrong camera's log would restore nothing, or the wrong people. Logs without segments are
 read as they always were.
+
+Why one file of this length: the security order above is one sequence (key check, intent record,
+decryption, private temporary output, completion record or removal) that :func:`main` runs and
+:func:`recover_video` and :func:`load_recovery` serve; kept together, a reviewer sees every step
+that can leave restored pixels behind in one place. The audit log format (:mod:`anonymizer.recovery_log`),
+the sidecar (:mod:`anonymizer.sidecar`) and the network runtime (:mod:`backends`) are already outside.
 """
 
 from __future__ import annotations
@@ -81,21 +87,23 @@ from typing import Any
 import cv2
 import numpy as np
 
-from anonymizer.bundle import (
+from anonymizer.bundle import load_generator_weights
+from anonymizer.bundle_files import (
     BUNDLE_YAML,
+    G_FILE,
     GR_FILE,
     BundleError,
     _chunks,
     bundle_fingerprint,
     crops_to_unit_batch,
-    load_generator_weights,
     read_bundle_yaml,
     unit_batch_to_crops,
-    verify_file,
+    verified_bytes,
 )
 from anonymizer.crypto import KEY_ENV, RecoveryKeyError, key_id, load_key, open_sealed
 from anonymizer.recovery_log import AuditLog, AuditLogError
 from anonymizer.sidecar import read_sidecar, sidecar_key
+from backends import Backend, load_backend
 
 log = logging.getLogger("anonymizer.recover")
 AUDIT_ENV = "PRIVREID_AUDIT_LOG"
@@ -103,11 +111,16 @@ AUDIT_ENV = "PRIVREID_AUDIT_LOG"
 
 @dataclass
 class Recovery:
-    """The unsealed recovery decoder of one bundle (kept in memory only)."""
+    """The unsealed recovery decoder of one bundle (kept in memory only), on the torch backend.
+
+    G_R only ever exists in memory (it is decrypted from ``G_R.sealed`` on each load), so it runs as
+    the ``nn.Module`` rebuilt from its safetensors state; there is no ONNX file of it to give to
+    another runtime.
+    """
 
     bundle_path: Path
     meta: dict[str, Any]
-    g_r: Any
+    g_r: Backend
     key_id: str
     device: str = "cpu"
     batch_size: int = 32
@@ -119,13 +132,7 @@ class Recovery:
 
     def recover_unit(self, unit: np.ndarray) -> np.ndarray:
         """G_R on an N×3×H×W RGB [0, 1] batch at the bundle size; same layout out."""
-        import torch
-
-        outs = []
-        with torch.inference_mode():
-            for sl in _chunks(len(unit), self.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(unit[sl] * 2.0 - 1.0, dtype=np.float32)).to(self.device)
-                outs.append(((self.g_r(x) + 1.0) / 2.0).float().cpu().numpy())
+        outs = [(self.g_r(unit[sl] * 2.0 - 1.0) + 1.0) / 2.0 for sl in _chunks(len(unit), self.batch_size)]
         return np.concatenate(outs, 0) if outs else unit.copy()
 
     def recover(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -147,7 +154,8 @@ def load_recovery(
     """Unseal a bundle's G_R with the key (``key`` bytes, else ``key_file``, else ``$key_env``).
 
     Raises :class:`RecoveryKeyError` when the key is missing, malformed or not this bundle's key,
-    and :class:`BundleError` when bundle files are missing or were modified.
+    :class:`BundleError` when bundle files are missing or were modified, and
+    :class:`backends.BackendError` when ``device`` (``auto | cpu | cuda | cuda:N``) is not available.
     """
     from safetensors.torch import load as load_safetensors
 
@@ -161,12 +169,12 @@ def load_recovery(
         raise RecoveryKeyError(
             f"wrong recovery key: this key has id {key_id(key)}, but {root.name} was sealed with key id {expected}"
         )
-    g_sha = meta["files"]["G.safetensors"]
-    verify_file(root, meta, "G.safetensors")
-    sealed = verify_file(root, meta, rec.get("file", GR_FILE)).read_bytes()
+    g_sha = meta["files"][G_FILE]
+    verified_bytes(root, meta, G_FILE)  # G_R is bound to exactly this G
+    sealed = verified_bytes(root, meta, rec.get("file", GR_FILE))
     state = load_safetensors(open_sealed(sealed, key, context=f"G_R for G {g_sha}"))
-    g_r = load_generator_weights(rec.get("generator", meta["generator"]["spec"]), state).to(device)
-    return Recovery(bundle_path=root, meta=meta, g_r=g_r, key_id=key_id(key), device=device)
+    g_r = load_backend("torch", load_generator_weights(rec.get("generator", meta["generator"]["spec"]), state), device)
+    return Recovery(bundle_path=root, meta=meta, g_r=g_r, key_id=key_id(key), device=str(g_r.device))
 
 
 def has_payload(meta: dict[str, Any]) -> bool:
@@ -326,7 +334,8 @@ def recover_video(
     bar = None
     placed = False
     try:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        fourcc = cv2.VideoWriter_fourcc(*"mp4v")  # type: ignore[attr-defined]  # (missing from OpenCV's stubs)
+        writer = cv2.VideoWriter(str(tmp), fourcc, fps, (width, height))
         if not writer.isOpened():
             raise RuntimeError(f"cannot open a video writer for {output}")
         if progress:
@@ -478,7 +487,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         help=f"hash-chained audit log (JSON Lines, a regular file) to append to (default: ${AUDIT_ENV} or "
         "recovery_audit.jsonl next to --output); check it with: verify-log LOG",
     )
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="where G_R runs: auto, cpu, cuda or cuda:N")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -548,7 +557,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             "tracks_requested": sorted(tracks) if tracks else "all",
             "bundle": str(root.resolve()),
             "bundle_fingerprint": bundle_fingerprint(root, meta),
-            "bundle_g_sha256": meta["files"]["G.safetensors"],
+            "bundle_g_sha256": meta["files"][G_FILE],
             "key_id": kid,
         }
         try:
@@ -644,8 +653,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         log.warning(
             "%d of %d regions were recovered from the decoded video, but this bundle's G hides its recovery "
             "code as pixel-level noise, which resizing and video compression destroy: expect those regions "
-            "at about the protected image's quality (CUHK01: 17.6 dB through H.264 against 27.5 dB from the "
-            "sidecar). Pass the pipeline's lossless --sidecar for full-quality recovery.",
+            "at about the protected image's quality (docs/experiments/05-scattered-payload.md). Pass the "
+            "pipeline's lossless --sidecar for full-quality recovery.",
             from_video,
             stats["regions"],
         )

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -115,8 +116,9 @@ class Redactor:
         return view
 
     def _call(self, crops: list[np.ndarray]) -> tuple[list[np.ndarray], list | None]:
-        if self._native:
-            return self.anonymizer.protect_with_native(crops)
+        if self._native:  # checked in __init__: only learned bundles have it
+            learned: Any = self.anonymizer
+            return learned.protect_with_native(crops)
         return self.anonymizer.protect(crops), None
 
     def _protect(self, crops: list[np.ndarray]) -> tuple[tuple[list[np.ndarray], list | None] | None, str]:
@@ -145,23 +147,23 @@ class Redactor:
         for r in regions:  # fail closed first: every region solid before anything else can go wrong
             if r is not None:
                 out[r[1] : r[3], r[0] : r[2]] = self.fill
-        valid = [i for i, r in enumerate(regions) if r is not None]
+        placed = [(i, r) for i, r in enumerate(regions) if r is not None]
+        valid = [i for i, _ in placed]
         protected: list[np.ndarray | None] = [None] * len(regions)
         result = RedactionResult(RedactedFrame(out, _TOKEN), regions, protected)
         if not valid:
             return result
-        crops = [
-            np.ascontiguousarray(image[regions[i][1] : regions[i][3], regions[i][0] : regions[i][2]]) for i in valid
-        ]
+        crops = [np.ascontiguousarray(image[r[1] : r[3], r[0] : r[2]]) for _, r in placed]
         returned, reason = self._protect(crops)
         outputs, native = returned if returned is not None else (None, None)
         if outputs is None or len(outputs) != len(crops):
-            reason = reason or f"anonymizer returned {len(outputs)} crops for {len(crops)}"
+            if outputs is not None:
+                reason = reason or f"anonymizer returned {len(outputs)} crops for {len(crops)}"
             result.fallback_masks = len(valid)
             result.reasons.append(reason)
             log.warning("masked %d region(s) solid: %s", len(valid), reason)
             return result
-        for i, crop, prot in zip(valid, crops, outputs, strict=True):
+        for (i, region), crop, prot in zip(placed, crops, outputs, strict=True):
             if not isinstance(prot, np.ndarray) or prot.shape != crop.shape or prot.dtype != np.uint8:
                 result.fallback_masks += 1
                 got = getattr(prot, "shape", type(prot).__name__), getattr(prot, "dtype", "")
@@ -176,7 +178,7 @@ class Redactor:
                 result.floor_masks += 1
                 result.reasons.append(refused)
                 continue
-            x1, y1, x2, y2 = regions[i]
+            x1, y1, x2, y2 = region
             out[y1:y2, x1:x2] = prot
             protected[i] = prot
         if native is not None and len(native) == len(valid):

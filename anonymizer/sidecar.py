@@ -113,6 +113,8 @@ def iter_sidecar(path: str | Path) -> Iterator[SidecarRecord]:
             if len(data) < header["png_bytes"]:
                 return
             crop = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            if crop is None:  # a damaged record must not become a None crop far from here
+                raise ValueError(f"{path}: the crop of frame {header['frame_index']} is not a decodable PNG")
             yield SidecarRecord(header["frame_index"], header["track_id"], header["region"], header["kind"], crop)
 
 

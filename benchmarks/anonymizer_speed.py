@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     lines = [
-        "## Anonymizer speed (issue 4)",
+        "## Anonymizer speed",
         "",
         f"`{command}` on {machine_line()}, device "
         f"`{args.device}`, torch {torch.get_num_threads()} thread(s), onnxruntime and OpenVINO their default "

@@ -123,12 +123,12 @@ def run_rate(bootstrap: str, rate: int, per_track: int, seconds: float, dim: int
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenarios", default="100:1,100:25,1000:25", help="RATE:OBSERVATIONS_PER_TRACK,...")
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--dim", type=int, default=512)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     line = machine_line()
@@ -142,7 +142,7 @@ def main() -> int:
     cmd = command_line("e2e_latency.py", sys.argv[1:])
     save_json("e2e_latency", {"command": cmd, "rows": rows})
     table = [
-        "## End-to-end latency: capture -> match event (issue 5)",
+        "## End-to-end latency: capture -> match event",
         "",
         f"`{cmd}` on {line}; embedded broker, publisher (`LINGER_MS` 20, gzip), one matching service, all in "
         f"one process on the same 2 cores; 4 cameras, {args.dim}-d float16, {args.seconds:g} s per scenario; latency of "

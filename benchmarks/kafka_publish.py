@@ -4,7 +4,7 @@
 
 For each setting: ``publish()`` calls per second in the caller's thread (what the pipeline feels)
 and delivered observations per second (publish + flush until the broker acknowledged every one,
-``acks=all``, idempotent). Goal (issue 5): ≥ 5,000 observations/s for 512-d float16 embeddings.
+``acks=all``, idempotent). Goal: ≥ 5,000 observations/s for 512-d float16 embeddings.
 Writes ``benchmarks/results/kafka_publish.json`` and a section of ``docs/benchmarks.md``.
 """
 
@@ -87,14 +87,14 @@ def run_one(bootstrap: str, n: int, dim: int, dtype: str, compression: str, came
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--observations", type=int, default=20000)
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--cameras", type=int, default=4)
     p.add_argument("--compression", default="gzip,lz4,none", help="comma-separated KAFKA.COMPRESSION values")
     p.add_argument("--float32", action="store_true", help="also measure float32 embeddings with the first codec")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     settings = []
@@ -117,7 +117,7 @@ def main() -> int:
     cmd = command_line("kafka_publish.py", sys.argv[1:])
     save_json("kafka_publish", {"command": cmd, "goal_obs_per_s": GOAL, "rows": rows})
     table = [
-        "## Kafka publish throughput (issue 5)",
+        "## Kafka publish throughput",
         "",
         f"`{cmd}` on {line}; embedded tansu broker on loopback, `acks=all`, idempotent producer, "
         f"{args.observations} observations over {args.cameras} cameras, {args.dim}-d embeddings.",

@@ -75,7 +75,7 @@ def measure(n: int, dim: int, queries: int, rng: np.random.Generator) -> dict:
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1000,10000,100000")
     p.add_argument("--dim", type=int, default=512)
@@ -83,7 +83,7 @@ def main() -> int:
     p.add_argument(
         "--blas-threads", default="1", help="BLAS threads, as --blas-threads=N (default 1, like the service)"
     )
-    args = p.parse_args()
+    args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     line = machine_line()
     rows = []
@@ -94,7 +94,7 @@ def main() -> int:
     cmd = command_line("matcher_scaling.py", sys.argv[1:])
     save_json("matcher_scaling", {"command": cmd, "rows": rows})
     table = [
-        "## Matcher time per observation (issue 5)",
+        "## Matcher time per observation",
         "",
         f"`{cmd}` on {line}; numpy float32 (BLAS threads: {os.environ.get('OPENBLAS_NUM_THREADS')}), the service loop's thread, {args.queries} new tracks and "
         f"{args.queries * 5} updates per size, {args.dim}-d embeddings.",

@@ -6,7 +6,7 @@
 * decode-only: the pipeline's source reader (OpenCV/FFmpeg) alone;
 * detect-only: the same reader thread feeding the detector in the pipeline's batches;
 * full: ``stream.pipeline.Pipeline`` end to end (decode, detect, track, redact, encode, logs).
-Goal (issue 2): full ≥ 0.85 × detect-only with the mosaic anonymizer. Writes
+Goal: full ≥ 0.85 × detect-only with the mosaic anonymizer. Writes
 ``benchmarks/results/pipeline_fps.json`` and the table in ``docs/benchmarks.md``.
 """
 
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     }
     save_json("pipeline_fps", result)
     table = [
-        "## Pipeline throughput (issue 2)",
+        "## Pipeline throughput",
         "",
         f"`{command}` on {machine_line()}, "
         f"{args.frames} frames of `{Path(args.source).name}`, detector `{detector.name}`, anonymizer "

@@ -328,7 +328,7 @@ def gt_person_area_rows(rows: np.ndarray, shape: tuple[int, int]) -> int:
 
 def sweep_table(rows: list[dict[str, Any]], command: str) -> list[str]:
     lines = [
-        "## Score floor and tiles: the screen behind the defaults (issue 14)",
+        "## Score floor and tiles: the screen behind the defaults",
         "",
         f"`{command}` on {machine_line()}; YOLOv8n INT8 alone (no tracker, motion net or look-ahead) on the "
         "MOT17 dev frames; a person counts as covered when at least 80 % of its ground-truth box "
@@ -356,7 +356,7 @@ def build(config: Config):
 def table(results: list[dict[str, Any]], command: str, max_frames: int | None) -> list[str]:
     frames = f"first {max_frames} frames of each video" if max_frames else "whole videos"
     lines = [
-        "## Privacy recall: who leaves the pipeline recognizable (issue 14)",
+        "## Privacy recall: who leaves the pipeline recognizable",
         "",
         f"`{command}` on {machine_line()}; {frames}; anonymizer mosaic unless the row says otherwise. Coverage: MOT17 dev persons "
         "(classes 1, 2, 7, visibility >= 0.5) unrecognizable in the output by the audit's rule "

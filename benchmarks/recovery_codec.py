@@ -1,4 +1,4 @@
-"""How much does the video codec cost recovery quality? (learned anonymizer, issue 4)
+"""How much does the video codec cost recovery quality? (learned anonymizer)
 
 Pastes protected CUHK01 *test* crops into frames of a real video, encodes the frames the way the
 pipeline does (ffmpeg libx264 CRF 20 yuv420p, or OpenCV mp4v), decodes them, recovers each region

@@ -18,7 +18,8 @@ _C.SOURCE.RECONNECT_MAX_DELAY_S = (
     2.0  # ... up to this (with +-20 % jitter): a camera is dark at most this long after it is back
 )
 _C.SOURCE.GIVE_UP_AFTER_S = 0.0  # end a live camera lost for this long (0 = reconnect for as long as the run lasts)
-_C.SOURCE.READ_TIMEOUT_S = 10.0  # live sources: a connection or a read that hangs this long counts as lost
+_C.SOURCE.READ_TIMEOUT_S = 10.0  # live sources (RTSP/HTTP, read by FFmpeg): a connection or a read that hangs
+# this long counts as lost (OpenCV's open and read timeouts; webcams have none)
 _C.SOURCE.IMAGE_FOLDER_FPS = 10.0  # frame rate written for image folders
 _C.SOURCE.MAX_PIXELS = 33177600  # larger frames end that camera with a clear error (8K UHD; 0 = no limit)
 
@@ -31,6 +32,8 @@ _C.DETECTOR.MASK_CONF = 0.05  # masked (never published) from this score up: rec
 _C.DETECTOR.IOU = 0.5
 _C.DETECTOR.IMGSZ = 640
 _C.DETECTOR.BATCH = 8  # frames per detector call, gathered across cameras
+_C.DETECTOR.DEVICE = ""  # cpu | cuda:0 ...; '' = ANONYMIZER.DEVICE. --device sets all three DEVICE keys (this one,
+# ANONYMIZER.DEVICE, REID.DEVICE) except those given as KEY VALUE, which win
 _C.DETECTOR.TILES = "auto"  # sliced inference: auto (tiles for frames > 1.5x IMGSZ) | off | COLSxROWS, e.g. 3x2
 _C.DETECTOR.TILE_OVERLAP = 0.2  # share of a tile overlapping its neighbour (people cut by one border fit the next)
 _C.DETECTOR.HOG_UPSCALE = 1.5  # HOG's window is 64x128 px: run it on the frame enlarged by this factor ...
@@ -66,7 +69,7 @@ _C.ANONYMIZER.MARGIN = 0.1  # box grown by this fraction of its size on each sid
 _C.ANONYMIZER.TIMEOUT_S = 2.0  # a crop batch slower than this is masked instead
 _C.ANONYMIZER.FILL = (0, 0, 0)  # BGR colour of the fail-closed mask
 _C.ANONYMIZER.BACKEND = "torch"  # torch | onnxruntime | openvino | tensorrt (learned bundles only)
-_C.ANONYMIZER.DEVICE = "cpu"
+_C.ANONYMIZER.DEVICE = "cpu"  # the device of every network whose own DEVICE key is '' (DETECTOR, REID); --device
 _C.ANONYMIZER.MOSAIC_SIZE = 24  # block size at 256x128 (minimum 8: smaller leaves people recognizable)
 _C.ANONYMIZER.BLUR_RADIUS = 12.0  # minimum 4.0
 _C.ANONYMIZER.NOISE_SIGMA = 0.5  # minimum 0.2
@@ -95,10 +98,14 @@ _C.OUTPUT.SEGMENT_S = 0.0  # 0 = one video per camera, <stem>.mp4 (a re-run over
 # wall-clock time (and at a jump after a long outage), files at the video's own
 # time. Observations name each record's segment and its frame in it. Must be
 # >= FRAGMENT_S; minutes (300-3600) suit cameras that run for days. Per camera too
+_C.OUTPUT.SINKS = ["video", "restream"]  # where redacted frames go, registered in stream/outputs/ (a module and
+# a decorator per kind); 'video' is required (the file the observations describe); 'restream' runs only when
+# OUTPUT.RESTREAM is set. Per camera too
 
 _C.REID = CN()
 _C.REID.MODEL = ""  # '' = the anonymizer bundle's Re-ID network; or an ONNX / bundle path
-_C.REID.BATCH = 32
+_C.REID.BATCH = 32  # protected crops per Re-ID call (a crowded frame is embedded in several calls; >= 1)
+_C.REID.DEVICE = ""  # device of REID.MODEL: cpu | cuda:0 ...; '' = ANONYMIZER.DEVICE (--device sets it)
 
 _C.KAFKA = CN()
 _C.KAFKA.BOOTSTRAP = "off"  # off | embedded | HOST:PORT[,HOST:PORT]

@@ -46,31 +46,31 @@ _C.MODEL.PRIVACY_ATTACKERS = []  # ours: outside Re-ID models (ONNX) run at each
 # must leave each no better on P than on M (training/attacker_check.py)
 _C.MODEL.ATTACKER_MARGIN = 0.02  # ours: how much better (rank-1 fraction) an attacker may do on P than on M
 _C.MODEL.VAL_PERIOD = 5  # validate / consider upgrading every N epochs
-_C.MODEL.UPGRADE_MARGIN = 0.0  # ours: freeze an encoder only within (1 - margin)·ε of M (0 = METHOD.md);
+_C.MODEL.UPGRADE_MARGIN = 0.0  # ours: freeze an encoder only within (1 - margin)·ε of M (0 = docs/method.md);
 # leaves room for the drift towards O that follows an upgrade
-# --- ours (issue 4, learned anonymizer) ---
+# --- ours (learned anonymizer) ---
 _C.MODEL.REID_GRAD_G = 1.0  # scale of the ReID(C(P)) gradient that reaches G (C itself always gets the
-# full loss); 1.0 = METHOD.md. <1 lets short CPU runs reach the L1 target M
+# full loss); 1.0 = docs/method.md. <1 lets short CPU runs reach the L1 target M
 _C.MODEL.FREEZE_C = False  # ours: keep C exactly as loaded (PRETRAIN_CHOICE self, e.g. a Base run; eval
 # mode, no updates): only G learns, through C's Re-ID loss, to make P more
-# matchable than M for that same C. False = METHOD.md (C trained jointly)
+# matchable than M for that same C. False = docs/method.md (C trained jointly)
 _C.MODEL.G_SKIP_BLUR_SIGMA = 0.0  # ours: >0 makes G = fixed Gaussian blur (σ in pixels at INPUT.IMG_SIZE) + a
 # network, its last layer zero-initialized, so P = blur(O) ≈ M at the start
-# (anonymizer.networks.BlurSkipGenerator); 0 = METHOD.md's plain U-Net
+# (anonymizer.networks.BlurSkipGenerator); 0 = the plain U-Net of docs/method.md
 _C.MODEL.G_SKIP_DETAIL = 0.0  # ours: with G_SKIP_BLUR_SIGMA, the blur branch keeps this share of O's detail,
 # and G's supervision (L1 target, D1's real pair) is (1-a)·M + a·O instead of M
 # until an upgrade replaces it; P must still pass the ε check against M
-# (anonymizer.networks.DetailBlur); 0 = METHOD.md
+# (anonymizer.networks.DetailBlur); 0 = docs/method.md
 _C.MODEL.G_PAYLOAD_SCALE = 0.0  # ours: >0 makes G write a recovery code of 3 more channels into P at this
 # amplitude ([-1, 1] units), permuted inside 16×16 tiles so that it does not
-# raise SSIM(O, P), and G_R read it back (anonymizer.payload); 0 = METHOD.md
+# raise SSIM(O, P), and G_R read it back (anonymizer.payload); 0 = docs/method.md
 _C.MODEL.G_PAYLOAD_SEED = 0  # seed of that fixed permutation (stored in bundle.yaml; not a secret)
 _C.MODEL.C_INPUT_BLUR_SIGMA = 0.0  # ours: >0 puts a fixed Gaussian blur (σ in pixels) in front of C, for raw and
 # protected inputs alike, so that C sees little of a payload code (white at the
-# pixel scale); stored with C in bundles; 0 = METHOD.md
+# pixel scale); stored with C in bundles; 0 = docs/method.md
 _C.MODEL.CROSS_KIND_TRIPLET = 0.0  # ours: >0 adds this weight × the metric loss mined across the raw and the
 # protected half of each hybrid batch (training.losses.ReidLoss.cross_kind), in
-# MODE C (raw vs M) and GCR (raw vs P) alike; 0 = METHOD.md (each half alone)
+# MODE C (raw vs M) and GCR (raw vs P) alike; 0 = docs/method.md (each half alone)
 _C.MODEL.G_INIT_DIR = ""  # ours: a GCR run (OUTPUT_DIR) whose encoder G starts this run and is its first
 # supervision (as if upgraded to it): e.g. a model without a payload, whose P
 # matches well, gets a payload written on top (anonymizer.payload
@@ -78,7 +78,7 @@ _C.MODEL.G_INIT_DIR = ""  # ours: a GCR run (OUTPUT_DIR) whose encoder G starts 
 _C.MODEL.G_INIT_EPOCH = "last"  # which checkpoint of G_INIT_DIR: best | last | N
 _C.MODEL.G_WARMUP_ITERS = 0  # ours: before the joint training, this many iterations train G and G_R alone
 # on 100·|P−M|₁ + 100·|R−O|₁ (no C, no GAN), so that C sees P ≈ M from its
-# first step, as Base's C does; 0 = METHOD.md (joint from the start)
+# first step, as Base's C does; 0 = docs/method.md (joint from the start)
 
 _C.INPUT = CN()
 _C.INPUT.IMG_SIZE = [256, 128]  # H, W

@@ -1,4 +1,8 @@
-"""Choose the detector from ``--detector`` / ``DETECTOR.KIND``: a model path, 'hog', 'auto', or 'A,B'.
+"""Choose the detector from ``--detector`` / ``DETECTOR.KIND``: a kind's name, a model path, 'auto', or 'A,B'.
+
+The concrete kinds (HOG, Ultralytics, the OpenVINO SSD, ...) are the classes registered in
+:data:`detectors.registry.DETECTORS`; this module only reads the spec. A name ('hog') picks its kind;
+a model path goes to the first kind whose ``accepts(path)`` says yes, in registration order.
 
 A model path that does not exist but is a bare Ultralytics release name (``yolov8n.pt``) is taken from
 Ultralytics' weights folder or downloaded when the release host can be reached; offline that is an
@@ -22,11 +26,21 @@ from pathlib import Path
 from detectors.base import Detector
 from detectors.ensemble import EnsembleDetector
 from detectors.hog import HogDetector
-from detectors.tiling import TiledDetector, parse_grid
+from detectors.openvino_ssd import is_ssd_model
+from detectors.registry import DETECTORS, named_kinds, path_kinds
+from detectors.tiling import parse_grid
 
 log = logging.getLogger(__name__)
 DOWNLOAD_HOST = ("github.com", 443)
-SSD_IMGSZ = 672  # pedestrian-detection-adas-0002 input width
+__all__ = [
+    "DETECTORS",
+    "DetectorError",
+    "build_detector",
+    "check_thresholds",
+    "is_release_name",
+    "is_ssd_model",
+    "only_hog",
+]
 
 
 class DetectorError(RuntimeError):
@@ -71,40 +85,19 @@ def check_thresholds(cfg) -> None:
         raise DetectorError(str(exc)) from exc
 
 
-def _hog(cfg) -> HogDetector:
-    return HogDetector(
-        width=cfg.HOG_WIDTH, hit_threshold=cfg.HOG_HIT_THRESHOLD, min_score=cfg.HOG_MIN_SCORE, upscale=cfg.HOG_UPSCALE
-    )
+def _build(name: str, spec: str | Path, cfg, device: str) -> Detector:
+    """The registered kind ``name`` built for ``spec``."""
+    return DETECTORS.get(name).from_config(spec, cfg, device)
 
 
-def _tiled(inner: Detector, cfg, imgsz: int) -> Detector:
-    if str(cfg.TILES).strip().lower() in ("off", "none", "0", "false"):
-        return inner
-    return TiledDetector(inner, cfg.TILES, cfg.TILE_OVERLAP, imgsz)
+def _hog(cfg) -> Detector:
+    return _build("hog", "hog", cfg, "cpu")
 
 
-def _ultralytics(weights: str | Path, cfg, device: str) -> Detector:
-    from detectors.ultralytics_detector import UltralyticsDetector
-
-    inner = UltralyticsDetector(
-        weights, conf=min(cfg.MASK_CONF, cfg.CONF), iou=cfg.IOU, imgsz=cfg.IMGSZ, batch=cfg.BATCH, device=device
-    )
-    return _tiled(inner, cfg, int(cfg.IMGSZ))
-
-
-def is_ssd_model(path: Path) -> bool:
-    """An OpenVINO IR without Ultralytics' metadata.yaml: an SSD such as pedestrian-detection-adas-0002."""
-    if path.is_file():
-        return path.suffix == ".xml" and not (path.parent / "metadata.yaml").exists()
-    return path.is_dir() and not (path / "metadata.yaml").exists() and len(list(path.glob("*.xml"))) == 1
-
-
-def _ssd(path: Path, cfg, device: str) -> Detector:
-    from detectors.openvino_ssd import OpenVinoSsdDetector
-
-    xml = path if path.is_file() else next(path.glob("*.xml"))
-    ov_device = "CPU" if device.startswith("cpu") else "GPU"
-    return _tiled(OpenVinoSsdDetector(xml, conf=min(cfg.MASK_CONF, cfg.CONF), device=ov_device), cfg, SSD_IMGSZ)
+def _spec_help() -> str:
+    paths = ", ".join(name for name, _ in path_kinds()) or "none"
+    names = ", ".join(f"'{n}'" for n in named_kinds())
+    return f"DETECTOR.KIND: {names}, 'auto', a model path (kinds: {paths}), or several joined by ','"
 
 
 def is_release_name(kind: str) -> bool:
@@ -121,7 +114,7 @@ def _model(kind: str, cfg, device: str) -> Detector:
         # downloaded when the release host answers. Offline it is an error, not HOG: this model was asked for.
         local = _local_weights(kind) if is_release_name(kind) else None
         if local is not None:
-            target = path = local
+            target = local
         elif is_release_name(kind) and _host_reachable():
             target = kind
         else:
@@ -130,12 +123,12 @@ def _model(kind: str, cfg, device: str) -> Detector:
                 if is_release_name(kind)
                 else ""
             )
-            raise DetectorError(
-                f"detector model not found: {kind}{why} (give a path Ultralytics loads, an OpenVINO "
-                "SSD .xml, 'hog' or 'auto')"
-            )
+            raise DetectorError(f"detector model not found: {kind}{why} ({_spec_help()})")
+    chosen = next((name for name, entry in path_kinds() if entry.accepts(target)), None)
+    if chosen is None:
+        raise DetectorError(f"no detector kind loads {kind} ({_spec_help()})")
     try:
-        return _ssd(path, cfg, device) if path.exists() and is_ssd_model(path) else _ultralytics(target, cfg, device)
+        return _build(chosen, target, cfg, device)
     except Exception as exc:
         raise DetectorError(f"cannot load detector model {kind}: {exc}") from exc
 
@@ -152,17 +145,17 @@ def _auto(cfg, device: str) -> Detector:
         )
         return _hog(cfg)
     try:
-        return _ultralytics(local or weights, cfg, device)
+        return _build("ultralytics", local or weights, cfg, device)
     except Exception as exc:  # download failure, corrupt file, missing runtime package
         log.warning("cannot load detector weights '%s' (%s): falling back to OpenCV HOG", weights, exc)
         return _hog(cfg)
 
 
 def _single(kind: str, cfg, device: str) -> Detector:
-    if kind == "hog":
-        return _hog(cfg)
     if kind == "auto":
         return _auto(cfg, device)
+    if kind.lower() in named_kinds():
+        return _build(kind, kind, cfg, device)
     return _model(kind, cfg, device)
 
 

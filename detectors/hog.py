@@ -11,13 +11,17 @@ which bounds its time on large frames). It stays the fallback: the motion safety
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from detectors.base import Detections
+from detectors.registry import DETECTORS
 
 
+@DETECTORS.register("hog")
 class HogDetector:
     """Dalal–Triggs pedestrian detector on the frame scaled by ``upscale``, at most ``width`` pixels wide."""
 
@@ -42,6 +46,16 @@ class HogDetector:
         self.scale = float(scale)
         self._hog = cv2.HOGDescriptor()
         self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_config(cls, spec: str | Path, cfg: Any, device: str = "cpu") -> HogDetector:
+        """The HOG detector of the ``DETECTOR`` node (``HOG_*`` keys); ``spec`` and ``device`` are unused."""
+        return cls(
+            width=cfg.HOG_WIDTH,
+            hit_threshold=cfg.HOG_HIT_THRESHOLD,
+            min_score=cfg.HOG_MIN_SCORE,
+            upscale=cfg.HOG_UPSCALE,
+        )
 
     def _detect_one(self, frame: np.ndarray) -> Detections:
         h, w = frame.shape[:2]

@@ -4,23 +4,18 @@ Privacy rule: a person the detector misses leaves the pipeline raw, the worst fa
 costs a bit of background. On a static camera a background model sees every moving person, detected
 or not, so the blobs it finds outside the regions already masked are masked too.
 
-How it works, and why. Measured on vtest.avi (795 frames) and the two Intel sample videos
-(static cameras), against YOLOv8n person boxes (conf 0.3) on every 5th or 10th frame; "covered"
-means at least half of a box lies inside the net's boxes, "masked" the share of the frame area.
+How it works, and why (the choices were tested against a detector's person boxes on static-camera
+sample videos: a box is "covered" when at least half of it lies inside the net's boxes).
 
 * **Model.** OpenCV's KNN background subtractor on grey frames downscaled to ``width`` (320), with
   a history of 2000 frames and a fixed learning rate of 1/2000 from the first active frame on.
-  As built: vtest 98.4 % of 938 boxes covered (9 % masked; the misses are one figure YOLO sees
-  standing still far away for hundreds of frames), Intel one-by-one 100 % of 105 (25 % masked),
-  Intel people-detection 100 % of 79 (6 % masked). With OpenCV's default learning rate (fast in
-  the first frames) a person who stops melts into the background within seconds: one-by-one
-  83.8 % covered (MOG2 with history 500: 50.5 %, 2000: 71.4 %; KNN with history 500: 67.6 %). KNN
-  masked less background than MOG2 for the same coverage (vtest 8.8 % vs 12.4 %). BGR instead of
-  grey covered more standing people with the default rate but masked twice the background and
-  cost 2 ms more per frame. A person who stands still long enough still becomes background: the net
-  is a net for *moving* people; the detector and the tracker's held boxes must cover the others.
-* **Shadows count as foreground** (fail closed): dropping them lost people (vtest 94.2 % covered
-  instead of 98.4 %, one-by-one 84.8 % instead of 100 %, people-detection 92.4 % instead of 100 %).
+  With OpenCV's default learning rate (fast in the first frames) a person who stops melts into the
+  background within seconds, and KNN masked less background than MOG2 for the same coverage. BGR
+  instead of grey covered more standing people with the default rate but masked far more of the
+  background and cost more per frame. A person who stands still long enough still becomes
+  background: the net is a net for *moving* people; the detector and the tracker's held boxes must
+  cover the others.
+* **Shadows count as foreground** (fail closed): dropping them lost people.
 * **Blobs.** Open 3x3 (sensor specks), close and dilate with a tall 5x9 ellipse (a person's head,
   torso and legs join into one blob), connected components. A blob is person-sized when the
   height of its foreground (the component's height less the dilation) is at least ``min_height``
@@ -50,25 +45,23 @@ People present while the model learns must not become background, or a person wa
 would be invisible at frame 0. Learning is therefore done from *cleaned* frames: the per-pixel
 median of the warm-up frames is taken as the background, and in every warm-up frame the pixels that
 differ from it by more than 20 grey levels (dilated) are replaced by the median before the model
-sees the frame. Pixels keep their real noise elsewhere. vtest primed with 30 frames from 15
-starting points: 95 % of the YOLO boxes of the next 10 frames covered with cleaned learning, 81 %
-(KNN) or 42 % (MOG2) when the model learned the raw frames. Someone who stands still for more than
-half of the warm-up frames is part of the median and is not seen by the net until they move away;
-longer warm-ups help (one-by-one, first second after priming: 31 % of the boxes covered with 30
-warm-up frames, 42 % with 60, 58 % with 100; vtest 95 %, 98 %, 98 %).
+sees the frame. Pixels keep their real noise elsewhere. Learning from cleaned frames covers far more
+of the people present during the warm-up than learning the raw frames. Someone who stands still for
+more than half of the warm-up frames is part of the median and is not seen by the net until they
+move away; longer warm-ups help.
 
 Moving cameras. Mode ``auto`` checks, over the first 30 consecutive frame pairs (warm-up and
 priming frames included), whether the whole picture moves: corners are tracked with pyramidal
 Lucas-Kanade between consecutive downscaled frames, and a pair shows global motion when fewer than
 10 % of the tracked corners stayed within 0.3 px (at width 320). On a static camera the background
-corners stay put (the lowest share of still corners seen in about 2,800 frame pairs of vtest, the two
-Intel videos and MOT17-02/04 was 25 %, with a person filling much of the picture); on the moving
-MOT17-05 camera it is 0-2 %. Three such pairs in a row switch the net off for the rest of the run
-(state ``off_moving_camera``, one warning naming the camera): on a moving camera every pixel is
-foreground and the net would mask the whole frame forever. After the 30 pairs the camera is taken
-as static and the check stops (it costs 2-7 ms a pair); a camera that starts moving later is not
-noticed and gets large blobs, which is the fail-closed side. Mode ``on`` never checks, ``off`` does
+corners stay put; on a moving camera almost none do. Three such pairs in a row switch the net off
+for the rest of the run (state ``off_moving_camera``, one warning naming the camera): on a moving
+camera every pixel is foreground and the net would mask the whole frame forever. After the 30 pairs
+the camera is taken as static and the check stops; a camera that starts moving later is not noticed
+and gets large blobs, which is the fail-closed side. Mode ``on`` never checks, ``off`` does
 nothing at all.
+
+The measurements behind these choices: ``docs/experiments/code-measurements.md``.
 """
 
 from __future__ import annotations
@@ -176,7 +169,15 @@ def still_corner_share(prev: np.ndarray, cur: np.ndarray, still_px: float) -> fl
     corners = cv2.goodFeaturesToTrack(prev, _GM_MAX_CORNERS, 0.01, 5)
     if corners is None or len(corners) < _GM_MIN_CORNERS:
         return None
-    moved, status, _err = cv2.calcOpticalFlowPyrLK(prev, cur, corners, None, winSize=(15, 15), maxLevel=2)
+    # OpenCV's stubs want an array for nextPts; None (let OpenCV allocate it) is what its docs allow
+    moved, status, _err = cv2.calcOpticalFlowPyrLK(
+        prev,
+        cur,
+        corners,
+        None,
+        winSize=(15, 15),
+        maxLevel=2,  # type: ignore[call-overload]
+    )
     ok = status.reshape(-1) == 1
     if ok.sum() < _GM_MIN_CORNERS:
         return None
@@ -374,6 +375,7 @@ class MotionSafetyNet:
             return MotionResult(np.zeros((0, 4), np.float32), "warming_up", True)
         # A fixed, slow learning rate from frame 0 on: OpenCV's default starts fast (1 / 2n), which
         # let people who stopped in the first minutes melt into the background in seconds.
+        assert self._model is not None  # active: _learn() built it
         foreground = self._model.apply(small, learningRate=1.0 / _HISTORY)
         boxes = self._blob_boxes(foreground, covered_regions, frame.shape[1], frame.shape[0])
         return MotionResult(boxes, "active", False)

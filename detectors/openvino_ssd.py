@@ -14,11 +14,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
-from detectors.base import Detections
+from detectors.base import Detections, Detector
+from detectors.registry import DETECTORS
+from detectors.tiling import tiled_from_config
+
+SSD_IMGSZ = 672  # pedestrian-detection-adas-0002 input width
+
+
+def is_ssd_model(path: Path) -> bool:
+    """An OpenVINO IR without Ultralytics' metadata.yaml: an SSD such as pedestrian-detection-adas-0002."""
+    if path.is_file():
+        return path.suffix == ".xml" and not (path.parent / "metadata.yaml").exists()
+    return path.is_dir() and not (path / "metadata.yaml").exists() and len(list(path.glob("*.xml"))) == 1
 
 
 def _static_shape(port, what: str, xml: Path) -> tuple[int, ...]:
@@ -28,8 +40,23 @@ def _static_shape(port, what: str, xml: Path) -> tuple[int, ...]:
     return tuple(int(d) for d in shape.to_shape())
 
 
+@DETECTORS.register("openvino-ssd")
 class OpenVinoSsdDetector:
     """Person boxes from an OpenVINO SSD whose output is ``[1, 1, N, 7]`` (one frame per inference)."""
+
+    @classmethod
+    def accepts(cls, spec: str | Path) -> bool:
+        """Chosen for an existing SSD IR (an ``.xml``, or a folder with one, without Ultralytics' metadata)."""
+        path = Path(spec).expanduser()
+        return path.exists() and is_ssd_model(path)
+
+    @classmethod
+    def from_config(cls, spec: str | Path, cfg: Any, device: str = "cpu") -> Detector:
+        """The SSD at ``spec`` (file or folder) with ``DETECTOR`` thresholds, sliced as ``DETECTOR.TILES`` says."""
+        path = Path(spec).expanduser()
+        xml = path if path.is_file() else next(path.glob("*.xml"))
+        ov_device = "CPU" if device.startswith("cpu") else "GPU"
+        return tiled_from_config(cls(xml, conf=min(cfg.MASK_CONF, cfg.CONF), device=ov_device), cfg, SSD_IMGSZ)
 
     def __init__(self, model_xml: str | Path, conf: float = 0.3, device: str = "CPU") -> None:
         import openvino as ov  # imported here: only this detector needs the runtime

@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -124,3 +125,11 @@ class TiledDetector:
             # an unsliced frame keeps the model's own boxes: two people overlapping stay two tracks
             out.append(merge_boxes(dets, self.merge_iou, self.merge_ios) if was_sliced else dets)
         return out
+
+
+def tiled_from_config(inner: Detector, cfg: Any, imgsz: int) -> Detector:
+    """``inner`` sliced as ``DETECTOR.TILES`` / ``TILE_OVERLAP`` say ('off' leaves it whole): what every
+    CNN detector kind returns from its ``from_config``."""
+    if str(cfg.TILES).strip().lower() in ("off", "none", "0", "false"):
+        return inner
+    return TiledDetector(inner, cfg.TILES, cfg.TILE_OVERLAP, imgsz)

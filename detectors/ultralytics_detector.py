@@ -6,18 +6,38 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from detectors.base import Detections
+from detectors.base import Detections, Detector
+from detectors.openvino_ssd import is_ssd_model
+from detectors.registry import DETECTORS
 from detectors.safe_weights import enable_ultralytics_safe_mode, private_workdir, vetted_copy
+from detectors.tiling import tiled_from_config
 
 log = logging.getLogger(__name__)
 PERSON_CLASS = 0  # COCO
 
 
+@DETECTORS.register("ultralytics")
 class UltralyticsDetector:
     """Person-only YOLO detector, called with frames of several cameras at once."""
+
+    @classmethod
+    def accepts(cls, spec: str | Path) -> bool:
+        """Any model Ultralytics may load (a path, or a release name it downloads) that is not an SSD IR."""
+        return not is_ssd_model(Path(spec).expanduser())
+
+    @classmethod
+    def from_config(cls, spec: str | Path, cfg: Any, device: str = "cpu") -> Detector:
+        """``spec`` with the ``DETECTOR`` thresholds, batch and size, sliced as ``DETECTOR.TILES`` says.
+
+        It reports boxes down to ``MASK_CONF`` (the pipeline masks them all, tracks those from ``CONF``)."""
+        inner = cls(
+            spec, conf=min(cfg.MASK_CONF, cfg.CONF), iou=cfg.IOU, imgsz=cfg.IMGSZ, batch=cfg.BATCH, device=device
+        )
+        return tiled_from_config(inner, cfg, int(cfg.IMGSZ))
 
     def __init__(
         self,
@@ -67,6 +87,9 @@ class UltralyticsDetector:
                 verbose=False,
             )
             for r in results:
-                boxes = r.boxes
+                boxes: Any = getattr(r, "boxes", None)  # torch tensors on the model's device
+                if boxes is None:  # a detection model always has boxes; be explicit rather than crash
+                    out.append(Detections())
+                    continue
                 out.append(Detections(boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy()))
         return out

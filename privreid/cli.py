@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "train": ("training.__main__", (), "train Re-ID / the learned anonymizer (the paper's protocol)"),
     "split": ("training.split", (), "make a dataset's validation split"),
     "export": ("training.export", (), "turn a training run into an anonymizer bundle (--sign-key to sign it)"),
+    "bench": ("privreid.bench", (), "run a benchmark of a checkout's benchmarks/ (no NAME: list them)"),
 }
 
 

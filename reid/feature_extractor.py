@@ -8,6 +8,10 @@ through :func:`register_loader` without touching the pipeline or the service.
 
 ``fingerprint`` (sha256 of the model file) travels with every published feature, so a consumer can
 refuse to compare vectors from different models: they live in different spaces.
+
+The network runs on a :mod:`backends` runtime (ONNX Runtime by default, OpenVINO or TensorRT on
+request) with the project's one device convention, and crops are prepared by
+:func:`backends.preprocess.to_nchw` with torchreid's conventions (bilinear resize, ImageNet mean/std).
 """
 
 from __future__ import annotations
@@ -19,13 +23,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-import cv2
 import numpy as np
 
-log = logging.getLogger(__name__)
+from backends import BackendError, load_backend
+from backends.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_nchw
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -62,30 +65,24 @@ def preprocess(
     crops: Sequence[np.ndarray], input_size_hw: tuple[int, int], mean: Sequence[float], std: Sequence[float]
 ) -> np.ndarray:
     """BGR uint8 crops to the NCHW float32 batch torchreid models expect (RGB, resize, /255, mean/std)."""
-    h, w = input_size_hw
-    batch = np.empty((len(crops), 3, h, w), dtype=np.float32)
-    mean_a = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-    std_a = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
     for i, crop in enumerate(crops):
         if crop is None or crop.ndim != 3 or crop.shape[2] != 3 or crop.shape[0] == 0 or crop.shape[1] == 0:
             shape = None if crop is None else crop.shape
             raise ValueError(f"crop {i} must be a non-empty BGR image HxWx3, got shape {shape}")
-        img = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32) * (1.0 / 255.0)
-        batch[i] = (img.transpose(2, 0, 1) - mean_a) / std_a
-    return batch
+    return to_nchw(crops, input_size_hw, mean, std, order="bgr", interpolation="linear")
 
 
 class OnnxFeatureExtractor:
-    """A :class:`FeatureExtractor` running an ONNX model with ONNX Runtime, in batches.
+    """A :class:`FeatureExtractor` running an ONNX model on a runtime backend, in batches.
 
     Args:
         path: ``.onnx`` file with one input ``[batch, 3, H, W]`` and one output ``[batch, dim]``.
-        input_size_hw: network input (H, W); torchreid models use (256, 128).
+        input_size_hw: network input (H, W); torchreid models use (256, 128). A size the model fixes wins.
         mean, std: per-channel RGB normalisation (ImageNet by default).
-        providers: ONNX Runtime execution providers (default: CPU).
         batch_size: crops per inference call (bounded memory for crowded frames).
-        num_threads: intra-op threads (``None`` = ONNX Runtime's default).
+        num_threads: intra-op threads (``None`` = the runtime's default).
+        backend: a :data:`backends.BACKENDS` runtime that reads ONNX (``onnxruntime``, ``openvino``, ``tensorrt``).
+        device: ``auto | cpu | cuda | cuda:N`` (:func:`backends.parse_device`).
     """
 
     def __init__(
@@ -94,12 +91,11 @@ class OnnxFeatureExtractor:
         input_size_hw: tuple[int, int] = (256, 128),
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        providers: Sequence[str] | None = None,
         batch_size: int = 32,
         num_threads: int | None = None,
+        backend: str = "onnxruntime",
+        device: str = "cpu",
     ) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"Re-ID model not found: {self.path}")
@@ -107,38 +103,35 @@ class OnnxFeatureExtractor:
         self.mean, self.std = tuple(mean), tuple(std)
         self.batch_size = max(1, int(batch_size))
         self.fingerprint = sha256_file(self.path)
-        opts = ort.SessionOptions()
-        if num_threads:
-            opts.intra_op_num_threads = int(num_threads)
+        options = {"threads": int(num_threads)} if num_threads else {}
         try:
-            self._session = ort.InferenceSession(
-                str(self.path), sess_options=opts, providers=list(providers or ["CPUExecutionProvider"])
-            )
-        except Exception as exc:  # onnxruntime raises its own exception classes
-            raise ValueError(f"cannot load Re-ID model {self.path} with ONNX Runtime: {exc}") from exc
-        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if len(inputs) != 1 or len(outputs) < 1:
-            raise ValueError(f"{self.path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
-        self._input = inputs[0].name
-        shape = inputs[0].shape
-        if len(shape) != 4 or shape[1] not in (3, "3"):
-            raise ValueError(f"{self.path}: input {self._input} has shape {shape}, expected [batch, 3, H, W]")
-        fixed_hw = tuple(s for s in shape[2:] if isinstance(s, int))
-        if len(fixed_hw) == 2 and fixed_hw != self.input_size_hw:
+            self._net = load_backend(backend, self.path, device, **options)
+        except BackendError as exc:
+            raise ValueError(f"cannot load Re-ID model {self.path} with {backend}: {exc}") from exc
+        net = self._net
+        if len(net.input_names) != 1 or len(net.output_names) < 1:
+            got = f"{len(net.input_names)} and {len(net.output_names)}"
+            raise ValueError(f"{self.path}: expected one input and one output, got {got}")
+        shape = net.input_shape
+        if shape is None or len(shape) != 4 or shape[1] != 3:
+            raise ValueError(f"{self.path}: input {net.input_names[0]} has shape {shape}, expected [batch, 3, H, W]")
+        fixed_hw = net.fixed_hw
+        if fixed_hw is not None and fixed_hw != self.input_size_hw:
             log.info("%s expects %s input; using it instead of %s", self.path.name, fixed_hw, self.input_size_hw)
-            self.input_size_hw = (fixed_hw[0], fixed_hw[1])
-        out_dim = outputs[0].shape[-1]
-        if isinstance(out_dim, int):
-            self.dim = out_dim
+            self.input_size_hw = fixed_hw
+        out_dim = net.output_shape[-1] if net.output_shape else None
+        if out_dim is not None:
+            self.dim = int(out_dim)
         else:  # symbolic output size: ask the model once
-            probe = np.zeros((1, 3, *self.input_size_hw), dtype=np.float32)
-            self.dim = int(self._session.run(None, {self._input: probe})[0].shape[-1])
+            self.dim = int(net(np.zeros((1, 3, *self.input_size_hw), dtype=np.float32)).shape[-1])
         log.info(
-            "Re-ID extractor %s: %d-d, input %dx%d, sha256 %s…",
+            "Re-ID extractor %s: %d-d, input %dx%d, %s on %s, sha256 %s…",
             self.path.name,
             self.dim,
             self.input_size_hw[0],
             self.input_size_hw[1],
+            net.name,
+            net.device,
             self.fingerprint[:12],
         )
 
@@ -148,7 +141,7 @@ class OnnxFeatureExtractor:
         out = []
         for start in range(0, len(crops), self.batch_size):
             batch = preprocess(crops[start : start + self.batch_size], self.input_size_hw, self.mean, self.std)
-            feats = self._session.run(None, {self._input: batch})[0]
+            feats = self._net(batch)
             out.append(np.asarray(feats, dtype=np.float32).reshape(len(batch), -1))
         feats = np.concatenate(out, axis=0)
         if not np.isfinite(feats).all():

@@ -1,8 +1,9 @@
 """Cross-camera identity matching: a gallery of tracks and the rules that give them global ids.
 
-Pure logic (no Kafka, no clock): the matching service feeds observations in and gets match events
-out, and the benchmarks drive it directly. Everything is event-time: "now" is the capture time of
-the observations, so replaying the same input gives the same result.
+Pure logic (no Kafka, no clock, no files: the snapshot file format is :mod:`reid.gallery_snapshot`):
+the matching service feeds observations in and gets match events out, and the benchmarks drive it
+directly. Everything is event-time: "now" is the capture time of the observations, so replaying the
+same input gives the same result.
 
 Model:
 
@@ -31,19 +32,28 @@ linearly with the number of tracks; see ``benchmarks/matcher_scaling.py``.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+# The snapshot file format lives in reid/gallery_snapshot.py; importable from here as before.
+from reid.gallery_snapshot import SNAPSHOT_FORMAT, SNAPSHOT_VERSION, load_snapshot, save_snapshot
+
+__all__ = [
+    "SNAPSHOT_FORMAT",
+    "SNAPSHOT_VERSION",
+    "Gallery",
+    "ObserveResult",
+    "TrackKey",
+    "global_id_for",
+    "load_snapshot",
+    "save_snapshot",
+]
+
 TrackKey = tuple[str, str, int]
 
-SNAPSHOT_FORMAT = "privreid-gallery"
-SNAPSHOT_VERSION = 1
 _GID_BITS = 52
 
 
@@ -482,91 +492,3 @@ class Gallery:
         self._norm[row] = max(float(np.linalg.norm(embedding)), 1e-12)
         self._link(row, global_id_for(key) if global_id is None else int(global_id))
         self.max_timestamp_ms = max(self.max_timestamp_ms, int(last_ms))
-
-
-# ---------------------------------------------------------------------- snapshot files
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def save_snapshot(base: str | os.PathLike[str], meta: dict[str, Any], means: np.ndarray) -> Path:
-    """Write ``<base>.json`` + ``<base>.<generation>.npz`` atomically (no pickle anywhere).
-
-    The npz is written and fsync-ed first under a new name, then the JSON (which names the npz and
-    its sha256) replaces the old JSON by rename: a crash at any moment leaves either the old or the
-    new snapshot complete.
-    """
-    base = Path(base)
-    base.parent.mkdir(parents=True, exist_ok=True)
-    gen = int(meta.get("generation", 0)) + 1
-    npz = base.parent / f"{base.name}.{gen}.npz"
-    tmp_npz = npz.with_name(npz.name + ".tmp")
-    with open(tmp_npz, "wb") as f:
-        np.savez(f, means=np.ascontiguousarray(means, dtype=np.float32))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_npz, npz)
-    meta = {
-        **meta,
-        "format": SNAPSHOT_FORMAT,
-        "version": SNAPSHOT_VERSION,
-        "generation": gen,
-        "npz": npz.name,
-        "npz_sha256": _sha256(npz),
-    }
-    js = base.parent / f"{base.name}.json"
-    tmp_js = js.with_name(js.name + ".tmp")
-    with open(tmp_js, "w") as f:
-        json.dump(meta, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_js, js)
-    _fsync_dir(base.parent)
-    for old in base.parent.glob(f"{base.name}.*.npz"):
-        if old.name != npz.name:
-            old.unlink(missing_ok=True)
-    return js
-
-
-def load_snapshot(base: str | os.PathLike[str]) -> tuple[dict[str, Any], np.ndarray] | None:
-    """Read a snapshot written by :func:`save_snapshot`; ``None`` if there is none.
-
-    Raises ``ValueError`` naming the file when it is damaged (wrong format, checksum, shapes).
-    """
-    base = Path(base)
-    js = base.parent / f"{base.name}.json"
-    if not js.is_file():
-        return None
-    try:
-        meta = json.loads(js.read_text())
-    except ValueError as exc:
-        raise ValueError(f"gallery snapshot {js} is not valid JSON: {exc}") from exc
-    if meta.get("format") != SNAPSHOT_FORMAT or meta.get("version") != SNAPSHOT_VERSION:
-        raise ValueError(f"{js} is not a version {SNAPSHOT_VERSION} gallery snapshot")
-    npz = base.parent / str(meta.get("npz", ""))
-    if not npz.is_file() or _sha256(npz) != meta.get("npz_sha256"):
-        raise ValueError(f"gallery snapshot {js}: its embeddings file {npz.name} is missing or damaged")
-    with np.load(npz, allow_pickle=False) as data:
-        means = np.asarray(data["means"], dtype=np.float32)
-    if means.ndim != 2 or means.shape[0] != len(meta.get("entries", [])):
-        raise ValueError(
-            f"gallery snapshot {js}: {means.shape[0]} embeddings for {len(meta.get('entries', []))} entries"
-        )
-    return meta, means

@@ -9,4 +9,6 @@ export PYTHONUNBUFFERED=1 YOLO_OFFLINE=1
 ruff="$(dirname "$py")/ruff"
 "$ruff" check .
 "$ruff" format --check .
+# types of the core packages (the file list and settings are pyproject.toml's [tool.mypy])
+"$(dirname "$py")/mypy"
 "$py" -m pytest -q -p no:cacheprovider --timeout=600 "$@" tests

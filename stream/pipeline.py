@@ -19,22 +19,25 @@ written (full disk) is logged at ERROR as one JSON line and kept in what ``run()
 ``OUTPUT.SEGMENT_S`` > 0 writes rolling segment files instead of one video (``stream.segments``);
 each camera's redactor has its own margin and privacy floor (camera-file overrides) but shares the
 anonymizer and its worker with the others.
+
+Parts of its own: the per-frame work after region planning (:mod:`stream.emit`), what is known about
+a camera (:mod:`stream.camera_state`), its summary and the reconciling of the log with the file
+(:mod:`stream.camera_summary`), the outputs (:mod:`stream.outputs`, ``OUTPUT.SINKS``). Why this file
+is still a little over 500 lines: what is left is one class, the camera life cycle (set-up, the
+loop, finishing, cameras coming and going), whose steps share the pipeline's state; cutting it
+further would hand that state around instead of reading it in one place.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from anonymizer.base import CropAnonymizer
@@ -43,103 +46,42 @@ from anonymizer.redactor import Redactor
 from anonymizer.sidecar import SidecarWriter
 from detectors.base import Detections, Detector
 from detectors.motion import MotionSafetyNet
-from detectors.tracker import CameraTracker, Observation
+from detectors.tracker import CameraTracker
+from stream.camera_state import (
+    LATENCY_MEMORY,
+    CameraChanges,
+    CameraSpec,
+    CameraState,
+    Embedder,
+    latency_percentiles,
+)
+from stream.camera_summary import camera_summary, log_done, reconcile, summary_skeleton, write_summary
 from stream.cameras import zones_to_boxes
+from stream.emit import FrameEmitter
+from stream.jsonlog import JsonLinesWriter
 from stream.metrics import CameraSnapshot, PipelineMetrics
+from stream.outputs import SinkContext, build_sinks
 from stream.reader import EOS as _EOS
 from stream.reader import SourceReader
 from stream.regions import CameraRegions, PlannedFrame
-from stream.restream import RestreamSink, restream_url
-from stream.segments import (
-    TALLIED,
-    SegmentedVideoSink,
-    gap_records,
-    open_video_sink,
-    placed_records,
-    reconcile_segment_files,
-    tally_records,
-)
-from stream.sinks import (
-    JsonLinesWriter,
-    SinkError,
-    VideoSink,
-    count_mp4_video_frames,
-    cut_torn_fragment,
-    describe_os_error,
-    truncate_jsonl_after,
-    write_json,
-)
+from stream.sink_errors import SinkError, describe_os_error
 from stream.sources import Frame, FrameSource, SourceError, open_source
 
+# Importable from here as before the split (tests, benchmarks): the camera's records and the reader.
+__all__ = [
+    "LATENCY_MEMORY",
+    "CameraChanges",
+    "CameraSpec",
+    "CameraState",
+    "Embedder",
+    "Pipeline",
+    "SourceReader",
+    "_EOS",
+    "latency_percentiles",
+    "open_source",
+]
+
 log = logging.getLogger(__name__)
-LATENCY_MEMORY = 20_000  # recent capture-to-output latencies per camera, for the summary's percentiles
-
-Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
-CameraChanges = tuple  # (added specs, removed camera ids, changed specs), from a camera-file watcher
-
-
-def latency_percentiles(latencies: Sequence[float]) -> dict[str, float] | None:
-    """Capture-to-output latency of the recent frames, in ms (p50, p95, max); None without frames."""
-    if not latencies:
-        return None
-    ms = np.asarray(latencies, dtype=np.float64) * 1000.0
-    return {
-        "p50": round(float(np.percentile(ms, 50)), 1),
-        "p95": round(float(np.percentile(ms, 95)), 1),
-        "max": round(float(ms.max()), 1),
-        "frames": int(ms.size),
-    }
-
-
-@dataclass
-class CameraSpec:
-    """One camera to run. ``cfg``: its own config (per-camera overrides of a camera file), else the
-    pipeline's; ``stem``: the name of its output files (the id, or ``id.N`` for the N-th restart of a
-    camera whose entry changed, so a restart never overwrites what the previous run wrote)."""
-
-    camera_id: str
-    source: str
-    cfg: Any = None
-    fps_cap: float | None = None
-    zones: tuple = ()
-    stem: str = ""
-
-    def __post_init__(self) -> None:
-        self.stem = self.stem or self.camera_id
-
-
-@dataclass
-class CameraState:
-    spec: CameraSpec
-    source: FrameSource
-    reader: SourceReader
-    regions: CameraRegions
-    sink: VideoSink
-    observations: JsonLinesWriter
-    progress: tqdm | None
-    sidecar: SidecarWriter | None = None
-    restream: RestreamSink | None = None
-    redactor: Redactor | None = None  # the shared one with this camera's margin and privacy floor
-    started: float = field(default_factory=time.perf_counter)
-    frames: int = 0  # redacted and handed to the sink
-    person_observations: int = 0
-    anonymized_observations: int = 0
-    fallback_masks: int = 0
-    held_masks: int = 0
-    floor_masks: int = 0
-    low_score_masks: int = 0
-    motion_masks: int = 0
-    lookahead_masks: int = 0
-    masked_frames: int = 0
-    published: int = 0
-    error: str | None = None
-    ending: Any = None  # _EOS or the reader's exception, acted on after the frames before it
-    done: bool = False
-    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_MEMORY))  # capture-to-output, s
-    zone_boxes: list = field(default_factory=list)  # static privacy zones in pixels
-    stopped_early: bool = False  # ended by a stop request (SIGTERM/SIGINT), not by its source
-    gaps_noted: int = 0  # reconnect gaps of a live source already in the observations log
-    logged: Counter = field(default_factory=Counter)  # the counts of the records written to the log
 
 
 class Pipeline:
@@ -187,6 +129,14 @@ class Pipeline:
         self._states: list[CameraState] = []
         self._order: list[str] = []  # output stems in start order, for the summaries returned
         self._generations: dict[str, int] = {}
+        self._emitter = FrameEmitter(
+            self.redactor,
+            anonymizer,
+            publisher,
+            embedder,
+            reid_fingerprint,
+            reid_batch=int(getattr(getattr(cfg, "REID", None), "BATCH", 32) or 32),
+        )
 
     # ---- set-up -------------------------------------------------------------------------------
     def _open_camera(self, spec: CameraSpec, position: int) -> CameraState | None:
@@ -215,28 +165,23 @@ class Pipeline:
                 opened.append(sidecar)
             # a capped live camera is stored at its cap: the source's rate would repeat each picture
             out_fps = min(source.fps, spec.fps_cap) if spec.fps_cap and source.is_live else source.fps
-            sink = open_video_sink(
-                cfg.OUTPUT,
+            ctx = SinkContext(
+                cfg,
                 out,
                 spec.stem,
+                spec.camera_id,
                 source.width,
                 source.height,
                 out_fps,
+                source_fps=source.fps,
                 live=source.is_live,
                 audio_from=source.audio_path,
                 audio_codec=source.media.audio_codec,
                 on_segment=lambda seg: observations.write_frame([seg.record()]),
             )
-            opened.append(sink)
-            restream = None
-            if cfg.OUTPUT.RESTREAM:  # redacted frames only, like the file; its outages never stop the camera
-                restream = RestreamSink(
-                    restream_url(cfg.OUTPUT.RESTREAM, spec.camera_id),
-                    source.width,
-                    source.height,
-                    source.fps,
-                    spec.camera_id,
-                )
+            # OUTPUT.SINKS (stream.outputs): the video first, then the others (a re-stream: redacted frames
+            # only, like the file; its outages never stop the camera)
+            sink, extra_sinks = build_sinks(ctx, opened)
         except Exception as exc:  # SourceError, SinkError, OSError, a failing motion net: this camera only
             message = str(exc) if isinstance(exc, SourceError) else f"[{spec.camera_id}] {self._setup_error(exc)}"
             log.error("%s", message)
@@ -285,7 +230,7 @@ class Pipeline:
             lookahead = 0
         regions = CameraRegions(tracker, cfg.DETECTOR.CONF, cfg.ANONYMIZER.MARGIN, motion, lookahead)
         state = CameraState(
-            spec, source, reader, regions, sink, observations, progress, sidecar, restream, redactor=redactor
+            spec, source, reader, regions, sink, observations, progress, sidecar, extra_sinks, redactor=redactor
         )
         state.zone_boxes = zones_to_boxes(spec.zones, source.width, source.height)
         reader.start()
@@ -351,37 +296,7 @@ class Pipeline:
         return net
 
     def _summary_skeleton(self, spec: CameraSpec) -> dict[str, Any]:
-        return {
-            "camera_id": spec.camera_id,
-            "source": spec.source,
-            "frames": 0,
-            "frames_processed": 0,
-            "frames_verified": False,
-            "observations_truncated": 0,
-            "fps_in": None,
-            "width": None,
-            "height": None,
-            "person_observations": 0,
-            "anonymized_observations": 0,
-            "fallback_masks": 0,
-            "held_masks": 0,
-            "floor_masks": 0,
-            "low_score_masks": 0,
-            "motion_masks": 0,
-            "lookahead_masks": 0,
-            "masked_frames": 0,
-            "processing_fps": 0.0,
-            "reconnects": 0,
-            "gaps": [],
-            "unreadable_images": [],
-            "latency_ms": None,
-            "stopped_early": False,
-            "segments": [],
-            "detector": self.detector.name,
-            "anonymizer": getattr(self.anonymizer, "kind", "?"),
-            "anonymizer_fingerprint": getattr(self.anonymizer, "fingerprint", ""),
-            "error": None,
-        }
+        return summary_skeleton(spec, self.detector.name, self.anonymizer)
 
     # ---- per-frame work ------------------------------------------------------------------------
     def _process(self, cam: CameraState, frame: Frame, detections: Detections) -> None:
@@ -390,120 +305,7 @@ class Pipeline:
             self._observe_latency(cam, planned.frame)
 
     def _emit(self, cam: CameraState, planned: PlannedFrame) -> None:
-        frame, observations = planned.frame, planned.observations
-        boxes = [o.box for o in observations]
-        redactor = cam.redactor or self.redactor
-        result = redactor.mask_all(frame.image, boxes) if planned.mask_frame else redactor.redact(frame.image, boxes)
-        native = result.native or [None] * len(observations)
-        records = [
-            {
-                "frame_index": frame.index,
-                "timestamp_ms": frame.timestamp_ms,
-                "track_id": obs.track_id,
-                "box": [round(v, 2) for v in obs.box],
-                "score": round(obs.score, 4),
-                "region": list(region) if region else None,
-                "held": obs.held,
-                "kind": obs.kind,
-                "protected": prot is not None,
-            }
-            for obs, region, prot in zip(observations, result.regions, result.protected, strict=True)
-        ]
-        if cam.source.is_live:  # a reconnect gap before this frame: noted where the video resumes
-            gaps, cam.gaps_noted = gap_records(
-                getattr(cam.source, "gaps", ()), cam.gaps_noted, frame.index, frame.timestamp_ms
-            )
-            records = gaps + records
-        # the observations are written by the sink's thread once the frame is with the encoder, never before,
-        # with the output frame its picture landed on (live: placed by capture time, maybe repeated after)
-        cam.sink.write(
-            result.frame,
-            on_written=self._observations_writer(cam, records) if records else None,
-            timestamp_ms=frame.timestamp_ms,
-            frame_index=frame.index,
-        )
-        if cam.restream is not None:  # the same redacted picture; a slow or absent target drops, never blocks
-            cam.restream.write(result.frame)
-        cam.frames += 1
-        cam.masked_frames += planned.mask_frame
-        cam.fallback_masks += result.fallback_masks
-        cam.floor_masks += result.floor_masks
-        publishable: list[tuple[Observation, np.ndarray]] = []
-        for obs, region, prot, nat in zip(observations, result.regions, result.protected, native, strict=True):
-            self._count(cam, obs, prot is not None)
-            if cam.sidecar is not None and prot is not None:  # protected pixels only, losslessly
-                self._sidecar_write(cam, frame.index, obs.track_id, region, prot, "region")
-                if nat is not None:
-                    self._sidecar_write(cam, frame.index, obs.track_id, region, nat, "native")
-            if prot is not None and obs.is_person and obs.track_id >= 0:
-                publishable.append((obs, prot))
-        if cam.sidecar is not None:
-            self._sidecar_write(cam)
-        if self.publisher is not None and publishable:
-            self._publish(cam, frame, publishable)
-
-    @staticmethod
-    def _observations_writer(cam: CameraState, records: list[dict[str, Any]]) -> Callable[[int | None, int], None]:
-        """The sink's callback for one frame: its records, told which output frame shows them.
-
-        ``output_frame`` is what recovery pairs by (a live frame's index is not its place in the
-        video once frames were dropped or repeated); ``output_repeats`` more output frames show the
-        same picture; ``output_frame: null``: the frame was processed but left out of the video.
-        Segmented output adds ``segment`` (the file), its output frames counted in that file, and
-        ``continued`` on the records of a picture whose repeats run on into the next segment."""
-        writer = cam.observations
-
-        def written(
-            output_frame: int | None, repeats: int, segment: str | None = None, continued: bool = False
-        ) -> None:
-            writer.write_frame(placed_records(records, output_frame, repeats, segment, continued))
-            if not continued:  # (the writer thread; read once it has ended)
-                cam.logged.update(tally_records(records))
-
-        return written
-
-    @staticmethod
-    def _sidecar_write(cam: CameraState, *record: Any) -> None:
-        """One sidecar record (or, without one, a flush); a write error (full disk) ends the camera."""
-        assert cam.sidecar is not None
-        try:
-            if record:
-                cam.sidecar.write(*record[:4], kind=record[4])
-            else:
-                cam.sidecar.flush()
-        except OSError as exc:
-            raise SinkError(f"cannot write {cam.sidecar.path}: {describe_os_error(exc)}") from exc
-
-    @staticmethod
-    def _count(cam: CameraState, obs: Observation, protected: bool) -> None:
-        if obs.is_person:
-            cam.person_observations += 1
-            cam.anonymized_observations += protected
-        elif obs.kind == "held":
-            cam.held_masks += 1
-        elif obs.kind == "low_score":
-            cam.low_score_masks += 1
-        elif obs.kind == "motion":
-            cam.motion_masks += 1
-        elif obs.kind == "lookahead":
-            cam.lookahead_masks += 1
-
-    def _publish(self, cam: CameraState, frame: Frame, items: list[tuple[Observation, np.ndarray]]) -> None:
-        embeddings = self.embedder([prot for _, prot in items])  # protected crops only, never raw
-        for (obs, _), emb in zip(items, embeddings, strict=True):
-            sent = self.publisher.publish(
-                camera_id=cam.spec.camera_id,
-                frame_index=frame.index,
-                timestamp_ms=frame.timestamp_ms,
-                track_id=obs.track_id,
-                box=tuple(obs.box),
-                score=obs.score,
-                embedding=emb,
-                reid_fingerprint=self.reid_fingerprint,
-                anonymizer_fingerprint=self.anonymizer.fingerprint,
-                anonymization=self.anonymizer.kind,
-            )
-            cam.published += bool(sent)
+        self._emitter.emit(cam, planned)  # redaction, sinks, observations, sidecar, Kafka (stream.emit)
 
     # ---- main loop -----------------------------------------------------------------------------
     def _finish(self, cam: CameraState, error: str | None = None, flush: bool = True) -> None:
@@ -530,8 +332,12 @@ class Pipeline:
         except SinkError as exc:
             cam.error = cam.error or f"[{cam.spec.camera_id}] {exc}"
             log.error("[%s] %s", cam.spec.camera_id, exc)
-        if cam.restream is not None:
-            cam.restream.close()
+        for extra in cam.extra_sinks:  # by-products (a re-stream): their close never fails the camera's video
+            try:
+                extra.close()
+            except Exception as exc:
+                cam.error = cam.error or f"[{cam.spec.camera_id}] closing {type(extra).__name__}: {exc}"
+                log.error("%s", cam.error)
         for name, closer in (
             ("observations", cam.observations.close),
             ("sidecar", cam.sidecar.close if cam.sidecar is not None else None),
@@ -547,133 +353,14 @@ class Pipeline:
                 log.error("%s", cam.error)
         if cam.progress is not None:
             cam.progress.close()
-        frames, verified, truncated = self._reconcile(cam)
-        elapsed = max(time.perf_counter() - cam.started, 1e-9)
-        summary = (
-            self._summary_skeleton(cam.spec)
-            | {
-                "frames": frames,
-                "frames_processed": cam.frames,
-                "frames_verified": verified,
-                "fps_in": cam.source.fps,
-                "width": cam.source.width,
-                "height": cam.source.height,
-                "person_observations": cam.person_observations,
-                "anonymized_observations": cam.anonymized_observations,
-                "fallback_masks": cam.fallback_masks,
-                "held_masks": cam.held_masks,
-                "floor_masks": cam.floor_masks,
-                "low_score_masks": cam.low_score_masks,
-                "motion_masks": cam.motion_masks,
-                "lookahead_masks": cam.lookahead_masks,
-                "masked_frames": cam.masked_frames,
-                "processing_fps": round(cam.frames / elapsed, 3),
-                "dropped_frames": cam.reader.dropped,
-                "published": cam.published,
-                "observations_truncated": truncated,
-                "video": None if isinstance(cam.sink, SegmentedVideoSink) else str(cam.sink.path),
-                "segments": cam.sink.summary() if isinstance(cam.sink, SegmentedVideoSink) else [],
-                "reconnects": getattr(cam.source, "reconnects", 0),
-                "gaps": list(getattr(cam.source, "gaps", [])),
-                "unreadable_images": list(getattr(cam.source, "unreadable", [])),
-                "latency_ms": latency_percentiles(cam.latencies),
-                "stopped_early": cam.stopped_early,
-                "error": cam.error,
-            }
-            | cam.sink.timing_summary()
-        )
+        frames, verified, truncated = reconcile(cam)
+        summary = camera_summary(cam, self._summary_skeleton(cam.spec), frames, verified, truncated)
         self._write_summary(cam.spec.stem, summary)
-        log.info(
-            "[%s] done: %d frames, %d person observations, %d protected, %d masked solid, %d solid by the "
-            "privacy floor; also masked: %d held, %d low-score, %d motion, %d look-ahead regions, %d whole "
-            "frames%s",
-            cam.spec.camera_id,
-            frames,
-            cam.person_observations,
-            cam.anonymized_observations,
-            cam.fallback_masks,
-            cam.floor_masks,
-            cam.held_masks,
-            cam.low_score_masks,
-            cam.motion_masks,
-            cam.lookahead_masks,
-            cam.masked_frames,
-            f", ERROR: {summary['error']}" if summary["error"] else "",
-        )
-
-    def _reconcile(self, cam: CameraState) -> tuple[int, bool, int]:
-        """After closing: the frames really in the file, and, if fewer than processed, the observations
-        log cut to match (and the camera in error: a video short of its frames is never a clean run).
-
-        Returns (frames in the file, whether that was counted from the file, observations removed).
-        The file's fragments are counted, not decoded, so this stays fast on long videos; after an
-        encoder failure a torn last fragment is cut off so that every decoder finds exactly that many.
-        When the file cannot be read (e.g. the output is a device, or OpenCV wrote it), the frames the
-        encoder accepted are reported.
-        """
-        if isinstance(cam.sink, SegmentedVideoSink):  # per segment file, the log cut per segment
-            frames, verified, removed, problem = reconcile_segment_files(
-                cam.sink, cam.observations.path, f"[{cam.spec.camera_id}]"
-            )
-            cam.error = cam.error or problem
-            self._follow_log(cam, removed)
-            return frames, verified, len(removed)
-        counted: int | None = None
-        if cam.sink.fragmented:
-            try:
-                counted = cut_torn_fragment(cam.sink.path) if cam.sink.failed else count_mp4_video_frames(cam.sink.path)
-            except OSError as exc:
-                log.error("[%s] could not read back %s: %s", cam.spec.camera_id, cam.sink.path, exc)
-        verified = counted is not None
-        handed = cam.sink.output_frames  # output frames handed to the encoder, a live camera's repeats included
-        frames = min(handed, counted if verified else cam.sink.frames_written)
-        if frames >= handed:
-            return frames, verified, 0
-        if cam.error is None:
-            cam.error = f"[{cam.spec.camera_id}] {cam.sink.path} holds {frames} of the {handed} frames written"
-        last_index = frames - 1  # the last output frame in the file; every observation names its output frame
-        try:
-            removed = truncate_jsonl_after(cam.observations.path, last_index, key="output_frame")
-        except OSError as exc:
-            log.error(
-                "[%s] could not cut %s after output frame %d: %s",
-                cam.spec.camera_id,
-                cam.observations.path,
-                last_index,
-                describe_os_error(exc),
-            )
-            return frames, verified, 0
-        self._follow_log(cam, removed)
-        log.error(
-            "[%s] the video holds %d of the %d output frames written%s; %d observations after output frame %d removed",
-            cam.spec.camera_id,
-            frames,
-            handed,
-            "" if verified else " (not verifiable in the file)",
-            len(removed),
-            last_index,
-        )
-        return frames, verified, len(removed)
-
-    @staticmethod
-    def _follow_log(cam: CameraState, removed: list[dict[str, Any]]) -> None:
-        """The summary's counts follow the log: what the writer thread logged (frames queued to an encoder
-        that died have no records, though they were counted when redacted), less what was cut."""
-        logged = cam.logged - tally_records(removed)
-        for name in TALLIED:
-            setattr(cam, name, logged[name])
+        log_done(cam, frames, summary)
 
     def _write_summary(self, camera_id: str, summary: dict[str, Any]) -> None:
-        """Keep the summary and write it; a summary that cannot be written (full disk) is logged whole
-        at ERROR, as one JSON line, and its camera's error says why, so the run still ends with status 1."""
-        path = self.output_dir / f"{camera_id}.summary.json"
-        try:
-            write_json(path, summary)
-        except OSError as exc:
-            problem = f"cannot write {path}: {describe_os_error(exc)}"
-            summary["error"] = f"{summary['error']}; {problem}" if summary.get("error") else f"[{camera_id}] {problem}"
-            log.error("[%s] %s; the summary follows as one JSON line:", camera_id, problem)
-            log.error("%s", json.dumps({"summary": summary}, separators=(",", ":"), default=str))
+        """Keep the summary and write it (stream.camera_summary.write_summary: logged whole when it cannot be)."""
+        write_summary(self.output_dir, camera_id, summary)
         self.summaries[camera_id] = summary
 
     def _gather(self, active: list[CameraState], limit: int) -> list[tuple[CameraState, Frame]]:

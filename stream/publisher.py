@@ -22,13 +22,13 @@
   spools of older versions replay signed, and a rotated key signs what is replayed after it.
 
 The pipeline's thread calls :meth:`publish`; kafka-python's sender thread calls back on delivery;
-one supervisor thread detects outages, reconnects and replays.
+one supervisor thread detects outages, reconnects and replays (:mod:`stream.publisher_supervisor`;
+producers and the spool's record format: :mod:`stream.producer`).
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 import time
 import uuid
@@ -38,82 +38,42 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kafka.errors import KafkaError
 
+from stream.producer import (  # importable from here as before the split (tests import _pack, the factory)
+    CLOSED,
+    OFFLINE,
+    ONLINE,
+    _abandon,
+    _default_producer_factory,
+    _pack,
+    _unpack,
+    _warn_slow_crc_once,
+)
+from stream.publisher_supervisor import REPLAY_BATCH, OutageSupervisor
 from stream.spool import DiskSpool
 from transport.kafka_io import producer_config
 from transport.message_auth import Signer
 from transport.schema import EMBEDDING_DTYPES, build_message, encode_message
 
+__all__ = [
+    "CLOSED",
+    "OFFLINE",
+    "ONLINE",
+    "REPLAY_BATCH",
+    "FeaturePublisher",
+    "_abandon",
+    "_default_producer_factory",
+    "_pack",
+    "_unpack",
+    "_warn_slow_crc_once",
+]
+
 log = logging.getLogger(__name__)
 
-ONLINE, OFFLINE, CLOSED = "online", "offline", "closed"
-REPLAY_BATCH = 2000
-_KEYLEN = struct.Struct(">H")
 _MAX_KTH_TRACKS = 200_000
 
 
-def _pack(key: bytes, value: bytes) -> bytes:
-    return _KEYLEN.pack(len(key)) + key + value
-
-
-def _unpack(record: bytes) -> tuple[bytes, bytes]:
-    n = _KEYLEN.unpack_from(record)[0]
-    return record[2 : 2 + n], record[2 + n :]
-
-
-def _abandon(producer: Any) -> None:
-    """Close a producer whose broker is gone, dropping what it still holds (that is in the spool).
-
-    kafka-python's ``close(timeout=0)`` first flushes and raises when records are pending, which
-    leaves its I/O thread and socket alive; then the sender is force-closed directly (its batches
-    fail, their callbacks are ignored because the records already moved to the spool).
-    """
-    try:
-        producer.close(timeout=0)
-        return
-    except Exception as exc:
-        log.debug("producer close(0) with pending records: %r; force-closing", exc)
-    sender = getattr(producer, "_sender", None)
-    try:
-        if sender is not None:
-            sender.force_close()
-            sender.join(2.0)
-        producer._closed = True  # what close() sets at its end; stops __del__ from closing again
-    except Exception as exc:
-        log.debug("force-closing a producer: %r", exc)
-
-
-def _default_producer_factory(conf: dict[str, Any]):
-    from kafka import KafkaProducer  # imported lazily: `--kafka off` never needs kafka-python
-
-    _warn_slow_crc_once()
-    return KafkaProducer(**conf)
-
-
-_crc_checked = False
-
-
-def _warn_slow_crc_once() -> None:
-    """kafka-python checksums every record batch with CRC32C, in pure Python unless the C package
-    ``crc32c`` is installed: that alone caps publishing near 2,000 observations/s."""
-    global _crc_checked
-    if _crc_checked:
-        return
-    _crc_checked = True
-    try:
-        from kafka.record import util
-
-        if getattr(util, "crc32c_c", True) is None:
-            log.warning(
-                "kafka-python computes CRC32C in pure Python here; `pip install crc32c` makes publishing "
-                "about 4x faster (see docs/benchmarks_kafka.md)"
-            )
-    except ImportError:
-        pass
-
-
-class FeaturePublisher:
+class FeaturePublisher(OutageSupervisor):
     """Publishes observations to ``topic``; see the module docstring for the guarantees.
 
     Build it with :meth:`from_config`. ``producer_factory`` exists for fault injection in tests
@@ -354,111 +314,6 @@ class FeaturePublisher:
     def _spool(self, key: bytes, value: bytes) -> None:
         if self.spool.append(_pack(key, value)):
             self._counts["spooled"] += 1
-
-    # ------------------------------------------------------------------ supervisor: outages, replay
-
-    def _connect(self, initial: bool = False) -> Any:
-        producer = None
-        try:
-            producer = self._factory(dict(self._conf))
-            producer.partitions_for(self.topic)  # metadata now (creates the topic on an auto-create broker)
-            return producer
-        except (KafkaError, OSError) as exc:
-            if initial or not self._outage_logged:
-                log.warning(
-                    "cannot reach Kafka at %s (%s); features are spooled to %s and retried every %.1f s",
-                    self.bootstrap,
-                    exc,
-                    self.spool.dir,
-                    self.retry_interval_s,
-                )
-                self._outage_logged = True
-            else:
-                log.debug("Kafka at %s still unreachable: %r", self.bootstrap, exc)
-            if producer is not None:
-                _abandon(producer)
-            return None
-
-    def _supervise(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(0.1)
-            self._wake.clear()
-            try:
-                self._supervise_once()
-            except Exception:  # a bug here must not end outage handling for the rest of the run
-                log.exception("Kafka publisher supervisor error; retrying in %.1f s", self.retry_interval_s)
-                self._stop.wait(self.retry_interval_s)
-
-    def _supervise_once(self) -> None:
-        self._close_dead()
-        if self._state == ONLINE:
-            with self._lock:
-                reason = self._unhealthy() if self._state == ONLINE else None
-                if reason:
-                    self._go_offline(reason)
-        elif self._state == OFFLINE and time.monotonic() >= self._next_retry:
-            self._next_retry = time.monotonic() + self.retry_interval_s
-            self._reconnect_and_replay()
-
-    def _close_dead(self) -> None:
-        while self._dead:
-            _abandon(self._dead.pop())
-
-    def _reconnect_and_replay(self) -> None:
-        producer = self._connect()
-        if producer is None:
-            return
-        replayed = 0
-        while not self._stop.is_set():
-            records = self.spool.peek(REPLAY_BATCH)
-            if not records:
-                with self._lock:
-                    if len(self.spool) == 0:
-                        self._producer, self._state = producer, ONLINE
-                        self._outage_logged = False
-                        if replayed:
-                            log.info(
-                                "Kafka at %s is back: replayed %d spooled features in order", self.bootstrap, replayed
-                            )
-                        return
-                continue
-            ok = self._send_batch(producer, records)
-            if ok:
-                self.spool.commit(ok)
-                replayed += ok
-                with self._plock:
-                    self._counts["replayed"] += ok
-                    self._counts["delivered"] += ok
-            if ok < len(records):
-                log.warning(
-                    "Kafka at %s failed during replay after %d records; retrying in %.1f s",
-                    self.bootstrap,
-                    replayed,
-                    self.retry_interval_s,
-                )
-                self._dead.append(producer)
-                return
-        self._dead.append(producer)
-
-    def _send_batch(self, producer: Any, records: list[bytes]) -> int:
-        """Send records in order; return how many, from the first, were acknowledged."""
-        futures = []
-        try:
-            for rec in records:
-                key, value = _unpack(rec)
-                futures.append(producer.send(self.topic, key=key, value=value, headers=self._headers(key, value)))
-        except Exception as exc:
-            log.debug("replay batch interrupted after %d records: %r", len(futures), exc)
-        try:  # wait for what was sent, so an acknowledged prefix is not sent twice
-            producer.flush(timeout=self._conf["delivery_timeout_ms"] / 1000.0)
-        except Exception as exc:
-            log.debug("replay flush: %r", exc)
-        ok = 0
-        for f in futures:
-            if not f.succeeded():
-                break
-            ok += 1
-        return ok
 
     # ------------------------------------------------------------------ flush / close / stats
 

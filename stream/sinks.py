@@ -14,7 +14,7 @@ no gain in what survives. Observations of a frame are written only after the fra
 encoder, so the log never runs ahead of the video by more than that last fragment.
 
 Timing: a file's frame *i* is output frame *i*. A live camera's frames are placed by their
-capture time instead (``timing="wallclock"``, :class:`WallClockTimeline`): the video has a
+capture time instead (``timing="wallclock"``, :class:`stream.timeline.WallClockTimeline`): the video has a
 constant rate, and a frame goes to the output frame its timestamp falls on. Where frames are
 missing (dropped because processing fell behind, a stall, a short outage) the previous picture
 is repeated until the next one is due, so the video plays in real time; a frame whose slot is
@@ -26,25 +26,22 @@ because every player, cutter and frame counter (this module's included) handles 
 callback learns where its picture landed (output frame, and how many repeats follow it), which is
 what the observations log records.
 
+The timelines (:mod:`stream.timeline`), the MP4 frame counting (:mod:`stream.mp4_frames`) and the
+observations/summary files (:mod:`stream.jsonlog`) are modules of their own, re-exported here.
+
 Segments (``OUTPUT.SEGMENT_S``): :class:`stream.segments.SegmentedVideoSink` keeps this placement over
 the whole run but gives each segment file an encoder of its own (``_open_encoder``/``_finish_encoder``).
 """
 
 from __future__ import annotations
 
-import errno
-import json
 import logging
-import math
-import os
 import queue
 import shutil
 import signal
-import struct
 import subprocess
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,29 +49,42 @@ import cv2
 
 from anonymizer.redactor import RedactedFrame
 
+# The pieces of this module that became modules of their own, importable from here as before.
+from stream.jsonlog import JsonLinesWriter, truncate_jsonl_after, write_json
+from stream.mp4_frames import count_mp4_video_frames, cut_torn_fragment, mp4_complete_frames
+from stream.sink_errors import DISK_FULL_ERRNOS, SinkError, describe_os_error
+from stream.timeline import LATE_SLACK_S, TIMINGS, FrameTimeline, Placement, WallClockTimeline
+
+__all__ = [
+    "COPYABLE_AUDIO",
+    "DISK_FULL_ERRNOS",
+    "LATE_SLACK_S",
+    "TIMINGS",
+    "FrameTimeline",
+    "JsonLinesWriter",
+    "OnWritten",
+    "Placement",
+    "SinkError",
+    "VideoSink",
+    "WallClockTimeline",
+    "count_mp4_video_frames",
+    "cut_torn_fragment",
+    "describe_os_error",
+    "mp4_complete_frames",
+    "raw_bgr_input",
+    "truncate_jsonl_after",
+    "write_json",
+]
+
 log = logging.getLogger(__name__)
 COPYABLE_AUDIO = {"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"}
-DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _STOP = object()
 _FRAME, _REPEAT, _DONE, _CALL = "frame", "repeat", "done", "call"  # kinds of items for the writer thread
-TIMINGS = ("wallclock", "frames")
-LATE_SLACK_S = 0.2  # a live frame may land this much after its own time (jitter, bursts) before it is left out
 
 # Called once a frame's picture is with the encoder: (output frame, or None when it was left out of the
-# video; how many repeats of it follow).
-OnWritten = Callable[[int | None, int], None]
-
-
-class SinkError(RuntimeError):
-    """The output cannot be written (disk full, encoder died); ends that camera only."""
-
-
-def describe_os_error(exc: BaseException) -> str:
-    """An operator's reading of a write error: a full disk (or file-size limit) is named as such."""
-    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
-        what = "disk full" if exc.errno != errno.EFBIG else "disk full or file-size limit reached"
-        return f"{what} ({exc.strerror or exc})"
-    return str(exc)
+# video; how many repeats of it follow). A segmented sink adds the keywords ``segment`` and ``continued``
+# (:class:`stream.segments.SegmentedVideoSink`), hence the open signature.
+OnWritten = Callable[..., None]
 
 
 def _fmt_rate(fps: float) -> str:
@@ -98,94 +108,6 @@ def raw_bgr_input(width: int, height: int, rate: str, *input_options: str) -> li
         "-i",
         "pipe:0",
     ]
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where one frame goes in the output video."""
-
-    output_frame: int | None  # None: left out (its time was long taken by earlier frames)
-    repeats_before: int = 0  # copies of the previous picture written first, to keep time
-    jumped: bool = False  # the gap was longer than the fill cap: the video skips the rest
-
-
-class FrameTimeline:
-    """Frame *i* is output frame *i*: files and image folders (and live cameras with
-    ``OUTPUT.LIVE_TIMING frames``), whose frame rate is a property of the material, not of a clock."""
-
-    holds = False  # never repeats a picture, so a frame's place is final when it is written
-    kind = "frames"
-    repeated = left_out = jumps = 0
-
-    def __init__(self) -> None:
-        self.next = 0
-
-    def place(self, timestamp_ms: int | None = None) -> Placement:
-        self.next += 1
-        return Placement(self.next - 1)
-
-
-class WallClockTimeline:
-    """Output frames of a live camera by capture time, at a constant ``fps``.
-
-    Output frame 0 is the first frame; frame *f* is due at output frame
-    ``round((t_f - t_0) * fps / 1000)``. Missing output frames before it are filled with the
-    previous picture (at most ``max_fill_s`` worth; a longer gap moves ``t_0`` on, so the video
-    jumps). A frame due at an output frame already taken goes to the next free one if that is at
-    most ``late_s`` after its time (network jitter, a decoder burst), else it is left out: the
-    video never runs ahead of the clock by more than that. A clock stepped back further than the
-    fill cap moves ``t_0`` too, rather than leaving every frame out until the clock catches up.
-    """
-
-    holds = True  # a picture's repeats are known only when the next frame comes
-    kind = "wallclock"
-
-    def __init__(self, fps: float, max_fill_s: float = 2.0, late_s: float = LATE_SLACK_S) -> None:
-        if not fps > 0:
-            raise SinkError(f"wall-clock timing needs a frame rate > 0, got {fps}")
-        if max_fill_s < 0:
-            raise SinkError(f"OUTPUT.MAX_FILL_S must be >= 0, got {max_fill_s}")
-        self.fps = float(fps)
-        self.max_fill = round(float(max_fill_s) * self.fps)
-        self.late = max(1.0, float(late_s) * self.fps)  # in output frames
-        self.next = 0
-        self.repeated = 0  # output frames that repeat the previous picture
-        self.left_out = 0  # frames whose time was taken
-        self.jumps = 0  # gaps longer than the fill cap (or clock steps back)
-        self._origin_ms: float | None = None
-
-    def slot_time_ms(self, slot: int) -> float | None:
-        """Capture time that output frame ``slot`` stands for (since the last jump), None before any frame."""
-        return None if self._origin_ms is None else self._origin_ms + slot * 1000.0 / self.fps
-
-    def _rebase(self, timestamp_ms: int, slot: int) -> None:
-        self._origin_ms = timestamp_ms - slot * 1000.0 / self.fps
-        self.jumps += 1
-
-    def place(self, timestamp_ms: int | None) -> Placement:
-        if timestamp_ms is None:
-            raise ValueError("wall-clock timing needs each frame's capture timestamp")
-        if self._origin_ms is None:
-            self._origin_ms = float(timestamp_ms)
-        exact = (timestamp_ms - self._origin_ms) * self.fps / 1000.0
-        due = math.floor(exact + 0.5)
-        if due >= self.next:
-            missing, jumped = due - self.next, False
-            if missing > self.max_fill:
-                missing, jumped = self.max_fill, True
-                self._rebase(timestamp_ms, self.next + missing)
-            slot = self.next + missing
-            self.repeated += missing
-            self.next = slot + 1
-            return Placement(slot, missing, jumped)
-        behind = self.next - exact  # > 0.5: the frame's own output frame is taken
-        if behind > max(self.late, self.max_fill + 1.0):  # the clock went back: carry on from here
-            self._rebase(timestamp_ms, self.next)
-        elif behind > self.late:
-            self.left_out += 1
-            return Placement(None)
-        self.next += 1
-        return Placement(self.next - 1)
 
 
 class _Encoder:
@@ -276,7 +198,7 @@ class VideoSink:
         else:
             log.warning("ffmpeg not found: writing %s with OpenCV (mp4v, no audio)", enc.path)
             enc.cv_writer = cv2.VideoWriter(
-                str(enc.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (self.width, self.height)
+                str(enc.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (self.width, self.height)
             )
             if not enc.cv_writer.isOpened():
                 raise SinkError(f"cannot open {enc.path} for writing")
@@ -394,6 +316,7 @@ class VideoSink:
                 assert enc.proc.stdin is not None
                 enc.proc.stdin.write(data)
             else:
+                assert enc.cv_writer is not None  # _open_encoder made one or the other
                 enc.cv_writer.write(data)
         except (BrokenPipeError, OSError, ValueError) as exc:
             self._fail(self._why_gone(exc, enc), enc)
@@ -530,246 +453,3 @@ class VideoSink:
             self._finish_encoder(self._enc)
         if self._error is not None:
             raise SinkError(self._describe_error())
-
-
-# ---- what a fragmented MP4 really holds ---------------------------------------------------------------
-
-
-def _boxes(fh, start: int, end: int) -> Iterable[tuple[bytes, int, int]]:
-    """(type, payload offset, box end) of the boxes between ``start`` and ``end``; stops at a torn box."""
-    pos = start
-    while pos + 8 <= end:
-        fh.seek(pos)
-        head = fh.read(8)
-        if len(head) < 8:
-            return
-        size, kind = struct.unpack(">I4s", head)
-        header = 8
-        if size == 1:
-            big = fh.read(8)
-            if len(big) < 8:
-                return
-            size, header = struct.unpack(">Q", big)[0], 16
-        elif size == 0:
-            size = end - pos
-        if size < header:
-            return
-        yield kind, pos + header, pos + size
-        pos += size
-
-
-def _video_track_ids(fh, start: int, end: int) -> tuple[set[int], bool]:
-    """The moov's video track ids, and whether the file is fragmented (the moov has an mvex)."""
-    ids: set[int] = set()
-    fragmented = False
-    for kind, off, box_end in _boxes(fh, start, end):
-        fragmented = fragmented or kind == b"mvex"
-        if kind != b"trak":
-            continue
-        track_id, handler = None, None
-        for k, o, e in _boxes(fh, off, box_end):
-            if k == b"tkhd":
-                fh.seek(o)
-                version = fh.read(1)[0]
-                fh.seek(o + (20 if version == 1 else 12))
-                track_id = struct.unpack(">I", fh.read(4))[0]
-            elif k == b"mdia":
-                for k2, o2, _ in _boxes(fh, o, e):
-                    if k2 == b"hdlr":
-                        fh.seek(o2 + 8)
-                        handler = fh.read(4)
-        if track_id is not None and handler == b"vide":
-            ids.add(track_id)
-    return ids, fragmented
-
-
-def _fragment_samples(fh, start: int, end: int, video_ids: set[int]) -> int:
-    count = 0
-    for kind, off, box_end in _boxes(fh, start, end):
-        if kind != b"traf":
-            continue
-        track_id, samples = None, 0
-        for k, o, _ in _boxes(fh, off, box_end):
-            if k == b"tfhd":
-                fh.seek(o + 4)
-                track_id = struct.unpack(">I", fh.read(4))[0]
-            elif k == b"trun":
-                fh.seek(o + 4)
-                samples += struct.unpack(">I", fh.read(4))[0]
-        if track_id in video_ids:
-            count += samples
-    return count
-
-
-def mp4_complete_frames(path: str | Path) -> tuple[int, int] | None:
-    """(video frames held by complete fragments, byte length of the file's complete part) of a
-    fragmented MP4, from box headers only (no decoding, so fast on long videos).
-
-    A fragment counts only when its media data is wholly in the file, so the count never exceeds
-    what a player can decode. (0, ...) when the encoder died before writing its header; ``None`` when
-    ``path`` is not a regular file (e.g. a device) or not a fragmented MP4 with a video track.
-    """
-    path = Path(path)
-    try:
-        if not path.is_file():
-            return None
-        size = path.stat().st_size
-        with path.open("rb") as fh:
-            video_ids: set[int] | None = None
-            frames, pending, good_end = 0, 0, 0
-            for kind, off, box_end in _boxes(fh, 0, size):
-                if box_end > size:
-                    break  # a torn box at the end: the fragment it belongs to was cut short
-                if kind == b"moov":
-                    video_ids, fragmented = _video_track_ids(fh, off, box_end)
-                    if not fragmented:
-                        return None
-                    good_end = box_end
-                elif kind == b"moof":
-                    pending = _fragment_samples(fh, off, box_end, video_ids) if video_ids else 0
-                elif kind == b"mdat":
-                    frames, pending, good_end = frames + pending, 0, box_end
-                elif not pending:
-                    good_end = box_end  # ftyp, mfra, ...
-            if video_ids is None:
-                return 0, good_end  # the encoder died before its header: nothing is playable
-            return (frames, good_end) if video_ids else None
-    except (OSError, struct.error, IndexError):
-        return None
-
-
-def count_mp4_video_frames(path: str | Path) -> int | None:
-    """Video frames in the complete fragments of a fragmented MP4 (see :func:`mp4_complete_frames`)."""
-    found = mp4_complete_frames(path)
-    return None if found is None else found[0]
-
-
-def cut_torn_fragment(path: str | Path) -> int | None:
-    """Frames in a fragmented MP4 whose encoder died, after cutting off a torn last fragment.
-
-    Then every decoder sees exactly the frames counted, and nothing half-written stays at the end.
-    ``None`` when the file cannot be read as a fragmented MP4 (left as it is).
-    """
-    found = mp4_complete_frames(path)
-    if found is None:
-        return None
-    frames, good_end = found
-    path = Path(path)
-    if path.stat().st_size > good_end:
-        os.truncate(path, good_end)
-    return frames
-
-
-# ---- observations and summaries --------------------------------------------------------------------
-
-
-class JsonLinesWriter:
-    """JSON lines, one file per run (a re-run starts it afresh), flushed per frame so a crash loses
-    nothing already processed. Write errors (a full disk) surface as :class:`OSError` naming the file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._file = self.path.open("w", encoding="utf-8")
-
-    def _guard(self, action: Callable[[], Any]) -> Any:
-        try:
-            return action()
-        except OSError as exc:
-            if not exc.filename:
-                exc.filename = str(self.path)
-            raise
-
-    def write(self, record: dict[str, Any]) -> None:
-        self._guard(lambda: self._file.write(json.dumps(record, separators=(",", ":")) + "\n"))
-
-    def write_frame(self, records: list[dict[str, Any]]) -> None:
-        """One frame's records, flushed together."""
-        if records:
-            self._guard(lambda: self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)))
-            self.flush()
-
-    def flush(self) -> None:
-        self._guard(self._file.flush)
-
-    def close(self) -> None:
-        """Flush and close; the file is closed even when the last flush fails (the error is raised)."""
-        if self._file.closed:
-            return
-        try:
-            self._guard(self._file.flush)
-            os.fsync(self._file.fileno())
-        finally:
-            try:
-                self._file.close()
-            except OSError:
-                pass
-
-
-def truncate_jsonl_after(path: Path, last_frame_index: int, key: str = "frame_index") -> list[dict[str, Any]]:
-    """Cut a frame-ordered observations log after ``last_frame_index``; returns the records removed.
-
-    Used when the video ended short of what was processed, so that no observation claims a frame
-    the video does not hold. A torn last line (a crash mid-write) goes too. ``key="output_frame"``
-    counts in frames of the video (what the file holds); a record without that key falls back to
-    its ``frame_index``, and one whose output frame is ``null`` (left out of the video) claims no
-    frame: it stays when it comes before the cut.
-    """
-    removed: list[dict[str, Any]] = []
-    cut: int | None = None
-    if not Path(path).is_file():  # a device (e.g. /dev/full) cannot be cut, and reading one may never end
-        return removed
-    with open(path, "rb+") as fh:
-        offset = 0
-        for line in fh:
-            try:
-                record = json.loads(line)
-                value = record.get(key, record.get("frame_index", -1))
-                beyond = value is not None and int(value) > last_frame_index
-            except (ValueError, TypeError):
-                record, beyond = None, True
-            if beyond or cut is not None:  # everything after the cut goes, and is reported
-                if cut is None:
-                    cut = offset
-                if record is not None:
-                    removed.append(record)
-            offset += len(line)
-        if cut is not None:
-            fh.truncate(cut)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return removed
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` atomically and durably: temp file, fsync, rename, fsync of the folder.
-
-    A summary is never half-written, and when writing fails (a full disk) the temp file is removed,
-    so nothing empty is left behind; the :class:`OSError` is raised for the caller to report.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    payload = (json.dumps(data, indent=2) + "\n").encode("utf-8")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass  # the rename happened; a folder that cannot be synced (some file systems) is not an error

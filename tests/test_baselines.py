@@ -1,4 +1,4 @@
-"""The hand-made protections follow METHOD.md to the pixel."""
+"""The hand-made protections follow docs/method.md to the pixel."""
 
 import numpy as np
 import pytest

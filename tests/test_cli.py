@@ -43,3 +43,27 @@ def test_subcommand_help_is_the_jobs_own(name, flag):
 def test_unknown_subcommand_exits_2():
     proc = _privreid("frobnicate")
     assert proc.returncode == 2 and "unknown subcommand" in proc.stderr
+
+
+def test_bench_without_a_name_lists_the_benchmarks():
+    proc = _privreid("bench")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    listed = proc.stdout
+    assert "pipeline_fps" in listed and "matcher_scaling" in listed
+    assert "report " not in listed and "kafka_common" not in listed  # helpers are not benchmarks
+
+
+def test_bench_help_is_the_benchmarks_own_and_unknown_names_exit_2():
+    proc = _privreid("bench", "matcher-scaling", "--help")  # '-' or '_' both name the module
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--sizes" in proc.stdout and "privreid bench matcher_scaling" in proc.stdout
+    proc = _privreid("bench", "no_such_benchmark")
+    assert proc.returncode == 2 and "unknown benchmark" in proc.stderr
+
+
+def test_bench_outside_a_checkout_says_so(monkeypatch, tmp_path, capsys):
+    import privreid.bench as bench
+
+    monkeypatch.setattr(bench, "PACKAGES_ROOT", tmp_path)  # an installed wheel: no benchmarks/ beside the packages
+    assert bench.main(["pipeline_fps"]) == 2
+    assert "checkout" in capsys.readouterr().err

@@ -163,7 +163,7 @@ def test_reid_gradient_scaling_keeps_the_forward_value():
 
 def test_g_r_trains_on_the_8_bit_protected_image_only_with_a_payload():
     """With a payload, G_R sees P rounded to 8 bits as it will be published (gradient straight through);
-    without one, P is left as METHOD.md trains it."""
+    without one, P is left as the method trains it (docs/method.md)."""
     import torch
 
     from training.config import load_config
@@ -282,7 +282,7 @@ def test_frozen_c_trains_g_only_and_needs_a_trained_c(tmp_path):
 
 def test_cross_kind_triplet_joins_c_loss_in_a_gcr_step():
     """MODEL.CROSS_KIND_TRIPLET adds the raw-vs-protected metric term to C's loss in a GCR step
-    (logged as C_cross); by default (METHOD.md) each half is ranked alone."""
+    (logged as C_cross); by default (docs/method.md) each half is ranked alone."""
     import torch
 
     from training.config import load_config

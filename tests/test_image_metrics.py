@@ -1,4 +1,4 @@
-"""PSNR/SSIM conventions of METHOD.md: set-level PSNR, Gaussian-window SSIM, numpy == torch."""
+"""PSNR/SSIM conventions of docs/method.md: set-level PSNR, Gaussian-window SSIM, numpy == torch."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from training.export import _checkpoint_metrics
+from training.export import _checkpoint_metrics, _encoder_init, provenance_path
 
 RUN_METRICS = {
     "results": {"raw->protected": {"rank1": 0.2, "mAP": 0.25}},
@@ -57,3 +57,13 @@ def test_a_run_that_does_not_name_its_kept_model_labels_only_the_default_export(
     old = {k: v for k, v in RUN_METRICS.items() if k != "kept_checkpoint"}
     assert _checkpoint_metrics(Path("run/checkpoints/best"), {"epoch": 7}, old, None) is old
     assert _checkpoint_metrics(Path("run/checkpoints/last"), {"epoch": 10}, old, None, chosen=True) == {}
+
+
+def test_run_folders_are_recorded_without_machine_paths(tmp_path):
+    cwd = tmp_path / "checkout"
+    assert provenance_path(cwd / "runs" / "full", cwd) == "runs/full"
+    assert provenance_path(tmp_path / "elsewhere" / "runs" / "base", cwd) == "runs/base"
+    assert provenance_path("", cwd) == "" and provenance_path(None, cwd) is None
+    init = {"run": str(tmp_path / "a" / "b" / "wosu"), "checkpoint": "best", "epoch": 7}
+    assert _encoder_init(init) == {"run": "b/wosu", "checkpoint": "best", "epoch": 7}
+    assert _encoder_init(None) is None

@@ -98,7 +98,7 @@ def test_cross_kind_triplet_by_hand_and_off_by_default() -> None:
     # prot.→raw anchors 2 (d_ap 2, d_an 1) and 3 (d_ap 2, d_an 2): (1.3 + 0.3)/4
     hard = ReidLoss(_cfg("MODEL.WEIGHT_REGULARIZED_TRIPLET", "off", "MODEL.CROSS_KIND_TRIPLET", "2.0"), 2, 1)
     assert float(hard.cross_kind(raw, prot, LABELS)) == pytest.approx(2.0 * 0.5 * (1.3 / 4 + 1.6 / 4), rel=1e-5)
-    assert ReidLoss(_cfg(), 2, 1).cross_kind(raw, prot, LABELS) is None  # METHOD.md: each half alone
+    assert ReidLoss(_cfg(), 2, 1).cross_kind(raw, prot, LABELS) is None  # docs/method.md: each half alone
     # one image per identity: within a kind no anchor has a positive, across kinds the twin is one
     a, b, two = torch.tensor([[0.0], [4.0]]), torch.tensor([[1.0], [4.0]]), torch.tensor([0, 1])
     soft = ReidLoss(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
-from training.upgradation import SupervisionUpgrader, ValidationMetrics, is_anonymous_enough
+from training.upgradation import SupervisionUpgrader, ValidationMetrics, is_anonymous_enough, read_upgrades
 
 OM = dict(psnr_om=20.0, ssim_om=0.50)  # the hand-made desensitization's similarity
 
@@ -132,3 +133,37 @@ def test_an_outside_attacker_that_reads_p_better_than_m_vetoes_the_encoder():
 
 def test_without_attacker_numbers_only_pixels_decide():
     assert is_anonymous_enough(val(1, 0.5), 1.0, 0.05, attacker_margin=0.0)
+
+
+def _strict_json(text: str):
+    def refuse(token: str):
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_upgrades_json_is_standard_json_even_with_upgradation_off(tmp_path):
+    up = SupervisionUpgrader(val_r1=math.inf, eps_psnr=1.0, eps_ssim=0.05)  # upgradation off: an infinite bar
+    up.step(val(5, 30.0))
+    up.save(tmp_path / "upgrades.json")
+    data = _strict_json((tmp_path / "upgrades.json").read_text())  # no Infinity / NaN literal anywhere
+    assert data["val_r1"] is None
+    _strict_json(json.dumps(up.state_dict(), allow_nan=False))
+
+
+def test_old_files_with_infinity_still_read_and_resume(tmp_path):
+    up = SupervisionUpgrader(val_r1=math.inf, eps_psnr=1.0, eps_ssim=0.05)
+    up.step(val(5, 30.0))
+    old = dict(up.to_json(), val_r1=math.inf)
+    (tmp_path / "upgrades.json").write_text(json.dumps(old))  # what earlier versions wrote
+    assert "Infinity" in (tmp_path / "upgrades.json").read_text()
+    assert read_upgrades(tmp_path / "upgrades.json")["val_r1"] is None
+
+    state = json.loads(json.dumps(dict(up.state_dict(), val_r1=math.inf, last_upgrade_rank1=-math.inf)))
+    again = SupervisionUpgrader(val_r1=40.0, eps_psnr=1.0, eps_ssim=0.05)
+    again.load_state_dict(state)
+    assert math.isinf(again.val_r1) and again.last_upgrade_rank1 == -math.inf
+    restored = SupervisionUpgrader(val_r1=40.0, eps_psnr=1.0, eps_ssim=0.05)
+    restored.load_state_dict(up.state_dict())  # the new form: null back to the infinite bound
+    assert math.isinf(restored.val_r1) and restored.val_r1 > 0
+    assert restored.best_rank1 == up.best_rank1

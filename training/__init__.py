@@ -11,6 +11,9 @@ Command line (the seed's ``tools/main.py``, same keys and value spellings)::
 
 Modules: ``config`` (keys, seed spellings), ``datasets`` (registry), ``transforms``/``data`` (paired
 O/M pairs, PK sampler), ``losses``, ``evaluation`` (four settings, CMC/mAP/mINP), ``checkpoint``,
-``engine`` (setup, DDP, dispatch, reporting), ``mode_c`` (Base). Nothing outside ``training``
-imports it; the model definitions live in ``reid.models``.
+``engine`` (setup, process group, dispatch, reporting), ``trainer`` + ``hooks`` (the one training
+loop: resume, LR schedule, mixed precision, DDP, hooks), ``mode_c`` (Base), ``mode_gcr`` with
+``gcr_models``/``gcr_steps``/``gcr_eval``/``gcr_checkpoint`` (the learned anonymizer),
+``upgradation`` (the rule), ``export`` (bundle). Nothing outside ``training`` imports it; the model
+definitions live in ``reid.models``.
 """

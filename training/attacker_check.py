@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from anonymizer.privacy_attackers import load_attacker
+from reid.models.pretrained import data_candidates
 
 from .evaluation import evaluate_features, extract_features
 
@@ -28,6 +29,9 @@ class OutsideAttacker(nn.Module):
     """An outside Re-ID matcher (``anonymizer.privacy_attackers``: the privacy evaluation's own ONNX /
     OpenVINO runner and preprocessing) fed the loader's normalized images, so training and the
     evaluation score attackers the same way."""
+
+    in_mean: torch.Tensor  # buffers (register_buffer)
+    in_std: torch.Tensor
 
     def __init__(self, path: str | Path, pixel_mean: Sequence[float], pixel_std: Sequence[float], threads: int = 1):
         super().__init__()
@@ -81,8 +85,25 @@ def worst_attacker_rank1(
 
 
 def build_attackers(cfg) -> list[OutsideAttacker]:
-    """``MODEL.PRIVACY_ATTACKERS`` as outside matchers (empty list: check off)."""
+    """``MODEL.PRIVACY_ATTACKERS`` as outside matchers (empty list: check off).
+
+    A relative path is looked up under ``DATASETS.ROOT_DIR`` first, as C's weights are, so one data folder
+    setting moves every input of a run.
+    """
     return [
-        OutsideAttacker(p, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, threads=int(cfg.SOLVER.CPU_THREADS) or 1)
+        OutsideAttacker(
+            _resolve(p, cfg.DATASETS.ROOT_DIR),
+            cfg.INPUT.PIXEL_MEAN,
+            cfg.INPUT.PIXEL_STD,
+            threads=int(cfg.SOLVER.CPU_THREADS) or 1,
+        )
         for p in cfg.MODEL.PRIVACY_ATTACKERS
     ]
+
+
+def _resolve(path: str, root_dir: str) -> Path:
+    tried = data_candidates(path, root_dir)
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"MODEL.PRIVACY_ATTACKERS: {path!r} not found (tried {', '.join(str(t) for t in tried)})")

@@ -152,7 +152,7 @@ def build_train_loader(cfg, items: Sequence[Item], rank: int = 0, world_size: in
     batch = cfg.SOLVER.IMS_PER_BATCH
     seed = cfg.SOLVER.SEED
     if cfg.DATALOADER.PK_SAMPLER == "on":
-        sampler: Sampler = PKSampler(
+        sampler: PKSampler | ShuffleSampler = PKSampler(
             [pid for _, pid, _ in items],
             batch,
             cfg.DATALOADER.NUM_INSTANCE,

@@ -4,17 +4,20 @@ Entry points
 ------------
 ``run(cfg)``       train, or evaluate when ``TEST.EVALUATE_ONLY`` is on;
 ``train(cfg)``     dispatch on ``cfg.MODEL.MODE``: ``C`` → :mod:`training.mode_c` (the paper's Base),
-                   ``GCR`` → ``training.mode_gcr`` (learned anonymizer; issue 4);
+                   ``GCR`` → :mod:`training.mode_gcr` (the learned anonymizer);
 ``evaluate(cfg)``  the mode's ``evaluate``.
 
-A mode module provides ``train(cfg, ctx: RunContext) -> dict`` and ``evaluate(cfg, ctx) -> dict``
-and reuses the helpers here: :func:`build_model`, :func:`build_optimizer`,
-:func:`build_scheduler`, :func:`find_resume`, :class:`History`, :func:`report_test`.
+A mode module provides ``train(cfg, ctx: RunContext) -> dict`` and ``evaluate(cfg, ctx) -> dict``.
+Its training runs in :class:`training.trainer.Trainer` (the loop, resume from ``checkpoints/last``,
+the LR schedule of :func:`lr_factor`, mixed precision, DDP, hooks), with the mode's step, evaluation
+hook and checkpoint contents; it reuses the helpers here: :func:`build_model`,
+:func:`build_optimizer`, :func:`lr_factor`, :class:`History`, :func:`report_test`.
 
 Distributed: launched with ``torchrun --nproc_per_node N -m training ...``, each process reads
 ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``, joins the group (NCCL on GPU, gloo on CPU) and trains on its
 shard of every PK batch; rank 0 alone validates, writes checkpoints, logs and metrics, while the
-others wait at a barrier. Mixed precision (``SOLVER.AMP``) is used on CUDA only.
+others wait at a barrier (the trainer's, at each epoch's end). Mixed precision (``SOLVER.AMP``) is
+used on CUDA only (GCR trains in float32).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class ModeNotAvailableError(NotImplementedError):
 class RunContext:
     """Where and how this process runs."""
 
-    cfg: object
+    cfg: Any  # the frozen yacs config
     device: torch.device
     output_dir: Path
     rank: int = 0
@@ -194,6 +197,7 @@ def build_model(cfg, num_classes: int) -> ReidModel:
         num_classes=num_classes,
         pretrain_choice="none" if choice == "self" else choice,
         pretrain_path=cfg.MODEL.PRETRAIN_PATH,
+        root_dir=cfg.DATASETS.ROOT_DIR,  # relative weight paths resolve against the data folder first
         **reid_model_kwargs(cfg),
     )
     if choice == "self":
@@ -216,7 +220,8 @@ def load_self_checkpoint(cfg) -> Checkpoint:
 
 def build_optimizer(cfg, model: nn.Module, betas: tuple[float, float] | None = None) -> torch.optim.Optimizer:
     """Adam/AdamW/SGD over trainable parameters; biases and norm layers use ``WEIGHT_DECAY_BIAS``."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if not p.requires_grad:
             continue
@@ -239,19 +244,6 @@ def lr_factor(cfg, epoch: int) -> float:
         alpha = epoch / max(1, cfg.SOLVER.WARMUP_EPOCHS)
         warm = cfg.SOLVER.WARMUP_FACTOR * (1 - alpha) + alpha
     return warm * cfg.SOLVER.GAMMA ** bisect.bisect_right(sorted(cfg.SOLVER.STEPS), epoch)
-
-
-def build_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-epoch schedule (call ``step()`` once per epoch)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(cfg, e))
-
-
-def find_resume(ctx: RunContext) -> Checkpoint | None:
-    """``OUTPUT_DIR/checkpoints/last`` when ``SOLVER.RESUME`` is on and it exists."""
-    folder = ctx.output_dir / "checkpoints" / "last"
-    if ctx.cfg.SOLVER.RESUME != "on" or not (folder / "model.pth").is_file():
-        return None
-    return load_checkpoint(folder)
 
 
 def eval_settings(cfg) -> list[str]:

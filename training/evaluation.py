@@ -126,6 +126,14 @@ def evaluate_split(
 ) -> dict:
     """Evaluate a loader over ``query + gallery`` items (queries first) in the given settings."""
     f = extract_pair_features(model, loader, device, protect=protect, amp=amp, desc=desc)
+    return evaluate_split_features(f, num_query, settings, normalize=normalize)
+
+
+def evaluate_split_features(
+    f: dict, num_query: int, settings: Iterable[str] = SETTINGS, normalize: bool = True
+) -> dict:
+    """The settings over features of ``query + gallery`` (queries first): ``raw``, ``protected``, ``pids``
+    and ``camids`` arrays as :func:`extract_pair_features` returns them."""
     n = num_query
     return evaluate_four_settings(
         f["raw"][:n],

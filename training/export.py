@@ -34,6 +34,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("training.export")
 
 
+def provenance_path(path: str | Path | None, cwd: Path | None = None) -> str | None:
+    """A run folder as a bundle records it: relative to the working directory when inside it, else
+    only its last two components.
+
+    Why: bundle.yaml travels with the model (and is signed, so it cannot be cleaned afterwards); a
+    machine path (home folder, mount point) says where it was trained, which is nobody's business,
+    while ``runs/NAME`` is enough to find the run again. Empty values stay as they are.
+    """
+    if path is None:
+        return None
+    if str(path) == "":
+        return ""
+    resolved = Path(path).expanduser().resolve()
+    base = (cwd or Path.cwd()).resolve()
+    if resolved == base or base in resolved.parents:
+        return resolved.relative_to(base).as_posix() or "."
+    return Path(*resolved.parts[-2:]).as_posix() if len(resolved.parts) > 2 else resolved.name
+
+
+_RUN_PATH_KEYS = ("PRETRAIN_DIR", "G_INIT_DIR")  # MODEL keys of the provenance that name run folders
+
+
 def _read_run(run: Path, which: str | None) -> tuple[Path, Checkpoint, dict[str, Any]]:
     """(checkpoint folder, the loaded checkpoint, the run's metrics.json or {})."""
     from .checkpoint import load_checkpoint
@@ -119,6 +141,13 @@ def _bundle_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _encoder_init(init: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The checkpoint's record of G_INIT_DIR, with its run folder as :func:`provenance_path` writes it."""
+    if not init:
+        return init
+    return {**init, "run": provenance_path(init["run"])} if isinstance(init.get("run"), str) else dict(init)
+
+
 def export_run(
     run: str | Path,
     out: str | Path,
@@ -182,12 +211,12 @@ def export_run(
         "trained_on": "training identities only (test identities never seen)",
         "terms": dataset_terms or "see the dataset's licence; research-only datasets: research use only",
     }
-    training = {
-        "run": str(run.resolve()),
+    training: dict[str, Any] = {
+        "run": provenance_path(run),
         "checkpoint": folder.name,
         "epoch": state.get("epoch"),
         "selected_by": info.get("selected_by"),
-        "encoder_init": info.get("encoder_init"),
+        "encoder_init": _encoder_init(info.get("encoder_init")),
         "upgrades": run_metrics.get("upgrades", []),
         "frozen_supervision": state.get("frozen_supervision", False),
         "epochs": run_metrics.get("epochs"),
@@ -223,6 +252,10 @@ def export_run(
             )
         },
     }
+    config = training["config"]
+    for k in _RUN_PATH_KEYS:
+        if isinstance(config.get(k), str):
+            config[k] = provenance_path(config[k])
     path = write_bundle(
         out,
         g=g,

@@ -41,7 +41,7 @@ def _pairs(feat: torch.Tensor, target: torch.Tensor, other: torch.Tensor | None 
     that an anchor's own twin counts as a positive.
     """
     same_set = other is None
-    cand = feat if same_set else other
+    cand = feat if other is None else other
     dist = euclidean_dist(feat.float(), cand.float())
     same = target.unsqueeze(1) == target.unsqueeze(0)
     pos = same & ~torch.eye(len(target), dtype=torch.bool, device=target.device) if same_set else same

@@ -11,26 +11,31 @@ hybrid batch — what the test-time running statistics describe — and a single
 Model selection: validation (the ``_val`` split, or identities carved from training) every
 ``SOLVER.EVAL_PERIOD`` epochs and at the end; the best by ``SOLVER.SELECT_METRIC`` is kept in
 ``checkpoints/best`` and evaluated once on the test split at the end.
+
+The loop, resume, LR schedule, mixed precision and DDP are :class:`training.trainer.Trainer`'s; this
+module supplies the step (:class:`BaseStep`), the epoch summary, the validation hook
+(:class:`SelectBest`), what a checkpoint holds, and the final test.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
+from torch import nn
 
 from . import engine
-from .checkpoint import load_checkpoint, load_model_weights, resolve_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_model_weights, resolve_checkpoint
 from .data import build_test_loader, build_train_loader, iterations_per_epoch
 from .datasets import build_dataset
 from .evaluation import evaluate_split, format_results, summarize
+from .hooks import EvalHook, HistoryWriter, LRScheduler, PeriodicCheckpointer, ProgressBar
 from .losses import ReidLoss
+from .trainer import Checkpointer, HookBase, MixedPrecision, Trainer, wrap_ddp
 
 log = logging.getLogger("training.mode_c")
 
@@ -46,77 +51,148 @@ def _inputs(batch: dict, output_mode: str, device: torch.device) -> tuple[torch.
     return torch.cat([raw, des]), [slice(0, n), slice(n, 2 * n)]
 
 
-def train_one_epoch(
-    ctx: engine.RunContext, net, criterion: ReidLoss, optimizer, center_opt, scaler, loader, epoch: int
-) -> dict:
-    """One epoch; returns mean losses/accuracy over iterations (this process's shard)."""
-    cfg = ctx.cfg
-    net.train()
-    loader.sampler.set_epoch(epoch)
-    n_iter = iterations_per_epoch(cfg, loader)
-    sums: dict[str, float] = defaultdict(float)
-    t0 = time.time()
-    bar = tqdm(
-        total=n_iter,
-        desc=f"epoch {epoch + 1}/{cfg.SOLVER.MAX_EPOCHS}",
-        disable=not ctx.is_main,
-        mininterval=1.0 if sys.stderr.isatty() else 30.0,
-        dynamic_ncols=True,
-    )
-    it = 0
-    for it, batch in enumerate(loader, 1):
-        x, halves = _inputs(batch, cfg.MODEL.OUTPUT_MODE, ctx.device)
+class BaseStep:
+    """One Base iteration: C on the hybrid batch, ReID loss per half (+ cross-kind), one update.
+
+    The centres of the center loss are outside DDP, so their gradients are averaged by hand.
+    """
+
+    def __init__(
+        self,
+        ctx: engine.RunContext,
+        net: nn.Module,
+        criterion: ReidLoss,
+        optimizer: torch.optim.Optimizer,
+        center_opt: torch.optim.Optimizer | None,
+        precision: MixedPrecision,
+    ) -> None:
+        self.ctx, self.net, self.criterion = ctx, net, criterion
+        self.optimizer, self.center_opt, self.precision = optimizer, center_opt, precision
+        self.output_mode = ctx.cfg.MODEL.OUTPUT_MODE
+
+    def __call__(self, batch: dict) -> dict[str, float]:
+        ctx, criterion, scaler = self.ctx, self.criterion, self.precision.scaler
+        x, halves = _inputs(batch, self.output_mode, ctx.device)
         target = batch["pid"].to(ctx.device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        if center_opt is not None:
-            center_opt.zero_grad(set_to_none=True)
-        with torch.autocast(ctx.device.type, enabled=ctx.amp):
-            score, feat = net(x)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.center_opt is not None:
+            self.center_opt.zero_grad(set_to_none=True)
+        with self.precision.autocast():
+            score, feat = self.net(x)
         loss = torch.zeros((), device=ctx.device)
+        parts: dict[str, float] = {}
         for half in halves:
-            part_loss, parts = criterion(score[half], feat[half], target)
+            part_loss, part = criterion(score[half], feat[half], target)
             loss = loss + part_loss
-            for k, v in parts.items():
-                sums[k] += v / len(halves)
+            for k, v in part.items():
+                parts[k] = parts.get(k, 0.0) + v / len(halves)
         cross = criterion.cross_kind(feat[halves[0]], feat[halves[1]], target) if len(halves) == 2 else None
         if cross is not None:  # MODEL.CROSS_KIND_TRIPLET: raw against M, ours
             loss = loss + cross
-            sums["cross_kind"] += float(cross.detach())
+            parts["cross_kind"] = float(cross.detach())
         scaler.scale(loss).backward()
-        if center_opt is not None:
-            scaler.unscale_(center_opt)
+        if self.center_opt is not None:
+            scaler.unscale_(self.center_opt)
             criterion.scale_center_grads()
             if ctx.distributed:  # centres are outside DDP: average their gradients by hand
                 for p in criterion.center_parameters():
-                    dist.all_reduce(p.grad)
-                    p.grad.div_(ctx.world_size)
-            scaler.step(center_opt)
-        scaler.step(optimizer)
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad.div_(ctx.world_size)
+            scaler.step(self.center_opt)
+        scaler.step(self.optimizer)
         scaler.update()
-        sums["loss"] += float(loss.detach())
-        bar.update(1)
-        bar.set_postfix(loss=f"{sums['loss'] / it:.3f}", acc=f"{sums['acc'] / it:.3f}")
-        if ctx.is_main and cfg.SOLVER.LOG_PERIOD > 0 and it % cfg.SOLVER.LOG_PERIOD == 0:
+        parts["loss"] = float(loss.detach())
+        return parts
+
+
+class EpochSummary(HookBase):
+    """Train mode, the LOG_PERIOD iteration lines, and the epoch's fields and line (Base's format)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch_size: int, halves: int) -> None:
+        self.model, self.optimizer, self.images_per_iter = model, optimizer, batch_size * halves
+
+    def before_epoch(self) -> None:
+        self.model.train()
+
+    def after_step(self) -> None:
+        t = self.trainer
+        period = t.ctx.cfg.SOLVER.LOG_PERIOD
+        it = t.iter + 1
+        if t.is_main and period > 0 and it % period == 0:
+            mean = t.meter.mean()
             log.info(
                 "epoch %d iter %d/%d loss %.3f (%s) lr %.2e",
-                epoch + 1,
+                t.done,
                 it,
-                n_iter,
-                sums["loss"] / it,
-                ", ".join(f"{k} {v / it:.3f}" for k, v in sums.items() if k != "loss"),
-                optimizer.param_groups[0]["lr"],
+                t.iters_per_epoch,
+                mean.get("loss", 0.0),
+                ", ".join(f"{k} {v:.3f}" for k, v in mean.items() if k != "loss"),
+                self.optimizer.param_groups[0]["lr"],
             )
-        if it >= n_iter:
-            break
-    bar.close()
-    seconds = time.time() - t0
-    stats = {k: v / max(it, 1) for k, v in sums.items()}
-    stats.update(
-        iters=it,
-        time_s=round(seconds, 2),
-        images_per_s=round(it * loader.batch_size * len(halves) / max(seconds, 1e-9), 1),
-    )
-    return stats
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        seconds = t.meter.seconds
+        stats = t.meter.mean()
+        it = t.meter.count
+        t.record.update(
+            stats,
+            iters=it,
+            time_s=round(seconds, 2),
+            images_per_s=round(it * self.images_per_iter / max(seconds, 1e-9), 1),
+        )
+        if t.is_main:
+            log.info(
+                "epoch %d/%d done in %.0f s: loss %.3f, acc %.3f, lr %.2e",
+                t.done,
+                t.max_epochs,
+                seconds,
+                stats.get("loss", 0.0),
+                stats.get("acc", 0.0),
+                t.record.get("lr", 0.0),
+            )
+
+
+class SelectBest(EvalHook):
+    """Validation every SOLVER.EVAL_PERIOD epochs; the best by SOLVER.SELECT_METRIC → checkpoints/best."""
+
+    def __init__(self, cfg: Any, model: nn.Module, val_loader: Any, num_query: int, device: torch.device, amp: bool):
+        super().__init__(cfg.SOLVER.EVAL_PERIOD)
+        self.model, self.loader, self.num_query, self.device, self.amp = model, val_loader, num_query, device, amp
+        self.metric_name = cfg.SOLVER.SELECT_METRIC
+        self.settings = engine.eval_settings(cfg)
+        self.normalize = cfg.TEST.FEAT_NORM == "on"
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_metric": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best, self.best_epoch = state.get("best_metric"), state.get("best_epoch")
+        log.info("resumed best %s at epoch %s", self.best, self.best_epoch)
+
+    def evaluate(self) -> None:
+        t = self.trainer
+        val = evaluate_split(
+            self.model,
+            self.loader,
+            self.num_query,
+            self.device,
+            self.settings,
+            amp=self.amp,
+            normalize=self.normalize,
+            desc="validation",
+        )
+        value = summarize(val, self.metric_name)
+        t.record["val"] = {s: {k: r[k] for k in ("rank1", "mAP", "mINP")} for s, r in val.items()}
+        t.record["val_metric"] = value
+        log.info("validation after epoch %d (%s %.4f):\n%s", t.done, self.metric_name, value, format_results(val))
+        if self.best is None or value > self.best:
+            self.best, self.best_epoch = value, t.done
+            t.save("best", extra={"val_results": val})
+            log.info("new best checkpoint (epoch %d)", t.done)
 
 
 def train(cfg, ctx: engine.RunContext) -> dict:
@@ -132,65 +208,21 @@ def train(cfg, ctx: engine.RunContext) -> dict:
         if criterion.center is not None
         else None
     )
-    scheduler = engine.build_scheduler(cfg, optimizer)
-    scaler = torch.amp.GradScaler("cuda", enabled=ctx.amp)
-    history = engine.History(ctx.output_dir, enabled=ctx.is_main)
+    precision = MixedPrecision(ctx.amp, ctx.device.type)
+    schedule = LRScheduler({"optimizer": optimizer}, lambda e: engine.lr_factor(cfg, e))
+    states: dict[str, Any] = {
+        "optimizer": optimizer,
+        "scheduler": schedule.schedulers["optimizer"],
+        "scaler": precision.scaler,
+    }
+    if criterion.center is not None:
+        states.update(center=criterion.center, center_optimizer=center_opt)
     metric_name = cfg.SOLVER.SELECT_METRIC
-    start_epoch, best, best_epoch = 0, None, None
 
-    resume = engine.find_resume(ctx)
-    if resume is not None:
-        load_model_weights(model, resume)
-        states = resume.optim_states()
-        optimizer.load_state_dict(states["optimizer"])
-        scheduler.load_state_dict(states["scheduler"])
-        if "scaler" in states:
-            scaler.load_state_dict(states["scaler"])
-        if criterion.center is not None and "center" in states:
-            criterion.center.load_state_dict(states["center"])
-            center_opt.load_state_dict(states["center_optimizer"])
-        start_epoch = int(resume.state["epoch"])
-        best, best_epoch = resume.state.get("best_metric"), resume.state.get("best_epoch")
-        history.truncate_after(start_epoch)
-        log.info("resumed from %s at epoch %d (best %s at epoch %s)", resume.folder, start_epoch, best, best_epoch)
-
-    net = (
-        DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-        if ctx.distributed
-        else model
-    )
-    loader = build_train_loader(cfg, dataset.train, ctx.rank, ctx.world_size)
-    val_loader = (
-        build_test_loader(cfg, dataset.val_query + dataset.val_gallery) if dataset.has_val and ctx.is_main else None
-    )
-    if not dataset.has_val and ctx.is_main:
-        log.warning("no validation split (DATASETS.VAL_FRACTION 0): the last epoch's model will be tested")
-    settings = engine.eval_settings(cfg)
-    max_epochs = cfg.SOLVER.MAX_EPOCHS
-    if ctx.is_main:
-        log.info(
-            "training %s (%d identities, %d images) for epochs %d..%d, %d iterations/epoch, "
-            "batch %d (P×K = %d×%d) on %d process(es), mode C / %s / %s %.1f",
-            cfg.MODEL.NAME,
-            num_classes,
-            len(dataset.train),
-            start_epoch + 1,
-            max_epochs,
-            iterations_per_epoch(cfg, loader),
-            cfg.SOLVER.IMS_PER_BATCH,
-            cfg.SOLVER.IMS_PER_BATCH // cfg.DATALOADER.NUM_INSTANCE,
-            cfg.DATALOADER.NUM_INSTANCE,
-            ctx.world_size,
-            cfg.MODEL.OUTPUT_MODE,
-            cfg.INPUT.TYPE,
-            cfg.INPUT.RADIUS,
-        )
-
-    def full_state(epoch: int) -> dict:
+    def info(epoch: int, kind: str) -> dict[str, Any]:
         return {
-            "epoch": epoch,
-            "best_metric": best,
-            "best_epoch": best_epoch,
+            "best_metric": None,  # (SelectBest's state replaces these when there is a validation split)
+            "best_epoch": None,
             "select_metric": metric_name,
             "mode": "C",
             "model_name": cfg.MODEL.NAME,
@@ -200,57 +232,56 @@ def train(cfg, ctx: engine.RunContext) -> dict:
             "config": cfg.dump(),
         }
 
-    for epoch in range(start_epoch, max_epochs):
-        lr = optimizer.param_groups[0]["lr"]
-        stats = train_one_epoch(ctx, net, criterion, optimizer, center_opt, scaler, loader, epoch)
-        scheduler.step()
-        done = epoch + 1
-        record = {"epoch": done, "lr": lr, **stats}
-        if ctx.is_main:
-            validate = dataset.has_val and (done % cfg.SOLVER.EVAL_PERIOD == 0 or done == max_epochs)
-            if validate:
-                val = evaluate_split(
-                    model,
-                    val_loader,
-                    len(dataset.val_query),
-                    ctx.device,
-                    settings,
-                    amp=ctx.amp,
-                    normalize=cfg.TEST.FEAT_NORM == "on",
-                    desc="validation",
-                )
-                value = summarize(val, metric_name)
-                record["val"] = {s: {k: r[k] for k in ("rank1", "mAP", "mINP")} for s, r in val.items()}
-                record["val_metric"] = value
-                log.info("validation after epoch %d (%s %.4f):\n%s", done, metric_name, value, format_results(val))
-                if best is None or value > best:
-                    best, best_epoch = value, done
-                    save_checkpoint(
-                        ctx.output_dir / "checkpoints" / "best",
-                        {"model": model},
-                        {**full_state(done), "val_results": val},
-                    )
-                    log.info("new best checkpoint (epoch %d)", done)
-            optim = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
-            if criterion.center is not None:
-                optim.update(center=criterion.center, center_optimizer=center_opt)
-            save_checkpoint(ctx.output_dir / "checkpoints" / "last", {"model": model}, full_state(done), optim)
-            if cfg.SOLVER.CHECKPOINT_PERIOD > 0 and done % cfg.SOLVER.CHECKPOINT_PERIOD == 0:
-                save_checkpoint(ctx.output_dir / "checkpoints" / f"epoch_{done}", {"model": model}, full_state(done))
-            history.append(record)
-            log.info(
-                "epoch %d/%d done in %.0f s: loss %.3f, acc %.3f, lr %.2e",
-                done,
-                max_epochs,
-                stats["time_s"],
-                stats["loss"],
-                stats.get("acc", 0.0),
-                lr,
-            )
-        ctx.barrier()
+    loader = build_train_loader(cfg, dataset.train, ctx.rank, ctx.world_size)
+    halves = 2 if cfg.MODEL.OUTPUT_MODE == "both" else 1
+    select: SelectBest | None = None
+    if dataset.has_val and dataset.val_query is not None and dataset.val_gallery is not None:
+        val_loader = build_test_loader(cfg, dataset.val_query + dataset.val_gallery) if ctx.is_main else None
+        select = SelectBest(cfg, model, val_loader, len(dataset.val_query), ctx.device, ctx.amp)
+    elif ctx.is_main:
+        log.warning("no validation split (DATASETS.VAL_FRACTION 0): the last epoch's model will be tested")
+    hooks: list[HookBase] = [
+        schedule,
+        ProgressBar("epoch"),
+        EpochSummary(model, optimizer, loader.batch_size or 0, halves),
+        *([select] if select is not None else []),
+        PeriodicCheckpointer(cfg.SOLVER.CHECKPOINT_PERIOD),
+        HistoryWriter(engine.History(ctx.output_dir, enabled=ctx.is_main)),
+    ]
+    trainer = Trainer(
+        ctx,
+        loader,
+        BaseStep(ctx, wrap_ddp(model, ctx), criterion, optimizer, center_opt, precision),
+        Checkpointer({"model": model}, states, info),
+        max_epochs=cfg.SOLVER.MAX_EPOCHS,
+        iters_per_epoch=iterations_per_epoch(cfg, loader),
+        hooks=hooks,
+        precision=precision,
+    )
+    trainer.resume_or_load()
+    if ctx.is_main:
+        log.info(
+            "training %s (%d identities, %d images) for epochs %d..%d, %d iterations/epoch, "
+            "batch %d (P×K = %d×%d) on %d process(es), mode C / %s / %s %.1f",
+            cfg.MODEL.NAME,
+            num_classes,
+            len(dataset.train),
+            trainer.start_epoch + 1,
+            trainer.max_epochs,
+            trainer.iters_per_epoch,
+            cfg.SOLVER.IMS_PER_BATCH,
+            cfg.SOLVER.IMS_PER_BATCH // cfg.DATALOADER.NUM_INSTANCE,
+            cfg.DATALOADER.NUM_INSTANCE,
+            ctx.world_size,
+            cfg.MODEL.OUTPUT_MODE,
+            cfg.INPUT.TYPE,
+            cfg.INPUT.RADIUS,
+        )
+    trainer.train()
 
     result: dict = {}
     if ctx.is_main:
+        best = select.best if select is not None else None
         which = "best" if dataset.has_val else "last"
         folder = resolve_checkpoint(ctx.output_dir, which)
         ckpt = load_checkpoint(folder)

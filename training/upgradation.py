@@ -1,4 +1,4 @@
-"""Supervision upgradation (METHOD.md): the pure decision rule, separate from any training code.
+"""Supervision upgradation (docs/method.md): the pure decision rule, separate from any training code.
 
 Why a separate, pure module: the rule decides when the supervision of the anonymizer changes, which
 is the main lever of the full model. Keeping it free of tensors lets tests drive it with
@@ -19,12 +19,18 @@ The rule, evaluated after each validation (every MODEL.VAL_PERIOD epochs on a ``
 
 All comparisons are strict, as in the paper's code.
 
+``upgrades.json`` and the ``upgrader`` state in checkpoints are standard JSON: a bound that is
+infinite (``val_r1`` when upgradation is off, ``best_rank1``/``last_upgrade_rank1`` before the first
+anonymous validation / upgrade) and any other non-finite number is written as ``null``. Files written
+before that hold ``Infinity``/``-Infinity`` there; :func:`read_upgrades` and
+:meth:`SupervisionUpgrader.load_state_dict` read both.
+
 Ours, when outside attackers are named (``MODEL.PRIVACY_ATTACKERS``, ``training/attacker_check.py``):
 *anonymous enough* also needs the worst attacker rank-1 on P to be at most its rank-1 on M plus
 ``attacker_margin`` (MODEL.ATTACKER_MARGIN, a fraction). Why: pixels alone let a G pass that a
 public Re-ID model still reads.
 
-Ours, off by default (``upgrade_margin`` = MODEL.UPGRADE_MARGIN = 0 is METHOD.md exactly): an encoder
+Ours, off by default (``upgrade_margin`` = MODEL.UPGRADE_MARGIN = 0 is docs/method.md exactly): an encoder
 is frozen only when it is anonymous with a margin, i.e. within (1 − margin)·ε of M, and is the
 saved best (an older best inside the margin band is never frozen). Why: after an
 upgrade G is pulled towards G_frozen(O) while the Re-ID loss keeps pushing P towards O, so a
@@ -37,9 +43,29 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+#: the upgrader's fields that may be infinite, and what ``null`` stands for in each
+INFINITE_DEFAULTS = {"val_r1": math.inf, "best_rank1": -math.inf, "last_upgrade_rank1": -math.inf}
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (inf, -inf, nan) replaced by None, so that it is standard JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def read_upgrades(path: str | Path) -> dict[str, Any]:
+    """An ``upgrades.json``, old (``Infinity`` literals) or new (``null``), in the new convention."""
+    return json_safe(json.loads(Path(path).read_text()))
 
 
 @dataclass(frozen=True)
@@ -154,19 +180,31 @@ class SupervisionUpgrader:
     def upgraded(self) -> bool:
         return bool(self.upgrades)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The whole state, as standard JSON (infinite bounds as null), for a checkpoint's state.json."""
+        return json_safe(asdict(self))
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (null bounds back to ±inf; old ``Infinity`` values as they are)."""
+        for k, v in state.items():
+            setattr(self, k, INFINITE_DEFAULTS[k] if v is None and k in INFINITE_DEFAULTS else v)
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "rule": "METHOD.md supervision upgradation (training/upgradation.py)",
-            "val_r1": self.val_r1,
-            "eps_psnr": self.eps_psnr,
-            "eps_ssim": self.eps_ssim,
-            "upgrade_margin": self.upgrade_margin,
-            "attacker_margin": self.attacker_margin,
-            "best_epoch": self.best_epoch,
-            "best_rank1": None if math.isinf(self.best_rank1) else self.best_rank1,
-            "upgrades": self.upgrades,
-            "validations": self.history,
-        }
+        """upgrades.json: the rule's settings and every decision; ``val_r1`` null = upgradation off."""
+        return json_safe(
+            {
+                "rule": "supervision upgradation of docs/method.md (training/upgradation.py)",
+                "val_r1": self.val_r1,
+                "eps_psnr": self.eps_psnr,
+                "eps_ssim": self.eps_ssim,
+                "upgrade_margin": self.upgrade_margin,
+                "attacker_margin": self.attacker_margin,
+                "best_epoch": self.best_epoch,
+                "best_rank1": self.best_rank1,
+                "upgrades": self.upgrades,
+                "validations": self.history,
+            }
+        )
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2))
+        Path(path).write_text(json.dumps(self.to_json(), indent=2, allow_nan=False))

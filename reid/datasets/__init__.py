@@ -7,7 +7,9 @@ training-side entry that reads a yacs config, ``training.datasets.build_dataset(
 :func:`load_dataset`.
 
 Names: ``market1501``, ``msmt17``, ``cuhk03`` and their ``_val`` variants (written by
-``python -m training.split``), ``cuhk01``, and ``folder`` / ``folder:NAME``.
+``python -m training.split``), ``cuhk01``, and ``folder`` / ``folder:NAME``. Each reader registers
+itself in :data:`reid.datasets.registry.DATASETS` (one module, one decorator); ``DATASET_NAMES`` is
+the registry's list.
 
 Model selection never looks at the test split: datasets without their own validation folders get
 one carved from their training identities (the first ``val_fraction`` of the sorted identities,
@@ -17,41 +19,48 @@ identities are removed from training. ``val_fraction=0`` disables this.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-from . import cuhk01, cuhk03, folder, market1501, msmt17
 from .base import DatasetError, Item, ReidDataset, carve_validation, choose_val_query, relabel
+from .registry import DATASETS, DatasetReader
 
-_REGISTRY: dict[str, ModuleType] = {
-    "market1501": market1501,
-    "msmt17": msmt17,
-    "cuhk03": cuhk03,
-    "cuhk01": cuhk01,
-    "folder": folder,
-}
-DATASET_NAMES = tuple(sorted(_REGISTRY))
+
+def _reader(name: str) -> DatasetReader:
+    """The registered ``load`` of dataset ``name`` (``_val`` and ``folder:NAME`` forms included)."""
+    key = name.split(":", 1)[0]
+    key = key[:-4] if key.endswith("_val") else key
+    if key not in DATASETS:
+        raise DatasetError(
+            f"unknown dataset '{name}' in DATASETS.NAMES (known: {', '.join(DATASETS.names())}, plus _val variants)"
+        )
+    return DATASETS.get(key)
 
 
 def dataset_module(name: str) -> ModuleType:
     """The reader module of dataset ``name`` (``_val`` and ``folder:NAME`` forms included)."""
-    key = name.split(":", 1)[0]
-    key = key[:-4] if key.endswith("_val") else key
-    if key not in _REGISTRY:
-        raise DatasetError(
-            f"unknown dataset '{name}' in DATASETS.NAMES (known: {', '.join(sorted(_REGISTRY))}, plus _val variants)"
-        )
-    return _REGISTRY[key]
+    return importlib.import_module(_reader(name).__module__)
+
+
+def __getattr__(name: str) -> Any:
+    # DATASET_NAMES follows the registry: computed when asked for, after the readers registered.
+    if name == "DATASET_NAMES":
+        return tuple(DATASETS.names())
+    raise AttributeError(f"module 'reid.datasets' has no attribute '{name}'")
 
 
 def load_dataset(
     root: str | Path, name: str, split_seed: int = 0, val_fraction: float = 0.2, cuhk03_type: str = "detected"
 ) -> ReidDataset:
     """Load ``name`` under ``root`` and make sure it has a validation split (unless ``val_fraction`` is 0)."""
-    module = dataset_module(name)
+    reader = _reader(name)
+    module = importlib.import_module(reader.__module__)
     if name.endswith("_val") and val_fraction <= 0:
-        val_fraction = 0.2  # a _val dataset without its own split files (CUHK01) always gets METHOD.md's split
-    ds = module.load(Path(root).expanduser(), name, split_seed=split_seed, cuhk03_type=cuhk03_type)
+        # a _val dataset without its own split files (CUHK01) always gets the method's split (docs/method.md)
+        val_fraction = 0.2
+    ds = reader(Path(root).expanduser(), name, split_seed=split_seed, cuhk03_type=cuhk03_type)
     if not ds.has_val and val_fraction > 0:
         rule = getattr(module, "VAL_QUERY_RULE", None)
         train, vq, vg = carve_validation(ds.train, val_fraction, split_seed, rule)
@@ -72,6 +81,7 @@ def load_dataset(
 
 
 __all__ = [
+    "DATASETS",
     "DATASET_NAMES",
     "DatasetError",
     "Item",

@@ -47,7 +47,7 @@ class ReidDataset:
     def summary(self) -> str:
         """A small table an operator can check against the dataset's published statistics."""
         rows = [("train", self.train), ("query", self.query), ("gallery", self.gallery)]
-        if self.has_val:
+        if self.val_query and self.val_gallery:
             rows += [("val_query", self.val_query), ("val_gallery", self.val_gallery)]
         lines = [
             f"dataset {self.name} at {self.root} (validation: {self.val_source})",

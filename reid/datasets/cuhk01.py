@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from .base import DatasetError, Item, ReidDataset, list_images, relabel
+from .registry import DATASETS
 
 NUM_TRAIN_IDS = 485
 NAME_PATTERN = re.compile(r"^(\d{4})(\d{3})$")
@@ -73,10 +74,11 @@ def camera_a_to_b(items: list[Item]) -> tuple[list[Item], list[Item]]:
 VAL_QUERY_RULE = camera_a_to_b
 
 
+@DATASETS.register("cuhk01")
 def load(root: Path, name: str, split_seed: int = 0, **_) -> ReidDataset:
     """``cuhk01`` and ``cuhk01_val`` read the same folder: CUHK01 has no separate ``_val`` files, so
     :func:`reid.datasets.load_dataset` carves the validation identities from training for both
-    (METHOD.md's rule: the first 20 % of the sorted training identities)."""
+    (the method's rule, docs/method.md: the first 20 % of the sorted training identities)."""
     base = root / (name[:-4] if name.endswith("_val") else name)
     if not base.is_dir():
         raise DatasetError(

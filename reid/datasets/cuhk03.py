@@ -17,8 +17,10 @@ from pathlib import Path
 
 from .base import DatasetError, ReidDataset
 from .market1501 import LAYOUT, TRAIN, load_market_style
+from .registry import DATASETS
 
 
+@DATASETS.register("cuhk03")
 def load(root: Path, name: str, cuhk03_type: str = "detected", **_) -> ReidDataset:
     is_val = name.endswith("_val")
     base_name = name

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from .base import DatasetError, Item, ReidDataset, list_images, relabel
+from .registry import DATASETS
 
 CAM_PATTERN = re.compile(r"(?:^|_)c(\d+)(?:_|\.|$)")
 LAYOUT = (
@@ -37,6 +38,7 @@ def scan_tree(folder: Path) -> list[Item]:
     return items
 
 
+@DATASETS.register("folder")
 def load(root: Path, name: str, **_) -> ReidDataset:
     base = root / name.split(":", 1)[1] if ":" in name else root
     if not base.is_dir():

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import DatasetError, ReidDataset, parse_market_name, relabel, require_dirs, scan_dir
+from .registry import DATASETS
 
 TRAIN, TEST, QUERY = "bounding_box_train", "bounding_box_test", "query"
 VAL_QUERY, VAL_GALLERY = "bounding_box_val_query", "bounding_box_val_gallery"
@@ -64,6 +65,7 @@ def load_market_style(
     return ds
 
 
+@DATASETS.register("market1501")
 def load(root: Path, name: str, **_) -> ReidDataset:
     is_val = name.endswith("_val")
     return load_market_style(root, name, val=is_val, aliases=("Market-1501-v15.09.15",))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .base import DatasetError, ReidDataset, parse_market_name, relabel
 from .market1501 import TRAIN, find_market_root, load_market_style
+from .registry import DATASETS
 
 MSMT_PATTERN = re.compile(r"^(\d+)_(\d+)_(\d+)_")
 LIST_LAYOUT = (
@@ -63,6 +64,7 @@ def _read_list(base: Path, list_name: str, image_dirs: tuple[str, ...]) -> list[
     return items
 
 
+@DATASETS.register("msmt17")
 def load(root: Path, name: str, **_) -> ReidDataset:
     if name.endswith("_val"):
         return load_market_style(root, name, parse=parse_msmt_name, val=True)

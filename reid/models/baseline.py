@@ -11,6 +11,7 @@ protected; MODEL.C_INPUT_BLUR_SIGMA). Why: a learned anonymizer with a scattered
 image's smooth content and damps that code, so C does not have to learn to ignore it. It is part of C,
 so every caller (training, evaluation, bundles, ONNX) sees the same filter.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,16 @@ from .layers import GaussianBlur, gem_or_avg, init_bnneck, init_classifier
 
 
 class ReidModel(nn.Module):
-    def __init__(self, backbone: nn.Module, feat_dim: int, num_classes: int, gem: bool = True,
-                 neck: str = "bnneck", neck_feat: str = "after", input_blur_sigma: float = 0.0) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feat_dim: int,
+        num_classes: int,
+        gem: bool = True,
+        neck: str = "bnneck",
+        neck_feat: str = "after",
+        input_blur_sigma: float = 0.0,
+    ) -> None:
         super().__init__()
         if not 0.0 <= float(input_blur_sigma) <= 8.0:
             raise ValueError(f"MODEL.C_INPUT_BLUR_SIGMA must lie in [0, 8] pixels, got {input_blur_sigma}")
@@ -37,9 +46,11 @@ class ReidModel(nn.Module):
         self.num_classes = num_classes
         self.neck = neck
         self.neck_feat = neck_feat
-        self.bottleneck = nn.BatchNorm1d(feat_dim) if neck == "bnneck" else nn.Identity()
+        self.bottleneck: nn.Module = nn.Identity()
         if neck == "bnneck":
-            init_bnneck(self.bottleneck)
+            bn = nn.BatchNorm1d(feat_dim)
+            init_bnneck(bn)
+            self.bottleneck = bn
         self.classifier = nn.Linear(feat_dim, num_classes, bias=False) if num_classes > 0 else None
         if self.classifier is not None:
             init_classifier(self.classifier)

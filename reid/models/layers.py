@@ -3,6 +3,7 @@ fixed Gaussian blur (C's optional input filter, also G's blur branch: ``anonymiz
 
 Kept free of any training code so the pipeline can load the same modules for inference.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,10 +79,10 @@ class NonLocalBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         n = h * w
-        value = self.g(x).flatten(2).transpose(1, 2)      # B, N, C'
+        value = self.g(x).flatten(2).transpose(1, 2)  # B, N, C'
         query = self.theta(x).flatten(2).transpose(1, 2)  # B, N, C'
-        key = self.phi(x).flatten(2)                      # B, C', N
-        affinity = torch.bmm(query, key) / n              # B, N, N (normalised by N, not softmax)
+        key = self.phi(x).flatten(2)  # B, C', N
+        affinity = torch.bmm(query, key) / n  # B, N, N (normalised by N, not softmax)
         y = torch.bmm(affinity, value).transpose(1, 2).reshape(b, self.inter_channels, h, w)
         return x + self.out(y)
 

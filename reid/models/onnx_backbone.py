@@ -14,6 +14,7 @@ mean/std and resizes them to the model's input size, so the rest of the training
 exported C see one convention. Its output is the model's embedding as a ``[N, D, 1, 1]`` map, which
 :class:`~reid.models.baseline.ReidModel` pools (a no-op) and feeds to its BN-neck and classifier.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,6 +23,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .pretrained import data_candidates
+from .registry import MODELS, BackboneOptions
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,8 +46,11 @@ def _declare_unknown_ranks(model) -> None:
     import onnx
     from onnx import numpy_helper
 
-    known = {v.name for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
-             if v.type.tensor_type.HasField("shape") and len(v.type.tensor_type.shape.dim) > 0}
+    known = {
+        v.name
+        for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+        if v.type.tensor_type.HasField("shape") and len(v.type.tensor_type.shape.dim) > 0
+    }
     inits = {i.name: i for i in model.graph.initializer}
     producers = {out: node for node in model.graph.node for out in node.output}
     for node in model.graph.node:
@@ -57,7 +64,8 @@ def _declare_unknown_ranks(model) -> None:
         for v in stale:
             model.graph.value_info.remove(v)
         model.graph.value_info.append(
-            onnx.helper.make_tensor_value_info(node.input[0], onnx.TensorProto.FLOAT, ["batch", channels]))
+            onnx.helper.make_tensor_value_info(node.input[0], onnx.TensorProto.FLOAT, ["batch", channels])
+        )
 
 
 def _inline_shared_initializers(model) -> None:
@@ -96,7 +104,9 @@ def onnx_to_torch(path: str | Path, data: bytes | None = None) -> nn.Module:
         model = onnx.shape_inference.infer_shapes(model)
         net = convert(model)
     except Exception as exc:  # onnx raises DecodeError, ValidationError, NotImplementedError, ...
-        raise OnnxBackboneError(f"{path}: cannot convert this ONNX graph to PyTorch ({type(exc).__name__}: {exc})") from exc
+        raise OnnxBackboneError(
+            f"{path}: cannot convert this ONNX graph to PyTorch ({type(exc).__name__}: {exc})"
+        ) from exc
     return net.eval()
 
 
@@ -113,9 +123,17 @@ def onnx_input_hw(path: str | Path) -> tuple[int, int] | None:
 class OnnxBackbone(nn.Module):
     """``onnx2torch`` network + the model's own normalization and input size (see module doc)."""
 
-    def __init__(self, path: str | Path, in_mean: Sequence[float] = IMAGENET_MEAN,
-                 in_std: Sequence[float] = IMAGENET_STD, model_mean: Sequence[float] = IMAGENET_MEAN,
-                 model_std: Sequence[float] = IMAGENET_STD, model_hw: Sequence[int] | None = None) -> None:
+    embeds = True  # the output is the model's pooled embedding, with the graph's own weights
+
+    def __init__(
+        self,
+        path: str | Path,
+        in_mean: Sequence[float] = IMAGENET_MEAN,
+        in_std: Sequence[float] = IMAGENET_STD,
+        model_mean: Sequence[float] = IMAGENET_MEAN,
+        model_std: Sequence[float] = IMAGENET_STD,
+        model_hw: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         self.net = onnx_to_torch(path)
         hw = tuple(int(v) for v in model_hw) if model_hw else onnx_input_hw(path)
@@ -133,11 +151,31 @@ class OnnxBackbone(nn.Module):
             raise OnnxBackboneError(f"{path}: expected an embedding [N, D] output, got shape {tuple(probe.shape)}")
         self.out_channels = int(probe.shape[1])
 
-    def load_imagenet(self, path: str = "") -> None:
+    def load_imagenet(self, path: str = "", root_dir: str = "") -> None:
         """Nothing to load: the weights came with the graph (kept for the backbone interface)."""
+
+    scale: torch.Tensor  # buffers, registered in __init__
+    shift: torch.Tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x * self.scale + self.shift
         if tuple(x.shape[-2:]) != self.model_hw:
             x = F.interpolate(x, size=self.model_hw, mode="bilinear", align_corners=False)
         return self.net(x)[:, :, None, None]
+
+
+@MODELS.register("onnx")
+def _onnx(opts: BackboneOptions) -> OnnxBackbone:
+    """``MODEL.NAME onnx``: the graph at ``onnx_path`` (or ``MODEL.PRETRAIN_PATH``), a relative path looked
+    up under DATASETS.ROOT_DIR first, then in the working directory."""
+    graph = opts.onnx_path or opts.pretrain_path
+    if not graph:
+        raise OnnxBackboneError("MODEL.NAME onnx needs MODEL.PRETRAIN_PATH: the ONNX Re-ID model C starts from")
+    tried = data_candidates(graph, opts.root_dir)
+    found = next((p for p in tried if p.is_file()), None)
+    if found is None:
+        raise OnnxBackboneError(
+            f"ONNX Re-ID model {graph} does not exist (MODEL.PRETRAIN_PATH; looked for: "
+            f"{', '.join(str(t) for t in tried)})"
+        )
+    return OnnxBackbone(found, in_mean=opts.pixel_mean, in_std=opts.pixel_std, model_hw=opts.onnx_input_size or None)

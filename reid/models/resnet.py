@@ -3,10 +3,12 @@
 torchvision supplies the layer definitions (and the names its ImageNet weights use); we only
 change the last stride and, for AGW, interleave non-local blocks after chosen residual blocks.
 """
+
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -14,6 +16,7 @@ from torchvision.models import resnet18, resnet50
 
 from .layers import NonLocalBlock
 from .pretrained import find_weights, load_state_dict_file
+from .registry import MODELS, BackboneOptions
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +26,7 @@ _ARCHS = {"resnet18": (resnet18, 512), "resnet50": (resnet50, 2048)}
 class ResNetBackbone(nn.Module):
     """ResNet stem + 4 stages → feature map; ``non_local[i]`` NL blocks after the last blocks of stage i+1."""
 
-    def __init__(self, arch: str = "resnet50", last_stride: int = 1,
-                 non_local: Sequence[int] = (0, 0, 0, 0)) -> None:
+    def __init__(self, arch: str = "resnet50", last_stride: int = 1, non_local: Sequence[int] = (0, 0, 0, 0)) -> None:
         super().__init__()
         if arch not in _ARCHS:
             raise ValueError(f"unknown ResNet '{arch}' (expected one of {sorted(_ARCHS)})")
@@ -50,9 +52,9 @@ class ResNetBackbone(nn.Module):
     def _stages(self) -> list[nn.Sequential]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]
 
-    def load_imagenet(self, path: str = "") -> None:
-        """Load torchvision ImageNet weights (offline file only); the fc layer is dropped."""
-        weights = find_weights(self.arch, path)
+    def load_imagenet(self, path: str = "", root_dir: str = "") -> None:
+        """Load torchvision ImageNet weights (offline file only; ``root_dir``: DATASETS.ROOT_DIR); fc is dropped."""
+        weights = find_weights(self.arch, path, root_dir=root_dir)
         state = {k: v for k, v in load_state_dict_file(weights).items() if not k.startswith("fc.")}
         missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("non_local.")]
@@ -64,17 +66,28 @@ class ResNetBackbone(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for stage, nl_idx, nl_blocks in zip(self._stages(), self.nl_after, self.non_local, strict=True):
             j = 0
+            blocks = cast(nn.ModuleList, nl_blocks)
             for i, block in enumerate(stage):
                 x = block(x)
                 if i in nl_idx:
-                    x = nl_blocks[j](x)
+                    x = blocks[j](x)
                     j += 1
         return x
 
 
+@MODELS.register("resnet50")
+def _resnet50(opts: BackboneOptions) -> ResNetBackbone:
+    return ResNetBackbone("resnet50", last_stride=opts.last_stride)
+
+
+@MODELS.register("resnet18")
+def _resnet18(opts: BackboneOptions) -> ResNetBackbone:
+    return ResNetBackbone("resnet18", last_stride=opts.last_stride)
+
+
 def _set_stage_stride(stage: nn.Sequential, stride: int) -> None:
     """Change the stride of a stage's first block (Bottleneck: conv2, torchvision v1.5; Basic: conv1)."""
-    first = stage[0]
+    first: Any = stage[0]  # a torchvision BasicBlock or Bottleneck
     strided = first.conv2 if hasattr(first, "conv3") else first.conv1
     strided.stride = (stride, stride)
     if first.downsample is not None:
@@ -82,4 +95,5 @@ def _set_stage_stride(stage: nn.Sequential, stride: int) -> None:
 
 
 def _block_out_channels(block: nn.Module) -> int:
-    return block.bn3.num_features if hasattr(block, "bn3") else block.bn2.num_features
+    last: Any = block.bn3 if hasattr(block, "bn3") else block.bn2
+    return int(last.num_features)
