@@ -9,6 +9,8 @@ generators; ``None`` leaves OpenVINO's default (faster for a Re-ID model on such
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,19 +19,36 @@ from backends.device import Device
 from backends.registry import BACKENDS, Backend, BackendError, model_source, require
 
 
-def openvino_target(device: Device, available: list[str]) -> str:
-    """OpenVINO's device name for a parsed device (``auto`` = the CPU)."""
+def openvino_target(device: Device, available: Callable[[], list[str]]) -> str:
+    """OpenVINO's device name for a parsed device (``auto`` = the CPU).
+
+    ``available`` is asked only for a GPU: listing devices loads every plugin, and the GPU plugin's
+    OpenCL runtime makes a later signal to the process (SIGHUP, which reloads the camera list) crash it.
+    """
     if device.kind in ("auto", "cpu"):
         return "CPU"
     if device.kind == "gpu":
         target = "GPU" if device.index is None else f"GPU.{device.index}"
-        if not any(d == target or (target == "GPU" and d.startswith("GPU")) for d in available):
-            raise BackendError(f"device {device}: OpenVINO sees no {target} (available: {', '.join(available)})")
+        found = available()
+        if not any(d == target or (target == "GPU" and d.startswith("GPU")) for d in found):
+            raise BackendError(f"device {device}: OpenVINO sees no {target} (available: {', '.join(found)})")
         return target
     raise BackendError(
         f"device {device}: OpenVINO runs on the CPU or an Intel GPU (device gpu[:N]), not CUDA; "
         "use device cpu, or backend onnxruntime / tensorrt / torch for CUDA"
     )
+
+
+@functools.cache
+def _core(ov: Any) -> Any:
+    """One OpenVINO ``Core`` for the process, never destroyed.
+
+    Destroying a Core unloads its plugins; after that, the next signal delivered to the process (SIGHUP,
+    which reloads the camera list, or SIGTERM for a graceful stop) crashed it in the tests, when
+    faulthandler had an alternate signal stack set. A kept Core also saves reading the plugins again
+    for every model.
+    """
+    return ov.Core()
 
 
 def _dims(partial: Any) -> tuple[int | None, ...] | None:
@@ -47,8 +66,8 @@ class OpenVinoBackend(Backend):
     ) -> None:
         ov = require("openvino", "openvino", "openvino", "use backend 'torch' or 'onnxruntime'")
         source, self.label = model_source(model)
-        core = ov.Core()
-        target = openvino_target(device, list(core.available_devices))
+        core = _core(ov)
+        target = openvino_target(device, lambda: list(core.available_devices))
         self.device = Device("cpu") if target == "CPU" else Device("gpu", device.index)
         config: dict[str, Any] = {}
         if precision:
