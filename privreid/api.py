@@ -36,16 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from anonymizer.redactor import RedactedFrame
     from detectors.base import Detector
 
-__all__ = [
-    "AnonymizedFrame",
-    "FrameAnonymizer",
-    "Matcher",
-    "PipelineError",
-    "anonymize_video",
-    "embed_crops",
-    "load_config",
-    "match",
-]
+from privreid import __all__ as __all__  # the package re-exports exactly these names, lazily
 
 COVERED_IOS = 0.8  # a low-score box this much inside a person box adds nothing to mask (as the pipeline)
 
