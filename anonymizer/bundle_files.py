@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from backends.preprocess import to_nchw
+from privreid.hashing import sha256_file  # re-exported: the bundle modules import it from here
 
 log = logging.getLogger("anonymizer.bundle_signing")  # the policy's messages keep the name they always had
 
@@ -53,14 +54,6 @@ class BundleError(RuntimeError):
 
 class KeyFileError(ValueError):
     """A key file is missing or not an Ed25519 key (bad usage, not a failed verification)."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _plain(obj: Any) -> Any:

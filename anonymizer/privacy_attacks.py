@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -110,6 +111,38 @@ def build_attacker(onnx_path: str | Path, num_classes: int):
     )
 
 
+def _flipped(rng: np.random.Generator, p: float, *batches: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The same random horizontal flips applied to paired NHWC batches (raw and protected stay aligned)."""
+    flip = rng.random(len(batches[0])) < p
+    return tuple(np.where(flip[:, None, None, None], b[:, :, ::-1], b) for b in batches)
+
+
+def _optimise(
+    module: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    batch_loss: Callable[[], torch.Tensor],
+    iters: int,
+    desc: str,
+) -> tuple[list[float], float]:
+    """Run ``iters`` optimiser steps on ``batch_loss()``; leaves ``module`` in eval mode.
+
+    Returns the per-step losses and the wall time in seconds (rounded), which go into the attack's log.
+    """
+    from tqdm import tqdm
+
+    losses: list[float] = []
+    start = time.perf_counter()
+    module.train()
+    for _ in tqdm(range(iters), desc=desc, leave=False, mininterval=5.0, disable=None):
+        loss = batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    module.eval()
+    return losses, round(time.perf_counter() - start, 2)
+
+
 def train_adaptive_attacker(
     onnx_path: str | Path,
     train_raw: np.ndarray,
@@ -122,7 +155,6 @@ def train_adaptive_attacker(
 
     The returned model is in eval mode (its forward gives the retrieval embedding).
     """
-    from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
     num_classes = int(labels.max()) + 1
@@ -135,27 +167,19 @@ def train_adaptive_attacker(
     sampler = PKSampler(labels, cfg.batch // (2 * cfg.images_per_id), cfg.images_per_id, cfg.seed)
     rng = np.random.default_rng(cfg.seed + 1)
     targets_all = torch.from_numpy(labels.astype(np.int64))
-    losses: list[float] = []
-    start = time.perf_counter()
-    model.train()
-    for _ in tqdm(range(cfg.iters), desc=desc, leave=False, mininterval=5.0, disable=None):
+
+    def batch_loss() -> torch.Tensor:
         idx = sampler()
-        raw, prot = train_raw[idx], train_prot[idx]
-        flip = rng.random(len(idx)) < cfg.flip
-        raw = np.where(flip[:, None, None, None], raw[:, :, ::-1], raw)
-        prot = np.where(flip[:, None, None, None], prot[:, :, ::-1], prot)
+        raw, prot = _flipped(rng, cfg.flip, train_raw[idx], train_prot[idx])
         x = imagenet_tensor(np.concatenate([raw, prot]))
         y = torch.cat([targets_all[idx], targets_all[idx]])
         logits, feat = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing) + batch_hard_triplet(feat, y, cfg.margin)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    model.eval()
+        return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing) + batch_hard_triplet(feat, y, cfg.margin)
+
+    losses, seconds = _optimise(model, opt, batch_loss, cfg.iters, desc)
     info = {
         "iters": cfg.iters,
-        "seconds": round(time.perf_counter() - start, 2),
+        "seconds": seconds,
         "num_classes": num_classes,
         "loss_first": round(float(np.mean(losses[:10])), 4) if losses else None,
         "loss_last": round(float(np.mean(losses[-10:])), 4) if losses else None,
@@ -216,7 +240,6 @@ def train_recovery_attack(
     train_prot: np.ndarray, train_raw: np.ndarray, cfg: RecoveryConfig, desc: str = "recovery"
 ) -> tuple[torch.nn.Module, dict]:
     """Train a U-Net decoder on (protected, raw) training pairs with L1; returns (decoder, log)."""
-    from tqdm import tqdm
 
     from anonymizer.networks import UNetGenerator, count_parameters, init_weights, max_unet_downs
 
@@ -227,24 +250,16 @@ def train_recovery_attack(
     net = ResidualDecoder(unet)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     rng = np.random.default_rng(cfg.seed)
-    losses: list[float] = []
-    start = time.perf_counter()
-    net.train()
-    for _ in tqdm(range(cfg.iters), desc=desc, leave=False, mininterval=5.0, disable=None):
+
+    def batch_loss() -> torch.Tensor:
         idx = rng.choice(len(train_raw), size=min(cfg.batch, len(train_raw)), replace=False)
-        prot, raw = train_prot[idx], train_raw[idx]
-        flip = rng.random(len(idx)) < cfg.flip
-        prot = np.where(flip[:, None, None, None], prot[:, :, ::-1], prot)
-        raw = np.where(flip[:, None, None, None], raw[:, :, ::-1], raw)
-        loss = F.l1_loss(net(_to_pm1(prot)), _to_pm1(raw))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    net.eval()
+        prot, raw = _flipped(rng, cfg.flip, train_prot[idx], train_raw[idx])
+        return F.l1_loss(net(_to_pm1(prot)), _to_pm1(raw))
+
+    losses, seconds = _optimise(net, opt, batch_loss, cfg.iters, desc)
     info = {
         "iters": cfg.iters,
-        "seconds": round(time.perf_counter() - start, 2),
+        "seconds": seconds,
         "num_downs": downs,
         "parameters": count_parameters(net),
         "l1_first": round(float(np.mean(losses[:10])), 4) if losses else None,

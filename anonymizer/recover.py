@@ -69,7 +69,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import getpass
-import hashlib
 import json
 import logging
 import os
@@ -104,6 +103,7 @@ from anonymizer.crypto import KEY_ENV, RecoveryKeyError, key_id, load_key, open_
 from anonymizer.recovery_log import AuditLog, AuditLogError
 from anonymizer.sidecar import read_sidecar, sidecar_key
 from backends import Backend, load_backend
+from privreid.hashing import sha256_file as sha256_path
 
 log = logging.getLogger("anonymizer.recover")
 AUDIT_ENV = "PRIVREID_AUDIT_LOG"
@@ -270,14 +270,6 @@ def camera_name(observations: Path, by_frame: dict[int, list[dict]], override: s
                     return str(obs[k])
     name = observations.name
     return name.split(".observations")[0] if ".observations" in name else observations.stem
-
-
-def sha256_path(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _clip(rect: Sequence[int], w: int, h: int) -> tuple[int, int, int, int] | None:

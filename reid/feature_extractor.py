@@ -16,7 +16,6 @@ request) with the project's one device convention, and crops are prepared by
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 
 from backends import BackendError, load_backend
 from backends.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_nchw
+from privreid.hashing import sha256_file  # re-exported: callers import it from here
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,6 @@ class FeatureExtractor(Protocol):
     def __call__(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """BGR uint8 crops of any size -> float32 ``[N, dim]``, each row of unit L2 norm."""
         ...
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -7,13 +7,14 @@ never overwrite a newer one) is ``reid/service/snapshots.py``'s.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from privreid.hashing import sha256_file as _sha256
 
 SNAPSHOT_FORMAT = "privreid-gallery"
 SNAPSHOT_VERSION = 1
@@ -28,14 +29,6 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
     except OSError:
         pass
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_snapshot(base: str | os.PathLike[str], meta: dict[str, Any], means: np.ndarray) -> Path:

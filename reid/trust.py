@@ -29,7 +29,6 @@ to rebuild a gallery (the service clock only caps forged record timestamps from 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import re
@@ -39,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from privreid.hashing import sha256_file as _sha256_file
 from transport.message_auth import Verifier
 from transport.schema import FeatureMessage, SchemaError, decode_message
 
@@ -50,15 +50,6 @@ Rejection = tuple[str, str]
 
 class TrustConfigError(ValueError):
     """The service's trust settings are missing or contradictory; the message names the keys."""
-
-
-def _sha256_file(path: Path) -> str:
-    """Same digest as ``reid.feature_extractor.sha256_file`` (without importing cv2 for it)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _onnx_output_dim(path: Path) -> int:

@@ -48,8 +48,12 @@ want="$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing Python requirements into $venv (first run takes several minutes)" >&2
   "$py" -m pip install -q --upgrade pip >&2 || true
+  # Plain ultralytics (an older set-up) and ultralytics-opencv-headless own the same files: remove it first.
+  if "$py" -m pip show -q ultralytics >/dev/null 2>&1; then
+    "$py" -m pip uninstall -q -y ultralytics >&2
+  fi
   "$py" -m pip install -q -r "$here/requirements.txt" >&2
-  # Ultralytics depends on opencv-python; both wheels write the same cv2 package. Keep headless 4.x only.
+  # Something may still have pulled opencv-python; both wheels write the same cv2 package. Keep headless 4.x only.
   if "$py" -m pip show -q opencv-python >/dev/null 2>&1; then
     "$py" -m pip uninstall -q -y opencv-python >&2
     "$py" -m pip install -q --force-reinstall --no-deps "opencv-python-headless>=4.8,<5" >&2

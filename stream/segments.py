@@ -54,7 +54,6 @@ from stream.sinks import (
     _FRAME,
     _REPEAT,
     OnWritten,
-    RedactedFrame,
     SinkError,
     VideoSink,
     count_mp4_video_frames,
@@ -247,14 +246,9 @@ class SegmentedVideoSink(VideoSink):
                 self._queue.put((_DONE, partial(on_written, segment=name, continued=False), None, 0))
         self._left_out = []
 
-    def write(
-        self,
-        frame: RedactedFrame,
-        on_written: OnWritten | None = None,
-        timestamp_ms: int | None = None,
-        frame_index: int | None = None,
+    def _place_frame(
+        self, data: Any, on_written: OnWritten | None, timestamp_ms: int | None, frame_index: int | None
     ) -> int | None:
-        data = self._check_write(frame)
         clock = getattr(self.timeline, "slot_time_ms", None)  # wall-clock timing: the time of any output frame
         before = clock(0) if clock is not None else None  # (its origin, before a jump moves it)
         placed = self.timeline.place(timestamp_ms)

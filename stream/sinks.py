@@ -427,7 +427,13 @@ class VideoSink:
         """Queue one frame for encoding; returns its output frame (None: left out of the video, see
         :class:`WallClockTimeline`). Raises :class:`SinkError` once the encoder has failed.
         ``frame_index`` (the source frame) is used by segmented sinks only."""
-        data = self._check_write(frame)
+        return self._place_frame(self._check_write(frame), on_written, timestamp_ms, frame_index)
+
+    def _place_frame(
+        self, data: Any, on_written: OnWritten | None, timestamp_ms: int | None, frame_index: int | None
+    ) -> int | None:
+        """Put the checked frame on the output timeline (segmented sinks also cut files here)."""
+        del frame_index  # one file: the source frame plays no part
         placed = self.timeline.place(timestamp_ms)
         if placed.output_frame is None:  # its observations follow the picture it gave way to
             self._unsettled.append((on_written, None))

@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "transport": 0,
     "privreid.resources": 0,
     "privreid.registry": 0,
+    "privreid.hashing": 0,
     # 1 - runtime backends (one ONNX-exportable network on torch / ONNX Runtime / OpenVINO / TensorRT), Re-ID
     #     models, datasets, metrics: torch/numpy code that any consumer of an embedding may load
     "backends": 1,

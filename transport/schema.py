@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import dataclasses
 import json
 import math
 import re
@@ -353,20 +354,8 @@ def decode_message(value: bytes | bytearray | memoryview | None) -> FeatureMessa
 
 def to_dict(msg: FeatureMessage) -> dict[str, Any]:
     """A :class:`FeatureMessage` back to its wire dict (embedding re-encoded in its original dtype)."""
-    return build_message(
-        camera_id=msg.camera_id,
-        session_id=msg.session_id,
-        frame_index=msg.frame_index,
-        timestamp_ms=msg.timestamp_ms,
-        track_id=msg.track_id,
-        box=msg.box,
-        score=msg.score,
-        embedding=msg.embedding,
-        reid_fingerprint=msg.reid_fingerprint,
-        anonymizer_fingerprint=msg.anonymizer_fingerprint,
-        anonymization=msg.anonymization,
-        embedding_dtype=msg.embedding_dtype,
-    )
+    fields = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg) if f.name != "schema_version"}
+    return build_message(**fields)
 
 
 # --------------------------------------------------------------------------- JSON Schema
