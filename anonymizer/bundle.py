@@ -66,8 +66,8 @@ from anonymizer.bundle_files import SIGNATURE_FIELDS as SIGNATURE_FIELDS  # re-e
 from anonymizer.bundle_files import manifest_sha256 as manifest_sha256
 from anonymizer.bundle_files import verify_all_files as verify_all_files
 from anonymizer.bundle_files import verify_file as verify_file
+from backends import AUTO, Backend, BackendError, as_bgr3, load_backend, parse_device, pick_backend
 from backends import BACKENDS as RUNTIMES
-from backends import Backend, BackendError, as_bgr3, load_backend, parse_device
 from backends.export import export_onnx as export_onnx
 from privreid.registry import RegistryError
 
@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 # The runtimes a bundle loads with (backends.BACKENDS, torch first: it is the default and the only one
 # that reads the safetensors weights; every other runtime reads the bundle's ONNX files).
 BACKENDS: tuple[str, ...] = ("torch", *(name for name in RUNTIMES.names() if name != "torch"))
+# what ANONYMIZER.BACKEND / --backend accept: a runtime, or auto (the fastest that runs on the device)
+BACKEND_CHOICES: tuple[str, ...] = (AUTO, *BACKENDS)
 DEFAULT_BATCH = 32
 # per-runtime options for (G, C): OpenVINO runs G in f32 (backends.openvino_backend says why) and C at
 # its default precision; TensorRT caches its engines as G.<tag>.engine / C.<tag>.engine
@@ -238,8 +240,14 @@ def load_generator_weights(spec: dict, state: dict):
     return net.eval()
 
 
-def runtime_name(backend: str) -> str:
-    """The registered name of a runtime backend (aliases and case allowed); ValueError naming the key otherwise."""
+def runtime_name(backend: str, device: str = "cpu") -> str:
+    """The registered name of a runtime backend (aliases and case allowed; ``auto``: the fastest one that
+    runs on ``device``, :func:`backends.pick_backend`); ValueError naming the key otherwise."""
+    if str(backend).strip().lower() == AUTO:
+        try:
+            return pick_backend(device)
+        except BackendError as exc:
+            raise ValueError(str(exc)) from None
     try:
         return RUNTIMES.get(backend).name
     except RegistryError as exc:
@@ -273,8 +281,8 @@ def load_bundle(
         trusted_keys: public key files (or folders of them) whose signature is required; None or
             empty: the project's default trusted keys, and unsigned bundles are accepted with a warning.
     """
-    backend = runtime_name(backend)
     parse_device(device)  # a misspelt device fails before any file is read
+    backend = runtime_name(backend, device)
     root, meta = read_bundle_yaml(path, verify=True, trusted_keys=trusted_keys)
     bundle = _open_verified(root, meta, backend, device, batch_size, cache_dir)
     ssim_max, changed_min = canary.measure(bundle.protect_unit, bundle.input_hw)
@@ -300,7 +308,7 @@ def _open_verified(
     Every runtime gets the bytes that were hashed (:func:`anonymizer.bundle_files.verified_bytes`),
     never a path it would read again: safetensors for torch, the ONNX files for the others.
     """
-    backend = runtime_name(backend)
+    backend = runtime_name(backend, device)
     g_opts, c_opts = _RUNTIME_OPTIONS.get(backend, ({}, {}))
     if backend == "tensorrt":
         g_opts = {**g_opts, "cache_dir": Path(cache_dir) if cache_dir else root}

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from backends.device import DEVICE_KEY, Device, parse_device
 from backends.preprocess import as_bgr3, to_nchw
-from backends.registry import BACKENDS, Backend, BackendError, backend_names, load_backend
+from backends.registry import AUTO, BACKENDS, Backend, BackendError, backend_names, load_backend, pick_backend
 
 __all__ = [
+    "AUTO",
     "BACKENDS",
     "DEVICE_KEY",
     "Backend",
@@ -33,5 +34,6 @@ __all__ = [
     "backend_names",
     "load_backend",
     "parse_device",
+    "pick_backend",
     "to_nchw",
 ]

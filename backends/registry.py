@@ -9,6 +9,7 @@ input and output shapes, for a Re-ID model's fixed input size or embedding size)
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -91,6 +92,48 @@ def load_backend(name: str, model: Any, device: str | Device | None = "auto", **
     """
     cls = BACKENDS.get(name)
     return cls(model, parse_device(device), **options)
+
+
+AUTO = "auto"
+# What ``auto`` runs a network with, best first, by device kind: measured on the project's networks
+# (docs/benchmarks.md, "Anonymizer speed" and "Learned anonymizer: runtime"), torch last as the one
+# that is always there.
+AUTO_PREFERENCE: dict[str, tuple[str, ...]] = {
+    "cuda": ("tensorrt", "onnxruntime", "torch"),
+    "cpu": ("onnxruntime", "openvino", "torch"),
+    "gpu": ("openvino",),
+}
+
+
+def pick_backend(device: str | Device | None = "auto") -> str:
+    """The runtime ``auto`` stands for on ``device``: the first of :data:`AUTO_PREFERENCE` that can run there.
+
+    Checked without building anything: the library imports (``tensorrt``), and ONNX Runtime offers
+    the CUDA provider for a CUDA device. ``auto`` as device is CUDA when torch sees one, else the CPU.
+    """
+    dev = parse_device(device)
+    kind = dev.kind
+    if kind == "auto":
+        import torch
+
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    for name in AUTO_PREFERENCE[kind]:
+        if _can_run(name, kind):
+            return name
+    raise BackendError(f"no runtime backend can run on device {dev}; tried {', '.join(AUTO_PREFERENCE[kind])}")
+
+
+def _can_run(name: str, kind: str) -> bool:
+    if name == "torch":
+        return True
+    module = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}[name]
+    if importlib.util.find_spec(module) is None:
+        return False
+    if name == "onnxruntime" and kind == "cuda":
+        import onnxruntime
+
+        return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    return True
 
 
 # ---- helpers for the backend modules ------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from anonymizer.bundle import BACKENDS
+from anonymizer.bundle import BACKEND_CHOICES
 from configs import CONFIG_DIR, ConfigError, build_config
 from configs.pipeline_defaults import get_pipeline_defaults
 
@@ -75,7 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--backend",
         default=None,
-        choices=list(BACKENDS),
+        choices=list(BACKEND_CHOICES),
         help="runtime of a learned bundle (default: ANONYMIZER.BACKEND)",
     )
     p.add_argument(

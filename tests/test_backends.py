@@ -136,3 +136,19 @@ def test_preprocessing_shape_dtype_normalization():
         to_nchw([red_bgr.astype(np.float32)], (8, 4))
     with pytest.raises(ValueError, match="interpolation"):
         to_nchw([red_bgr], (8, 4), interpolation="cubic")
+
+
+def test_auto_picks_a_runtime_that_runs_on_the_device(monkeypatch):
+    import backends.registry as reg
+    from backends import pick_backend
+
+    assert pick_backend("cpu") == "onnxruntime"  # installed here, first for the CPU
+    real = reg._can_run
+    monkeypatch.setattr(reg, "_can_run", lambda name, kind: name != "onnxruntime" and real(name, kind))
+    assert pick_backend("cpu") == "openvino"
+    monkeypatch.setattr(reg, "_can_run", lambda name, kind: name == "torch")
+    assert pick_backend("cpu") == "torch"  # always there
+    with pytest.raises(BackendError, match="gpu"):
+        pick_backend("gpu")  # OpenVINO's GPU plugin is the only candidate, and it is "missing"
+    with pytest.raises(ValueError, match="unknown device"):
+        pick_backend("tpu")

@@ -228,3 +228,11 @@ def test_blur_skip_generator_starts_as_the_blur_and_exports(tmp_path):
         other = load_bundle(path, backend=backend).protect(crops)
         assert max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(ref, other, strict=True)) <= 2
     assert load_recovery(path, tmp_path / "k.key").recover(ref)[0].shape == crops[0].shape
+
+
+def test_auto_backend_loads_the_bundle_with_a_named_runtime(tiny_bundle):
+    path, _ = tiny_bundle
+    b = load_bundle(path, backend="auto", device="cpu")
+    assert b.backend == "onnxruntime"  # what auto means on a CPU where ONNX Runtime is installed
+    with pytest.raises(ValueError, match="ANONYMIZER.BACKEND"):
+        load_bundle(path, backend="fastest")
