@@ -68,9 +68,8 @@ _C.ANONYMIZER.TRUSTED_KEYS = ""
 _C.ANONYMIZER.MARGIN = 0.1  # box grown by this fraction of its size on each side, clipped to the frame (>= 0)
 _C.ANONYMIZER.TIMEOUT_S = 2.0  # a crop batch slower than this is masked instead
 _C.ANONYMIZER.FILL = (0, 0, 0)  # BGR colour of the fail-closed mask
-_C.ANONYMIZER.BACKEND = (
-    "auto"  # auto (fastest that runs on the device) | torch | onnxruntime | openvino | tensorrt (learned bundles)
-)
+# learned bundles: auto (the fastest runtime that runs on the device) | torch | onnxruntime | openvino | tensorrt
+_C.ANONYMIZER.BACKEND = "auto"
 _C.ANONYMIZER.DEVICE = "cpu"  # the device of every network whose own DEVICE key is '' (DETECTOR, REID); --device
 _C.ANONYMIZER.MOSAIC_SIZE = 24  # block size at 256x128 (minimum 8: smaller leaves people recognizable)
 _C.ANONYMIZER.BLUR_RADIUS = 12.0  # minimum 4.0
