@@ -268,6 +268,7 @@ class GeneratorSpec:
     n_blocks: int = 0  # ResNet only
     skip_blur_sigma: float = 0.0  # >0: output = clamp(GaussianBlur_sigma(x) + net(x)) (BlurSkipGenerator)
     skip_detail: float = 0.0  # with skip_blur_sigma: the fixed branch keeps this share of x's detail (DetailBlur)
+    skip_mosaic_block: int = 0  # >0: output = clamp(mosaic_block(x) + net(x)) (MosaicSkipGenerator), block in px
     payload_role: str = ""  # 'write' (G) | 'read' (G_R): a scattered payload (anonymizer.payload); '' = none
     payload_scale: float = 0.0  # amplitude of the payload in P ([-1, 1] units)
     payload_seed: int = 0  # seed of the payload's fixed tile permutation (not a secret)
@@ -276,6 +277,16 @@ class GeneratorSpec:
         # here, not in one builder, so that specs read from a bundle.yaml are checked as well
         if self.skip_detail and self.skip_blur_sigma <= 0:
             raise ValueError("a kept share of detail (skip_detail) needs the blur branch (skip_blur_sigma > 0)")
+        if self.skip_mosaic_block < 0 or (self.skip_mosaic_block and self.skip_blur_sigma > 0):
+            raise ValueError("G has one fixed branch: a mosaic (skip_mosaic_block > 0) or a blur (skip_blur_sigma)")
+
+    def fixed_branch(self) -> nn.Module | None:
+        """The hand-made protection G starts from and adds its residual to (None: a plain network)."""
+        if self.skip_mosaic_block > 0:
+            return MosaicBranch(self.skip_mosaic_block)
+        if self.skip_blur_sigma > 0:
+            return DetailBlur(self.skip_blur_sigma, self.skip_detail)
+        return None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -325,14 +336,20 @@ def encoder_decoder_specs(
     payload_scale: float = 0.0,
     payload_seed: int = 0,
     skip_detail: float = 0.0,
+    skip_mosaic_block: int = 0,
 ) -> tuple[GeneratorSpec, GeneratorSpec]:
     """The specs of G and G_R built on one plain network spec.
 
-    G may carry the fixed blur branch (``skip_blur_sigma``, keeping ``skip_detail`` of the input's
-    detail); with ``payload_scale`` > 0, G writes a scattered recovery code into P and G_R reads it
-    (anonymizer.payload); otherwise G_R is the plain network.
+    G may carry a fixed branch: the blur (``skip_blur_sigma``, keeping ``skip_detail`` of the input's
+    detail) or the mosaic (``skip_mosaic_block``); with ``payload_scale`` > 0, G writes a scattered
+    recovery code into P and G_R reads it (anonymizer.payload); otherwise G_R is the plain network.
     """
-    encoder = replace(plain, skip_blur_sigma=float(skip_blur_sigma), skip_detail=float(skip_detail))
+    encoder = replace(
+        plain,
+        skip_blur_sigma=float(skip_blur_sigma),
+        skip_detail=float(skip_detail),
+        skip_mosaic_block=int(skip_mosaic_block),
+    )
     if payload_scale <= 0:
         return encoder, plain
     payload: dict[str, Any] = {"payload_scale": float(payload_scale), "payload_seed": int(payload_seed)}
@@ -357,11 +374,53 @@ def build_generator(spec: GeneratorSpec | dict) -> nn.Module:
     if spec.payload_role:
         if spec.payload_role == "read":
             return PayloadReader(net, spec.payload_scale, spec.payload_seed)
-        blur = DetailBlur(spec.skip_blur_sigma, spec.skip_detail) if spec.skip_blur_sigma > 0 else None
-        return PayloadWriter(net, spec.payload_scale, spec.payload_seed, blur)
+        return PayloadWriter(net, spec.payload_scale, spec.payload_seed, spec.fixed_branch())
+    if spec.skip_mosaic_block > 0:
+        return MosaicSkipGenerator(net, spec.skip_mosaic_block)
     if spec.skip_blur_sigma > 0:
         return BlurSkipGenerator(net, spec.skip_blur_sigma, spec.skip_detail)
     return net
+
+
+class MosaicBranch(nn.Module):
+    """The mosaic of :func:`anonymizer.baselines.mosaic` as a fixed torch layer: every ``block``×``block``
+    tile takes the colour of its top-left pixel.
+
+    Built from gathers with indices computed from the input's size, so that it exports to ONNX for
+    any crop size and runs the same in every runtime; it has no weights.
+    """
+
+    def __init__(self, block: int) -> None:
+        super().__init__()
+        if int(block) < 1:
+            raise ValueError(f"a mosaic block is at least 1 pixel, got {block}")
+        self.block = int(block)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        rows = torch.div(torch.arange(h, device=x.device), self.block, rounding_mode="floor") * self.block
+        cols = torch.div(torch.arange(w, device=x.device), self.block, rounding_mode="floor") * self.block
+        return x.index_select(-2, rows).index_select(-1, cols)
+
+
+class MosaicSkipGenerator(nn.Module):
+    """``P = clamp(mosaic(O) + net(O), -1, 1)``: a generator that starts as the hand-made mosaic.
+
+    Ours, not the paper's (MODEL.G_SKIP_MOSAIC). Why: outside Re-ID models read a plain U-Net's P at
+    least as well as they read M, because whatever identity G keeps for C is also visible to them.
+    Starting from M itself (the last layer zero-initialized), G begins exactly at the mosaic's
+    privacy and only learns a residual, which the L1 term |P − M| keeps small and C learns to read:
+    a cue that an attacker who never trained on G's outputs sees as noise on a mosaic.
+    """
+
+    def __init__(self, net: nn.Module, block: int) -> None:
+        super().__init__()
+        self.net = net
+        self.mosaic = MosaicBranch(block)
+        zero_last_layer(net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.mosaic(x) + self.net(x)).clamp(-1.0, 1.0)
 
 
 class DetailBlur(nn.Module):

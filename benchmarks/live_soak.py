@@ -11,6 +11,10 @@ server at a third of the run for ``--outage-s`` and restarts it on the same port
 ``/metrics`` and the process tree's resident memory every ``--scrape-s`` seconds, then stops the
 pipeline with SIGTERM as a supervisor would and reads both summaries.
 
+Why one file of this length: a benchmark here is one script an operator can copy and run on its
+own; its parts (servers, outage, scraping, memory sampling, the report) only make sense together
+and none is used elsewhere.
+
 Memory is compared from the end of a warm-up (1 min, or 20 % of a shorter run: models, buffers and
 the motion net's background settle first) to the end; goal: flat within 10 %. Writes
 ``benchmarks/results/live_soak.json`` and the "Live soak" section of ``docs/benchmarks.md``; with

@@ -57,6 +57,10 @@ _C.MODEL.FREEZE_C = False  # ours: keep C exactly as loaded (PRETRAIN_CHOICE sel
 _C.MODEL.G_SKIP_BLUR_SIGMA = 0.0  # ours: >0 makes G = fixed Gaussian blur (σ in pixels at INPUT.IMG_SIZE) + a
 # network, its last layer zero-initialized, so P = blur(O) ≈ M at the start
 # (anonymizer.networks.BlurSkipGenerator); 0 = the plain U-Net of docs/method.md
+_C.MODEL.G_SKIP_MOSAIC = 0  # ours: >0 makes G = fixed mosaic (this block size in pixels at INPUT.DESENS_SIZE,
+# as INPUT.RADIUS for M; scaled to INPUT.IMG_SIZE) + a network, its last layer
+# zero-initialized, so P = M at the start (anonymizer.networks.MosaicSkipGenerator);
+# not together with G_SKIP_BLUR_SIGMA; 0 = the plain U-Net of docs/method.md
 _C.MODEL.G_SKIP_DETAIL = 0.0  # ours: with G_SKIP_BLUR_SIGMA, the blur branch keeps this share of O's detail,
 # and G's supervision (L1 target, D1's real pair) is (1-a)·M + a·O instead of M
 # until an upgrade replaces it; P must still pass the ε check against M

@@ -236,3 +236,35 @@ def test_auto_backend_loads_the_bundle_with_a_named_runtime(tiny_bundle):
     assert b.backend == "onnxruntime"  # what auto means on a CPU where ONNX Runtime is installed
     with pytest.raises(ValueError, match="ANONYMIZER.BACKEND"):
         load_bundle(path, backend="fastest")
+
+
+def test_mosaic_skip_generator_starts_as_the_mosaic_and_exports(tmp_path):
+    """MODEL.G_SKIP_MOSAIC: a fresh G is exactly anonymizer.baselines.mosaic of its input; with a
+    residual it exports, and ONNX Runtime and OpenVINO give what torch gives."""
+    from anonymizer.baselines import mosaic
+    from anonymizer.networks import MosaicSkipGenerator
+    from backends import load_backend
+    from backends.export import export_onnx
+
+    plain = resolve_generator_spec("unet_64", 8, "batch", INPUT_HW)
+    g_spec, g_r_spec = encoder_decoder_specs(plain, skip_mosaic_block=6)
+    assert g_spec.skip_mosaic_block == 6 and g_r_spec.skip_mosaic_block == 0
+    g = build_generator(g_spec.as_dict()).eval()
+    assert isinstance(g, MosaicSkipGenerator)
+    x = torch.rand(2, 3, *INPUT_HW) * 2 - 1
+    with torch.no_grad():
+        y = g(x)
+    ref = np.stack([mosaic(img, 6) for img in x.permute(0, 2, 3, 1).numpy()]).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(y.numpy(), ref)  # the hand-made mosaic, to the bit
+    with torch.no_grad():
+        for prm in g.net.parameters():
+            prm.add_(0.05 * torch.randn_like(prm))
+        y = g(x)
+    assert (y.numpy() - ref).std() > 1e-3  # the residual now adds something
+    path = tmp_path / "g.onnx"
+    export_onnx(g, (1, 3, *INPUT_HW), path)
+    for runtime in ("onnxruntime", "openvino"):
+        out = load_backend(runtime, path, "cpu")(x.numpy())
+        np.testing.assert_allclose(out, y.numpy(), atol=2e-3)
+    with pytest.raises(ValueError, match="one fixed branch"):
+        encoder_decoder_specs(plain, skip_blur_sigma=3.0, skip_mosaic_block=6)

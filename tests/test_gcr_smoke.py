@@ -394,3 +394,53 @@ def test_a_run_can_start_from_another_runs_encoder_and_is_supervised_by_it(tmp_p
         GCRNets(load_config(None, common + ["MODEL.G_INIT_DIR", str(tmp_path / "missing")]), 4)
     with pytest.raises(ConfigError, match="G_INIT_DIR"):
         load_config(None, ["MODEL.MODE", "C", "MODEL.G_INIT_DIR", str(tmp_path / "first")])
+
+
+def test_a_mosaic_skip_encoder_trains_and_its_bundle_starts_from_the_mosaic(tmp_path):
+    """MODEL.G_SKIP_MOSAIC (with a payload): training builds G on the fixed mosaic branch at the
+    training size, the bundle records it, and the bundle's G reloads as that generator."""
+    import yaml
+
+    from anonymizer import load_bundle
+    from anonymizer.networks import GeneratorSpec
+    from training import engine
+    from training.config import ConfigError, load_config
+    from training.export import export_run
+
+    data_root = _folder_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    small = {
+        "MODEL.MODE": "GCR",
+        "MODEL.DEVICE": "cpu",
+        "MODEL.NAME": "shufflenetv2_x0_5",
+        "MODEL.PRETRAIN_CHOICE": "none",
+        "MODEL.NETG": "unet_256",
+        "MODEL.NGF": "8",
+        "MODEL.NDF": "8",
+        "MODEL.G_SKIP_MOSAIC": "24",
+        "MODEL.G_PAYLOAD_SCALE": "0.1",
+        "INPUT.IMG_SIZE": "[64, 32]",
+        "DATASETS.NAMES": "folder:cuhk01_small_val",
+        "DATASETS.ROOT_DIR": str(data_root),
+        "DATALOADER.NUM_WORKERS": "0",
+        "SOLVER.IMS_PER_BATCH": "8",
+        "SOLVER.MAX_EPOCHS": "1",
+        "SOLVER.MAX_ITERS_PER_EPOCH": "2",
+        "SOLVER.WARMUP_EPOCHS": "0",
+        "SOLVER.CPU_THREADS": "2",
+        "TEST.IMS_PER_BATCH": "16",
+        "OUTPUT_DIR": str(run),
+    }
+    with pytest.raises(ConfigError, match="one fixed branch"):
+        load_config(None, [*(v for kv in small.items() for v in kv), "MODEL.G_SKIP_BLUR_SIGMA", "1.5"])
+    engine.train(load_config(None, [v for kv in small.items() for v in kv]))
+    bundle_dir = export_run(run, tmp_path / "bundle", key_file=tmp_path / "keys" / "recovery.key", onnx=False)
+    meta = yaml.safe_load((bundle_dir / "bundle.yaml").read_text())
+    spec = GeneratorSpec(**meta["generator"]["spec"])
+    assert spec.skip_mosaic_block == 6  # 24 px at 256 rows is 6 px at the 64 rows trained on
+    assert spec.payload_role == "write" and meta["recovery"]["generator"]["skip_mosaic_block"] == 0
+    assert meta["training"]["config"]["G_SKIP_MOSAIC"] == 24
+    b = load_bundle(bundle_dir)
+    crop = cv2.imread(str(next((data_root / "cuhk01_small_val" / "query").rglob("*.png"))))
+    prot = b.protect([crop])[0]
+    assert prot.shape == crop.shape and not np.array_equal(prot, crop)

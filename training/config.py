@@ -89,6 +89,11 @@ def validate(cfg) -> None:
         raise ConfigError(
             "MODEL.G_SKIP_DETAIL needs MODEL.G_SKIP_BLUR_SIGMA > 0 (the blur branch that keeps the detail)"
         )
+    if cfg.MODEL.G_SKIP_MOSAIC < 0 or (cfg.MODEL.G_SKIP_MOSAIC > 0 and cfg.MODEL.G_SKIP_BLUR_SIGMA > 0):
+        raise ConfigError(
+            "MODEL.G_SKIP_MOSAIC is G's fixed mosaic branch (block size in pixels at INPUT.DESENS_SIZE, 0 = off); "
+            "G has one fixed branch, so not together with MODEL.G_SKIP_BLUR_SIGMA"
+        )
     if cfg.MODEL.G_INIT_DIR and cfg.MODEL.MODE != "GCR":
         raise ConfigError("MODEL.G_INIT_DIR starts the encoder G of a GCR run: it needs MODEL.MODE GCR")
     if cfg.MODEL.CROSS_KIND_TRIPLET < 0:

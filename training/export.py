@@ -243,6 +243,7 @@ def export_run(
                 "PRETRAIN_DIR",
                 "UPGRADE_MARGIN",
                 "G_SKIP_BLUR_SIGMA",
+                "G_SKIP_MOSAIC",
                 "G_SKIP_DETAIL",
                 "G_PAYLOAD_SCALE",
                 "C_INPUT_BLUR_SIGMA",

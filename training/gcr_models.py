@@ -67,6 +67,14 @@ def set_requires_grad(nets, flag: bool) -> None:
             p.requires_grad_(flag)
 
 
+def mosaic_block_at(cfg, img_h: int) -> int:
+    """MODEL.G_SKIP_MOSAIC (a block size at INPUT.DESENS_SIZE, where M is made) at the training height."""
+    block = int(cfg.MODEL.G_SKIP_MOSAIC)
+    if block <= 0:
+        return 0
+    return max(1, round(block * img_h / int(cfg.INPUT.DESENS_SIZE[0])))
+
+
 # ------------------------------------------------------------------------------- the models
 class GCRNets(nn.Module):
     """G, G_R, C, D1, D2 and (after an upgrade) the frozen encoder supervising G."""
@@ -77,7 +85,7 @@ class GCRNets(nn.Module):
         from .engine import build_model
 
         h, w = (int(v) for v in cfg.INPUT.IMG_SIZE)
-        # MODEL.G_SKIP_BLUR_SIGMA (G's fixed blur branch) and MODEL.G_PAYLOAD_SCALE (a scattered recovery code)
+        # MODEL.G_SKIP_BLUR_SIGMA or G_SKIP_MOSAIC (G's fixed branch), MODEL.G_PAYLOAD_SCALE (a recovery code)
         plain = resolve_generator_spec(cfg.MODEL.NETG, cfg.MODEL.NGF, cfg.MODEL.NORM, (h, w))
         self.g_spec, self.g_spec_r = encoder_decoder_specs(
             plain,
@@ -85,6 +93,7 @@ class GCRNets(nn.Module):
             cfg.MODEL.G_PAYLOAD_SCALE,
             cfg.MODEL.G_PAYLOAD_SEED,
             cfg.MODEL.G_SKIP_DETAIL,
+            mosaic_block_at(cfg, h),
         )
         self.G = build_generator(self.g_spec)
         self.G_R = build_generator(self.g_spec_r)
@@ -119,7 +128,7 @@ class GCRNets(nn.Module):
         if ckpt.state.get("mode") != "GCR" or spec is None:
             raise ValueError(f"MODEL.G_INIT_DIR: {folder} is not a GCR checkpoint (it has no encoder G)")
         theirs, mine = GeneratorSpec(**spec), self.g_spec
-        fields = ("arch", "ngf", "norm", "num_downs", "n_blocks", "skip_blur_sigma", "skip_detail")
+        fields = ("arch", "ngf", "norm", "num_downs", "n_blocks", "skip_blur_sigma", "skip_detail", "skip_mosaic_block")
         differ = [
             f"{f} {getattr(theirs, f)} (this run: {getattr(mine, f)})"
             for f in fields
