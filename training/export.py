@@ -197,14 +197,16 @@ def export_run(
     g_r_spec = info.get("recovery_generator_spec", info["generator_spec"])  # older runs: G_R built like G
     g_r = build_generator(g_r_spec)
     g_r.load_state_dict(ckpt.module_state("G_R"))
+    cfg_path = run / "config.yaml"
+    run_cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
     reid = info["reid"]
-    c = build_reid_model(num_classes=int(reid["num_train_classes"]), pretrain_choice="none", **reid["config"])
+    # a C grown from an ONNX graph (MODEL.NAME onnx) is rebuilt from that graph, whose relative path
+    # resolves against the run's data folder first, as in training
+    reid_options = {"root_dir": str((run_cfg.get("DATASETS") or {}).get("ROOT_DIR") or ""), **reid["config"]}
+    c = build_reid_model(num_classes=int(reid["num_train_classes"]), pretrain_choice="none", **reid_options)
     c.load_state_dict(ckpt.module_state("model"))
     for net in (g, g_r, c):
         net.eval()
-
-    cfg_path = run / "config.yaml"
-    run_cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
     dataset = {
         "name": (metrics.get("dataset") or (run_cfg.get("DATASETS", {}) or {}).get("NAMES")),
         "split_seed": (run_cfg.get("DATASETS", {}) or {}).get("SPLIT_SEED"),
