@@ -289,10 +289,34 @@ def load_bundle(
     reason = canary.check(meta.get("privacy_bound"), ssim_max, changed_min, f"{root} ({backend})")
     if reason:
         raise BundleError(f"refusing bundle {reason}")
+    if backend != "torch":
+        _check_declared_generator(root, meta, bundle.input_hw)
     log.info(
         "loaded %s (canaries: SSIM %.3f, weakest half changed %.0f%%)", bundle.describe(), ssim_max, 100 * changed_min
     )
     return bundle
+
+
+def _check_declared_generator(root: Path, meta: dict[str, Any], input_hw: tuple[int, int]) -> None:
+    """The canaries again, on G as bundle.yaml declares it (its spec and safetensors weights, in torch).
+
+    An ONNX runtime runs G.onnx, which an edit of the declared spec does not change; but that spec is
+    what recovery, re-export and the privacy records rely on. A bundle whose two forms of G disagree
+    about privacy is refused whatever runtime was asked for, so an edited spec fails the same way in
+    every backend.
+    """
+    from safetensors.torch import load as load_safetensors
+
+    g = load_generator_weights(meta["generator"]["spec"], load_safetensors(verified_bytes(root, meta, G_FILE)))
+    runner = load_backend("torch", g, "cpu")
+
+    def protect_unit(u: np.ndarray) -> np.ndarray:
+        return (runner(np.ascontiguousarray(u * 2.0 - 1.0, np.float32)) + 1.0) / 2.0
+
+    ssim_max, changed_min = canary.measure(protect_unit, input_hw)
+    reason = canary.check(meta.get("privacy_bound"), ssim_max, changed_min, f"{root} (declared G, torch)")
+    if reason:
+        raise BundleError(f"refusing bundle {reason}")
 
 
 def _open_verified(

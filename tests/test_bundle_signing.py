@@ -326,3 +326,12 @@ def test_pipeline_exits_2_with_the_reason_for_a_tampered_bundle(tmp_path, capsys
     )
     err = capsys.readouterr().err
     assert rc == 2 and "not trusted" in err, err
+
+
+def test_an_edited_spec_is_refused_by_the_onnx_runtimes_too(tmp_path):
+    """G.onnx does not change when the declared spec is edited; the bundle is refused all the same."""
+    pytest.importorskip("onnxruntime")
+    b = _copy(tmp_path / "demo", signed=False)
+    _edit(b, _probe)
+    with pytest.raises(BundleError, match=r"declared G, torch.*canaries nearly raw"):
+        load_bundle(b, backend="onnxruntime")
