@@ -308,12 +308,7 @@ def _check_declared_generator(root: Path, meta: dict[str, Any], input_hw: tuple[
     from safetensors.torch import load as load_safetensors
 
     g = load_generator_weights(meta["generator"]["spec"], load_safetensors(verified_bytes(root, meta, G_FILE)))
-    runner = load_backend("torch", g, "cpu")
-
-    def protect_unit(u: np.ndarray) -> np.ndarray:
-        return (runner(np.ascontiguousarray(u * 2.0 - 1.0, np.float32)) + 1.0) / 2.0
-
-    ssim_max, changed_min = canary.measure(protect_unit, input_hw)
+    ssim_max, changed_min = _torch_canary_scores(g, input_hw)
     reason = canary.check(meta.get("privacy_bound"), ssim_max, changed_min, f"{root} (declared G, torch)")
     if reason:
         raise BundleError(f"refusing bundle {reason}")
@@ -475,17 +470,21 @@ def measure_privacy_bound_torch(g, size_hw: Sequence[int]) -> dict[str, Any]:
     """bundle.yaml's ``privacy_bound``: G's scores on the built-in canaries (torch, CPU, a copy of G)."""
     import copy
 
-    run_g = load_backend("torch", copy.deepcopy(g).cpu().eval(), "cpu")
-    hw = (int(size_hw[0]), int(size_hw[1]))
-
-    def protect_unit(u: np.ndarray) -> np.ndarray:
-        return (run_g(np.ascontiguousarray(u * 2.0 - 1.0, np.float32)) + 1.0) / 2.0
-
-    ssim_max, changed_min = canary.measure(protect_unit, hw)
+    ssim_max, changed_min = _torch_canary_scores(copy.deepcopy(g).cpu().eval(), (int(size_hw[0]), int(size_hw[1])))
     reason = canary.check(None, ssim_max, changed_min, "this G")
     if reason:
         log.warning("the bundle will not load: %s", reason)
     return canary.bound_record(ssim_max, changed_min, "torch")
+
+
+def _torch_canary_scores(g, hw: tuple[int, int]) -> tuple[float, float]:
+    """(SSIM max, weakest-half changed min) of a torch G ([-1, 1] in and out) on the built-in canaries, on the CPU."""
+    run_g = load_backend("torch", g, "cpu")
+
+    def protect_unit(u: np.ndarray) -> np.ndarray:
+        return (run_g(np.ascontiguousarray(u * 2.0 - 1.0, np.float32)) + 1.0) / 2.0
+
+    return canary.measure(protect_unit, hw)
 
 
 def default_demo_bundle() -> Path:

@@ -126,8 +126,7 @@ def pick_backend(device: str | Device | None = "auto") -> str:
 def _can_run(name: str, kind: str) -> bool:
     if name == "torch":
         return True
-    module = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}[name]
-    if importlib.util.find_spec(module) is None:
+    if importlib.util.find_spec(name) is None:  # each runtime's Python package has the backend's name
         return False
     if name == "onnxruntime" and kind == "cuda":
         import onnxruntime
