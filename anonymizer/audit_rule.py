@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from anonymizer.audit_persons import AuditInputError, Person
+from anonymizer.privacy_floor import MIN_HEIGHT, region_measures
 from anonymizer.privacy_floor import SIZE_WH as SSIM_SIZE_WH
-from anonymizer.privacy_floor import region_measures
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class AuditRule:
     ssim_max: float = 0.75
     min_changed: float = 0.12
     change_level: int = 12
-    min_box_height: int = 16
+    min_box_height: int = MIN_HEIGHT
     background_margin: float = 0.10
 
     def validate(self) -> None:

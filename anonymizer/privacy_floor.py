@@ -7,6 +7,8 @@ taken on it against the raw crop, with a margin: grey SSIM at 64×128 (11×11 Ga
 σ 1.5, zero padding: the numbers of ``anonymizer.image_metrics.ssim_uint8``) and the share of
 pixels changed by more than 12 grey levels in the crop's least-changed half. A crop above
 ``PRIVACY.FLOOR_SSIM`` or below ``PRIVACY.FLOOR_MIN_CHANGED`` stays solid (``floor_masks``).
+Once a frame's regions are painted, the redactor applies the floor again to each protected box (the
+detection inside its grown region) on the composed frame, and fills the region solid if it fails.
 
 OpenCV instead of torch here: the check runs for every region of every frame, and a 64×128 SSIM
 through torch costs far more per call on a CPU than these five OpenCV Gaussian filters.
@@ -21,6 +23,7 @@ import numpy as np
 
 SIZE_WH = (64, 128)  # the audit's comparison size
 CHANGE_LEVEL = 12  # grey levels: above H.264 re-encoding noise (see anonymizer.audit)
+MIN_HEIGHT = 16  # px: a box lower than this is not judged at the comparison size (nor by the audit)
 _C1, _C2 = 0.01**2, 0.03**2
 
 
@@ -75,7 +78,7 @@ def region_measures(
 class PrivacyFloor:
     """Rejects protected crops too close to their raw crop (defaults a margin inside the audit's rule)."""
 
-    ssim_max: float = 0.70
+    ssim_max: float = 0.65
     min_changed: float = 0.15
 
     def __post_init__(self) -> None:

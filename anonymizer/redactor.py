@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from anonymizer.base import CropAnonymizer
-from anonymizer.privacy_floor import PrivacyFloor
+from anonymizer.privacy_floor import MIN_HEIGHT, PrivacyFloor
 
 log = logging.getLogger(__name__)
 _TOKEN = object()
@@ -51,12 +51,21 @@ class RedactionResult:
     native: list[np.ndarray | None] | None = None  # G's output at model size, when asked for (sidecar)
 
 
-def expand_and_clip(box: Sequence[float], margin: float, width: int, height: int) -> tuple[int, int, int, int] | None:
-    """Grow ``box`` by ``margin`` × its size on each side, round outwards and clip to the frame."""
+def expand_and_clip(
+    box: Sequence[float], margin: float, width: int, height: int, min_aspect: float = 0.0
+) -> tuple[int, int, int, int] | None:
+    """Grow ``box`` by ``margin`` × its size on each side, round outwards and clip to the frame.
+
+    A box narrower than ``min_aspect`` × its height is first widened about its centre to that width:
+    detectors often box a walker in profile from torso to feet only, while arms, bag and stride
+    reach further out (``docs/privacy-recall.md``); G also sees such a crop at its own aspect."""
     x1, y1, x2, y2 = (float(v) for v in box)
     if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
         return (0, 0, width, height)  # nonsense box: mask the whole frame rather than guess
     bw, bh = max(0.0, x2 - x1), max(0.0, y2 - y1)
+    if bw < min_aspect * bh:
+        centre, bw = (x1 + x2) / 2.0, min_aspect * bh
+        x1, x2 = centre - bw / 2.0, centre + bw / 2.0
     x1, x2 = x1 - margin * bw, x2 + margin * bw
     y1, y2 = y1 - margin * bh, y2 + margin * bh
     ix1, iy1 = max(0, int(math.floor(x1))), max(0, int(math.floor(y1)))
@@ -64,6 +73,30 @@ def expand_and_clip(box: Sequence[float], margin: float, width: int, height: int
     if ix2 <= ix1 or iy2 <= iy1:
         return None
     return ix1, iy1, ix2, iy2
+
+
+def _checked_aspect(value: float) -> float:
+    aspect = float(value)
+    if not 0.0 <= aspect <= 2.0:  # NaN fails too
+        raise ValueError(f"ANONYMIZER.MIN_ASPECT must be in [0, 2] (width / height), got {value}")
+    return aspect
+
+
+def inner_box(box: Sequence[float], region: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """``box`` rounded outwards and clipped to ``region`` (the box a region was grown from)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        return region
+    return (
+        max(region[0], math.floor(x1)),
+        max(region[1], math.floor(y1)),
+        min(region[2], math.ceil(x2)),
+        min(region[3], math.ceil(y2)),
+    )
+
+
+def _area(region: tuple[int, int, int, int]) -> int:
+    return (region[2] - region[0]) * (region[3] - region[1])
 
 
 class _Worker:
@@ -78,8 +111,14 @@ class _Worker:
 class Redactor:
     """Replaces regions with an anonymizer's output; masks whatever it cannot replace in time.
 
-    :meth:`with_settings` gives a camera its own redactor (its ``ANONYMIZER.MARGIN`` and privacy
-    floor) that shares this one's anonymizer, time limit and worker thread."""
+    :meth:`with_settings` gives a camera its own redactor (its ``ANONYMIZER.MARGIN``,
+    ``ANONYMIZER.MIN_ASPECT`` and privacy floor) that shares this one's anonymizer, time limit and
+    worker thread.
+
+    Where protected regions overlap, the largest one is painted last, so each pixel shows the
+    protection made for the largest region over it: a small region inside a person (a fragment found
+    at a low score) would otherwise lay a finer mosaic, or G's output for a part of a body, over that
+    person. A region left solid stays solid over every protected crop that overlaps it."""
 
     def __init__(
         self,
@@ -89,6 +128,7 @@ class Redactor:
         fill: Sequence[int] = (0, 0, 0),
         keep_native: bool = False,
         floor: PrivacyFloor | None = None,
+        min_aspect: float = 0.0,
     ) -> None:
         self.anonymizer = anonymizer
         self.floor = floor
@@ -97,23 +137,38 @@ class Redactor:
         self.margin = float(margin)
         if not self.margin >= 0:
             raise ValueError(f"ANONYMIZER.MARGIN must be >= 0, got {margin}")
+        self.min_aspect = _checked_aspect(min_aspect)
         self.timeout_s = float(timeout_s)
         self.fill = np.asarray(fill, np.uint8).reshape(3)
         self._worker = _Worker(self.timeout_s)
         self._owner = True  # closes the worker; views made by with_settings do not
 
-    def with_settings(self, margin: float | None = None, floor: PrivacyFloor | None | object = _TOKEN) -> Redactor:
-        """A redactor with this one's anonymizer, fill, time limit and worker, and its own ``margin`` and
-        ``floor`` (``None``: no floor; left out: this one's). Closing it leaves the shared worker running."""
+    def with_settings(
+        self,
+        margin: float | None = None,
+        floor: PrivacyFloor | None | object = _TOKEN,
+        min_aspect: float | None = None,
+    ) -> Redactor:
+        """A redactor with this one's anonymizer, fill, time limit and worker, and its own ``margin``,
+        ``min_aspect`` and ``floor`` (``None``: no floor; left out: this one's). Closing it leaves the
+        shared worker running."""
         view = copy.copy(self)
         if margin is not None:
             view.margin = float(margin)
             if not view.margin >= 0:
                 raise ValueError(f"ANONYMIZER.MARGIN must be >= 0, got {margin}")
+        if min_aspect is not None:
+            view.min_aspect = _checked_aspect(min_aspect)
         if floor is not _TOKEN:
             view.floor = floor  # type: ignore[assignment]
         view._owner = False
         return view
+
+    def regions(
+        self, boxes: Sequence[Sequence[float]], width: int, height: int
+    ) -> list[tuple[int, int, int, int] | None]:
+        """The pixel region each box masks in a ``width`` × ``height`` frame (None: empty after clipping)."""
+        return [expand_and_clip(b, self.margin, width, height, self.min_aspect) for b in boxes]
 
     def _call(self, crops: list[np.ndarray]) -> tuple[list[np.ndarray], list | None]:
         if self._native:  # checked in __init__: only learned bundles have it
@@ -143,11 +198,12 @@ class Redactor:
         """Return a redacted copy of ``image``; ``image`` itself is never modified."""
         h, w = image.shape[:2]
         out = image.copy()
-        regions = [expand_and_clip(b, self.margin, w, h) for b in boxes]
+        regions = self.regions(boxes, w, h)
         for r in regions:  # fail closed first: every region solid before anything else can go wrong
             if r is not None:
                 out[r[1] : r[3], r[0] : r[2]] = self.fill
-        placed = [(i, r) for i, r in enumerate(regions) if r is not None]
+        # smallest first, so the largest region over a pixel is painted last (see the class docstring)
+        placed = sorted(((i, r) for i, r in enumerate(regions) if r is not None), key=lambda p: _area(p[1]))
         valid = [i for i, _ in placed]
         protected: list[np.ndarray | None] = [None] * len(regions)
         result = RedactionResult(RedactedFrame(out, _TOKEN), regions, protected)
@@ -181,6 +237,11 @@ class Redactor:
             x1, y1, x2, y2 = region
             out[y1:y2, x1:x2] = prot
             protected[i] = prot
+        for i, (x1, y1, x2, y2) in placed:  # a region that could not be protected stays solid, whatever overlaps it
+            if protected[i] is None:
+                out[y1:y2, x1:x2] = self.fill
+        if self.floor is not None:
+            self._judge_composed(image, out, boxes, placed, result)
         if native is not None and len(native) == len(valid):
             result.native = [None] * len(regions)
             for i, nat in zip(valid, native, strict=True):
@@ -191,12 +252,37 @@ class Redactor:
             log.debug("privacy floor: %d region(s) left solid: %s", result.floor_masks, result.reasons[-1])
         return result
 
+    def _judge_composed(
+        self,
+        image: np.ndarray,
+        out: np.ndarray,
+        boxes: Sequence[Sequence[float]],
+        placed: list[tuple[int, tuple[int, int, int, int]]],
+        result: RedactionResult,
+    ) -> None:
+        """The floor again, on each protected box of the composed frame: the crop check judged a whole
+        region, but the person is the box inside it (and overlapping regions were painted over it)."""
+        assert self.floor is not None
+        for i, region in placed:
+            if result.protected[i] is None:
+                continue
+            x1, y1, x2, y2 = inner_box(boxes[i], region)
+            if y2 - y1 < MIN_HEIGHT or x2 <= x1:
+                continue  # too small to measure at the comparison size; its crop was judged already
+            refused = self.floor.reason(image[y1:y2, x1:x2], out[y1:y2, x1:x2])
+            if refused:
+                rx1, ry1, rx2, ry2 = region
+                out[ry1:ry2, rx1:rx2] = self.fill
+                result.protected[i] = None
+                result.floor_masks += 1
+                result.reasons.append(f"on the composed frame: {refused}")
+
     def mask_all(self, image: np.ndarray, boxes: Sequence[Sequence[float]] = ()) -> RedactionResult:
         """The whole frame solid: nothing in it can be vouched for (e.g. a background model warming up)."""
         out = np.empty_like(image)
         out[...] = self.fill
         h, w = image.shape[:2]
-        regions = [expand_and_clip(b, self.margin, w, h) for b in boxes]
+        regions = self.regions(boxes, w, h)
         return RedactionResult(
             RedactedFrame(out, _TOKEN),
             regions,

@@ -49,7 +49,7 @@ _C.PRIVACY.MOTION_WARMUP_FRAMES = 100  # frames learned before the net is truste
 _C.PRIVACY.MOTION_MIN_HEIGHT = 0.025  # smallest blob kept, as a share of the frame height
 _C.PRIVACY.MOTION_MIN_AREA = 0.0001  # smallest blob kept, as a share of the frame area
 _C.PRIVACY.MOTION_COVERED = 0.6  # a blob this much inside detection regions is already masked
-_C.PRIVACY.FLOOR_SSIM = 0.70  # a protected crop whose grey SSIM to the raw crop exceeds this stays solid
+_C.PRIVACY.FLOOR_SSIM = 0.65  # a protected crop (or box) whose grey SSIM to raw exceeds this stays solid
 _C.PRIVACY.FLOOR_MIN_CHANGED = 0.15  # ... as does one whose least-changed half has fewer pixels changed (0 = off)
 _C.PRIVACY.LOOKAHEAD_FRAMES = (
     10  # files only (0 = off): output delayed this many frames so a track also masks the frames before it was found
@@ -66,6 +66,8 @@ _C.ANONYMIZER.DEFAULT_BUNDLE = "models/demo"
 # ('' = configs/trusted_keys, and unsigned bundles load with a warning)
 _C.ANONYMIZER.TRUSTED_KEYS = ""
 _C.ANONYMIZER.MARGIN = 0.1  # box grown by this fraction of its size on each side, clipped to the frame (>= 0)
+# a box narrower than this x its height is first widened about its centre (0 = off; docs/privacy-recall.md)
+_C.ANONYMIZER.MIN_ASPECT = 0.3
 _C.ANONYMIZER.TIMEOUT_S = 2.0  # a crop batch slower than this is masked instead
 _C.ANONYMIZER.FILL = (0, 0, 0)  # BGR colour of the fail-closed mask
 # learned bundles: auto (the fastest runtime that runs on the device) | torch | onnxruntime | openvino | tensorrt

@@ -217,7 +217,12 @@ class FrameAnonymizer:
         self.motion = motion if motion.enabled else None
         floor = PrivacyFloor(cfg.PRIVACY.FLOOR_SSIM, cfg.PRIVACY.FLOOR_MIN_CHANGED)
         self.redactor = Redactor(
-            self.anonymizer, self.margin, cfg.ANONYMIZER.TIMEOUT_S, cfg.ANONYMIZER.FILL, floor=floor
+            self.anonymizer,
+            self.margin,
+            cfg.ANONYMIZER.TIMEOUT_S,
+            cfg.ANONYMIZER.FILL,
+            floor=floor,
+            min_aspect=cfg.ANONYMIZER.MIN_ASPECT,
         )
 
     def prime(self, frames: Iterable[np.ndarray]) -> int:
@@ -253,7 +258,7 @@ class FrameAnonymizer:
                 redacted=result.frame,
             )
         persons, low = split_by_score(detections, self.conf)
-        observations = self.tracker.update(persons, frame)
+        observations = self.tracker.update(persons, frame, support=low.boxes)
         tracked = np.asarray([o.box for o in observations], np.float32).reshape(-1, 4)
         for box, score in zip(low.boxes, low.scores, strict=True):
             if len(tracked) and pairwise_overlap(box, tracked)[1].max() >= COVERED_IOS:
@@ -261,10 +266,8 @@ class FrameAnonymizer:
             observations.append(Observation(tuple(map(float, box)), float(score), -1, held=True, kind="low_score"))
         mask_frame = False
         if self.motion is not None:
-            from anonymizer.redactor import expand_and_clip
-
             h, w = frame.shape[:2]
-            covered = [r for o in observations if (r := expand_and_clip(o.box, self.margin, w, h)) is not None]
+            covered = [r for r in self.redactor.regions([o.box for o in observations], w, h) if r is not None]
             moving = self.motion.update(frame, covered)
             mask_frame = bool(moving.mask_frame)
             for box in np.asarray(moving.boxes, np.float32).reshape(-1, 4):

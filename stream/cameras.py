@@ -7,7 +7,7 @@ unmasked: unknown keys, duplicate keys and per-camera overrides outside :data:`P
 are refused, and errors name the file, the camera and the field. See configs/cameras.example.yaml.
 
 Per-camera overrides are limited to settings the pipeline reads per camera: each camera has its
-own reader, tracker, regions, redactor settings (``ANONYMIZER.MARGIN`` and the privacy floor
+own reader, tracker, regions, redactor settings (``ANONYMIZER.MARGIN``, ``ANONYMIZER.MIN_ASPECT`` and the privacy floor
 ``PRIVACY.FLOOR_*``, applied by the shared anonymizer's redactor per camera) and video sink
 (``OUTPUT.SEGMENT_S``: one camera in hour-long segments, another in one file). Everything else is
 one object shared by all cameras (the detector runs batched across cameras, one anonymizer, one
@@ -39,7 +39,7 @@ from configs.pipeline_defaults import get_pipeline_defaults
 log = logging.getLogger(__name__)
 
 PER_CAMERA_SECTIONS = ("SOURCE", "PRIVACY", "TRACKER")  # every key of these sections
-PER_CAMERA_KEYS = ("DETECTOR.CONF", "ANONYMIZER.MARGIN", "OUTPUT.SEGMENT_S")  # plus these
+PER_CAMERA_KEYS = ("DETECTOR.CONF", "ANONYMIZER.MARGIN", "ANONYMIZER.MIN_ASPECT", "OUTPUT.SEGMENT_S")  # plus these
 CAMERA_ID = r"[A-Za-z0-9_.-]{1,64}"
 CAMERA_FIELDS = ("id", "url", "fps", "zones", "overrides")
 Zone = tuple[float, float, float, float]
@@ -171,6 +171,8 @@ def camera_config(base_cfg: CfgNode, entry: CameraEntry, path: str | Path | None
         )
     if float(cfg.ANONYMIZER.MARGIN) < 0:
         raise ConfigError(f"{where}: ANONYMIZER.MARGIN must be >= 0, got {cfg.ANONYMIZER.MARGIN}")
+    if not 0.0 <= float(cfg.ANONYMIZER.MIN_ASPECT) <= 2.0:
+        raise ConfigError(f"{where}: ANONYMIZER.MIN_ASPECT must be in [0, 2], got {cfg.ANONYMIZER.MIN_ASPECT}")
     cfg.freeze()
     return cfg
 

@@ -120,6 +120,7 @@ class Pipeline:
             cfg.ANONYMIZER.FILL,
             keep_native=cfg.ANONYMIZER.SIDECAR,
             floor=floor,
+            min_aspect=cfg.ANONYMIZER.MIN_ASPECT,
         )
         self._wakeup = threading.Event()
         self._stop_event = stop_event or threading.Event()
@@ -151,6 +152,7 @@ class Pipeline:
             segmented = float(cfg.OUTPUT.SEGMENT_S) > 0  # <stem>.<UTC start>.mp4 files instead of <stem>.mp4
             redactor = self.redactor.with_settings(  # per-camera overrides of a camera file take effect here
                 margin=float(cfg.ANONYMIZER.MARGIN),
+                min_aspect=float(cfg.ANONYMIZER.MIN_ASPECT),
                 floor=PrivacyFloor(cfg.PRIVACY.FLOOR_SSIM, cfg.PRIVACY.FLOOR_MIN_CHANGED),
             )
             source = open_source(spec.source, spec.camera_id, cfg.SOURCE)
@@ -228,7 +230,9 @@ class Pipeline:
                 "[%s] live source: PRIVACY.LOOKAHEAD_FRAMES ignored (a live camera is never delayed)", spec.camera_id
             )
             lookahead = 0
-        regions = CameraRegions(tracker, cfg.DETECTOR.CONF, cfg.ANONYMIZER.MARGIN, motion, lookahead)
+        regions = CameraRegions(
+            tracker, cfg.DETECTOR.CONF, redactor.margin, motion, lookahead, min_aspect=redactor.min_aspect
+        )
         state = CameraState(
             spec, source, reader, regions, sink, observations, progress, sidecar, extra_sinks, redactor=redactor
         )

@@ -61,10 +61,12 @@ class CameraRegions:
         margin: float,
         motion: MotionSafetyNet | None = None,
         lookahead: int = 0,
+        min_aspect: float = 0.0,
     ) -> None:
         self.tracker = tracker
         self.conf = float(conf)
-        self.margin = float(margin)
+        self.margin = float(margin)  # with min_aspect: the redactor's regions, what the motion net sees as covered
+        self.min_aspect = float(min_aspect)
         self.motion = motion if motion is not None and motion.enabled else None
         self.lookahead = max(0, int(lookahead))
         self._pending: deque[PlannedFrame] = deque()
@@ -89,7 +91,7 @@ class CameraRegions:
     # ---- one frame ------------------------------------------------------------------------------
     def _plan(self, frame: Frame, detections: Detections) -> PlannedFrame:
         persons, low = split_by_score(detections, self.conf)
-        observations = self.tracker.update(persons, frame.image)
+        observations = self.tracker.update(persons, frame.image, support=low.boxes)
         boxes = np.asarray([o.box for o in observations], np.float32).reshape(-1, 4)
         for box, score in zip(low.boxes, low.scores, strict=True):
             if len(boxes) and pairwise_overlap(box, boxes)[1].max() >= COVERED_IOS:
@@ -98,7 +100,9 @@ class CameraRegions:
         planned = PlannedFrame(frame, observations)
         if self.motion is not None:
             h, w = frame.image.shape[:2]
-            covered = [r for o in observations if (r := expand_and_clip(o.box, self.margin, w, h)) is not None]
+            covered = [
+                r for o in observations if (r := expand_and_clip(o.box, self.margin, w, h, self.min_aspect)) is not None
+            ]
             result = self.motion.update(frame.image, covered)
             planned.mask_frame = bool(result.mask_frame)
             for box in np.asarray(result.boxes, np.float32).reshape(-1, 4):

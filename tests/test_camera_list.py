@@ -97,6 +97,7 @@ def test_webcam_index_url(tmp_path):
         ("{id: a, url: a.mp4, overrides: {TRACKER.HOLD_FRAMES: 2.5}}", "TRACKER.HOLD_FRAMES"),
         ("{id: a, url: a.mp4, overrides: {SOURCE.LIVE_DROP_OLD: 1}}", "SOURCE.LIVE_DROP_OLD"),
         ("{id: a, url: a.mp4, overrides: {ANONYMIZER.MARGIN: -0.1}}", "ANONYMIZER.MARGIN"),
+        ("{id: a, url: a.mp4, overrides: {ANONYMIZER.MIN_ASPECT: 3}}", "ANONYMIZER.MIN_ASPECT"),
         ("{id: a, url: a.mp4, overrides: {SOURCE: {QUEUE_SIZE: 2}}}", "SOURCE.QUEUE_SIZE"),
         ("{id: a, url: a.mp4, zone: [[0, 0, 5, 5]]}", "zone"),
         ("{id: a, url: a.mp4, url: b.mp4}", "url"),

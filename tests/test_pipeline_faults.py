@@ -64,7 +64,7 @@ def test_anonymizer_faults_never_leak_raw_regions(tmp_path):
     out = read_frames(tmp_path / "cam.mp4")
     obs = load_jsonl(tmp_path / "cam.observations.jsonl")
     masked = [o for o in obs if not o["protected"]]
-    assert masked and len(masked) == result["fallback_masks"]
+    assert masked and len(masked) == result["fallback_masks"] + result["floor_masks"]
     for o in obs:
         x1, y1, x2, y2 = o["region"]
         i = o["frame_index"]
@@ -74,7 +74,7 @@ def test_anonymizer_faults_never_leak_raw_regions(tmp_path):
         inner = out[o["frame_index"]][y1 + 2 : y2 - 2, x1 + 2 : x2 - 2].reshape(-1, 3).astype(int)
         if len(inner) == 0:
             continue
-        # solid fill (up to codec noise where a later protected crop overlaps)
+        # solid fill (up to codec noise), whatever protected crop overlaps it
         assert np.median(np.abs(inner - np.array(FILL)).max(axis=1)) < 40
 
 

@@ -54,7 +54,7 @@ def test_near_raw_crops_are_left_solid_and_counted(anonymizer):
 
 def test_real_protections_pass_the_floor():
     frame = read_frames(vtest_path(), limit=1)[0]
-    boxes = [(300, 200, 360, 330), (100, 150, 150, 280)]
+    boxes = [(640, 241, 682, 322), (254, 220, 282, 308), (499, 156, 530, 231)]  # three walkers of frame 0
     redactor = Redactor(BaselineAnonymizer("mosaic", 24), margin=0.1, timeout_s=0, floor=PrivacyFloor())
     result = redactor.redact(frame, boxes)
     assert result.floor_masks == 0 and all(p is not None for p in result.protected)
@@ -63,3 +63,29 @@ def test_real_protections_pass_the_floor():
 def test_floor_settings_are_checked():
     with pytest.raises(ValueError, match="FLOOR_SSIM"):
         PrivacyFloor(ssim_max=1.5)
+
+
+class _RingOnly:
+    """Scrambles the margin ring of each crop and leaves the person box inside it raw."""
+
+    kind, fingerprint = "ring", "x"
+
+    def protect(self, crops):
+        out = []
+        for crop in crops:
+            h, w = crop.shape[:2]
+            dy, dx = max(1, h // 5), max(1, w // 5)
+            noisy = np.random.default_rng(0).integers(0, 256, crop.shape, dtype=np.uint8)
+            noisy[dy:-dy, dx:-dx] = crop[dy:-dy, dx:-dx]
+            out.append(noisy)
+        return out
+
+
+def test_the_floor_judges_each_person_box_on_the_composed_frame():
+    frame = read_frames(vtest_path(), limit=1)[0]
+    box = (640, 241, 682, 322)  # a walker of frame 0; its region (margin 0.3) passes the crop check
+    result = Redactor(_RingOnly(), margin=0.3, timeout_s=0, floor=PrivacyFloor()).redact(frame, [box])
+    assert result.floor_masks == 1 and result.protected == [None]
+    assert result.reasons and result.reasons[0].startswith("on the composed frame")
+    x1, y1, x2, y2 = result.regions[0]
+    assert not result.frame.image[y1:y2, x1:x2].any()  # the whole region went solid

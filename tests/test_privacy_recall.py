@@ -243,3 +243,28 @@ def test_without_lookahead_frames_are_not_delayed():
     regions = CameraRegions(CameraTracker("bytetrack", 5, 10.0), conf=0.25, margin=0.1, lookahead=0)
     out = regions.add(_frame(0), Detections([[10, 10, 50, 120]], [0.9]))
     assert [p.frame.index for p in out] == [0]
+
+
+# ---- held tracks supported by low-score fragments -------------------------------------------------------
+def _held_boxes(regions: CameraRegions, frames: int, fragment: bool, start: int = 0) -> list[bool]:
+    """Whether the lost track's box is still masked on each frame after the person stops being found."""
+    still = []
+    for i in range(start, start + frames):
+        dets = Detections([[312, 110, 328, 140]], [0.08]) if fragment else Detections()  # a head, low score
+        planned = regions.add(_frame(i), dets)[0]
+        still.append(any(o.kind == "held" and o.track_id >= 0 for o in planned.observations))
+    return still
+
+
+@pytest.mark.parametrize("fragment", [True, False])
+def test_a_lost_track_stays_masked_while_low_score_fragments_keep_turning_up_in_it(fragment):
+    regions = CameraRegions(CameraTracker("bytetrack", 5, 10.0), conf=0.25, margin=0.1)
+    box = np.array([[300, 100, 360, 260]], np.float32)
+    for i in range(8):  # a confirmed track
+        regions.add(_frame(i), Detections(box, [0.9]))
+    held = _held_boxes(regions, 30, fragment, start=8)
+    assert held[:5] == [True] * 5  # the plain hold
+    if fragment:  # found only as a fragment: held for as long as the fragments come (past the tracker's buffer)
+        assert all(held)
+    else:
+        assert not any(held[6:])  # 5 frames of hold, then given up

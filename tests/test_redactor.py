@@ -125,6 +125,48 @@ def test_margin_and_clipping():
     assert expand_and_clip((float("nan"), 0, 1, 1), 0.0, 100, 100) == (0, 0, 100, 100)
 
 
+def test_narrow_boxes_are_widened_to_the_aspect_floor_about_their_centre():
+    assert expand_and_clip((40, 0, 50, 100), 0.0, 200, 200, min_aspect=0.3) == (30, 0, 60, 100)
+    assert expand_and_clip((40, 0, 50, 100), 0.1, 200, 200, min_aspect=0.3) == (27, 0, 63, 110)
+    assert expand_and_clip((0, 0, 50, 100), 0.0, 200, 200, min_aspect=0.3) == (0, 0, 50, 100)  # wide enough
+    assert expand_and_clip((195, 0, 200, 100), 0.0, 200, 200, min_aspect=0.3) == (182, 0, 200, 100)  # clipped
+    redactor = Redactor(BaselineAnonymizer("mosaic"), margin=0.0, min_aspect=0.3)
+    assert redactor.regions([(40, 0, 50, 100)], 200, 200) == [(30, 0, 60, 100)]
+    assert redactor.with_settings(min_aspect=0.0).regions([(40, 0, 50, 100)], 200, 200) == [(40, 0, 50, 100)]
+    for bad in (-0.1, 2.5, float("nan")):
+        with pytest.raises(ValueError, match="MIN_ASPECT"):
+            Redactor(BaselineAnonymizer("mosaic"), min_aspect=bad)
+
+
+def test_the_largest_overlapping_region_is_painted_last():
+    """A small region inside a large one would lay a finer mosaic over the large one's person."""
+    raw = _frame(3)
+    large, small = (40, 40, 160, 200), (60, 60, 90, 110)
+    redactor = Redactor(BaselineAnonymizer("mosaic"), margin=0.0, timeout_s=0)
+    expected = BaselineAnonymizer("mosaic").protect([raw[40:200, 40:160].copy()])[0]
+    for order in ([large, small], [small, large]):
+        result = redactor.redact(raw, order)
+        assert np.array_equal(result.frame.image[40:200, 40:160], expected)
+        assert all(p is not None for p in result.protected)
+
+
+class _SmallUnchanged:
+    """Mosaic for large crops, the crop unchanged for small ones (which the redactor must refuse)."""
+
+    kind, fingerprint = "partial", "x"
+
+    def protect(self, crops):
+        return [c.copy() if c.shape[0] < 100 else BaselineAnonymizer("mosaic").protect([c])[0] for c in crops]
+
+
+def test_a_region_left_solid_stays_solid_under_a_larger_protected_one():
+    raw = _frame(4)
+    large, small = (40, 40, 160, 200), (60, 60, 90, 110)
+    result = Redactor(_SmallUnchanged(), margin=0.0, timeout_s=0, fill=FILL).redact(raw, [small, large])
+    assert result.protected[0] is None and result.protected[1] is not None and result.fallback_masks == 1
+    assert (result.frame.image[60:110, 60:90] == np.array(FILL, np.uint8)).all()
+
+
 def test_raw_frames_cannot_be_wrapped_outside_the_redactor():
     with pytest.raises(TypeError):
         RedactedFrame(_frame())
