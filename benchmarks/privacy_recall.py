@@ -412,19 +412,17 @@ def figure(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in results:
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    for number, r in enumerate(results):
         fps = r["videos"].get("vtest", {}).get("fps")
         if fps is None:
             continue
-        ax.scatter(fps, 100 * r["mot17"]["coverage"], s=50)
+        # numbers on the points and names in the legend: the default rows sit on top of each other
+        ax.scatter(fps, 100 * r["mot17"]["coverage"], s=50, label=f"{number}: {r['name']}")
         ax.annotate(
-            r["name"].split(" (")[0],
-            (fps, 100 * r["mot17"]["coverage"]),
-            fontsize=7,
-            xytext=(4, 4),
-            textcoords="offset points",
+            str(number), (fps, 100 * r["mot17"]["coverage"]), fontsize=8, xytext=(4, 4), textcoords="offset points"
         )
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.axhline(99.5, ls="--", c="grey", lw=0.8)
     ax.axvline(10, ls=":", c="grey", lw=0.8)
     ax.set_xlabel("pipeline frames/s on vtest.avi (2-core CPU)")
