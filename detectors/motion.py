@@ -84,6 +84,7 @@ _HISTORY = 2000  # frames; longer keeps people who pause in the foreground for l
 _DIST2_THRESHOLD = 400.0  # OpenCV's default for KNN
 _CLEAN_DIFF = 20  # grey levels from the warm-up median that mark a pixel as "someone was there"
 _CLEAN_DILATE = 7  # px at width 320: also replace the fringe around those pixels
+_RNG_SEED = 0x5EED  # see MotionSafetyNet._learn
 _BOX_MARGIN = 0.1  # each returned box grows by this share of its size on each side
 
 # Blob cleaning kernels, in pixels at width 320 (scaled with ``width``): (width, height).
@@ -287,6 +288,9 @@ class MotionSafetyNet:
 
     def _learn(self) -> None:
         """Build the background model from the (cleaned) warm-up frames; the net is active afterwards."""
+        # KNN picks the samples it replaces with OpenCV's per-thread RNG, which runs on from whatever
+        # used it last: seeded, a file gives the same masks on every run (and its audit the same result)
+        cv2.setRNGSeed(_RNG_SEED)
         model = cv2.createBackgroundSubtractorKNN(_HISTORY, _DIST2_THRESHOLD, True)
         for small in clean_warmup_frames(self._warmup):
             model.apply(small)

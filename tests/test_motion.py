@@ -243,3 +243,20 @@ def test_vtest_blobs_cover_the_people_yolo_sees():
     for part, (hit, total) in counts.items():
         assert total >= 10 and hit >= 0.9 * total, f"{part}: {hit}/{total} YOLO people at least half inside blobs"
     assert max(frame_share) < 0.4, f"blobs mask {max(frame_share):.0%} of a frame: not a person detector any more"
+
+
+def test_the_motion_net_gives_the_same_masks_on_a_second_run_in_the_same_process():
+    """OpenCV's KNN samples with a per-thread RNG that runs on between runs unless it is seeded."""
+    frames = read_frames(vtest_path(), 40)
+
+    def boxes() -> list:
+        net = MotionSafetyNet("on", warmup_frames=10)
+        out = []
+        for frame in frames:
+            result = net.update(frame, [])
+            out.append(np.asarray(result.boxes).round(1).tolist())
+        return out
+
+    first = boxes()
+    assert any(first[10:]), "the net found moving people once it had learned"
+    assert boxes() == first
