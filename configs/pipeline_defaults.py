@@ -48,7 +48,8 @@ _C.PRIVACY.MOTION_WARMUP_FRAMES = 100  # frames learned before the net is truste
 # cameras mask whole frames meanwhile (see detectors/motion.py)
 _C.PRIVACY.MOTION_MIN_HEIGHT = 0.025  # smallest blob kept, as a share of the frame height
 _C.PRIVACY.MOTION_MIN_AREA = 0.0001  # smallest blob kept, as a share of the frame area
-_C.PRIVACY.MOTION_COVERED = 0.6  # a blob this much inside detection regions is already masked
+_C.PRIVACY.MOTION_COVERED = 0.9  # a blob this much inside masked regions is already masked (0.6 left a
+# walker's back raw beside a large held box: docs/privacy-recall.md)
 _C.PRIVACY.FLOOR_SSIM = 0.65  # a protected crop (or box) whose grey SSIM to raw exceeds this stays solid
 _C.PRIVACY.FLOOR_MIN_CHANGED = 0.15  # ... as does one whose least-changed half has fewer pixels changed (0 = off)
 _C.PRIVACY.LOOKAHEAD_FRAMES = (

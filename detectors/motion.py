@@ -197,7 +197,7 @@ class MotionSafetyNet:
         warmup_frames: int = 30,
         min_height: float = 0.04,
         min_area: float = 0.0004,
-        covered: float = 0.6,
+        covered: float = 0.9,
         camera_id: str = "",
     ) -> None:
         mode = str(mode).strip().lower()

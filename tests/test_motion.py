@@ -86,11 +86,23 @@ def test_undetected_person_merged_with_a_detected_one_is_still_returned():
     bg = _background(3)
     net = _primed_net(bg)
     rng = np.random.default_rng(4)
-    detected, missed = (200, 120, 330, 360), (330, 250, 370, 330)  # touching: one blob; most of it detected
+    # touching: one blob, at least MOTION_COVERED (0.9) of it detected, so only what sticks out comes back
+    detected, missed = (200, 120, 330, 360), (330, 270, 362, 340)
     frame = _with_sensor_noise(_paint(_paint(bg, detected, 10), missed, 10), rng)
     res = net.update(frame, [detected])
     assert any(_overlap(missed, b) > 0.9 for b in res.boxes), res.boxes.tolist()
     assert not any(_overlap(detected, b) > 0.5 for b in res.boxes)
+
+
+def test_a_blob_only_partly_inside_the_masked_regions_is_returned_whole():
+    """A walker mostly inside someone else's (or a false) box keeps no raw strip outside it."""
+    bg = _background(3)
+    net = _primed_net(bg)
+    rng = np.random.default_rng(4)
+    walker, other = (300, 150, 350, 330), (320, 100, 480, 360)  # 60 % of the walker inside the other box
+    frame = _with_sensor_noise(_paint(bg, walker, 10), rng)
+    res = net.update(frame, [other])
+    assert any(_overlap(walker, b) > 0.95 for b in res.boxes), res.boxes.tolist()
 
 
 def test_warm_up_fails_closed_and_priming_makes_frame_0_active():
