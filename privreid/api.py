@@ -38,8 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 from privreid import __all__ as __all__  # the package re-exports exactly these names, lazily
 
-COVERED_IOS = 0.8  # a low-score box this much inside a person box adds nothing to mask (as the pipeline)
-
 
 class PipelineError(RuntimeError):
     """The job was refused at start (``status`` 2: bad config, model, source or output) or a camera
@@ -196,6 +194,7 @@ class FrameAnonymizer:
         from detectors.factory import build_detector
         from detectors.motion import MotionSafetyNet
         from detectors.tracker import CameraTracker
+        from stream.regions import CameraRegions
 
         cfg = load_config(overrides, config)
         self.cfg = cfg
@@ -224,6 +223,11 @@ class FrameAnonymizer:
             floor=floor,
             min_aspect=cfg.ANONYMIZER.MIN_ASPECT,
         )
+        # the pipeline's own planning (two thresholds, held tracks, motion net), never delayed
+        self.regions = CameraRegions(
+            self.tracker, self.conf, self.margin, self.motion, lookahead=0, min_aspect=self.redactor.min_aspect
+        )
+        self._index = 0
 
     def prime(self, frames: Iterable[np.ndarray]) -> int:
         """Teach the motion net the background from ``frames`` (as the pipeline does for files), so the
@@ -241,8 +245,7 @@ class FrameAnonymizer:
 
     def anonymize(self, frame: np.ndarray) -> AnonymizedFrame:
         """Redact one BGR uint8 frame [H, W, 3]; the input is never modified."""
-        from detectors.merge import pairwise_overlap, split_by_score
-        from detectors.tracker import Observation
+        from stream.sources import Frame
 
         if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"expected a BGR uint8 frame [H, W, 3], got {getattr(frame, 'shape', type(frame))}")
@@ -257,21 +260,9 @@ class FrameAnonymizer:
                 reasons=[f"detector raised {type(exc).__name__}: {exc}"],
                 redacted=result.frame,
             )
-        persons, low = split_by_score(detections, self.conf)
-        observations = self.tracker.update(persons, frame, support=low.boxes)
-        tracked = np.asarray([o.box for o in observations], np.float32).reshape(-1, 4)
-        for box, score in zip(low.boxes, low.scores, strict=True):
-            if len(tracked) and pairwise_overlap(box, tracked)[1].max() >= COVERED_IOS:
-                continue
-            observations.append(Observation(tuple(map(float, box)), float(score), -1, held=True, kind="low_score"))
-        mask_frame = False
-        if self.motion is not None:
-            h, w = frame.shape[:2]
-            covered = [r for r in self.redactor.regions([o.box for o in observations], w, h) if r is not None]
-            moving = self.motion.update(frame, covered)
-            mask_frame = bool(moving.mask_frame)
-            for box in np.asarray(moving.boxes, np.float32).reshape(-1, 4):
-                observations.append(Observation(tuple(map(float, box)), 0.0, -1, held=True, kind="motion"))
+        (planned,) = self.regions.add(Frame(self._index, 0, frame), detections)  # lookahead 0: this frame
+        self._index += 1
+        observations, mask_frame = planned.observations, planned.mask_frame
         boxes = [o.box for o in observations]
         result = self.redactor.mask_all(frame, boxes) if mask_frame else self.redactor.redact(frame, boxes)
         records = [
