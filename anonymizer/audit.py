@@ -90,6 +90,7 @@ from anonymizer.audit_rule import (
     grow_box,
     judge,
 )
+from anonymizer.audit_scene import EmptyScene, new_content_box, read_empty_scene
 from detectors.base import Detector
 
 __all__ = [
@@ -101,11 +102,13 @@ __all__ = [
     "AuditRule",
     "BoxResult",
     "GroundTruth",
+    "EmptyScene",
     "Person",
     "PersonsSource",
     "audit",
     "background_changed",
     "build_audit_detector",
+    "build_empty_scene",
     "build_report",
     "clip_box",
     "compare_region",
@@ -116,6 +119,7 @@ __all__ = [
     "main",
     "parse_args",
     "persons_description",
+    "read_empty_scene",
     "read_mot_gt",
     "verdict_text",
     "write_outputs",
@@ -158,14 +162,34 @@ def _frames(source, stats: dict[str, Any]) -> Iterator[np.ndarray]:
 
 # ------------------------------------------------------------------------------------------ the audit
 def _audit_frame(
-    index: int, raw: np.ndarray, out: np.ndarray, persons: Sequence[Person], rule: AuditRule, tally: Tally
+    index: int,
+    raw: np.ndarray,
+    out: np.ndarray,
+    persons: Sequence[Person],
+    rule: AuditRule,
+    tally: Tally,
+    scene: EmptyScene | None = None,
 ) -> None:
     raw_grey = cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY)
     out_grey = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
     h, w = raw_grey.shape
+    new = scene.frame_mask(raw_grey) if scene is not None else None
     for person in persons:
-        if person.audited:
-            _audit_box(index, person, clip_box(person.box, w, h), raw_grey, out_grey, out, rule, tally)
+        if not person.audited:
+            continue
+        box = clip_box(person.box, w, h)
+        if new is not None:  # judged on what differs from the reviewed empty scene
+            assert scene is not None
+            narrowed = new_content_box(new, box, rule.background_margin)
+            if narrowed is None:  # nothing but the empty scene: counted apart, never silently
+                scene.set_aside += 1
+                scene.would_leak += judge(
+                    index, box, person, compare_region(raw_grey, out_grey, box, rule), rule
+                ).leaked
+                continue
+            scene.narrowed += narrowed != box
+            box = narrowed
+        _audit_box(index, person, box, raw_grey, out_grey, out, rule, tally)
     bg = background_changed(cv2.absdiff(raw_grey, out_grey) > rule.change_level, persons, rule)
     if bg is not None:
         tally.background.append(bg)
@@ -257,11 +281,14 @@ def audit(
     rule: AuditRule = AuditRule(),
     out_dir: str | Path | None = None,
     max_frames: int | None = None,
+    scene: EmptyScene | None = None,
 ) -> dict[str, Any]:
     """Audit ``anonymized`` against ``raw``; the report dict (also ``out_dir/audit.json`` when given).
 
     ``persons_source``: a :class:`detectors.base.Detector` run on the raw frames, a
     :class:`GroundTruth` (:func:`read_mot_gt`), or a mapping {raw frame index: [Person, ...]}.
+    ``scene``: a reviewed empty scene (:func:`read_empty_scene`, ``anonymizer.audit_scene``): each
+    box is judged on what differs from it, and what it sets aside is reported under ``empty_scene``.
 
     Raises :class:`AuditInputError` for inputs the audit cannot compare (missing, undecodable,
     different frame sizes).
@@ -280,6 +307,8 @@ def audit(
         raise
     try:
         size = _check_sizes(raw_src, out_src)
+        if scene is not None and scene.scene is None:
+            build_empty_scene(raw, scene)
         counts: dict[str, Any] = {
             "raw": {"decoded": 0, "error": None},
             "anonymized": {"decoded": 0, "error": None},
@@ -288,7 +317,7 @@ def audit(
         tally, compared = Tally(), 0
         pairs = _pairs(raw_src, out_src, max_frames, counts)
         for index, raw_img, out_img, persons in _persons_stream(pairs, persons_source):
-            _audit_frame(index, raw_img, out_img, persons, rule, tally)
+            _audit_frame(index, raw_img, out_img, persons, rule, tally, scene)
             compared += 1
     finally:
         raw_src.close()
@@ -296,11 +325,22 @@ def audit(
     if compared == 0:
         raise AuditInputError(f"no frame could be compared: {counts['raw']['error'] or counts['anonymized']['error']}")
     report = build_report(
-        raw, anonymized, persons_source, rule, size, counts, compared, tally, time.perf_counter() - started
+        raw, anonymized, persons_source, rule, size, counts, compared, tally, time.perf_counter() - started, scene
     )
     if out_dir is not None:
         write_outputs(report, tally.tiles, Path(out_dir))
     return report
+
+
+def build_empty_scene(raw: str | Path, scene: EmptyScene) -> None:
+    """Decode the raw video for the empty scene (a pass of its own: the empty frame may come after
+    the frames it judges, and a median needs the whole video)."""
+    source = _open(raw, "raw")
+    try:
+        frames = enumerate(_frames(source, {"decoded": 0, "error": None}))
+        scene.set_scene(frames, source.expected_frames)
+    finally:
+        source.close()
 
 
 def _check_sizes(raw_src, out_src) -> tuple[int, int]:
@@ -362,6 +402,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=AuditRule.min_box_height,
         help="persons lower than this (px) are counted as too_small, not audited",
     )
+    p.add_argument(
+        "--empty-scene",
+        metavar="REVIEWED.yml",
+        help="a reviewed empty scene of a static camera's raw video: each detection is judged on what differs "
+        "from it, and detections of nothing but the scene are reported apart (anonymizer/audit_scene.py)",
+    )
     p.add_argument("--max-frames", type=int, default=None, metavar="N")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p.parse_args(argv)
@@ -418,9 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise AuditInputError(f"raw video not found: {args.raw}")
         if not anonymized.exists():
             raise AuditInputError(f"anonymized video not found: {anonymized}")
+        scene = read_empty_scene(args.empty_scene, args.raw) if args.empty_scene else None
         persons = _persons_from_args(args)
         _warn_if_same_detector(anonymized, persons)
-        report = audit(args.raw, anonymized, persons, rule, out_dir, args.max_frames)
+        report = audit(args.raw, anonymized, persons, rule, out_dir, args.max_frames, scene)
     except AuditInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

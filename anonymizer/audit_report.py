@@ -21,6 +21,7 @@ import numpy as np
 
 from anonymizer.audit_persons import PERSON_LIKE_CLASSES, GroundTruth
 from anonymizer.audit_rule import SSIM_SIZE_WH, AuditRule, BoxResult, finite
+from anonymizer.audit_scene import EmptyScene
 from detectors.base import Detector
 
 log = logging.getLogger("anonymizer.audit")
@@ -66,6 +67,7 @@ def build_report(
     compared: int,
     tally: Tally,
     seconds: float,
+    scene: EmptyScene | None = None,
 ) -> dict[str, Any]:
     """The ``audit.json`` dict of one finished audit (every number finite or None)."""
     frames_raw, frames_out = counts["raw"]["decoded"], counts["anonymized"]["decoded"]
@@ -102,6 +104,7 @@ def build_report(
             "height": size[1],
             "persons": persons_description(persons_source),
         },
+        "empty_scene": None if scene is None else scene.describe(),
         "timing": {"seconds": finite(seconds, 3), "fps": finite(compared / seconds, 2) if seconds > 0 else None},
         "misses": [asdict(m) for m in tally.misses],
     }
@@ -128,6 +131,14 @@ def verdict_text(report: dict[str, Any]) -> str:
         f"{report['rule']['min_box_height']} px not audited. Outside person boxes {bg_text} of the frame "
         f"changed. Persons from {who}. Rule: {report['rule']['text']}."
     )
+    scene = report.get("empty_scene")
+    if scene:
+        text += (
+            f" Judged against the reviewed empty scene {scene['path']} (frame {scene['empty_frame']}): "
+            f"{scene['narrowed']} boxes narrowed to what differs from it, {scene['set_aside']} detections of "
+            f"nothing but the scene set aside ({scene['set_aside_would_leak']} of them would count as leaked), "
+            f"{scene['frames_without_scene']} frames audited without it."
+        )
     if report["warnings"]:
         text += " Warnings: " + "; ".join(report["warnings"]) + "."
     return text

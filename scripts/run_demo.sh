@@ -38,8 +38,13 @@ if [ -z "$auditor" ]; then
        "(set PRIVREID_AUDIT_DETECTOR to a model Ultralytics loads, or an OpenVINO SSD .xml)" >&2
   exit 0
 fi
-echo "[demo] auditing runs/demo/vtest.mp4 with $auditor (the run used $used)" >&2
+# vtest's reviewed empty scene: the auditor's boxes are judged on what differs from it (a sign post the
+# auditor calls a person is set aside and counted); PRIVREID_AUDIT_SCENE= (empty) audits without it.
+scene="${PRIVREID_AUDIT_SCENE-configs/audit_scenes/vtest.yml}"
+scene_args=()
+if [ -n "$scene" ]; then scene_args=(--empty-scene "$scene"); fi
+echo "[demo] auditing runs/demo/vtest.mp4 with $auditor (the run used $used)${scene:+, against the reviewed empty scene $scene}" >&2
 "$py" -m anonymizer.audit --raw "$data_dir/vtest.avi" --anonymized runs/demo/vtest.mp4 \
-    --detector "$auditor" --conf "$conf" --out runs/demo/audit \
+    --detector "$auditor" --conf "$conf" --out runs/demo/audit "${scene_args[@]}" \
   || echo "[demo] AUDIT FAILED: the output shows some persons recognizably; the misses are listed in" \
           "runs/demo/audit/audit.json and shown in runs/demo/audit/misses.png (docs/privacy-recall.md)" >&2
