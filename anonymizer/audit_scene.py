@@ -103,8 +103,16 @@ class EmptyScene:
                     self.scene = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
                     return
             raise AuditInputError(f"{self.path}: empty_frame {self.empty_frame} is not in the raw video")
+        # every step-th frame; where the length is unknown, the step doubles (keeping every other frame
+        # picked so far) whenever twice MEDIAN_FRAMES are held, so memory stays bounded on any length
         step = max(1, (frame_count or MEDIAN_FRAMES) // MEDIAN_FRAMES)
-        picked = [cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) for i, img in frames if i % step == 0]
+        picked: list[np.ndarray] = []
+        for i, img in frames:
+            if i % step:
+                continue
+            picked.append(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+            if len(picked) >= 2 * MEDIAN_FRAMES:
+                picked, step = picked[::2], step * 2
         if len(picked) < 3:
             raise AuditInputError(
                 f"{self.path}: a median scene needs at least 3 frames, the raw video gave {len(picked)}"

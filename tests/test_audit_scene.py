@@ -197,3 +197,30 @@ def test_the_command_line_names_the_scene_in_its_verdict(room, tmp_path, capsys)
     rc = main(["--raw", str(raw), "--anonymized", str(out), "--gt", str(gt), "--empty-scene", str(review)])
     text = capsys.readouterr().out
     assert rc == 0 and "PASS" in text and f"reviewed empty scene {review}" in text and "set aside" in text
+
+
+def test_a_median_of_a_stream_of_unknown_length_holds_few_frames(monkeypatch):
+    """No frame count (a stream whose length the container does not say): the picked frames are
+    thinned as they come, and the median still drops a walker."""
+    import anonymizer.audit_scene as audit_scene
+
+    monkeypatch.setattr(audit_scene, "MEDIAN_FRAMES", 4)
+    background = np.full((40, 60, 3), 90, np.uint8)
+    held: list[int] = []
+    original_stack = np.stack
+
+    def frames():
+        for i in range(200):
+            frame = background.copy()
+            frame[5:35, (i * 7) % 50 : (i * 7) % 50 + 8] = 250  # the walker, somewhere else each frame
+            yield i, frame
+
+    def counting_stack(arrays, *args, **kwargs):
+        held.append(len(arrays))
+        return original_stack(arrays, *args, **kwargs)
+
+    monkeypatch.setattr(audit_scene.np, "stack", counting_stack)
+    scene = audit_scene.EmptyScene("x.yml", "x", "median", "a test")
+    scene.set_scene(frames(), None)
+    assert held and held[0] < 2 * 4
+    assert scene.scene is not None and int(np.abs(scene.scene.astype(int) - 90).max()) == 0
