@@ -36,7 +36,6 @@ video (``configs/audit_scenes/``)::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ import numpy as np
 import yaml
 
 from anonymizer.audit_persons import AuditInputError
+from anonymizer.audit_rule import grow_box
 
 NEW_LEVEL = 25
 NEW_MIN_SHARE = 0.02
@@ -72,9 +72,9 @@ def new_content_box(new: np.ndarray, box: Sequence[int], margin: float) -> list[
     if part.size == 0 or part.mean() < NEW_MIN_SHARE:
         return None
     ys, xs = np.nonzero(part)
-    nx1, ny1, nx2, ny2 = x1 + int(xs.min()), y1 + int(ys.min()), x1 + int(xs.max()) + 1, y1 + int(ys.max()) + 1
-    dx, dy = math.ceil((nx2 - nx1) * margin), math.ceil((ny2 - ny1) * margin)
-    return [max(x1, nx1 - dx), max(y1, ny1 - dy), min(x2, nx2 + dx), min(y2, ny2 + dy)]
+    found = (x1 + int(xs.min()), y1 + int(ys.min()), x1 + int(xs.max()) + 1, y1 + int(ys.max()) + 1)
+    gx1, gy1, gx2, gy2 = grow_box(found, margin, new.shape[1], new.shape[0])
+    return [max(x1, gx1), max(y1, gy1), min(x2, gx2), min(y2, gy2)]
 
 
 @dataclass

@@ -4,6 +4,7 @@ person who was not in the empty scene, are still caught. Synthetic frames: no re
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -106,7 +107,7 @@ def test_the_scene_sets_aside_the_static_box_and_narrows_the_loose_one(room, tmp
     report = audit(raw, encode(_protect(frames, tight), tmp_path / "out.mp4"), detections, scene=scene)
     assert report["missed"] == 0, report["misses"]
     assert report["audited"] == N - 1  # the person on frames 1..N-1, judged on their own pixels
-    section = strict_json(__import__("json").dumps(report))["empty_scene"]
+    section = strict_json(json.dumps(report))["empty_scene"]
     assert section["set_aside"] == N and section["set_aside_would_leak"] == N  # the pillar, never silent
     assert section["narrowed"] == N - 1 and section["frames_without_scene"] == 0
 
