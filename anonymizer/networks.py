@@ -272,6 +272,8 @@ class GeneratorSpec:
     payload_role: str = ""  # 'write' (G) | 'read' (G_R): a scattered payload (anonymizer.payload); '' = none
     payload_scale: float = 0.0  # amplitude of the payload in P ([-1, 1] units)
     payload_seed: int = 0  # seed of the payload's fixed tile permutation (not a secret)
+    payload_lowpass_block: int = 0  # 'read' only: the code was written on a mosaic of this block (px), and
+    # is separated from P's visible part by block means on its grid; 0 = a Gaussian low-pass
 
     def __post_init__(self) -> None:
         # here, not in one builder, so that specs read from a bundle.yaml are checked as well
@@ -279,6 +281,8 @@ class GeneratorSpec:
             raise ValueError("a kept share of detail (skip_detail) needs the blur branch (skip_blur_sigma > 0)")
         if self.skip_mosaic_block < 0 or (self.skip_mosaic_block and self.skip_blur_sigma > 0):
             raise ValueError("G has one fixed branch: a mosaic (skip_mosaic_block > 0) or a blur (skip_blur_sigma)")
+        if self.payload_lowpass_block < 0 or (self.payload_lowpass_block and self.payload_role != "read"):
+            raise ValueError("payload_lowpass_block (>= 0) belongs to a payload reader (payload_role 'read')")
 
     def fixed_branch(self) -> nn.Module | None:
         """The hand-made protection G starts from and adds its residual to (None: a plain network)."""
@@ -353,7 +357,8 @@ def encoder_decoder_specs(
     if payload_scale <= 0:
         return encoder, plain
     payload: dict[str, Any] = {"payload_scale": float(payload_scale), "payload_seed": int(payload_seed)}
-    return replace(encoder, payload_role="write", **payload), replace(plain, payload_role="read", **payload)
+    reader = replace(plain, payload_role="read", payload_lowpass_block=int(skip_mosaic_block), **payload)
+    return replace(encoder, payload_role="write", **payload), reader
 
 
 def build_generator(spec: GeneratorSpec | dict) -> nn.Module:
@@ -373,7 +378,7 @@ def build_generator(spec: GeneratorSpec | dict) -> nn.Module:
     init_weights(net)
     if spec.payload_role:
         if spec.payload_role == "read":
-            return PayloadReader(net, spec.payload_scale, spec.payload_seed)
+            return PayloadReader(net, spec.payload_scale, spec.payload_seed, spec.payload_lowpass_block)
         return PayloadWriter(net, spec.payload_scale, spec.payload_seed, spec.fixed_branch())
     if spec.skip_mosaic_block > 0:
         return MosaicSkipGenerator(net, spec.skip_mosaic_block)

@@ -148,12 +148,19 @@ class PayloadReader(nn.Module):
     was written, next to the image it describes; dividing by ``scale`` brings it to unit size. The
     1×1 convolution ``L`` starts as lowpass(P) + code (the image plus its code, if the code is O's
     high-pass) and ``net``'s last layer at zero: the U-Net learns what the linear path misses.
+
+    With ``lowpass_block`` > 0 (a code written on a mosaic, ``MODEL.G_SKIP_MOSAIC``), the low-pass is
+    the mean of each block of that mosaic's grid instead of a Gaussian. Why: a mosaic's visible
+    content is flat inside each block and jumps at block edges; a Gaussian high-pass keeps those
+    jumps, which are several times the code's amplitude and, un-permuted, bury the code in noise. The
+    block mean removes the flat visible part exactly and leaves the code (whose mean over a block is
+    near zero, as it is scattered).
     """
 
-    def __init__(self, net: nn.Module, scale: float, seed: int) -> None:
+    def __init__(self, net: nn.Module, scale: float, seed: int, lowpass_block: int = 0) -> None:
         super().__init__()
         self.net, self.scale = net, _checked_scale(scale)
-        self.lowpass = GaussianBlur(LOWPASS_SIGMA)
+        self.lowpass: nn.Module = BlockMean(lowpass_block) if lowpass_block > 0 else GaussianBlur(LOWPASS_SIGMA)
         self.scatter = TileScatter(seed)
         self.linear = nn.Conv2d(9, 3, 1)
         with torch.no_grad():
@@ -174,6 +181,31 @@ class PayloadReader(nn.Module):
         lowpass = self.lowpass(p)
         code = self.code(p, lowpass)
         return (self.linear(torch.cat([p, lowpass, code], 1)) + self.net(torch.cat([p, code], 1))).clamp(-1.0, 1.0)
+
+
+class BlockMean(nn.Module):
+    """Every ``block``×``block`` tile of a fixed grid (anchored at the top-left corner, as
+    :class:`~anonymizer.networks.MosaicBranch`) replaced by its mean; partial tiles at the right and
+    bottom edges average what they hold. No weights; exports to ONNX for any input size."""
+
+    def __init__(self, block: int) -> None:
+        super().__init__()
+        if int(block) < 1:
+            raise ValueError(f"a block is at least 1 pixel, got {block}")
+        self.block = int(block)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        b = self.block
+        ones = torch.ones_like(x[:, :1])
+        # sums over each tile (zero padding to whole tiles), divided by the tile's count of real pixels
+        pad = (0, (-w) % b, 0, (-h) % b)
+        sums = F.avg_pool2d(F.pad(x, pad), b, divisor_override=1)
+        counts = F.avg_pool2d(F.pad(ones, pad), b, divisor_override=1)
+        means = sums / counts
+        rows = torch.div(torch.arange(h, device=x.device), b, rounding_mode="floor")
+        cols = torch.div(torch.arange(w, device=x.device), b, rounding_mode="floor")
+        return means.index_select(-2, rows).index_select(-1, cols)
 
 
 def _checked_scale(scale: float) -> float:

@@ -236,18 +236,59 @@ class ResidualDecoder(torch.nn.Module):
         return (x + self.net(x)).clamp(-1.0, 1.0)
 
 
-def train_recovery_attack(
-    train_prot: np.ndarray, train_raw: np.ndarray, cfg: RecoveryConfig, desc: str = "recovery"
-) -> tuple[torch.nn.Module, dict]:
-    """Train a U-Net decoder on (protected, raw) training pairs with L1; returns (decoder, log)."""
+def payload_reader_spec(generator_spec: dict | None, cfg: RecoveryConfig, image_hw: tuple[int, int]):
+    """The spec of a payload reader an attacker builds from G's public spec, or None without a payload.
 
-    from anonymizer.networks import UNetGenerator, count_parameters, init_weights, max_unet_downs
+    Why: a G that writes a scattered recovery code (``anonymizer.payload``) stores the code's scale,
+    its permutation seed and the mosaic grid it is written on in ``bundle.yaml``, next to G itself.
+    That is no secret, so an attacker who holds G can un-permute the code as the key holder's G_R
+    does; a generic decoder that ignores it would understate the attack. The reader's own network
+    keeps the attack's budget (``cfg.ngf``, ``cfg.num_downs``).
+    """
+    from anonymizer.networks import GeneratorSpec, max_unet_downs
+
+    if not generator_spec or generator_spec.get("payload_role") != "write":
+        return None
+    return GeneratorSpec(
+        "unet",
+        cfg.ngf,
+        "batch",
+        num_downs=min(cfg.num_downs, max_unet_downs(image_hw)),
+        payload_role="read",
+        payload_scale=float(generator_spec["payload_scale"]),
+        payload_seed=int(generator_spec.get("payload_seed", 0)),
+        payload_lowpass_block=int(generator_spec.get("skip_mosaic_block", 0)),
+    )
+
+
+def train_recovery_attack(
+    train_prot: np.ndarray,
+    train_raw: np.ndarray,
+    cfg: RecoveryConfig,
+    desc: str = "recovery",
+    generator_spec: dict | None = None,
+) -> tuple[torch.nn.Module, dict]:
+    """Train a decoder on (protected, raw) training pairs with L1; returns (decoder, log).
+
+    The decoder is a U-Net that starts as the identity, or, when ``generator_spec`` (G's spec from
+    ``bundle.yaml``) says G writes a payload, a payload reader built from that public spec
+    (:func:`payload_reader_spec`).
+    """
+
+    from anonymizer.networks import UNetGenerator, build_generator, count_parameters, init_weights, max_unet_downs
 
     torch.manual_seed(cfg.seed)
-    downs = min(cfg.num_downs, max_unet_downs(train_raw.shape[1:3]))
-    unet = UNetGenerator(3, 3, downs, cfg.ngf, "batch")
-    init_weights(unet)
-    net = ResidualDecoder(unet)
+    image_hw = (int(train_raw.shape[1]), int(train_raw.shape[2]))
+    reader = payload_reader_spec(generator_spec, cfg, image_hw)
+    net: torch.nn.Module
+    if reader is not None:
+        downs, kind = reader.num_downs, "payload reader (G's public payload spec)"
+        net = build_generator(reader)
+    else:
+        downs, kind = min(cfg.num_downs, max_unet_downs(image_hw)), "residual U-Net"
+        unet = UNetGenerator(3, 3, downs, cfg.ngf, "batch")
+        init_weights(unet)
+        net = ResidualDecoder(unet)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     rng = np.random.default_rng(cfg.seed)
 
@@ -260,13 +301,20 @@ def train_recovery_attack(
     info = {
         "iters": cfg.iters,
         "seconds": seconds,
+        "decoder": kind,
         "num_downs": downs,
         "parameters": count_parameters(net),
         "l1_first": round(float(np.mean(losses[:10])), 4) if losses else None,
         "l1_last": round(float(np.mean(losses[-10:])), 4) if losses else None,
     }
     log.info(
-        "%s: %d iterations in %.0f s, L1 %s → %s", desc, cfg.iters, info["seconds"], info["l1_first"], info["l1_last"]
+        "%s: %s, %d iterations in %.0f s, L1 %s → %s",
+        desc,
+        kind,
+        cfg.iters,
+        info["seconds"],
+        info["l1_first"],
+        info["l1_last"],
     )
     return net, info
 

@@ -131,11 +131,21 @@ def markdown_tables(result: dict[str, Any]) -> str:
             f"| {name} | {_img(e.get('pixel'))} | {_img(e.get('recovery_attack'))} | {key_cell} | {face_cell} |"
         )
     ad_cfg, rec_cfg = s.get("adaptive") or {}, s.get("recovery") or {}
+    payload_attack = any(
+        "payload" in kind
+        for e in result["protections"].values()
+        for kind in (e.get("recovery_attack") or {}).get("candidates", {})
+    )
+    payload_note = (
+        " (on a G that writes a payload, also a payload reader built from G's public spec in bundle.yaml; "
+        "the better of the two is shown). "
+    )
     lines += [
         "",
         f"Adaptive attacker: {ad_cfg.get('from', '–')} fine-tuned {ad_cfg.get('iters')} iterations, batch "
         f"{ad_cfg.get('batch')} (raw + protected), CE + batch-hard triplet. Recovery attack: U-Net ngf "
-        f"{rec_cfg.get('ngf')}, {rec_cfg.get('iters')} iterations, batch {rec_cfg.get('batch')}, L1. "
+        f"{rec_cfg.get('ngf')}, {rec_cfg.get('iters')} iterations, batch {rec_cfg.get('batch')}, L1"
+        + (payload_note if payload_attack else ". ")
         + (f"Faces: {face.get('model')}, score > {face.get('threshold')}, {face.get('placement')}. " if face else "")
         + f"Wall time {result['timings_s']['total']:.0f} s, {s['machine']['summary']}.",
         "",

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# On a lent GPU: the mosaic-skip encoder against outside attackers. G = the fixed mosaic 24 plus a
-# zero-initialized residual (MODEL.G_SKIP_MOSAIC) and a scattered recovery payload
-# (MODEL.G_PAYLOAD_SCALE), C started from the public OSNet x0.25 (configs/cuhk01_gcr_osnet_cpu.yml,
-# w/o upgradation, both public OSNet exports vetoing every validation), four seeds side by side;
+# On a lent GPU: the mosaic-skip encoder against outside attackers. Per seed, Base with C from the
+# public OSNet x0.25 (configs/cuhk01_osnet_cpu.yml), then w/o upgradation with C started from that
+# Base run (configs/cuhk01_gcr_osnet_cpu.yml: G = the fixed mosaic 24 plus a zero-initialized
+# residual and a scattered recovery payload, both public OSNet exports vetoing every validation),
+# four seeds side by side;
 # each run exported as a bundle and measured by anonymizer.evaluate_privacy (outside, adaptive and
 # recovery attackers, faces) next to mosaic 24 on the same test identities.
 #
@@ -18,20 +19,27 @@ OUT=${1:?usage: $0 OUT_DIR [KEY VALUE ...]}
 shift
 PY=${PY:-python}
 DATA_ROOT=${DATA_ROOT:-../shared/data}
+BASE_CFG=configs/cuhk01_osnet_cpu.yml
 CFG=configs/cuhk01_gcr_osnet_cpu.yml
 GPU=(MODEL.DEVICE cuda SOLVER.CPU_THREADS 4 DATALOADER.NUM_WORKERS 3 SOLVER.AMP off)
-SKIP=(MODEL.G_SKIP_MOSAIC 24 MODEL.G_PAYLOAD_SCALE 0.1)
 mkdir -p "$OUT"
-pids=()
-for seed in ${SEEDS:-0 1 2 3}; do
-  echo "[device_issue16] $(date -u +%FT%TZ) training seed $seed"
-  $PY -m training --config_file "$CFG" DATASETS.ROOT_DIR "$DATA_ROOT" "${GPU[@]}" "${SKIP[@]}" \
-      SOLVER.SEED "$seed" DATASETS.SPLIT_SEED 0 "$@" OUTPUT_DIR "$OUT/seed$seed" > "$OUT/seed$seed.log" 2>&1 &
-  pids+=($!)
-done
-status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-[ "$status" = 0 ] || { echo "[device_issue16] a training run failed:"; tail -n 20 "$OUT"/seed*.log; exit 1; }
+# train NAME CONFIG [KEY VALUE ...]: every seed side by side, OUT/NAME<seed>; fails if any run fails
+train() {
+  local name=$1 cfg=$2 pids=() status=0
+  shift 2
+  for seed in ${SEEDS:-0 1 2 3}; do
+    echo "[device_issue16] $(date -u +%FT%TZ) training $name, seed $seed"
+    # an override naming a seed-dependent folder uses SEED_DIR, replaced here
+    $PY -m training --config_file "$cfg" DATASETS.ROOT_DIR "$DATA_ROOT" "${GPU[@]}" \
+        SOLVER.SEED "$seed" DATASETS.SPLIT_SEED 0 "${@//SEED_DIR/$OUT/base$seed}" \
+        OUTPUT_DIR "$OUT/$name$seed" > "$OUT/$name$seed.log" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+  [ "$status" = 0 ] || { echo "[device_issue16] a $name run failed:"; tail -n 20 "$OUT/$name"*.log; exit 1; }
+}
+train base "$BASE_CFG" "$@"
+train seed "$CFG" MODEL.PRETRAIN_CHOICE self MODEL.PRETRAIN_DIR SEED_DIR "$@"
 for seed in ${SEEDS:-0 1 2 3}; do
   echo "[device_issue16] $(date -u +%FT%TZ) export and privacy evaluation, seed $seed"
   $PY -m training.export --run "$OUT/seed$seed" --out "$OUT/bundle$seed" --key-file "$OUT/recovery$seed.key"

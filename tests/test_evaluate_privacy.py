@@ -88,6 +88,8 @@ def test_end_to_end_writes_every_section(quick_run) -> None:
         assert {"raw->raw", "raw->protected", "protected->protected", "train"} <= set(row["adaptive"])
         assert row["adaptive"]["train"]["iters"] == 2
         assert {"psnr", "ssim"} <= set(row["recovery_attack"]) and row["recovery_attack"]["train"]["iters"] == 3
+        # the demo bundle writes no payload: the generic decoder is the only candidate
+        assert list(row["recovery_attack"]["candidates"]) == ["residual U-Net"]
         assert {"psnr", "ssim"} <= set(row["pixel"]) and 0 <= row["face"]["face_rate"] <= 1
         assert row["key_holder"]["measured"] is False
         for metrics in row["authorized"].values():

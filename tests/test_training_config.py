@@ -113,3 +113,27 @@ def test_dataset_name_accepts_the_seed_spellings(value: str) -> None:
     from training.config import dataset_name
 
     assert dataset_name(load_config(None, ["DATASETS.NAMES", value])) == "cuhk01_val"
+
+
+def test_head_lr_factor_gives_the_new_head_its_own_rate_and_one_leaves_the_seed_groups() -> None:
+    from reid.models import build_reid_model
+    from training.engine import build_optimizer
+
+    model = build_reid_model("shufflenetv2_x0_5", num_classes=5, pretrain_choice="none")
+    head = {id(p) for n, p in model.named_parameters() if n.startswith(("bottleneck.", "classifier."))}
+    assert head
+
+    seed = build_optimizer(load_config(CPU, ["SOLVER.BASE_LR", "0.001"]), model)
+    assert [g["lr"] for g in seed.param_groups] == [0.001, 0.001]
+
+    opt = build_optimizer(load_config(CPU, ["SOLVER.BASE_LR", "0.001", "SOLVER.HEAD_LR_FACTOR", "10"]), model)
+    for group in opt.param_groups:
+        in_head = {id(p) in head for p in group["params"]}
+        assert len(in_head) == 1, "a group mixes head and trunk parameters"
+        assert group["lr"] == pytest.approx(0.01 if in_head.pop() else 0.001)
+    assert sum(len(g["params"]) for g in opt.param_groups) == sum(len(g["params"]) for g in seed.param_groups)
+
+
+def test_head_lr_factor_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="HEAD_LR_FACTOR"):
+        load_config(CPU, ["SOLVER.HEAD_LR_FACTOR", "0"])

@@ -96,6 +96,11 @@ def validate(cfg) -> None:
         )
     if cfg.MODEL.G_INIT_DIR and cfg.MODEL.MODE != "GCR":
         raise ConfigError("MODEL.G_INIT_DIR starts the encoder G of a GCR run: it needs MODEL.MODE GCR")
+    if not cfg.SOLVER.HEAD_LR_FACTOR > 0:
+        raise ConfigError(
+            f"SOLVER.HEAD_LR_FACTOR must be > 0 (the head's learning rate is this × SOLVER.BASE_LR), "
+            f"got {cfg.SOLVER.HEAD_LR_FACTOR}"
+        )
     if cfg.MODEL.CROSS_KIND_TRIPLET < 0:
         raise ConfigError(
             "MODEL.CROSS_KIND_TRIPLET must be >= 0: the weight of the metric loss across raw and "

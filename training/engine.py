@@ -47,6 +47,9 @@ from .config import dataset_name
 from .evaluation import SETTINGS, evaluate_split, format_results, plot_cmc, settings_from_modes
 
 log = logging.getLogger("training")
+
+# parameter-name prefixes of a ReidModel's head (reid.models.baseline.ReidModel)
+HEAD_PREFIXES = ("bottleneck.", "classifier.")
 MODE_MODULES = {"C": "training.mode_c", "GCR": "training.mode_gcr"}
 
 
@@ -219,18 +222,30 @@ def load_self_checkpoint(cfg) -> Checkpoint:
 
 
 def build_optimizer(cfg, model: nn.Module, betas: tuple[float, float] | None = None) -> torch.optim.Optimizer:
-    """Adam/AdamW/SGD over trainable parameters; biases and norm layers use ``WEIGHT_DECAY_BIAS``."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for p in model.parameters():
+    """Adam/AdamW/SGD over trainable parameters; biases and norm layers use ``WEIGHT_DECAY_BIAS``.
+
+    A Re-ID model's head (``bottleneck.`` and ``classifier.``, freshly initialised for the training
+    identities) learns at ``SOLVER.HEAD_LR_FACTOR`` × ``BASE_LR``: a pretrained trunk needs a small
+    rate to keep what it knows, while a classifier at that rate barely leaves chance in a short
+    fine-tuning schedule and its gradient then carries little identity signal into the trunk.
+    """
+    head_factor = float(cfg.SOLVER.HEAD_LR_FACTOR)
+    lr = cfg.SOLVER.BASE_LR
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
+        is_head = head_factor != 1.0 and name.startswith(HEAD_PREFIXES)  # 1.0: the seed's two groups
+        buckets.setdefault((is_head, p.ndim <= 1), []).append(p)
     groups = [
-        {"params": decay, "weight_decay": cfg.SOLVER.WEIGHT_DECAY},
-        {"params": no_decay, "weight_decay": cfg.SOLVER.WEIGHT_DECAY_BIAS},
+        {
+            "params": params,
+            "weight_decay": cfg.SOLVER.WEIGHT_DECAY_BIAS if no_decay else cfg.SOLVER.WEIGHT_DECAY,
+            "lr": lr * (head_factor if is_head else 1.0),
+        }
+        for (is_head, no_decay), params in sorted(buckets.items())
     ]
-    name, lr = cfg.SOLVER.OPTIMIZER_NAME, cfg.SOLVER.BASE_LR
+    name = cfg.SOLVER.OPTIMIZER_NAME
     if name == "SGD":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.SOLVER.MOMENTUM)
     cls = torch.optim.AdamW if name == "AdamW" else torch.optim.Adam
