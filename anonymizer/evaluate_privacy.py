@@ -108,36 +108,6 @@ def machine_info(threads: int) -> dict[str, Any]:
     }
 
 
-def strongest_recovery_attack(
-    train_prot: np.ndarray,
-    train_raw: np.ndarray,
-    prot_all: np.ndarray,
-    raw_all: np.ndarray,
-    cfg: Any,
-    name: str,
-    generator_spec: dict | None,
-) -> dict[str, Any]:
-    """The learned recovery attack: a generic decoder and, on a G that writes a payload, also a payload
-    reader built from G's public spec; the one that restores the evaluated crops best is reported (as
-    the strongest Re-ID attacker is), both are kept under ``candidates``.
-
-    Why both: the payload reader knows where the code is, but starts from G_R's linear guess of it,
-    which a learned code need not match; at a small budget the generic decoder can be the stronger.
-    """
-    from anonymizer.privacy_attacks import image_similarity, payload_reader_spec, reconstruct, train_recovery_attack
-
-    specs: list[dict | None] = [None]
-    if payload_reader_spec(generator_spec, cfg, (int(train_raw.shape[1]), int(train_raw.shape[2]))) is not None:
-        specs.append(generator_spec)
-    candidates: list[dict[str, Any]] = []
-    for spec in specs:
-        decoder, info = train_recovery_attack(train_prot, train_raw, cfg, desc=f"recovery {name}", generator_spec=spec)
-        candidates.append({"train": info, **image_similarity(raw_all, reconstruct(decoder, prot_all))})
-        del decoder
-    best = max(candidates, key=lambda c: float(c["psnr"]))
-    return {**best, "candidates": {c["train"]["decoder"]: {k: c[k] for k in ("psnr", "ssim")} for c in candidates}}
-
-
 def evaluate(args: argparse.Namespace, resolved: dict[str, Any]) -> dict[str, Any]:
     """Run every section for the learned bundle and each baseline; returns the privacy.json dict."""
     import torch
@@ -148,6 +118,7 @@ def evaluate(args: argparse.Namespace, resolved: dict[str, Any]) -> dict[str, An
         AdaptiveConfig,
         RecoveryConfig,
         image_similarity,
+        strongest_recovery_attack,
         train_adaptive_attacker,
     )
     from anonymizer.privacy_data import from_unit, learned_protection, load_split, to_unit

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from anonymizer.blocks import GaussianBlur, zero_last_layer
+from anonymizer.blocks import GaussianBlur, block_rows_cols, checked_block, zero_last_layer
 from anonymizer.payload import PayloadReader, PayloadWriter
 
 log = logging.getLogger(__name__)
@@ -397,15 +397,11 @@ class MosaicBranch(nn.Module):
 
     def __init__(self, block: int) -> None:
         super().__init__()
-        if int(block) < 1:
-            raise ValueError(f"a mosaic block is at least 1 pixel, got {block}")
-        self.block = int(block)
+        self.block = checked_block(block)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2], x.shape[-1]
-        rows = torch.div(torch.arange(h, device=x.device), self.block, rounding_mode="floor") * self.block
-        cols = torch.div(torch.arange(w, device=x.device), self.block, rounding_mode="floor") * self.block
-        return x.index_select(-2, rows).index_select(-1, cols)
+        rows, cols = block_rows_cols(x, self.block)  # each pixel takes its block's top-left pixel
+        return x.index_select(-2, rows * self.block).index_select(-1, cols * self.block)
 
 
 class MosaicSkipGenerator(nn.Module):

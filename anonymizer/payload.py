@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from anonymizer.blocks import GaussianBlur, zero_last_layer
+from anonymizer.blocks import GaussianBlur, block_rows_cols, checked_block, zero_last_layer
 
 #: side of the tiles inside which the code is permuted; image sides must be multiples of it
 TILE = 16
@@ -190,22 +190,16 @@ class BlockMean(nn.Module):
 
     def __init__(self, block: int) -> None:
         super().__init__()
-        if int(block) < 1:
-            raise ValueError(f"a block is at least 1 pixel, got {block}")
-        self.block = int(block)
+        self.block = checked_block(block)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2], x.shape[-1]
         b = self.block
-        ones = torch.ones_like(x[:, :1])
         # sums over each tile (zero padding to whole tiles), divided by the tile's count of real pixels
-        pad = (0, (-w) % b, 0, (-h) % b)
+        pad = (0, (-x.shape[-1]) % b, 0, (-x.shape[-2]) % b)
         sums = F.avg_pool2d(F.pad(x, pad), b, divisor_override=1)
-        counts = F.avg_pool2d(F.pad(ones, pad), b, divisor_override=1)
-        means = sums / counts
-        rows = torch.div(torch.arange(h, device=x.device), b, rounding_mode="floor")
-        cols = torch.div(torch.arange(w, device=x.device), b, rounding_mode="floor")
-        return means.index_select(-2, rows).index_select(-1, cols)
+        counts = F.avg_pool2d(F.pad(torch.ones_like(x[:, :1]), pad), b, divisor_override=1)
+        rows, cols = block_rows_cols(x, b)
+        return (sums / counts).index_select(-2, rows).index_select(-1, cols)
 
 
 def _checked_scale(scale: float) -> float:

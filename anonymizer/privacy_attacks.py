@@ -24,12 +24,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from anonymizer.privacy_attackers import IMAGENET_MEAN, IMAGENET_STD
+
+if TYPE_CHECKING:
+    from anonymizer.networks import GeneratorSpec
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +240,9 @@ class ResidualDecoder(torch.nn.Module):
         return (x + self.net(x)).clamp(-1.0, 1.0)
 
 
-def payload_reader_spec(generator_spec: dict | None, cfg: RecoveryConfig, image_hw: tuple[int, int]):
+def payload_reader_spec(
+    generator_spec: dict | None, cfg: RecoveryConfig, image_hw: tuple[int, int]
+) -> GeneratorSpec | None:
     """The spec of a payload reader an attacker builds from G's public spec, or None without a payload.
 
     Why: a G that writes a scattered recovery code (``anonymizer.payload``) stores the code's scale,
@@ -266,26 +272,23 @@ def train_recovery_attack(
     train_raw: np.ndarray,
     cfg: RecoveryConfig,
     desc: str = "recovery",
-    generator_spec: dict | None = None,
+    reader: GeneratorSpec | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Train a decoder on (protected, raw) training pairs with L1; returns (decoder, log).
 
-    The decoder is a U-Net that starts as the identity, or, when ``generator_spec`` (G's spec from
-    ``bundle.yaml``) says G writes a payload, a payload reader built from that public spec
-    (:func:`payload_reader_spec`).
+    The decoder is a U-Net that starts as the identity, or the payload reader ``reader``
+    (:func:`payload_reader_spec`, built from G's public spec).
     """
 
     from anonymizer.networks import UNetGenerator, build_generator, count_parameters, init_weights, max_unet_downs
 
     torch.manual_seed(cfg.seed)
-    image_hw = (int(train_raw.shape[1]), int(train_raw.shape[2]))
-    reader = payload_reader_spec(generator_spec, cfg, image_hw)
     net: torch.nn.Module
     if reader is not None:
         downs, kind = reader.num_downs, "payload reader (G's public payload spec)"
         net = build_generator(reader)
     else:
-        downs, kind = min(cfg.num_downs, max_unet_downs(image_hw)), "residual U-Net"
+        downs, kind = min(cfg.num_downs, max_unet_downs(train_raw.shape[1:3])), "residual U-Net"
         unet = UNetGenerator(3, 3, downs, cfg.ngf, "batch")
         init_weights(unet)
         net = ResidualDecoder(unet)
@@ -317,6 +320,35 @@ def train_recovery_attack(
         info["l1_last"],
     )
     return net, info
+
+
+def strongest_recovery_attack(
+    train_prot: np.ndarray,
+    train_raw: np.ndarray,
+    prot_all: np.ndarray,
+    raw_all: np.ndarray,
+    cfg: RecoveryConfig,
+    name: str,
+    generator_spec: dict | None,
+) -> dict[str, Any]:
+    """The learned recovery attack: a generic decoder and, on a G that writes a payload, also a payload
+    reader built from G's public spec; the one that restores the evaluated crops best is reported (as
+    the strongest Re-ID attacker is), both are kept under ``candidates``.
+
+    Why both: the payload reader knows where the code is, but starts from G_R's linear guess of it,
+    which a learned code need not match; at a small budget the generic decoder can be the stronger.
+    """
+    readers: list[GeneratorSpec | None] = [None]
+    payload = payload_reader_spec(generator_spec, cfg, (int(train_raw.shape[1]), int(train_raw.shape[2])))
+    if payload is not None:
+        readers.append(payload)
+    candidates: list[dict[str, Any]] = []
+    for reader in readers:
+        decoder, info = train_recovery_attack(train_prot, train_raw, cfg, desc=f"recovery {name}", reader=reader)
+        candidates.append({"train": info, **image_similarity(raw_all, reconstruct(decoder, prot_all))})
+        del decoder
+    best = max(candidates, key=lambda c: float(c["psnr"]))
+    return {**best, "candidates": {c["train"]["decoder"]: {k: c[k] for k in ("psnr", "ssim")} for c in candidates}}
 
 
 @torch.inference_mode()

@@ -221,12 +221,13 @@ def test_the_recovery_attack_reads_a_payload_through_g_public_spec():
 
     psnr = {}
     for name, g_meta in (("generic", None), ("payload-aware", g_spec.as_dict())):
-        decoder, info = train_recovery_attack(prot[train], raw[train], cfg, generator_spec=g_meta)
+        reader = payload_reader_spec(g_meta, cfg, INPUT_HW)
+        decoder, info = train_recovery_attack(prot[train], raw[train], cfg, reader=reader)
         assert ("payload" in info["decoder"]) == (g_meta is not None)
         psnr[name] = image_similarity(raw[test], reconstruct(decoder, prot[test]))["psnr"]
     assert psnr["payload-aware"] > psnr["generic"] + 5.0, psnr
 
-    from anonymizer.evaluate_privacy import strongest_recovery_attack
+    from anonymizer.privacy_attacks import strongest_recovery_attack
 
     row = strongest_recovery_attack(prot[train], raw[train], prot[test], raw[test], cfg, "test", g_spec.as_dict())
     assert len(row["candidates"]) == 2 and "payload" in row["train"]["decoder"]  # the stronger one is reported

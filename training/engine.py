@@ -232,10 +232,10 @@ def build_optimizer(cfg, model: nn.Module, betas: tuple[float, float] | None = N
     head_factor = float(cfg.SOLVER.HEAD_LR_FACTOR)
     lr = cfg.SOLVER.BASE_LR
     buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for name, p in model.named_parameters():
+    for param_name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        is_head = head_factor != 1.0 and name.startswith(HEAD_PREFIXES)  # 1.0: the seed's two groups
+        is_head = head_factor != 1.0 and param_name.startswith(HEAD_PREFIXES)  # 1.0: the seed's two groups
         buckets.setdefault((is_head, p.ndim <= 1), []).append(p)
     groups = [
         {
