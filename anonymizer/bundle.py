@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ from anonymizer.bundle_files import (
     _plain,
     bundle_fingerprint,
     crops_to_unit_batch,
+    fit_crop,
     read_bundle_yaml,
     reid_fingerprint,
     sha256_file,
@@ -66,6 +68,14 @@ from anonymizer.bundle_files import SIGNATURE_FIELDS as SIGNATURE_FIELDS  # re-e
 from anonymizer.bundle_files import manifest_sha256 as manifest_sha256
 from anonymizer.bundle_files import verify_all_files as verify_all_files
 from anonymizer.bundle_files import verify_file as verify_file
+from anonymizer.scramble import (
+    Scrambler,
+    ScrambleSpec,
+    scramble_block,
+    scramble_public_key,
+    scramble_spec,
+    scrambler_for,
+)
 from backends import AUTO, Backend, BackendError, as_bgr3, load_backend, parse_device, pick_backend
 from backends import BACKENDS as RUNTIMES
 from backends.export import export_onnx as export_onnx
@@ -113,6 +123,24 @@ class BundleRunner:
 
 # --------------------------------------------------------------------------------- the bundle
 @dataclass
+class ProtectedBatch:
+    """One call of G on a list of crops, index-aligned with it.
+
+    ``released``: what is pasted into the frame (each crop's own shape); ``native``: the released
+    image at the bundle's size (the sidecar's source for recovery; None for an empty crop or a
+    fail-closed fallback); ``sealed``: each crop's scramble seed sealed to the key holder (None: not
+    scrambled); ``for_reid``: what the bundle's C reads, the crop before any scramble (the released
+    crop itself when there is none). Only ``for_reid`` can differ from what leaves the pipeline, and
+    it goes nowhere but C.
+    """
+
+    released: list[np.ndarray]
+    native: list[np.ndarray | None]
+    sealed: list[bytes | None]
+    for_reid: list[np.ndarray]
+
+
+@dataclass
 class LearnedBundle:
     """A loaded bundle: the :class:`anonymizer.base.CropAnonymizer` the pipeline calls.
 
@@ -143,6 +171,11 @@ class LearnedBundle:
     def backend(self) -> str:
         return self.runner.name
 
+    @cached_property
+    def scrambler(self) -> Scrambler | None:
+        """The keyed scramble this bundle's output gets after G (:mod:`anonymizer.scramble`), or None."""
+        return scrambler_for(self.meta)
+
     def _normalize_for_c(self, unit: np.ndarray) -> np.ndarray:
         mean = np.asarray(self.meta["input"]["pixel_mean"], np.float32).reshape(1, 3, 1, 1)
         std = np.asarray(self.meta["input"]["pixel_std"], np.float32).reshape(1, 3, 1, 1)
@@ -170,25 +203,43 @@ class LearnedBundle:
 
         The native images are what a lossless sidecar should keep (``anonymizer.sidecar``): they
         are exactly what G_R was trained to invert, before any resize into the frame. An entry is
-        None for an empty crop.
+        None for an empty crop. For a scrambling bundle both are the released (scrambled) images;
+        :meth:`protect_batch` also gives their sealed seeds.
+        """
+        batch = self.protect_batch(crops)
+        return batch.released, batch.native
+
+    def protect_batch(self, crops: Sequence[np.ndarray]) -> ProtectedBatch:
+        """G on the crops, and what of it may leave the pipeline (:class:`ProtectedBatch`).
+
+        A bundle that declares a scramble (``recovery.scramble``, :mod:`anonymizer.scramble`) has
+        G's output at the bundle size scrambled with a fresh seed per crop, the seed sealed to the
+        key holder; the crop pasted into the frame is resized from that scrambled image. C reads
+        the crop before the scramble (``for_reid``), in memory only.
         """
         crops = list(crops)
         out: list[np.ndarray] = [c.copy() for c in crops]
         native: list[np.ndarray | None] = [None] * len(crops)
+        sealed: list[bytes | None] = [None] * len(crops)
+        for_reid: list[np.ndarray] = list(out)
         valid = [i for i, c in enumerate(crops) if c.size > 0]
+        scrambler = self.scrambler
         if valid:
             sub = [crops[i] for i in valid]
             unit = self.protect_unit(crops_to_unit_batch(sub, self.input_hw))
             h, w = self.input_hw
             nat = unit_batch_to_crops(unit, [np.empty((h, w, 3), np.uint8)] * len(sub))
-            prot = unit_batch_to_crops(unit, sub)
-            for i, p, n in zip(valid, prot, nat, strict=True):
-                out[i], native[i] = p, n
+            plain = unit_batch_to_crops(unit, sub)
+            for i, p, n, c in zip(valid, plain, nat, sub, strict=True):
+                out[i], native[i], for_reid[i] = p, n, p
+                if scrambler is not None:
+                    released, sealed[i] = scrambler.release(n)
+                    native[i], out[i] = released, fit_crop(released, c)
         for i, (c, p) in enumerate(zip(crops, out, strict=True)):
-            if c.size > 0 and np.array_equal(c, p):
-                out[i] = self._fail_closed(c)
-                native[i] = None
-        return out, native
+            if c.size > 0 and (np.array_equal(c, p) or np.array_equal(c, for_reid[i])):
+                out[i] = for_reid[i] = self._fail_closed(c)
+                native[i], sealed[i] = None, None
+        return ProtectedBatch(out, native, sealed, for_reid)
 
     def _fail_closed(self, crop: np.ndarray) -> np.ndarray:
         from anonymizer.baselines import BaselineAnonymizer
@@ -284,6 +335,7 @@ def load_bundle(
     parse_device(device)  # a misspelt device fails before any file is read
     backend = runtime_name(backend, device)
     root, meta = read_bundle_yaml(path, verify=True, trusted_keys=trusted_keys)
+    _check_scramble(root, meta)
     bundle = _open_verified(root, meta, backend, device, batch_size, cache_dir)
     ssim_max, changed_min = canary.measure(bundle.protect_unit, bundle.input_hw)
     reason = canary.check(meta.get("privacy_bound"), ssim_max, changed_min, f"{root} ({backend})")
@@ -295,6 +347,22 @@ def load_bundle(
         "loaded %s (canaries: SSIM %.3f, weakest half changed %.0f%%)", bundle.describe(), ssim_max, 100 * changed_min
     )
     return bundle
+
+
+def _check_scramble(root: Path, meta: dict[str, Any]) -> None:
+    """A malformed ``recovery.scramble`` is refused here, not at the first crop (where every region
+    would go solid); a G whose code could be scrambled but is not says so once."""
+    try:
+        declared = scramble_spec(meta)
+    except ValueError as exc:
+        raise BundleError(f"{root}: {exc}") from None
+    if declared is None and scramble_block(meta.get("generator", {}).get("spec", {})):
+        log.warning(
+            "bundle %s writes a recovery code on a mosaic but declares no scramble key (recovery.scramble): "
+            "its crops are released unscrambled, and whoever has G can read the code (docs/security.md). "
+            "Export it again with this version to scramble them.",
+            root,
+        )
 
 
 def _check_declared_generator(root: Path, meta: dict[str, Any], input_hw: tuple[int, int]) -> None:
@@ -462,6 +530,9 @@ def write_bundle(
         "privacy_bound": measure_privacy_bound_torch(g, input_meta["size_hw"]),
         "files": files,
     }
+    block = scramble_block(generator_spec)
+    if block:  # a payload on a mosaic: published crops are scrambled, their seeds sealed to this key
+        meta["recovery"]["scramble"] = ScrambleSpec(block, scramble_public_key(key)).as_meta()
     (out / BUNDLE_YAML).write_text(yaml.safe_dump(_plain(meta), sort_keys=False, allow_unicode=True))
     return out
 

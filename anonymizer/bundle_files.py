@@ -82,14 +82,20 @@ def unit_batch_to_crops(batch: np.ndarray, like: Sequence[np.ndarray]) -> list[n
         bgr = np.ascontiguousarray(
             (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)[:, :, ::-1]
         )
-        rh, rw = ref.shape[:2]
-        if bgr.shape[:2] != (rh, rw):
-            interp = cv2.INTER_AREA if (rh < bgr.shape[0] and rw < bgr.shape[1]) else cv2.INTER_LINEAR
-            bgr = cv2.resize(bgr, (rw, rh), interpolation=interp)
-        if ref.ndim == 2:
-            bgr = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        out.append(bgr)
+        out.append(fit_crop(bgr, ref))
     return out
+
+
+def fit_crop(bgr: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """A BGR uint8 image resized to ``ref``'s height and width (area when shrinking both, else
+    linear) and made grey when ``ref`` is grey."""
+    rh, rw = ref.shape[:2]
+    if bgr.shape[:2] != (rh, rw):
+        interp = cv2.INTER_AREA if (rh < bgr.shape[0] and rw < bgr.shape[1]) else cv2.INTER_LINEAR
+        bgr = cv2.resize(bgr, (rw, rh), interpolation=interp)
+    if ref.ndim == 2:
+        bgr = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    return bgr
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:

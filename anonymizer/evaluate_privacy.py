@@ -216,16 +216,24 @@ def evaluate(args: argparse.Namespace, resolved: dict[str, Any]) -> dict[str, An
         reference["face"] = face.detectability(raw_all, "faces raw")
     timings["reference"] = round(time.perf_counter() - t, 2)
 
-    protections = [learned_protection(bundle), *resolved["baselines"]]
+    protections = [learned_protection(bundle, seed=args.seed), *resolved["baselines"]]
     rows: dict[str, Any] = {}
     for prot in protections:
         log.info("== %s", prot.name)
         tm: dict[str, float] = {}
         t = time.perf_counter()
+        # the bundle's C reads (pq, pg) inside the pipeline; everyone else sees what is released
         pq, pg = prot.apply(split.query), prot.apply(split.gallery)
-        prot_all = np.concatenate([pq, pg])
         need_train = ad_cfg.iters > 0 or rec_cfg.iters > 0
         ptrain = prot.apply(split.train) if need_train else split.train[:0]
+        sealed: list[bytes] = []
+        if prot.release is not None:
+            (oq, sealed_q), (og, sealed_g) = prot.release(pq), prot.release(pg)
+            sealed = sealed_q + sealed_g
+            ptrain = prot.release(ptrain)[0] if need_train else ptrain  # an attacker's own G outputs, released
+        else:
+            oq, og = pq, pg
+        prot_all = np.concatenate([oq, og])
         tm["protect"] = round(time.perf_counter() - t, 2)
         row: dict[str, Any] = {"kind": prot.kind, "spec": prot.spec}
 
@@ -234,7 +242,7 @@ def evaluate(args: argparse.Namespace, resolved: dict[str, Any]) -> dict[str, An
         tm["authorized"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
         row["attackers"] = {
-            m.name: evaluate_matcher(m, split, *raw_feats[m.name], pq, pg, ATTACK_SETTINGS) for m in attackers
+            m.name: evaluate_matcher(m, split, *raw_feats[m.name], oq, og, ATTACK_SETTINGS) for m in attackers
         }
         tm["attackers"] = round(time.perf_counter() - t, 2)
         row["pixel"] = image_similarity(raw_all, prot_all)
@@ -252,20 +260,32 @@ def evaluate(args: argparse.Namespace, resolved: dict[str, Any]) -> dict[str, An
             row["adaptive"] = {
                 "from": attacker_label(resolved["adaptive_from"]),
                 "train": info,
-                **evaluate_matcher(matcher, split, split.query, split.gallery, pq, pg, ("raw->raw", *ATTACK_SETTINGS)),
+                **evaluate_matcher(matcher, split, split.query, split.gallery, oq, og, ("raw->raw", *ATTACK_SETTINGS)),
             }
             del model, matcher
             tm["adaptive"] = round(time.perf_counter() - t, 2)
         if rec_cfg.iters > 0:
             t = time.perf_counter()
             row["recovery_attack"] = strongest_recovery_attack(
-                ptrain, split.train, prot_all, raw_all, rec_cfg, prot.name, prot.spec.get("generator")
+                ptrain,
+                split.train,
+                prot_all,
+                raw_all,
+                rec_cfg,
+                prot.name,
+                prot.spec.get("generator"),
+                scramble_block=bundle.scrambler.block if prot.release is not None and bundle.scrambler else 0,
             )
             tm["recovery_attack"] = round(time.perf_counter() - t, 2)
         if prot.kind == "learned" and recovery is not None:
             t = time.perf_counter()
+            held = prot_all
+            if sealed:  # the key holder opens each image's seed and undoes its scramble first
+                if recovery.unscrambler is None:
+                    raise RuntimeError("the bundle's output is scrambled but its recovery has no unscrambler")
+                held = np.stack([recovery.unscrambler.restore(img, s) for img, s in zip(prot_all, sealed, strict=True)])
             recovered = np.concatenate(
-                [from_unit(recovery.recover_unit(to_unit(prot_all[s : s + 256]))) for s in range(0, len(prot_all), 256)]
+                [from_unit(recovery.recover_unit(to_unit(held[s : s + 256]))) for s in range(0, len(held), 256)]
             )
             row["key_holder"] = {"measured": True, **image_similarity(raw_all, recovered)}
             del recovered

@@ -14,9 +14,10 @@ permutation inside every 16×16 tile (:class:`TileScatter`). G_R reads P togethe
 un-permuted high-pass of P, where the code reappears, aligned with the image again.
 
 What this is not: a key. The permutation is derived from a seed stored in ``bundle.yaml``, so whoever
-holds G can find the code, as whoever holds G can train a decoder for the paper's G. The secret is
-still G_R (sealed in the bundle). The permutation only decorrelates the code from the image, so that
-pixel-similarity metrics and the conditional discriminator D1 see it as noise.
+holds G can find the code, as whoever holds G can train a decoder for the paper's G. The permutation
+only decorrelates the code from the image, so that pixel-similarity metrics and the conditional
+discriminator D1 see it as noise. The key comes after G: a code written on a mosaic is scrambled with
+a fresh sealed seed per crop before it leaves the pipeline (:mod:`anonymizer.scramble`).
 """
 
 from __future__ import annotations

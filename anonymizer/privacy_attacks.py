@@ -330,14 +330,20 @@ def strongest_recovery_attack(
     cfg: RecoveryConfig,
     name: str,
     generator_spec: dict | None,
+    scramble_block: int = 0,
 ) -> dict[str, Any]:
     """The learned recovery attack: a generic decoder and, on a G that writes a payload, also a payload
     reader built from G's public spec; the one that restores the evaluated crops best is reported (as
-    the strongest Re-ID attacker is), both are kept under ``candidates``.
+    the strongest Re-ID attacker is), all are kept under ``candidates``.
 
     Why both: the payload reader knows where the code is, but starts from G_R's linear guess of it,
     which a learned code need not match; at a small budget the generic decoder can be the stronger.
+    With ``scramble_block`` (released crops scrambled on that grid, :mod:`anonymizer.scramble`) a
+    third decoder reads each block's sorted pixels (:func:`~anonymizer.scramble.sorted_blocks`),
+    which strips the unknown permutation and keeps all that the scramble leaves to be read.
     """
+    from anonymizer.scramble import sorted_blocks
+
     readers: list[GeneratorSpec | None] = [None]
     payload = payload_reader_spec(generator_spec, cfg, (int(train_raw.shape[1]), int(train_raw.shape[2])))
     if payload is not None:
@@ -346,6 +352,15 @@ def strongest_recovery_attack(
     for reader in readers:
         decoder, info = train_recovery_attack(train_prot, train_raw, cfg, desc=f"recovery {name}", reader=reader)
         candidates.append({"train": info, **image_similarity(raw_all, reconstruct(decoder, prot_all))})
+        del decoder
+    if scramble_block:
+
+        def sort_all(images: np.ndarray) -> np.ndarray:
+            return np.stack([sorted_blocks(img, scramble_block) for img in images]) if len(images) else images
+
+        decoder, info = train_recovery_attack(sort_all(train_prot), train_raw, cfg, desc=f"recovery {name}")
+        info["decoder"] = f"residual U-Net on each {scramble_block}-px block's sorted pixels"
+        candidates.append({"train": info, **image_similarity(raw_all, reconstruct(decoder, sort_all(prot_all)))})
         del decoder
     best = max(candidates, key=lambda c: float(c["psnr"]))
     return {**best, "candidates": {c["train"]["decoder"]: {k: c[k] for k in ("psnr", "ssim")} for c in candidates}}

@@ -138,12 +138,19 @@ class Protection:
 
     ``kind`` is ``learned`` (the bundle's G), ``baseline`` (a hand-made M) or ``identity`` (no
     protection at all: a deliberate leak, to check that the harness can tell one).
+
+    ``release`` (None: what ``apply`` gives is what leaves the pipeline) maps protected images to
+    what the pipeline publishes and the sealed per-image seeds that undo it: a bundle whose G writes
+    a payload on a mosaic is scrambled after G (:mod:`anonymizer.scramble`). The bundle's own C
+    reads the protected images inside the pipeline, before the scramble; everyone else, and every
+    attack, sees the released ones.
     """
 
     name: str
     kind: str
     apply: Callable[[np.ndarray], np.ndarray]
     spec: dict = field(default_factory=dict)
+    release: Callable[[np.ndarray], tuple[np.ndarray, list[bytes]]] | None = None
 
 
 def to_unit(images: np.ndarray) -> np.ndarray:
@@ -156,8 +163,10 @@ def from_unit(unit: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((np.clip(unit, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1))
 
 
-def learned_protection(bundle, batch: int = 256) -> Protection:
-    """The bundle's G (``protect_unit``) at its own input size, rounded to uint8."""
+def learned_protection(bundle, batch: int = 256, seed: int = 0) -> Protection:
+    """The bundle's G (``protect_unit``) at its own input size, rounded to uint8; for a scrambling
+    bundle also its ``release``, whose scramble seeds come from a generator seeded with ``seed`` (the
+    pipeline draws them at random; here the numbers must repeat)."""
 
     def apply(images: np.ndarray) -> np.ndarray:
         out = np.empty_like(images)
@@ -167,7 +176,19 @@ def learned_protection(bundle, batch: int = 256) -> Protection:
         return out
 
     spec = {"generator": bundle.meta["generator"]["spec"], "fingerprint": bundle.fingerprint}
-    return Protection(name="learned", kind="learned", apply=apply, spec=spec)
+    scrambler = bundle.scrambler
+    if scrambler is None:
+        return Protection(name="learned", kind="learned", apply=apply, spec=spec)
+
+    rng = np.random.default_rng(seed)
+
+    def release(images: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
+        released = [scrambler.release(img, rng.bytes(32)) for img in images]
+        out = np.stack([r for r, _ in released]) if released else images.copy()
+        return out, [sealed for _, sealed in released]
+
+    spec["released"] = f"scrambled on blocks of {scrambler.block} px, a fresh sealed seed per image"
+    return Protection(name="learned", kind="learned", apply=apply, spec=spec, release=release)
 
 
 def parse_baseline(text: str, seed: int = 0) -> Protection:

@@ -136,9 +136,25 @@ def markdown_tables(result: dict[str, Any]) -> str:
         for e in result["protections"].values()
         for kind in (e.get("recovery_attack") or {}).get("candidates", {})
     )
+    released = {
+        name: e["spec"]["released"]
+        for name, e in result["protections"].items()
+        if (e.get("spec") or {}).get("released")
+    }
+    sorted_attack = any(
+        "sorted pixels" in kind
+        for e in result["protections"].values()
+        for kind in (e.get("recovery_attack") or {}).get("candidates", {})
+    )
     payload_note = (
-        " (on a G that writes a payload, also a payload reader built from G's public spec in bundle.yaml; "
-        "the better of the two is shown). "
+        " (on a G that writes a payload, also a payload reader built from G's public spec in bundle.yaml"
+        + ("; on scrambled crops, also a decoder of each block's sorted pixels" if sorted_attack else "")
+        + "; the best is shown). "
+    )
+    released_note = "".join(
+        f"Row {name}: every attack, face and pixel cell judges the released crops ({how}); C reads them "
+        "before the scramble, as inside the pipeline. "
+        for name, how in released.items()
     )
     lines += [
         "",
@@ -146,6 +162,7 @@ def markdown_tables(result: dict[str, Any]) -> str:
         f"{ad_cfg.get('batch')} (raw + protected), CE + batch-hard triplet. Recovery attack: U-Net ngf "
         f"{rec_cfg.get('ngf')}, {rec_cfg.get('iters')} iterations, batch {rec_cfg.get('batch')}, L1"
         + (payload_note if payload_attack else ". ")
+        + released_note
         + (f"Faces: {face.get('model')}, score > {face.get('threshold')}, {face.get('placement')}. " if face else "")
         + f"Wall time {result['timings_s']['total']:.0f} s, {s['machine']['summary']}.",
         "",

@@ -101,7 +101,8 @@ from anonymizer.bundle_files import (
 )
 from anonymizer.crypto import KEY_ENV, RecoveryKeyError, key_id, load_key, open_sealed
 from anonymizer.recovery_log import AuditLog, AuditLogError
-from anonymizer.sidecar import read_sidecar, sidecar_key
+from anonymizer.scramble import Unscrambler
+from anonymizer.sidecar import SidecarRecord, read_sidecar, sidecar_key
 from backends import Backend, load_backend
 from privreid.hashing import sha256_file as sha256_path
 
@@ -124,6 +125,8 @@ class Recovery:
     key_id: str
     device: str = "cpu"
     batch_size: int = 32
+    #: opens the sealed seeds of a scrambled bundle's crops (None: the bundle's crops are not scrambled)
+    unscrambler: Unscrambler | None = None
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -174,7 +177,28 @@ def load_recovery(
     sealed = verified_bytes(root, meta, rec.get("file", GR_FILE))
     state = load_safetensors(open_sealed(sealed, key, context=f"G_R for G {g_sha}"))
     g_r = load_backend("torch", load_generator_weights(rec.get("generator", meta["generator"]["spec"]), state), device)
-    return Recovery(bundle_path=root, meta=meta, g_r=g_r, key_id=key_id(key), device=str(g_r.device))
+    return Recovery(
+        bundle_path=root,
+        meta=meta,
+        g_r=g_r,
+        key_id=key_id(key),
+        device=str(g_r.device),
+        unscrambler=Unscrambler.from_meta(meta, key),
+    )
+
+
+def _unscrambled(recovery: Recovery, record: SidecarRecord) -> np.ndarray:
+    """A native sidecar crop as G wrote it: a scrambled crop (it carries its sealed seed) is opened
+    with the recovery key first. A sealed seed the key cannot open stops the recovery (a
+    RecoveryKeyError): a wrong key or a record moved from another bundle restores nobody."""
+    if record.sealed_seed is None:
+        return record.crop
+    if recovery.unscrambler is None:
+        raise RecoveryKeyError(
+            f"the sidecar's crop of frame {record.frame_index} is scrambled, but this bundle declares no "
+            "scramble key (recovery.scramble): it belongs to another bundle"
+        )
+    return recovery.unscrambler.restore(record.crop, record.sealed_seed)
 
 
 def has_payload(meta: dict[str, Any]) -> bool:
@@ -350,7 +374,7 @@ def recover_video(
                     if sidecar is not None:  # keyed by the source frame, which a repeat shares with its picture
                         recs = sidecar.get(sidecar_key(obs.get("_frame", index), obs["_rect"]), {})
                         if "native" in recs:
-                            src = recs["native"].crop
+                            src = _unscrambled(recovery, recs["native"])
                             stats["from_sidecar"] += 1
                         elif "region" in recs:
                             src = recs["region"].crop

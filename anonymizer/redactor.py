@@ -49,6 +49,9 @@ class RedactionResult:
     floor_masks: int = 0  # protected crops refused by the privacy floor (left solid)
     reasons: list[str] = field(default_factory=list)
     native: list[np.ndarray | None] | None = None  # G's output at model size, when asked for (sidecar)
+    sealed: list[bytes | None] | None = None  # a scrambled crop's sealed seed (anonymizer.scramble), per region
+    # what the bundle's C reads for a protected region: the crop before a scramble (None: ``protected``)
+    for_reid: list[np.ndarray | None] | None = None
 
 
 def expand_and_clip(
@@ -132,8 +135,10 @@ class Redactor:
     ) -> None:
         self.anonymizer = anonymizer
         self.floor = floor
-        # Learned bundles can also hand back G's output at model size, the best input for recovery.
-        self._native = keep_native and hasattr(anonymizer, "protect_with_native")
+        # Learned bundles hand back G's output at model size (the best input for recovery), a scrambled
+        # crop's sealed seed, and the crop their C reads before the scramble (anonymizer.bundle.ProtectedBatch).
+        self._batch = hasattr(anonymizer, "protect_batch")
+        self._native = keep_native and self._batch
         self.margin = float(margin)
         if not self.margin >= 0:
             raise ValueError(f"ANONYMIZER.MARGIN must be >= 0, got {margin}")
@@ -170,14 +175,16 @@ class Redactor:
         """The pixel region each box masks in a ``width`` × ``height`` frame (None: empty after clipping)."""
         return [expand_and_clip(b, self.margin, width, height, self.min_aspect) for b in boxes]
 
-    def _call(self, crops: list[np.ndarray]) -> tuple[list[np.ndarray], list | None]:
-        if self._native:  # checked in __init__: only learned bundles have it
+    def _call(self, crops: list[np.ndarray]) -> tuple[list[np.ndarray], Any]:
+        """(the crops to paste, the learned bundle's whole ProtectedBatch or None)."""
+        if self._batch:  # checked in __init__: only learned bundles have it
             learned: Any = self.anonymizer
-            return learned.protect_with_native(crops)
+            batch = learned.protect_batch(crops)
+            return batch.released, batch
         return self.anonymizer.protect(crops), None
 
-    def _protect(self, crops: list[np.ndarray]) -> tuple[tuple[list[np.ndarray], list | None] | None, str]:
-        """Run the anonymizer under the time limit. Returns ((crops, native) or None, reason when None)."""
+    def _protect(self, crops: list[np.ndarray]) -> tuple[tuple[list[np.ndarray], Any] | None, str]:
+        """Run the anonymizer under the time limit. Returns ((crops, batch) or None, reason when None)."""
         worker = self._worker
         if worker.pool is None:
             try:
@@ -211,7 +218,7 @@ class Redactor:
             return result
         crops = [np.ascontiguousarray(image[r[1] : r[3], r[0] : r[2]]) for _, r in placed]
         returned, reason = self._protect(crops)
-        outputs, native = returned if returned is not None else (None, None)
+        outputs, batch = returned if returned is not None else (None, None)
         if outputs is None or len(outputs) != len(crops):
             if outputs is not None:
                 reason = reason or f"anonymizer returned {len(outputs)} crops for {len(crops)}"
@@ -242,10 +249,18 @@ class Redactor:
                 out[y1:y2, x1:x2] = self.fill
         if self.floor is not None:
             self._judge_composed(image, out, boxes, placed, result)
-        if native is not None and len(native) == len(valid):
-            result.native = [None] * len(regions)
-            for i, nat in zip(valid, native, strict=True):
-                result.native[i] = nat if protected[i] is not None else None
+        if batch is not None and len(batch.released) == len(valid):
+            # only for regions that went out protected; the rest stayed solid
+            def aligned(values: Sequence[Any]) -> list[Any]:
+                per_region: list[Any] = [None] * len(regions)
+                for i, value in zip(valid, values, strict=True):
+                    per_region[i] = value if result.protected[i] is not None else None
+                return per_region
+
+            if self._native:
+                result.native = aligned(batch.native)
+            result.sealed = aligned(batch.sealed)
+            result.for_reid = aligned(batch.for_reid)
         if result.fallback_masks:
             log.warning("masked %d region(s) solid: %s", result.fallback_masks, result.reasons[-1])
         elif result.floor_masks:

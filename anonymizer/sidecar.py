@@ -11,7 +11,9 @@ and ``region`` (the crop as pasted into the frame, at the region's size).
 
 File layout: the magic line ``PRIVREID-CROPS 1\\n`` then records, each
 ``uint32 little-endian header length ‖ JSON header ‖ PNG bytes`` (header: frame_index, track_id,
-region, kind, shape, png_bytes). Writing is crash-tolerant: a truncated last record is ignored.
+region, kind, shape, png_bytes, and ``sealed_seed`` in hex for a scrambled native crop: the
+key holder opens it to undo the scramble, :mod:`anonymizer.scramble`). Writing is crash-tolerant:
+a truncated last record is ignored.
 
 A sidecar belongs to one video: the pipeline overwrites the video on a re-run, so the writer
 starts the sidecar afresh too (a stale record of the previous run would otherwise be taken, by
@@ -39,6 +41,7 @@ class SidecarRecord:
     region: list[int]
     kind: str  # 'native' | 'region'
     crop: np.ndarray  # BGR uint8
+    sealed_seed: bytes | None = None  # a scrambled crop's seed, sealed to the key holder (anonymizer.scramble)
 
 
 class SidecarWriter:
@@ -53,7 +56,13 @@ class SidecarWriter:
             self._fh.write(MAGIC)
 
     def write(
-        self, frame_index: int, track_id: int | str, region: Sequence[int], crop: np.ndarray, kind: str = "region"
+        self,
+        frame_index: int,
+        track_id: int | str,
+        region: Sequence[int],
+        crop: np.ndarray,
+        kind: str = "region",
+        sealed_seed: bytes | None = None,
     ) -> None:
         if kind not in ("native", "region"):
             raise ValueError(f"sidecar record kind must be 'native' or 'region', got '{kind}'")
@@ -61,16 +70,17 @@ class SidecarWriter:
         if not ok:
             raise RuntimeError("PNG encoding of a protected crop failed")
         data = png.tobytes()
-        header = json.dumps(
-            {
-                "frame_index": int(frame_index),
-                "track_id": track_id,
-                "region": [int(v) for v in region],
-                "kind": kind,
-                "shape": list(crop.shape),
-                "png_bytes": len(data),
-            }
-        ).encode()
+        fields: dict = {
+            "frame_index": int(frame_index),
+            "track_id": track_id,
+            "region": [int(v) for v in region],
+            "kind": kind,
+            "shape": list(crop.shape),
+            "png_bytes": len(data),
+        }
+        if sealed_seed is not None:
+            fields["sealed_seed"] = bytes(sealed_seed).hex()
+        header = json.dumps(fields).encode()
         self._fh.write(struct.pack("<I", len(header)) + header + data)
 
     def flush(self) -> None:
@@ -115,7 +125,14 @@ def iter_sidecar(path: str | Path) -> Iterator[SidecarRecord]:
             crop = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
             if crop is None:  # a damaged record must not become a None crop far from here
                 raise ValueError(f"{path}: the crop of frame {header['frame_index']} is not a decodable PNG")
-            yield SidecarRecord(header["frame_index"], header["track_id"], header["region"], header["kind"], crop)
+            seed = header.get("sealed_seed")
+            try:
+                sealed = bytes.fromhex(seed) if seed is not None else None
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}: the sealed seed of frame {header['frame_index']} is not hex") from None
+            yield SidecarRecord(
+                header["frame_index"], header["track_id"], header["region"], header["kind"], crop, sealed
+            )
 
 
 SidecarKey = tuple[int, tuple[int, int, int, int]]

@@ -114,7 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     crops = test_crops(args.images)
     rh, rw = int(round(160 * args.scale)), int(round(60 * args.scale))
     raws = [cv2.resize(c, (rw, rh), interpolation=cv2.INTER_LINEAR) for c in crops]
-    prot, native = bundle.protect_with_native(raws)
+    batch = bundle.protect_batch(raws)
+    prot = batch.released
+    # the key holder's native crops: a scrambling bundle's are opened with their sealed seeds first
+    native = [
+        rec.unscrambler.restore(n, s) if s is not None and rec.unscrambler is not None else n
+        for n, s in zip(batch.native, batch.sealed, strict=True)
+    ]
     n_frames = (len(raws) + SLOTS - 1) // SLOTS
     frames = backgrounds(n_frames)
     H, W = frames[0].shape[:2]

@@ -50,6 +50,8 @@ class FrameEmitter:
         redactor = cam.redactor or self.redactor
         result = redactor.mask_all(frame.image, boxes) if planned.mask_frame else redactor.redact(frame.image, boxes)
         native = result.native or [None] * len(observations)
+        sealed = result.sealed or [None] * len(observations)
+        for_reid = result.for_reid or [None] * len(observations)
         records = [
             {
                 "frame_index": frame.index,
@@ -84,14 +86,17 @@ class FrameEmitter:
         cam.fallback_masks += result.fallback_masks
         cam.floor_masks += result.floor_masks
         publishable: list[tuple[Observation, np.ndarray]] = []
-        for obs, region, prot, nat in zip(observations, result.regions, result.protected, native, strict=True):
+        for obs, region, prot, nat, seed, plain in zip(
+            observations, result.regions, result.protected, native, sealed, for_reid, strict=True
+        ):
             self._count(cam, obs, prot is not None)
             if cam.sidecar is not None and prot is not None:  # protected pixels only, losslessly
-                self._sidecar_write(cam, frame.index, obs.track_id, region, prot, "region")
+                self._sidecar_write(cam, frame.index, obs.track_id, region, prot, "region", None)
                 if nat is not None:
-                    self._sidecar_write(cam, frame.index, obs.track_id, region, nat, "native")
+                    self._sidecar_write(cam, frame.index, obs.track_id, region, nat, "native", seed)
             if prot is not None and obs.is_person and obs.track_id >= 0:
-                publishable.append((obs, prot))
+                # C reads the crop before a scramble (in memory only); the pixels that leave are ``prot``
+                publishable.append((obs, plain if plain is not None else prot))
         if cam.sidecar is not None:
             self._sidecar_write(cam)
         if self.publisher is not None and publishable:
@@ -119,13 +124,13 @@ class FrameEmitter:
 
     @staticmethod
     def _sidecar_write(cam: CameraState, *record: Any) -> None:
-        """One sidecar record (frame index, track id, region, crop, kind), or, without one, a flush; a
-        write error (full disk) ends the camera."""
+        """One sidecar record (frame index, track id, region, crop, kind, sealed seed), or, without one,
+        a flush; a write error (full disk) ends the camera."""
         assert cam.sidecar is not None
         try:
             if record:
-                frame_index, track_id, region, crop, kind = record
-                cam.sidecar.write(frame_index, track_id, region, crop, kind=kind)
+                frame_index, track_id, region, crop, kind, seed = record
+                cam.sidecar.write(frame_index, track_id, region, crop, kind=kind, sealed_seed=seed)
             else:
                 cam.sidecar.flush()
         except OSError as exc:

@@ -31,18 +31,23 @@ def make_tiny_bundle(
     seed: int = 0,
     skip_blur_sigma: float = 0.0,
     payload: tuple[float, int] | None = None,
+    skip_mosaic_block: int = 0,
 ) -> Path:
     """A randomly initialised tiny bundle (G/G_R: 8-channel U-Net; C: ShuffleNetV2 0.5×); ``payload``
-    = (scale, seed) makes G write a scattered recovery code and G_R read it."""
+    = (scale, seed) makes G write a scattered recovery code and G_R read it; ``skip_mosaic_block``
+    builds G on a mosaic of that block (with a payload: a scrambling bundle)."""
     from reid.models import build_reid_model
 
     torch.manual_seed(seed)
     g_spec, g_r_spec = encoder_decoder_specs(
-        resolve_generator_spec("unet_64", 8, "batch", INPUT_HW), skip_blur_sigma, *(payload or (0.0, 0))
+        resolve_generator_spec("unet_64", 8, "batch", INPUT_HW),
+        skip_blur_sigma,
+        *(payload or (0.0, 0)),
+        skip_mosaic_block=skip_mosaic_block,
     )
     spec, spec_r = g_spec.as_dict(), g_r_spec.as_dict()
     g, g_r = build_generator(spec).eval(), build_generator(spec_r).eval()
-    if skip_blur_sigma:  # give the zero-initialized residual something to add
+    if skip_blur_sigma or skip_mosaic_block:  # give the zero-initialized residual something to add
         with torch.no_grad():
             for prm in g.net.parameters():
                 prm.add_(0.05 * torch.randn_like(prm))

@@ -249,3 +249,20 @@ def test_the_harness_does_not_import_training() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@needs_data
+def test_a_scrambling_bundle_is_judged_on_what_it_releases(tmp_path) -> None:
+    """A payload on a mosaic: attackers see scrambled images, the key holder is measured through the
+    sealed seeds, and the recovery attack also tries the payload reader and the sorted-block reader."""
+    from tests.test_bundle import make_tiny_bundle
+
+    key = tmp_path / "recovery.key"
+    bundle = make_tiny_bundle(tmp_path / "scrambling", key, skip_mosaic_block=6, payload=(0.1, 0))
+    args = [a if a != str(BUNDLE) else str(bundle) for a in QUICK[: QUICK.index("--baselines")]]
+    assert main([*args, "--recovery-key", str(key), "--face-detector", "none", "--out", str(tmp_path / "eval")]) == 0
+    row = json.loads((tmp_path / "eval" / "privacy.json").read_text())["protections"]["learned"]
+    assert "scrambled on blocks of 6 px" in row["spec"]["released"]
+    assert row["key_holder"]["measured"] is True and row["key_holder"]["n_images"] == 40
+    names = list(row["recovery_attack"]["candidates"])
+    assert names[0] == "residual U-Net" and names[1].startswith("payload reader") and "sorted pixels" in names[2]

@@ -444,3 +444,48 @@ def test_a_mosaic_skip_encoder_trains_and_its_bundle_starts_from_the_mosaic(tmp_
     crop = cv2.imread(str(next((data_root / "cuhk01_small_val" / "query").rglob("*.png"))))
     prot = b.protect([crop])[0]
     assert prot.shape == crop.shape and not np.array_equal(prot, crop)
+
+
+def test_the_validation_attackers_judge_a_scrambled_release():
+    """A G that writes a payload on a mosaic is scrambled before it leaves a pipeline: the validation's
+    outside attackers see that (block means kept, pixels moved, the same on every call); any other G is
+    judged on its own output."""
+    import torch
+
+    from training.config import load_config
+    from training.gcr_eval import protect_fn, release_fn
+    from training.mode_gcr import GCRNets, _space
+
+    common = [
+        "MODEL.MODE",
+        "GCR",
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.NAME",
+        "shufflenetv2_x0_5",
+        "MODEL.PRETRAIN_CHOICE",
+        "none",
+        "MODEL.NETG",
+        "unet_256",
+        "MODEL.NGF",
+        "8",
+        "INPUT.IMG_SIZE",
+        "[64, 32]",
+    ]
+    x = torch.randn(2, 3, 64, 32) * 0.5
+    scrambling = GCRNets(load_config(None, [*common, "MODEL.G_SKIP_MOSAIC", "24", "MODEL.G_PAYLOAD_SCALE", "0.1"]), 4)
+    scrambling.eval()
+    with torch.no_grad():  # a fresh G is the flat mosaic, which no permutation inside a block changes
+        for prm in scrambling.G.parameters():
+            prm.add_(0.05 * torch.randn_like(prm))
+    space = _space(load_config(None, common), torch.device("cpu"))
+    with torch.no_grad():
+        plain, released = space.to_gan(protect_fn(scrambling, space)(x)), space.to_gan(release_fn(scrambling, space)(x))
+        again = space.to_gan(release_fn(scrambling, space)(x))
+    assert (plain - released).abs().max() > 0.01
+    means = torch.nn.functional.avg_pool2d
+    torch.testing.assert_close(means(released, 6, ceil_mode=True), means(plain, 6, ceil_mode=True), atol=1e-5, rtol=0)
+    torch.testing.assert_close(released, again)
+    mosaic_only = GCRNets(load_config(None, [*common, "MODEL.G_SKIP_MOSAIC", "24"]), 4).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(release_fn(mosaic_only, space)(x), protect_fn(mosaic_only, space)(x))

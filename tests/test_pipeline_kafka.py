@@ -110,3 +110,73 @@ def test_embedded_mode_runs_broker_and_matcher(tmp_path, capsys):
     assert events, "the matcher emitted no identity event"
     cams = {e["camera_id"] for e in events}
     assert cams == {"a", "b"}
+
+
+@pytest.mark.timeout(240)
+def test_a_scrambling_bundle_publishes_features_of_the_crop_before_the_scramble(kafka_broker, fresh_topic, tmp_path):
+    """With a payload on a mosaic the video and the sidecar get the scrambled crop, while C's published
+    features are those of the crop before the scramble (which the key holder can rebuild from the
+    sidecar with the recovery key, and nobody else can)."""
+    import cv2
+
+    from anonymizer import load_bundle, load_recovery
+    from anonymizer.bundle_files import fit_crop
+    from anonymizer.sidecar import read_sidecar, sidecar_key
+    from tests.test_bundle import make_tiny_bundle
+
+    key = tmp_path / "recovery.key"
+    bundle_path = make_tiny_bundle(tmp_path / "scrambling", key, onnx=True, skip_mosaic_block=6, payload=(0.1, 0))
+    out = tmp_path / "out"
+    code = run_pipeline.main(
+        [
+            "--source",
+            str(vtest_path()),
+            "--camera-id",
+            "lobby",
+            "--output",
+            str(out),
+            "--max-frames",
+            "12",
+            "--detector",
+            str(shared_path(YOLO_OPENVINO)),
+            "--anonymizer",
+            str(bundle_path),
+            "--kafka",
+            kafka_broker.bootstrap,
+            "KAFKA.TOPIC",
+            fresh_topic,
+            "ANONYMIZER.SIDECAR",
+            "True",
+            "LOG.PROGRESS",
+            "False",
+        ]
+    )
+    assert code == 0
+    summary = json.loads((out / "lobby.summary.json").read_text())
+    records = read_all(kafka_broker.bootstrap, fresh_topic, expect=summary["published"])
+    assert summary["published"] > 0 and len(records) == summary["published"]
+    bundle, recovery = load_bundle(bundle_path), load_recovery(bundle_path, key)
+    assert recovery.unscrambler is not None
+    regions = {
+        (o["frame_index"], o["track_id"]): o["region"]
+        for o in load_jsonl(out / "lobby.observations.jsonl")
+        if o.get("region") and o.get("protected")
+    }
+    sidecar = read_sidecar(out / "lobby.crops")
+    checked = 0
+    for rec in records:
+        msg = decode_message(rec.value)
+        region = regions[(msg.frame_index, msg.track_id)]
+        crops = sidecar[sidecar_key(msg.frame_index, region)]
+        native, pasted = crops["native"], crops["region"].crop
+        assert native.sealed_seed is not None
+        plain = fit_crop(recovery.unscrambler.restore(native.crop, native.sealed_seed), pasted)
+        assert not np.array_equal(plain, pasted)  # what left the pipeline is scrambled
+        expected, scrambled = bundle.embed([plain])[0], bundle.embed([pasted])[0]
+        got = np.asarray(msg.embedding, np.float32)
+        assert float(got @ expected) > 0.99999 and float(got @ expected) > float(got @ scrambled)
+        checked += 1
+    assert checked == len(records)
+    # the video shows the scrambled crops too
+    cap = cv2.VideoCapture(str(out / "lobby.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == summary["frames"]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 from tqdm import tqdm
@@ -53,6 +54,27 @@ def protect_fn(nets: GCRNets, space: ImageSpace) -> Callable[[torch.Tensor], tor
     return lambda x: space.to_norm(quantize_gan(nets.G(space.to_gan(x))))
 
 
+def release_fn(nets: GCRNets, space: ImageSpace) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Like :func:`protect_fn`, then the keyed scramble a pipeline applies to this G's output before it
+    leaves (:mod:`anonymizer.scramble`; only a G that writes a payload on a mosaic has one). The
+    outside attackers of the validation judge what leaves, as the privacy evaluation does. Seeds come
+    from a fixed generator (restarted on every call), so a validation gives the same verdict on every run."""
+    from anonymizer.scramble import scramble, scramble_block
+
+    block = scramble_block(nets.g_spec.as_dict())
+    protect = protect_fn(nets, space)
+    if not block:
+        return protect
+
+    def release(x: torch.Tensor) -> torch.Tensor:
+        p = space.to_gan(protect(x)).cpu().permute(0, 2, 3, 1).numpy()
+        out = np.stack([scramble(img, rng.bytes(32), block) for img in p])
+        return space.to_norm(torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device))
+
+    rng = np.random.default_rng(0)
+    return release
+
+
 def evaluate_reid(nets: GCRNets, space: ImageSpace, loader, num_query: int, device, settings) -> dict:
     from .evaluation import evaluate_split
 
@@ -83,7 +105,7 @@ def validate(
         was = nets.training
         nets.eval()
         try:
-            att_p, detail_p = worst_attacker_rank1(attackers, loader, num_query, device, protect_fn(nets, space))
+            att_p, detail_p = worst_attacker_rank1(attackers, loader, num_query, device, release_fn(nets, space))
             att_m, detail_m = worst_attacker_rank1(attackers, loader, num_query, device, None)
         finally:
             nets.train(was)
