@@ -196,21 +196,13 @@ class LearnedBundle:
         tiny or flat crops) is replaced by the bundle's hand-made desensitization, and if that is
         still identical, by a flat grey patch; ``fallback_count`` counts those events.
         """
-        return self.protect_with_native(crops)[0]
-
-    def protect_with_native(self, crops: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-        """Like :meth:`protect`, also returning G's output at the bundle size (BGR uint8).
-
-        The native images are what a lossless sidecar should keep (``anonymizer.sidecar``): they
-        are exactly what G_R was trained to invert, before any resize into the frame. An entry is
-        None for an empty crop. For a scrambling bundle both are the released (scrambled) images;
-        :meth:`protect_batch` also gives their sealed seeds.
-        """
-        batch = self.protect_batch(crops)
-        return batch.released, batch.native
+        return self.protect_batch(crops).released
 
     def protect_batch(self, crops: Sequence[np.ndarray]) -> ProtectedBatch:
         """G on the crops, and what of it may leave the pipeline (:class:`ProtectedBatch`).
+
+        The native images are what a lossless sidecar should keep (``anonymizer.sidecar``): they
+        are exactly what G_R was trained to invert, before any resize into the frame.
 
         A bundle that declares a scramble (``recovery.scramble``, :mod:`anonymizer.scramble`) has
         G's output at the bundle size scrambled with a fresh seed per crop, the seed sealed to the

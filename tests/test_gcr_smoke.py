@@ -17,6 +17,24 @@ import pytest
 
 from tests.conftest import shared_path
 
+# a tiny GCR model on CPU (ShuffleNet C from scratch, 8-channel U-Net G at 64×32) for unit-sized tests
+TINY_GCR = [
+    "MODEL.MODE",
+    "GCR",
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.NAME",
+    "shufflenetv2_x0_5",
+    "MODEL.PRETRAIN_CHOICE",
+    "none",
+    "MODEL.NETG",
+    "unet_256",
+    "MODEL.NGF",
+    "8",
+    "INPUT.IMG_SIZE",
+    "[64, 32]",
+]
+
 N_TRAIN, N_VAL, N_TEST = 8, 4, 6
 
 
@@ -185,27 +203,7 @@ def test_generator_warm_up_fits_m_and_leaves_c_alone():
     from training.mode_gcr import GCRNets, _space, warm_up_generators
 
     torch.manual_seed(0)
-    cfg = load_config(
-        None,
-        [
-            "MODEL.MODE",
-            "GCR",
-            "MODEL.DEVICE",
-            "cpu",
-            "MODEL.NAME",
-            "shufflenetv2_x0_5",
-            "MODEL.PRETRAIN_CHOICE",
-            "none",
-            "MODEL.NETG",
-            "unet_256",
-            "MODEL.NGF",
-            "8",
-            "INPUT.IMG_SIZE",
-            "[64, 32]",
-            "SOLVER.BASE_LR",
-            "0.002",
-        ],
-    )
+    cfg = load_config(None, [*TINY_GCR, "SOLVER.BASE_LR", "0.002"])
     nets = GCRNets(cfg, num_classes=4)
     space = _space(cfg, torch.device("cpu"))
     raw = torch.randn(8, 3, 64, 32) * 0.5
@@ -456,22 +454,7 @@ def test_the_validation_attackers_judge_a_scrambled_release():
     from training.gcr_eval import protect_fn, release_fn
     from training.mode_gcr import GCRNets, _space
 
-    common = [
-        "MODEL.MODE",
-        "GCR",
-        "MODEL.DEVICE",
-        "cpu",
-        "MODEL.NAME",
-        "shufflenetv2_x0_5",
-        "MODEL.PRETRAIN_CHOICE",
-        "none",
-        "MODEL.NETG",
-        "unet_256",
-        "MODEL.NGF",
-        "8",
-        "INPUT.IMG_SIZE",
-        "[64, 32]",
-    ]
+    common = TINY_GCR
     x = torch.randn(2, 3, 64, 32) * 0.5
     scrambling = GCRNets(load_config(None, [*common, "MODEL.G_SKIP_MOSAIC", "24", "MODEL.G_PAYLOAD_SCALE", "0.1"]), 4)
     scrambling.eval()
