@@ -434,10 +434,15 @@ def build_reid_from_meta(reid_meta: dict[str, Any], state: dict | None = None):
     without an input filter, as they were trained). The bundle stores C without its training-only
     identity classifier, so C is rebuilt with ``num_classes=0`` and loaded strictly.
     """
+    from anonymizer.payload_front import attach_front
     from reid.models import build_reid_model
 
     cfg = dict(reid_meta["config"])
     net = build_reid_model(num_classes=0, pretrain_choice="none", **cfg)
+    try:  # a C that reads G's code has its reader in front (anonymizer.payload_front)
+        attach_front(net, reid_meta.get("payload_front"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"reid.payload_front of bundle.yaml is malformed: {exc}") from None
     if state is not None:
         try:
             net.load_state_dict(state, strict=True)

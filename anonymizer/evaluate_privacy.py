@@ -244,6 +244,10 @@ def evaluate(args: argparse.Namespace, resolved: dict[str, Any]) -> dict[str, An
         row["attackers"] = {
             m.name: evaluate_matcher(m, split, *raw_feats[m.name], oq, og, ATTACK_SETTINGS) for m in attackers
         }
+        if prot.release is not None:  # the bundle's C (its payload reader too) ships unsealed: try it on what leaves
+            row["bundle_c_on_released"] = evaluate_matcher(
+                authorized, split, *raw_feats[authorized.name], oq, og, ATTACK_SETTINGS
+            )
         tm["attackers"] = round(time.perf_counter() - t, 2)
         row["pixel"] = image_similarity(raw_all, prot_all)
         if face is not None:

@@ -40,11 +40,14 @@ def _img(r: dict | None) -> str:
 
 def best_attack(entry: dict[str, Any]) -> tuple[float, str]:
     """The strongest outside attack on a protection: (rank-1, 'model setting'), over every outside
-    and adaptive attacker and both protected settings (raw→protected, protected→protected)."""
+    and adaptive attacker (and, for a scrambling bundle, its own C on the released crops) and both
+    protected settings (raw→protected, protected→protected)."""
     best, label = -1.0, ""
     candidates = [(name, res) for name, res in entry.get("attackers", {}).items()]
     if entry.get("adaptive"):
         candidates.append((f"adaptive ({entry['adaptive']['from']})", entry["adaptive"]))
+    if entry.get("bundle_c_on_released"):  # an outsider with the bundle's own C, on the released crops
+        candidates.append(("bundle C on released crops", entry["bundle_c_on_released"]))
     for name, res in candidates:
         for setting in ("raw->protected", "protected->protected"):
             r = res.get(setting)
@@ -153,7 +156,13 @@ def markdown_tables(result: dict[str, Any]) -> str:
     )
     released_note = "".join(
         f"Row {name}: every attack, face and pixel cell judges the released crops ({how}); C reads them "
-        "before the scramble, as inside the pipeline. "
+        "before the scramble, as inside the pipeline"
+        + (
+            f"; the bundle's own C, which ships unsealed, on the released crops: r→p "
+            f"{_cell(own['raw->protected'])}, p→p {_cell(own['protected->protected'])} (counted in best attack). "
+            if (own := result["protections"][name].get("bundle_c_on_released"))
+            else ". "
+        )
         for name, how in released.items()
     )
     lines += [

@@ -72,6 +72,13 @@ _C.MODEL.G_PAYLOAD_SEED = 0  # seed of that fixed permutation (stored in bundle.
 _C.MODEL.C_INPUT_BLUR_SIGMA = 0.0  # ours: >0 puts a fixed Gaussian blur (σ in pixels) in front of C, for raw and
 # protected inputs alike, so that C sees little of a payload code (white at the
 # pixel scale); stored with C in bundles; 0 = docs/method.md
+_C.MODEL.C_READER_NGF = 0  # ours: >0 puts a payload reader (a U-Net of this width, as G_R's) with a raw/protected
+# gate in front of C's backbone, learned with C, so that C reads the code G writes
+# on a mosaic, not only the mosaic (anonymizer.payload_front); it ships with C;
+# needs G_PAYLOAD_SCALE > 0 and G_SKIP_MOSAIC > 0; 0 = C reads P directly
+_C.MODEL.C_READER_L1 = 10.0  # weight of the L1 between the reader's image of P and O (teaches it to read the code
+# before the Re-ID loss refines it; reaches G scaled by REID_GRAD_G, as C's loss)
+_C.MODEL.C_READER_GATE = 1.0  # weight of the gate's BCE (raw images 0, protected 1)
 _C.MODEL.CROSS_KIND_TRIPLET = 0.0  # ours: >0 adds this weight × the metric loss mined across the raw and the
 # protected half of each hybrid batch (training.losses.ReidLoss.cross_kind), in
 # MODE C (raw vs M) and GCR (raw vs P) alike; 0 = docs/method.md (each half alone)

@@ -32,10 +32,12 @@ def make_tiny_bundle(
     skip_blur_sigma: float = 0.0,
     payload: tuple[float, int] | None = None,
     skip_mosaic_block: int = 0,
+    c_front_ngf: int = 0,
 ) -> Path:
     """A randomly initialised tiny bundle (G/G_R: 8-channel U-Net; C: ShuffleNetV2 0.5×); ``payload``
     = (scale, seed) makes G write a scattered recovery code and G_R read it; ``skip_mosaic_block``
-    builds G on a mosaic of that block (with a payload: a scrambling bundle)."""
+    builds G on a mosaic of that block (with a payload: a scrambling bundle); ``c_front_ngf`` > 0
+    (with both) puts C's own payload reader in front of C (:mod:`anonymizer.payload_front`)."""
     from reid.models import build_reid_model
 
     torch.manual_seed(seed)
@@ -52,6 +54,12 @@ def make_tiny_bundle(
             for prm in g.net.parameters():
                 prm.add_(0.05 * torch.randn_like(prm))
     c = build_reid_model(num_classes=5, pretrain_choice="none", **REID_CONFIG).eval()
+    reid_meta: dict = {"name": REID_CONFIG["name"], "embed_dim": 1024, "config": REID_CONFIG}
+    if c_front_ngf:
+        from anonymizer.payload_front import attach_front, front_meta
+
+        reid_meta["payload_front"] = front_meta(spec_r, c_front_ngf, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        attach_front(c, reid_meta["payload_front"]).eval()
     key = write_key(key_path)
     return write_bundle(
         out,
@@ -62,7 +70,7 @@ def make_tiny_bundle(
         recovery_spec=spec_r,
         key=key,
         onnx=onnx,
-        reid_meta={"name": REID_CONFIG["name"], "embed_dim": 1024, "config": REID_CONFIG},
+        reid_meta=reid_meta,
         input_meta={
             "size_hw": list(INPUT_HW),
             "color": "RGB",

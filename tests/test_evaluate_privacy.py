@@ -254,11 +254,12 @@ def test_the_harness_does_not_import_training() -> None:
 @needs_data
 def test_a_scrambling_bundle_is_judged_on_what_it_releases(tmp_path) -> None:
     """A payload on a mosaic: attackers see scrambled images, the key holder is measured through the
-    sealed seeds, and the recovery attack also tries the payload reader and the sorted-block reader."""
+    sealed seeds, the recovery attack also tries the payload reader and the sorted-block reader, and
+    the bundle's own C (with its payload reader) is tried on the released crops as an attacker."""
     from tests.test_bundle import make_tiny_bundle
 
     key = tmp_path / "recovery.key"
-    bundle = make_tiny_bundle(tmp_path / "scrambling", key, skip_mosaic_block=6, payload=(0.1, 0))
+    bundle = make_tiny_bundle(tmp_path / "scrambling", key, skip_mosaic_block=6, payload=(0.1, 0), c_front_ngf=8)
     args = [a if a != str(BUNDLE) else str(bundle) for a in QUICK[: QUICK.index("--baselines")]]
     assert main([*args, "--recovery-key", str(key), "--face-detector", "none", "--out", str(tmp_path / "eval")]) == 0
     row = json.loads((tmp_path / "eval" / "privacy.json").read_text())["protections"]["learned"]
@@ -266,3 +267,4 @@ def test_a_scrambling_bundle_is_judged_on_what_it_releases(tmp_path) -> None:
     assert row["key_holder"]["measured"] is True and row["key_holder"]["n_images"] == 40
     names = list(row["recovery_attack"]["candidates"])
     assert names[0] == "residual U-Net" and names[1].startswith("payload reader") and "sorted pixels" in names[2]
+    assert set(row["bundle_c_on_released"]) >= {"raw->protected", "protected->protected"}

@@ -394,9 +394,11 @@ def test_a_run_can_start_from_another_runs_encoder_and_is_supervised_by_it(tmp_p
         load_config(None, ["MODEL.MODE", "C", "MODEL.G_INIT_DIR", str(tmp_path / "first")])
 
 
-def test_a_mosaic_skip_encoder_trains_and_its_bundle_starts_from_the_mosaic(tmp_path):
+@pytest.mark.parametrize("c_reader_ngf", [0, 8])
+def test_a_mosaic_skip_encoder_trains_and_its_bundle_starts_from_the_mosaic(tmp_path, c_reader_ngf):
     """MODEL.G_SKIP_MOSAIC (with a payload): training builds G on the fixed mosaic branch at the
-    training size, the bundle records it, and the bundle's G reloads as that generator."""
+    training size, the bundle records it, and the bundle's G reloads as that generator. With
+    MODEL.C_READER_NGF, C's own payload reader trains with the run and ships in the bundle's C."""
     import yaml
 
     from anonymizer import load_bundle
@@ -427,6 +429,7 @@ def test_a_mosaic_skip_encoder_trains_and_its_bundle_starts_from_the_mosaic(tmp_
         "SOLVER.WARMUP_EPOCHS": "0",
         "SOLVER.CPU_THREADS": "2",
         "TEST.IMS_PER_BATCH": "16",
+        "MODEL.C_READER_NGF": str(c_reader_ngf),
         "OUTPUT_DIR": str(run),
     }
     with pytest.raises(ConfigError, match="one fixed branch"):
@@ -442,6 +445,13 @@ def test_a_mosaic_skip_encoder_trains_and_its_bundle_starts_from_the_mosaic(tmp_
     crop = cv2.imread(str(next((data_root / "cuhk01_small_val" / "query").rglob("*.png"))))
     prot = b.protect([crop])[0]
     assert prot.shape == crop.shape and not np.array_equal(prot, crop)
+    from anonymizer.payload_front import front_of
+
+    front = front_of(b.runner.c)
+    assert (front is not None) == bool(c_reader_ngf) == ("payload_front" in meta["reid"])
+    assert meta["training"]["config"]["C_READER_NGF"] == c_reader_ngf
+    feats = b.embed([crop, prot])
+    assert feats.shape == (2, b.embed_dim) and np.isfinite(feats).all()
 
 
 def test_the_validation_attackers_judge_a_scrambled_release():

@@ -115,6 +115,26 @@ def validate(cfg) -> None:
         )
     if cfg.MODEL.G_PAYLOAD_SCALE > 0:
         _check_payload_size(cfg)
+    _check_c_reader(cfg)
+
+
+def _check_c_reader(cfg) -> None:
+    """MODEL.C_READER_NGF: C's own payload reader needs a code on a mosaic, a C that trains, no blur."""
+    ngf, l1, gate = int(cfg.MODEL.C_READER_NGF), float(cfg.MODEL.C_READER_L1), float(cfg.MODEL.C_READER_GATE)
+    if ngf < 0 or l1 < 0 or gate < 0:
+        raise ConfigError("MODEL.C_READER_NGF, MODEL.C_READER_L1 and MODEL.C_READER_GATE must be >= 0")
+    if ngf == 0:
+        return
+    if cfg.MODEL.MODE != "GCR" or cfg.MODEL.G_PAYLOAD_SCALE <= 0 or cfg.MODEL.G_SKIP_MOSAIC <= 0:
+        raise ConfigError(
+            "MODEL.C_READER_NGF reads the code G writes on a mosaic: it needs MODEL.MODE GCR, "
+            "MODEL.G_PAYLOAD_SCALE > 0 and MODEL.G_SKIP_MOSAIC > 0"
+        )
+    if cfg.MODEL.FREEZE_C or cfg.MODEL.OUTPUT_MODE != "both" or cfg.MODEL.C_INPUT_BLUR_SIGMA > 0:
+        raise ConfigError(
+            "MODEL.C_READER_NGF is learned with C on raw and protected images: it needs MODEL.FREEZE_C False, "
+            "MODEL.OUTPUT_MODE both and MODEL.C_INPUT_BLUR_SIGMA 0 (a blur would erase the code it reads)"
+        )
 
 
 def _check_payload_size(cfg) -> None:

@@ -168,6 +168,7 @@ def export_run(
     from anonymizer.bundle import write_bundle
     from anonymizer.crypto import KEY_ENV, key_id, load_key, write_key
     from anonymizer.networks import build_generator
+    from anonymizer.payload_front import attach_front
     from reid.models import build_reid_model
 
     run, out = Path(run), Path(out)
@@ -204,6 +205,7 @@ def export_run(
     # resolves against the run's data folder first, as in training
     reid_options = {"root_dir": str((run_cfg.get("DATASETS") or {}).get("ROOT_DIR") or ""), **reid["config"]}
     c = build_reid_model(num_classes=int(reid["num_train_classes"]), pretrain_choice="none", **reid_options)
+    attach_front(c, reid.get("payload_front"))  # MODEL.C_READER_NGF: C's own reader of G's code
     c.load_state_dict(ckpt.module_state("model"))
     for net in (g, g_r, c):
         net.eval()
@@ -249,6 +251,7 @@ def export_run(
                 "G_SKIP_DETAIL",
                 "G_PAYLOAD_SCALE",
                 "C_INPUT_BLUR_SIGMA",
+                "C_READER_NGF",
                 "CROSS_KIND_TRIPLET",
                 "G_INIT_DIR",
                 "G_INIT_EPOCH",
@@ -268,7 +271,12 @@ def export_run(
         recovery_spec=g_r_spec,
         key=key,
         onnx=onnx,
-        reid_meta={"name": reid["name"], "embed_dim": int(reid["embed_dim"]), "config": reid["config"]},
+        reid_meta={
+            "name": reid["name"],
+            "embed_dim": int(reid["embed_dim"]),
+            "config": reid["config"],
+            **({"payload_front": reid["payload_front"]} if reid.get("payload_front") else {}),
+        },
         input_meta=info["input"],
         desensitization=info["desensitization"],
         dataset=dataset,

@@ -122,6 +122,7 @@ def model_info(cfg, nets: GCRNets, num_classes: int, epoch: int, selected_by: st
             "embed_dim": int(nets.C.feat_dim),
             "config": reid_model_kwargs(cfg),
             "num_train_classes": num_classes,
+            "payload_front": nets.c_front_meta,
         },
         "input": {
             "size_hw": [int(v) for v in cfg.INPUT.IMG_SIZE],

@@ -106,6 +106,16 @@ class GCRNets(nn.Module):
                 "MODEL.PRETRAIN_DIR (e.g. a Base run)"
             )
         self.C = build_model(cfg, num_classes)
+        # MODEL.C_READER_NGF: C's own reader of G's code in front of its backbone (anonymizer.payload_front),
+        # fresh here; a C started from Base has none, a run's own checkpoints carry its weights
+        self.c_front_meta: dict[str, Any] | None = None
+        if int(cfg.MODEL.C_READER_NGF) > 0:
+            from anonymizer.payload_front import attach_front, front_meta
+
+            self.c_front_meta = front_meta(
+                self.g_spec_r.as_dict(), int(cfg.MODEL.C_READER_NGF), cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD
+            )
+            attach_front(self.C, self.c_front_meta)
         if cfg.MODEL.FREEZE_C:
             set_requires_grad([self.C], False)  # gradients still flow through C into G
         self.frozen_G: nn.Module | None = None

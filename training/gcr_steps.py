@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from anonymizer.payload_front import front_of
+
 from .gcr_models import GCRNets, ImageSpace, published, set_requires_grad
 
 log = logging.getLogger("training.gcr")
@@ -115,11 +117,19 @@ def generator_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, fw: G
         inputs.append(raw)
         names.append("O")
     if mode in ("both", "protected"):
-        inputs.append(space.to_norm(scale_grad(P, float(cfg.MODEL.REID_GRAD_G))))
+        # a C that reads G's code sees P rounded to 8 bits, as G_R does and as it will at test
+        p_c = published(cfg, P) if front_of(nets.C) is not None else P
+        inputs.append(space.to_norm(scale_grad(p_c, float(cfg.MODEL.REID_GRAD_G))))
         names.append("P")
     batch_in = torch.cat(inputs)
-    score, feat = nets.C.scores_and_features(batch_in) if frozen_c else nets.C(batch_in)
     n = raw.shape[0]
+    front = front_of(nets.C)
+    if front is not None:  # MODEL.C_READER_NGF (ours): C reads G's code through its own reader
+        filtered, read, logit = front.parts(batch_in)
+        score, feat = nets.C.forward_filtered(filtered)
+        loss_c = loss_c + reader_losses(cfg, read[n : 2 * n], fw.O, logit.view(-1), n, parts)
+    else:
+        score, feat = nets.C.scores_and_features(batch_in) if frozen_c else nets.C(batch_in)
     for i, name in enumerate(names):
         lo, p = reid_loss(score[i * n : (i + 1) * n], feat[i * n : (i + 1) * n], target)
         loss_c = loss_c + lo
@@ -143,6 +153,18 @@ def generator_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, fw: G
         total=float(total.detach()),
     )
     return parts
+
+
+def reader_losses(cfg, read_p: torch.Tensor, O: torch.Tensor, logit: torch.Tensor, n: int, parts: dict) -> torch.Tensor:
+    """The auxiliary terms of C's payload reader: L1 of its image of P to O (it learns to read the code
+    before the Re-ID loss refines what it reads; its gradient reaches G through P scaled by
+    MODEL.REID_GRAD_G, as C's own loss does) and the BCE of the gate, raw (the first ``n``) 0 and
+    protected (the next ``n``) 1."""
+    target = torch.cat([torch.zeros(n, device=logit.device), torch.ones(n, device=logit.device)])
+    loss_read = F.l1_loss(read_p, O) * float(cfg.MODEL.C_READER_L1)
+    loss_gate = F.binary_cross_entropy_with_logits(logit, target) * float(cfg.MODEL.C_READER_GATE)
+    parts["C_read"], parts["C_gate"] = float(loss_read.detach()), float(loss_gate.detach())
+    return loss_read + loss_gate
 
 
 def train_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, batch, device) -> dict[str, float]:
@@ -175,14 +197,18 @@ def warm_up_generators(cfg, nets: GCRNets, space: ImageSpace, loader, device, it
     The optimizer is a fresh Adam at SOLVER.BASE_LR, not the joint one (whose warm-up and state
     belong to the joint stage).
     """
+    front = front_of(nets.C)  # C's own reader (MODEL.C_READER_NGF) learns to read the code here too
     opt = torch.optim.Adam(
-        list(nets.G.parameters()) + list(nets.G_R.parameters()),
+        list(nets.G.parameters()) + list(nets.G_R.parameters()) + ([] if front is None else list(front.parameters())),
         lr=float(cfg.SOLVER.BASE_LR),
         betas=(float(cfg.SOLVER.BETA1), 0.999),
     )
     nets.G.train()
     nets.G_R.train()
-    done, sums = 0, {"G_l1": 0.0, "R_l1": 0.0}
+    if front is not None:
+        front.train()
+    done, sums = 0, {"G_l1": 0.0, "R_l1": 0.0, **({} if front is None else {"C_read": 0.0, "C_gate": 0.0})}
+    front_parts: dict[str, float] = {}
     bar = tqdm(total=iters, desc="G/G_R warm-up", leave=False, mininterval=5.0, disable=None)
     while done < iters:
         for batch in loader:
@@ -193,15 +219,22 @@ def warm_up_generators(cfg, nets: GCRNets, space: ImageSpace, loader, device, it
             P = nets.G(O)
             loss_l1 = F.l1_loss(P, M) * float(cfg.MODEL.LAMBDA_L1)
             loss_rec = F.l1_loss(nets.G_R(published(cfg, P)), O) * float(cfg.MODEL.LAMBDA_REC)
+            loss_front = torch.zeros((), device=O.device)
+            if front is not None:  # on a detached P: G warms up for G_R, not for C's reader
+                raw = batch["raw"].to(device, non_blocking=True)
+                _, read, logit = front.parts(torch.cat([raw, space.to_norm(published(cfg, P).detach())]))
+                loss_front = reader_losses(cfg, read[len(raw) :], O, logit.view(-1), len(raw), front_parts)
             opt.zero_grad(set_to_none=True)
-            (loss_l1 + loss_rec).backward()
+            (loss_l1 + loss_rec + loss_front).backward()
             opt.step()
             done += 1
             bar.update(1)
             if done > iters - 50:  # report the end of the stage, not its start
                 sums["G_l1"] += float(loss_l1.detach())
                 sums["R_l1"] += float(loss_rec.detach())
+                for k, v in front_parts.items():
+                    sums[k] += v
     bar.close()
     avg = {k: round(v / min(iters, 50), 4) for k, v in sums.items()}
-    log.info("G/G_R warm-up: %d iterations, last 50: G_l1 %.3f R_l1 %.3f", iters, avg["G_l1"], avg["R_l1"])
+    log.info("G/G_R warm-up: %d iterations, last 50: %s", iters, " ".join(f"{k} {v:.3f}" for k, v in avg.items()))
     return avg

@@ -64,7 +64,12 @@ class ReidModel(nn.Module):
         return self.classifier(self.bottleneck(global_feat)), global_feat
 
     def forward(self, x: torch.Tensor):
-        global_feat = self.pool(self.backbone(self.input_filter(x))).flatten(1)
+        return self.forward_filtered(self.input_filter(x))
+
+    def forward_filtered(self, x: torch.Tensor):
+        """:meth:`forward` on an input that already went through the input filter: for training code
+        that needs the filter's own outputs (a learned filter's auxiliary losses) without running it twice."""
+        global_feat = self.pool(self.backbone(x)).flatten(1)
         feat = self.bottleneck(global_feat)
         if self.training:
             if self.classifier is None:
