@@ -125,7 +125,9 @@ def test_a_scrambling_bundle_publishes_features_of_the_crop_before_the_scramble(
     from tests.test_bundle import make_tiny_bundle
 
     key = tmp_path / "recovery.key"
-    bundle_path = make_tiny_bundle(tmp_path / "scrambling", key, onnx=True, skip_mosaic_block=6, payload=(0.1, 0))
+    bundle_path = make_tiny_bundle(  # C with its own payload reader, as the issue-16 recipe trains it
+        tmp_path / "scrambling", key, onnx=True, skip_mosaic_block=6, payload=(0.1, 0), c_front_ngf=8
+    )
     out = tmp_path / "out"
     code = run_pipeline.main(
         [
