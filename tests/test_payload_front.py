@@ -52,17 +52,14 @@ def test_the_gate_tells_real_photos_from_a_mosaic_carrying_a_scattered_code():
     import cv2
 
     from anonymizer.blocks import GaussianBlur
+    from anonymizer.networks import MosaicBranch
     from anonymizer.payload import TileScatter
     from tests.conftest import shared_path
 
     files = sorted((shared_path("cuhk01")).rglob("*.png"))[:200:10]
     imgs = [cv2.resize(cv2.imread(str(f))[:, :, ::-1], (64, 128), interpolation=cv2.INTER_AREA) for f in files]
     o = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    grid = (
-        torch.div(torch.arange(128), 12, rounding_mode="floor") * 12,
-        torch.div(torch.arange(64), 12, rounding_mode="floor") * 12,
-    )
-    m = o[:, :, grid[0]][:, :, :, grid[1]]
+    m = MosaicBranch(12)(o)
     p = (m + 0.1 * TileScatter(0).scatter((o - GaussianBlur(3.0)(o)).clamp(-1, 1))).clamp(-1, 1)
     p = torch.round((p + 1) * 127.5) / 127.5 - 1
     from anonymizer.payload_front import CodeGate

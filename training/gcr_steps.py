@@ -113,18 +113,18 @@ def generator_step(cfg, nets: GCRNets, space: ImageSpace, reid_loss, opts, fw: G
     # MODEL.REID_GRAD_G scales only the gradient reaching G through C (forward value unchanged).
     inputs, names = [], []
     frozen_c = bool(cfg.MODEL.FREEZE_C)
+    front = front_of(nets.C)  # MODEL.C_READER_NGF (ours): C reads G's code through its own reader
     if mode in ("both", "origin") and not frozen_c:  # a frozen C learns nothing from raw images
         inputs.append(raw)
         names.append("O")
     if mode in ("both", "protected"):
         # a C that reads G's code sees P rounded to 8 bits, as G_R does and as it will at test
-        p_c = published(cfg, P) if front_of(nets.C) is not None else P
+        p_c = published(cfg, P) if front is not None else P
         inputs.append(space.to_norm(scale_grad(p_c, float(cfg.MODEL.REID_GRAD_G))))
         names.append("P")
     batch_in = torch.cat(inputs)
     n = raw.shape[0]
-    front = front_of(nets.C)
-    if front is not None:  # MODEL.C_READER_NGF (ours): C reads G's code through its own reader
+    if front is not None:
         filtered, read, logit = front.parts(batch_in)
         score, feat = nets.C.forward_filtered(filtered)
         loss_c = loss_c + reader_losses(cfg, read[n : 2 * n], fw.O, logit.view(-1), n, parts)
