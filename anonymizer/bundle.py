@@ -5,7 +5,8 @@ A bundle is a folder the pipeline, the exporters and the recovery tool all read:
     bundle.yaml        what it is: input size, normalization, desensitization, dataset, metrics,
                        generator / Re-ID specs and the sha256 of every other file
     G.safetensors      anonymization encoder G (public: it only ever makes images less identifiable)
-    C.safetensors      Re-ID model C (one model for raw and protected crops)
+    C.safetensors      Re-ID model C (one model for raw and protected crops); a C grown from a
+                       public ONNX graph has none: its C.onnx is its one weight file on every backend
     G_R.sealed         recovery decoder G_R, AES-256-GCM encrypted (see anonymizer.crypto): whoever
                        holds G_R can undo the anonymization, so it is a secret
     G.onnx, C.onnx     the same G and C for the onnxruntime / OpenVINO / TensorRT backends
@@ -492,13 +493,22 @@ def write_bundle(
             if not (drop and k.startswith(tuple(drop)))
         }
 
+    c_from_onnx = (reid_meta.get("config") or {}).get("name") == "onnx"
+    if c_from_onnx and not onnx:
+        raise ValueError(
+            "a C grown from an ONNX graph (reid name 'onnx') is shipped as C.onnx: onnx=False cannot write it"
+        )
     save_file(cpu_state(g), str(out / G_FILE))
-    save_file(cpu_state(c, c_drop_prefixes), str(out / C_FILE))
     g_sha = sha256_file(out / G_FILE)
     gr_blob = seal(save(cpu_state(g_r)), key, context=f"G_R for G {g_sha}")
     (out / GR_FILE).write_bytes(gr_blob)
 
-    files = {G_FILE: g_sha, C_FILE: sha256_file(out / C_FILE), GR_FILE: sha256_file(out / GR_FILE)}
+    files = {G_FILE: g_sha, GR_FILE: sha256_file(out / GR_FILE)}
+    if not c_from_onnx:  # otherwise C.onnx is C's only weight file (bundle_files.c_weights_file)
+        save_file(cpu_state(c, c_drop_prefixes), str(out / C_FILE))
+        files[C_FILE] = sha256_file(out / C_FILE)
+    else:
+        (out / C_FILE).unlink(missing_ok=True)  # an earlier export's copy, no longer listed or loaded
     if onnx:
         h, w = input_meta["size_hw"]
         export_onnx(g, (1, 3, h, w), out / G_ONNX)

@@ -158,8 +158,10 @@ def verify_file(root: Path, meta: dict[str, Any], name: str) -> Path:
 def verify_all_files(root: Path, meta: dict[str, Any]) -> None:
     """Check every file bundle.yaml lists (G and C must be among them) against its sha256."""
     files = meta.get("files")
-    if not isinstance(files, dict) or G_FILE not in files or C_FILE not in files:
-        raise BundleError(f"{root / BUNDLE_YAML} must list at least {G_FILE} and {C_FILE} with their sha256")
+    if not isinstance(files, dict) or G_FILE not in files or c_weights_file(meta) not in files:
+        raise BundleError(
+            f"{root / BUNDLE_YAML} must list at least {G_FILE} and {c_weights_file(meta)} with their sha256"
+        )
     for name in files:
         if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
             raise BundleError(
@@ -204,14 +206,35 @@ def bundle_fingerprint(root: Path, meta: dict[str, Any]) -> str:
     """sha256 of bundle.yaml and of G's and C's weights: identifies the exact protection."""
     h = hashlib.sha256()
     h.update((root / BUNDLE_YAML).read_bytes())
-    for name in (G_FILE, C_FILE):
+    for name in (G_FILE, c_weights_file(meta)):
         h.update(bytes.fromhex(meta["files"][name]))
     return h.hexdigest()
 
 
+def c_grown_from_onnx(meta: dict[str, Any]) -> bool:
+    """Whether C is a public ONNX graph made trainable (``reid.config.name`` is ``onnx``)."""
+    reid = meta.get("reid")
+    config = reid.get("config") if isinstance(reid, dict) else None
+    return isinstance(config, dict) and config.get("name") == "onnx"
+
+
+def c_weights_file(meta: dict[str, Any]) -> str:
+    """The one file that holds C's weights.
+
+    A C grown from an ONNX graph is rebuilt from its own C.onnx on every backend (its architecture
+    is that graph), so such bundles ship no C.safetensors: a state dict beside the graph would be a
+    second copy of the same weights that nothing loads, a quarter of the bundle. Older bundles of
+    that kind still list C.safetensors; it stays C's file there, so their fingerprints do not change.
+    """
+    files = meta.get("files")
+    if c_grown_from_onnx(meta) and isinstance(files, dict) and C_FILE not in files:
+        return C_ONNX
+    return C_FILE
+
+
 def reid_fingerprint(meta: dict[str, Any]) -> str:
     """sha256 of C's weights and preprocessing: features with equal fingerprints share one embedding space."""
-    spec = {"C": meta["files"][C_FILE], "reid": meta["reid"], "input": meta["input"]}
+    spec = {"C": meta["files"][c_weights_file(meta)], "reid": meta["reid"], "input": meta["input"]}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 

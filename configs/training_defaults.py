@@ -45,6 +45,9 @@ _C.MODEL.SSIM = 0.05  # ε_ssim
 _C.MODEL.PRIVACY_ATTACKERS = []  # ours: outside Re-ID models (ONNX) run at each validation; a kept encoder
 # must leave each no better on P than on M (training/attacker_check.py)
 _C.MODEL.ATTACKER_MARGIN = 0.02  # ours: how much better (rank-1 fraction) an attacker may do on P than on M
+_C.MODEL.ATTACKER_QUERIES = "both"  # ours: "both" = the attackers' rank-1 pools validation's query->gallery
+# and gallery->query (twice the queries, the same cross-camera task: about half the chance refusals,
+# benchmarks/veto_noise.py); "split" = query->gallery only, as C's validation rank-1
 _C.MODEL.VAL_PERIOD = 5  # validate / consider upgrading every N epochs
 _C.MODEL.UPGRADE_MARGIN = 0.0  # ours: freeze an encoder only within (1 - margin)·ε of M (0 = docs/method.md);
 # leaves room for the drift towards O that follows an upgrade

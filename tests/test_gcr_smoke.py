@@ -482,3 +482,40 @@ def test_the_validation_attackers_judge_a_scrambled_release():
     mosaic_only = GCRNets(load_config(None, [*common, "MODEL.G_SKIP_MOSAIC", "24"]), 4).eval()
     with torch.no_grad():
         torch.testing.assert_close(release_fn(mosaic_only, space)(x), protect_fn(mosaic_only, space)(x))
+
+
+@pytest.mark.slow  # a GCR training run with a real outside attacker at its validation
+def test_validation_runs_the_outside_attackers_and_their_numbers_decide(tmp_path):
+    """MODEL.PRIVACY_ATTACKERS: each validation scores the public OSNet on P and on M (both directions
+    of the split, MODEL.ATTACKER_QUERIES both) and an encoder it reads better than M is not kept."""
+    from training import engine
+    from training.config import load_config
+
+    attacker = shared_path("reid_models") / "boxmot_export" / "osnet_x0_25_msmt17.onnx"
+    if not attacker.is_file():
+        pytest.skip(f"needs {attacker}")
+    data_root = _folder_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    overrides = {
+        "MODEL.NDF": "8",
+        "MODEL.G_SKIP_MOSAIC": "24",
+        "MODEL.G_PAYLOAD_SCALE": "0.1",
+        "MODEL.VAL_PERIOD": "1",
+        "MODEL.PRIVACY_ATTACKERS": f"['{attacker}']",
+        "MODEL.ATTACKER_MARGIN": "-1.0",  # no encoder can pass: P would have to be read 100 points worse than M
+        "DATASETS.NAMES": "folder:cuhk01_small_val",
+        "DATASETS.ROOT_DIR": str(data_root),
+        "DATALOADER.NUM_WORKERS": "0",
+        "SOLVER.IMS_PER_BATCH": "8",
+        "SOLVER.MAX_EPOCHS": "1",
+        "SOLVER.MAX_ITERS_PER_EPOCH": "2",
+        "SOLVER.WARMUP_EPOCHS": "0",
+        "SOLVER.CPU_THREADS": "2",
+        "TEST.IMS_PER_BATCH": "16",
+        "OUTPUT_DIR": str(run),
+    }
+    engine.train(load_config(None, [*TINY_GCR, *(v for kv in overrides.items() for v in kv)]))
+    [validation] = json.loads((run / "upgrades.json").read_text())["validations"]
+    assert 0.0 <= validation["attacker_r1_p"] <= 1.0 and 0.0 <= validation["attacker_r1_m"] <= 1.0
+    assert validation["anonymous"] is False and "outside attacker" in validation["reason"]
+    assert not (run / "checkpoints" / "best").exists()  # nothing anonymous enough was kept as best

@@ -128,3 +128,33 @@ def test_a_bundle_whose_c_grew_from_onnx_embeds_alike_in_every_backend(tmp_path)
     ref = load_bundle(path).embed(crops)
     assert ref.shape == (4, 512)
     np.testing.assert_allclose(load_bundle(path, backend="onnxruntime").embed(crops), ref, atol=2e-3)
+
+    # C.onnx is C's one weight file: no second copy as safetensors, and it is what the hashes and the
+    # Re-ID fingerprint cover, so an edited C.onnx is refused on every backend
+    import yaml
+
+    from anonymizer.bundle import BundleError, reid_fingerprint
+
+    meta = yaml.safe_load((path / "bundle.yaml").read_text())
+    assert not (path / "C.safetensors").exists() and "C.safetensors" not in meta["files"]
+    other = {**meta, "files": {**meta["files"], "C.onnx": "0" * 64}}
+    assert reid_fingerprint(other) != reid_fingerprint(meta)
+    data = bytearray((path / "C.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (path / "C.onnx").write_bytes(bytes(data))
+    for backend in ("torch", "onnxruntime"):
+        with pytest.raises(BundleError, match="C.onnx"):
+            load_bundle(path, backend=backend)
+    with pytest.raises(ValueError, match="onnx=False"):
+        write_bundle(
+            tmp_path / "no_onnx",
+            g=g,
+            c=c,
+            g_r=g_r,
+            generator_spec=g_spec.as_dict(),
+            key=write_key(tmp_path / "k2.key"),
+            onnx=False,
+            reid_meta={"name": "onnx", "embed_dim": 512, "config": config},
+            input_meta={"size_hw": list(hw), "color": "RGB", "pixel_mean": list(IMAGENET_MEAN), "pixel_std": [0.5] * 3},
+            desensitization={"type": "mosaic", "radius": 24.0},
+        )

@@ -20,6 +20,7 @@ CHOICES = {
     "MODEL.PRETRAIN_CHOICE": ("imagenet", "self", "none"),
     "MODEL.OUTPUT_MODE": ("both", "protected", "origin"),
     "MODEL.NECK": ("bnneck", "no"),
+    "MODEL.ATTACKER_QUERIES": ("both", "split"),
     "INPUT.TYPE": ("mosaic", "blur", "noise"),
     "TEST.NECK_FEAT": ("after", "before"),
     "TEST.GALLERY_MODE": ("origin", "protected", "both"),

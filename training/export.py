@@ -308,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         help="metrics.json of a test of the exported checkpoint (TEST.EVALUATE_ONLY on); "
         "default: the run's own, when it describes that checkpoint",
     )
-    ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX files (torch backend only)")
+    ap.add_argument(
+        "--no-onnx",
+        action="store_true",
+        help="skip the ONNX files (torch backend only; refused for a C grown from ONNX: C.onnx is its weights)",
+    )
     ap.add_argument("--dataset-terms", default=None, help="licence / terms line for bundle.yaml")
     ap.add_argument(
         "--sign-key",

@@ -95,9 +95,10 @@ def validate(
     upgrader: SupervisionUpgrader,
     epoch: int,
     attackers: Sequence[nn.Module] = (),
+    attacker_queries: str = "both",
 ):
     """Rank-1 raw→protected, PSNR/SSIM and (with attackers) outside rank-1 on the validation split,
-    then the upgradation rule."""
+    then the upgradation rule. ``attacker_queries``: MODEL.ATTACKER_QUERIES (training/attacker_check.py)."""
     reid = evaluate_reid(nets, space, loader, num_query, device, ["raw->protected"])
     im = image_metrics(nets, space, loader, device, desc="validation images")
     att_p = att_m = None
@@ -105,8 +106,9 @@ def validate(
         was = nets.training
         nets.eval()
         try:
-            att_p, detail_p = worst_attacker_rank1(attackers, loader, num_query, device, release_fn(nets, space))
-            att_m, detail_m = worst_attacker_rank1(attackers, loader, num_query, device, None)
+            both = attacker_queries == "both"
+            att_p, detail_p = worst_attacker_rank1(attackers, loader, num_query, device, release_fn(nets, space), both)
+            att_m, detail_m = worst_attacker_rank1(attackers, loader, num_query, device, None, both)
         finally:
             nets.train(was)
         log.info(

@@ -174,12 +174,21 @@ class UpgradationHook(EvalHook):
         self.nets, self.space, self.loader, self.num_query, self.device = nets, space, loader, num_query, device
         self.upgrader = upgrader
         self.attackers = build_attackers(cfg)
+        self.attacker_queries = str(cfg.MODEL.ATTACKER_QUERIES)
 
     def evaluate(self) -> None:
         t = self.trainer
         done = t.done
         decision, m = validate(
-            self.nets, self.space, self.loader, self.num_query, self.device, self.upgrader, done, self.attackers
+            self.nets,
+            self.space,
+            self.loader,
+            self.num_query,
+            self.device,
+            self.upgrader,
+            done,
+            self.attackers,
+            self.attacker_queries,
         )
         t.record["validation"] = {**asdict(m), **asdict(decision)}
         if decision.save_best:
