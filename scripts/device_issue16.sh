@@ -49,4 +49,7 @@ for seed in ${SEEDS:-0 1 2 3}; do
       --markdown "$OUT/privacy$seed.md" --figure "$OUT/privacy$seed.png" ${EVAL_ARGS:-} \
       > "$OUT/privacy$seed.log" 2>&1 || { echo "[device_issue16] evaluation failed:"; tail -n 20 "$OUT/privacy$seed.log"; exit 1; }
 done
-echo "[device_issue16] $(date -u +%FT%TZ) done: $OUT/privacy*/privacy.json"
+jsons=() labels=()
+for seed in ${SEEDS:-0 1 2 3}; do jsons+=("$OUT/privacy$seed/privacy.json"); labels+=("seed $seed"); done
+$PY -m anonymizer.privacy_seeds "${jsons[@]}" --labels "${labels[@]}" --out "$OUT/seeds.json" | tee "$OUT/seeds.md"
+echo "[device_issue16] $(date -u +%FT%TZ) done: $OUT/privacy*/privacy.json, $OUT/seeds.md"
