@@ -62,6 +62,32 @@ def _folder_dataset(root: Path) -> Path:
     return root
 
 
+def _tiny_mosaic_run(data_root: Path, run: Path) -> dict[str, str]:
+    """A one-epoch, two-iteration GCR run of a mosaic-skip G with a payload on the tiny dataset."""
+    return {
+        "MODEL.MODE": "GCR",
+        "MODEL.DEVICE": "cpu",
+        "MODEL.NAME": "shufflenetv2_x0_5",
+        "MODEL.PRETRAIN_CHOICE": "none",
+        "MODEL.NETG": "unet_256",
+        "MODEL.NGF": "8",
+        "MODEL.NDF": "8",
+        "MODEL.G_SKIP_MOSAIC": "24",
+        "MODEL.G_PAYLOAD_SCALE": "0.1",
+        "INPUT.IMG_SIZE": "[64, 32]",
+        "DATASETS.NAMES": "folder:cuhk01_small_val",
+        "DATASETS.ROOT_DIR": str(data_root),
+        "DATALOADER.NUM_WORKERS": "0",
+        "SOLVER.IMS_PER_BATCH": "8",
+        "SOLVER.MAX_EPOCHS": "1",
+        "SOLVER.MAX_ITERS_PER_EPOCH": "2",
+        "SOLVER.WARMUP_EPOCHS": "0",
+        "SOLVER.CPU_THREADS": "2",
+        "TEST.IMS_PER_BATCH": "16",
+        "OUTPUT_DIR": str(run),
+    }
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.slow  # a GCR training run and an export
 def test_gcr_smoke_run_exports_a_working_bundle(tmp_path):
@@ -409,29 +435,7 @@ def test_a_mosaic_skip_encoder_trains_and_its_bundle_starts_from_the_mosaic(tmp_
 
     data_root = _folder_dataset(tmp_path / "data")
     run = tmp_path / "run"
-    small = {
-        "MODEL.MODE": "GCR",
-        "MODEL.DEVICE": "cpu",
-        "MODEL.NAME": "shufflenetv2_x0_5",
-        "MODEL.PRETRAIN_CHOICE": "none",
-        "MODEL.NETG": "unet_256",
-        "MODEL.NGF": "8",
-        "MODEL.NDF": "8",
-        "MODEL.G_SKIP_MOSAIC": "24",
-        "MODEL.G_PAYLOAD_SCALE": "0.1",
-        "INPUT.IMG_SIZE": "[64, 32]",
-        "DATASETS.NAMES": "folder:cuhk01_small_val",
-        "DATASETS.ROOT_DIR": str(data_root),
-        "DATALOADER.NUM_WORKERS": "0",
-        "SOLVER.IMS_PER_BATCH": "8",
-        "SOLVER.MAX_EPOCHS": "1",
-        "SOLVER.MAX_ITERS_PER_EPOCH": "2",
-        "SOLVER.WARMUP_EPOCHS": "0",
-        "SOLVER.CPU_THREADS": "2",
-        "TEST.IMS_PER_BATCH": "16",
-        "MODEL.C_READER_NGF": str(c_reader_ngf),
-        "OUTPUT_DIR": str(run),
-    }
+    small = {**_tiny_mosaic_run(data_root, run), "MODEL.C_READER_NGF": str(c_reader_ngf)}
     with pytest.raises(ConfigError, match="one fixed branch"):
         load_config(None, [*(v for kv in small.items() for v in kv), "MODEL.G_SKIP_BLUR_SIGMA", "1.5"])
     engine.train(load_config(None, [v for kv in small.items() for v in kv]))
@@ -494,27 +498,14 @@ def test_validation_runs_the_outside_attackers_and_their_numbers_decide(tmp_path
     attacker = shared_path("reid_models") / "boxmot_export" / "osnet_x0_25_msmt17.onnx"
     if not attacker.is_file():
         pytest.skip(f"needs {attacker}")
-    data_root = _folder_dataset(tmp_path / "data")
     run = tmp_path / "run"
     overrides = {
-        "MODEL.NDF": "8",
-        "MODEL.G_SKIP_MOSAIC": "24",
-        "MODEL.G_PAYLOAD_SCALE": "0.1",
+        **_tiny_mosaic_run(_folder_dataset(tmp_path / "data"), run),
         "MODEL.VAL_PERIOD": "1",
         "MODEL.PRIVACY_ATTACKERS": f"['{attacker}']",
         "MODEL.ATTACKER_MARGIN": "-1.0",  # no encoder can pass: P would have to be read 100 points worse than M
-        "DATASETS.NAMES": "folder:cuhk01_small_val",
-        "DATASETS.ROOT_DIR": str(data_root),
-        "DATALOADER.NUM_WORKERS": "0",
-        "SOLVER.IMS_PER_BATCH": "8",
-        "SOLVER.MAX_EPOCHS": "1",
-        "SOLVER.MAX_ITERS_PER_EPOCH": "2",
-        "SOLVER.WARMUP_EPOCHS": "0",
-        "SOLVER.CPU_THREADS": "2",
-        "TEST.IMS_PER_BATCH": "16",
-        "OUTPUT_DIR": str(run),
     }
-    engine.train(load_config(None, [*TINY_GCR, *(v for kv in overrides.items() for v in kv)]))
+    engine.train(load_config(None, [v for kv in overrides.items() for v in kv]))
     [validation] = json.loads((run / "upgrades.json").read_text())["validations"]
     assert 0.0 <= validation["attacker_r1_p"] <= 1.0 and 0.0 <= validation["attacker_r1_m"] <= 1.0
     assert validation["anonymous"] is False and "outside attacker" in validation["reason"]

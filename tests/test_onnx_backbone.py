@@ -110,20 +110,24 @@ def test_a_bundle_whose_c_grew_from_onnx_embeds_alike_in_every_backend(tmp_path)
         "neck_feat": "after",
     }
     c = build_reid_model(num_classes=3, **config).eval()
-    path = write_bundle(
-        tmp_path / "b",
-        g=g,
-        c=c,
-        g_r=g_r,
-        generator_spec=g_spec.as_dict(),
-        recovery_spec=g_r_spec.as_dict(),
-        key=write_key(tmp_path / "k.key"),
-        onnx=True,
-        reid_meta={"name": "onnx", "embed_dim": 512, "config": config},
-        input_meta={"size_hw": list(hw), "color": "RGB", "pixel_mean": list(IMAGENET_MEAN), "pixel_std": [0.5] * 3},
-        desensitization={"type": "mosaic", "radius": 24.0},
-        dataset={"name": "synthetic"},
-    )
+
+    def write(out, onnx: bool = True):
+        return write_bundle(
+            out,
+            g=g,
+            c=c,
+            g_r=g_r,
+            generator_spec=g_spec.as_dict(),
+            recovery_spec=g_r_spec.as_dict(),
+            key=write_key(out.with_suffix(".key")),
+            onnx=onnx,
+            reid_meta={"name": "onnx", "embed_dim": 512, "config": config},
+            input_meta={"size_hw": list(hw), "color": "RGB", "pixel_mean": list(IMAGENET_MEAN), "pixel_std": [0.5] * 3},
+            desensitization={"type": "mosaic", "radius": 24.0},
+            dataset={"name": "synthetic"},
+        )
+
+    path = write(tmp_path / "b")
     crops = [cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) for rgb in real_crops(4)]
     ref = load_bundle(path).embed(crops)
     assert ref.shape == (4, 512)
@@ -146,15 +150,4 @@ def test_a_bundle_whose_c_grew_from_onnx_embeds_alike_in_every_backend(tmp_path)
         with pytest.raises(BundleError, match="C.onnx"):
             load_bundle(path, backend=backend)
     with pytest.raises(ValueError, match="onnx=False"):
-        write_bundle(
-            tmp_path / "no_onnx",
-            g=g,
-            c=c,
-            g_r=g_r,
-            generator_spec=g_spec.as_dict(),
-            key=write_key(tmp_path / "k2.key"),
-            onnx=False,
-            reid_meta={"name": "onnx", "embed_dim": 512, "config": config},
-            input_meta={"size_hw": list(hw), "color": "RGB", "pixel_mean": list(IMAGENET_MEAN), "pixel_std": [0.5] * 3},
-            desensitization={"type": "mosaic", "radius": 24.0},
-        )
+        write(tmp_path / "no_onnx", onnx=False)
