@@ -48,6 +48,8 @@ _C.MODEL.ATTACKER_MARGIN = 0.02  # ours: how much better (rank-1 fraction) an at
 _C.MODEL.ATTACKER_QUERIES = "both"  # ours: "both" = the attackers' rank-1 pools validation's query->gallery
 # and gallery->query (twice the queries, the same cross-camera task: about half the chance refusals,
 # benchmarks/veto_noise.py); "split" = query->gallery only, as C's validation rank-1
+_C.MODEL.KEEP_MIN_RECOVERY_PSNR = 0.0  # ours: a validation is kept (saved best, upgrade) only when its
+# PSNR(O,R) reaches this many dB; 0 = off (docs/method.md keeps on rank-1 alone)
 _C.MODEL.VAL_PERIOD = 5  # validate / consider upgrading every N epochs
 _C.MODEL.UPGRADE_MARGIN = 0.0  # ours: freeze an encoder only within (1 - margin)·ε of M (0 = docs/method.md);
 # leaves room for the drift towards O that follows an upgrade

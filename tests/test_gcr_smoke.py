@@ -510,3 +510,26 @@ def test_validation_runs_the_outside_attackers_and_their_numbers_decide(tmp_path
     assert 0.0 <= validation["attacker_r1_p"] <= 1.0 and 0.0 <= validation["attacker_r1_m"] <= 1.0
     assert validation["anonymous"] is False and "outside attacker" in validation["reason"]
     assert not (run / "checkpoints" / "best").exists()  # nothing anonymous enough was kept as best
+
+
+@pytest.mark.slow  # a GCR training run
+def test_a_recovery_floor_above_what_the_run_restores_keeps_no_best(tmp_path):
+    """MODEL.KEEP_MIN_RECOVERY_PSNR reaches the rule: a two-iteration G_R cannot restore 60 dB, so its
+    anonymous validation is not saved as best, the reason says why, and the last epoch is kept."""
+    from training import engine
+    from training.config import load_config
+
+    run = tmp_path / "run"
+    overrides = {
+        **_tiny_mosaic_run(_folder_dataset(tmp_path / "data"), run),
+        "MODEL.VAL_PERIOD": "1",
+        "MODEL.KEEP_MIN_RECOVERY_PSNR": "60.0",
+    }
+    report = engine.train(load_config(None, [v for kv in overrides.items() for v in kv]))
+    upgrades = json.loads((run / "upgrades.json").read_text())
+    [validation] = upgrades["validations"]
+    assert upgrades["min_recovery_psnr"] == 60.0
+    assert validation["anonymous"] is True and validation["save_best"] is False
+    assert "floor 60.00 dB" in validation["reason"]
+    assert not (run / "checkpoints" / "best").exists()
+    assert report["kept_checkpoint"]["folder"] == "checkpoints/last"

@@ -131,6 +131,24 @@ def test_an_outside_attacker_that_reads_p_better_than_m_vetoes_the_encoder():
     assert json.loads(json.dumps(up.to_json()))["attacker_margin"] == 0.02
 
 
+def _recovering(epoch: int, rank1: float, psnr_or: float) -> ValidationMetrics:
+    return ValidationMetrics(epoch=epoch, rank1=rank1, psnr_op=19.0, ssim_op=0.45, psnr_or=psnr_or, **OM)
+
+
+def test_a_recovery_floor_keeps_the_best_rank1_among_validations_that_restore_enough():
+    """The later, higher-rank-1 epoch restores too little for the key holder, so the earlier one stays kept."""
+    up = SupervisionUpgrader(val_r1=0.1, eps_psnr=1.0, eps_ssim=0.05, min_recovery_psnr=28.5)
+    assert up.step(_recovering(4, 0.80, psnr_or=28.8)).save_best
+    d = up.step(_recovering(6, 0.86, psnr_or=28.06))
+    assert d.anonymous and not d.save_best and not d.upgrade
+    assert "28.06" in d.reason and "28.50" in d.reason
+    assert up.best_epoch == 4 and up.best_rank1 == 0.80
+    assert up.to_json()["min_recovery_psnr"] == 28.5
+    off = SupervisionUpgrader(val_r1=0.1, eps_psnr=1.0, eps_ssim=0.05)  # the method's rule: rank-1 alone
+    off.step(_recovering(4, 0.80, psnr_or=28.8))
+    assert off.step(_recovering(6, 0.86, psnr_or=28.06)).save_best and off.best_epoch == 6
+
+
 def test_without_attacker_numbers_only_pixels_decide():
     assert is_anonymous_enough(val(1, 0.5), 1.0, 0.05, attacker_margin=0.0)
 

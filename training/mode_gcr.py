@@ -298,6 +298,7 @@ def train(cfg, ctx: RunContext | None = None) -> dict[str, Any]:
             eps_ssim=float(cfg.MODEL.SSIM),
             upgrade_margin=float(cfg.MODEL.UPGRADE_MARGIN),
             attacker_margin=float(cfg.MODEL.ATTACKER_MARGIN),
+            min_recovery_psnr=float(cfg.MODEL.KEEP_MIN_RECOVERY_PSNR),
         )
         if loaders["val"] is not None
         else None
@@ -338,8 +339,9 @@ def train(cfg, ctx: RunContext | None = None) -> dict[str, Any]:
         kept = "best"
     elif upgrader is not None:
         log.warning(
-            "no validation was anonymous enough: keeping the last epoch, whose protected images may be "
-            "more similar to raw ones than the desensitization allows"
+            "no validation was anonymous enough%s: keeping the last epoch, whose protected images may be "
+            "more similar to raw ones than the desensitization allows",
+            " with PSNR(O,R) >= MODEL.KEEP_MIN_RECOVERY_PSNR" if upgrader.min_recovery_psnr > 0 else "",
         )
     state = load_gcr_weights(ckpt_dir / kept, nets)
     log.info("kept model: checkpoints/%s (epoch %s, %s)", kept, state["epoch"], state["gcr"]["selected_by"])

@@ -30,6 +30,12 @@ Ours, when outside attackers are named (``MODEL.PRIVACY_ATTACKERS``, ``training/
 ``attacker_margin`` (MODEL.ATTACKER_MARGIN, a fraction). Why: pixels alone let a G pass that a
 public Re-ID model still reads.
 
+Ours, off by default (``min_recovery_psnr`` = MODEL.KEEP_MIN_RECOVERY_PSNR = 0): *save best* (and so
+*upgrade*, which freezes the saved best) also needs the validation's PSNR(O, R) to reach that floor in
+dB. Why: rank-1 alone may keep an epoch whose key holder restores less than the product promises (a
+learning-rate step can trade recovery for Re-ID); the floor keeps the choice on validation while
+putting the key holder's goal into it.
+
 Ours, off by default (``upgrade_margin`` = MODEL.UPGRADE_MARGIN = 0 is docs/method.md exactly): an encoder
 is frozen only when it is anonymous with a margin, i.e. within (1 − margin)·ε of M, and is the
 saved best (an older best inside the margin band is never frozen). Why: after an
@@ -106,6 +112,11 @@ def attackers_held(m: ValidationMetrics, attacker_margin: float) -> bool:
     return m.attacker_r1_p <= m.attacker_r1_m + attacker_margin
 
 
+def recovers_enough(m: ValidationMetrics, min_recovery_psnr: float) -> bool:
+    """True when the floor is off (≤ 0), (O, R) was not measured, or PSNR(O, R) reaches the floor."""
+    return min_recovery_psnr <= 0 or m.psnr_or is None or m.psnr_or >= min_recovery_psnr
+
+
 @dataclass
 class SupervisionUpgrader:
     """Stateful application of the rule; ``history`` and ``upgrades`` feed upgrades.json."""
@@ -115,6 +126,7 @@ class SupervisionUpgrader:
     eps_ssim: float
     upgrade_margin: float = 0.0
     attacker_margin: float = 0.02
+    min_recovery_psnr: float = 0.0
     best_rank1: float = -math.inf
     best_epoch: int | None = None
     last_upgrade_rank1: float = -math.inf
@@ -123,7 +135,8 @@ class SupervisionUpgrader:
 
     def step(self, m: ValidationMetrics) -> Decision:
         anonymous = is_anonymous_enough(m, self.eps_psnr, self.eps_ssim, self.attacker_margin)
-        save_best = anonymous and m.rank1 > self.best_rank1
+        recovers = recovers_enough(m, self.min_recovery_psnr)
+        save_best = anonymous and recovers and m.rank1 > self.best_rank1
         if save_best:
             self.best_rank1, self.best_epoch = m.rank1, m.epoch
         keep = 1.0 - self.upgrade_margin
@@ -141,6 +154,11 @@ class SupervisionUpgrader:
             reason = (
                 f"not anonymous enough: PSNR(O,P) {m.psnr_op:.2f} vs PSNR(O,M)+ε {m.psnr_om + self.eps_psnr:.2f}, "
                 f"SSIM(O,P) {m.ssim_op:.3f} vs SSIM(O,M)+ε {m.ssim_om + self.eps_ssim:.3f}"
+            )
+        elif not recovers:
+            reason = (
+                f"anonymous, but not kept: the key holder's PSNR(O,R) {m.psnr_or:.2f} dB < the floor "
+                f"{self.min_recovery_psnr:.2f} dB"
             )
         elif upgrade:
             prev = (
@@ -199,6 +217,7 @@ class SupervisionUpgrader:
                 "eps_ssim": self.eps_ssim,
                 "upgrade_margin": self.upgrade_margin,
                 "attacker_margin": self.attacker_margin,
+                "min_recovery_psnr": self.min_recovery_psnr,
                 "best_epoch": self.best_epoch,
                 "best_rank1": self.best_rank1,
                 "upgrades": self.upgrades,
