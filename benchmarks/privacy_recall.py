@@ -1,6 +1,6 @@
 """Who leaves the pipeline recognizable, per configuration: coverage, audit misses, cost, speed.
 
-    python benchmarks/privacy_recall.py [--configs 0,4] [--max-frames N] [--no-doc]
+    python benchmarks/privacy_recall.py [--configs 0,4] [--max-frames N] [--no-doc] [--merge]
     python benchmarks/privacy_recall.py --sweep      # the detector screen of score floors x tile grids
 
 For each configuration (today's defaults before recall-first redaction, each protection alone,
@@ -51,7 +51,7 @@ from anonymizer.audit import (  # noqa: E402
     read_mot_gt,
 )
 from anonymizer.factory import build_anonymizer  # noqa: E402
-from benchmarks.report import REPO_ROOT, command_line, machine_line, publish_table, save_json  # noqa: E402
+from benchmarks.report import REPO_ROOT, RESULTS_DIR, command_line, machine, machine_line, publish_table, save_json  # noqa: E402
 from configs import build_config  # noqa: E402
 from configs.pipeline_defaults import get_pipeline_defaults  # noqa: E402
 from detectors.factory import build_detector  # noqa: E402
@@ -397,12 +397,17 @@ def build(config: Config):
     return detector, build_anonymizer(config.anonymizer, cfg.ANONYMIZER)
 
 
-def table(results: list[dict[str, Any]], command: str, max_frames: int | None) -> list[str]:
+def table(
+    results: list[dict[str, Any]], command: str, max_frames: int | None, host: dict[str, Any] | None = None
+) -> list[str]:
+    """The benchmark's markdown table; rows measured with another command than ``command`` (merged
+    with ``--merge``) are marked † and named with their command and machine under the table."""
     frames = f"first {max_frames} frames of each video" if max_frames else "whole videos"
+    later = [r for r in results if r.get("measured", {}).get("command", command) != command]
     lines = [
         "## Privacy recall: who leaves the pipeline recognizable",
         "",
-        f"`{command}` on {machine_line()}; {frames}; anonymizer mosaic unless the row says otherwise. Coverage: MOT17 dev persons "
+        f"`{command}` on {machine_line(host)}; {frames}; anonymizer mosaic unless the row says otherwise. Coverage: MOT17 dev persons "
         "(classes 1, 2, 7, visibility >= 0.5) unrecognizable in the output by the audit's rule "
         "(`anonymizer.audit`); area: replaced pixels over all ground-truth person pixels. Misses: persons "
         "found on the raw video by YOLOv8n@0.25 / the Intel SSD@0.5 that the output shows recognizably; in "
@@ -432,12 +437,15 @@ def table(results: list[dict[str, Any]], command: str, max_frames: int | None) -
         vt = r["videos"].get("vtest", {})
         bg = vt.get("ssd-adas@0.5", {}).get("background_changed")
         kept = vt.get("persons_protected")
+        mark = " †" if r in later else ""
         lines.append(
-            f"| {r['name']} | {100 * mot['coverage']:.1f} % ({mot['protected']}/{mot['audited']}) | "
+            f"| {r['name']}{mark} | {100 * mot['coverage']:.1f} % ({mot['protected']}/{mot['audited']}) | "
             f"{mot['area_over_gt']:.2f} | {' | '.join(cells)} | "
             f"{'–' if bg is None else f'{100 * bg:.1f} %'} | {'–' if kept is None else f'{100 * kept:.1f} %'} | "
             f"{vt.get('fps', '–')} |"
         )
+    for measured in {r["measured"]["command"]: r["measured"] for r in later}.values():
+        lines += ["", f"† re-measured with `{measured['command']}` on {machine_line(measured['machine'])}."]
     return lines
 
 
@@ -474,6 +482,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-frames", type=int, default=None, help="frames per video (default: whole videos)")
     p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md and the figure")
     p.add_argument("--sweep", action="store_true", help="only the detector screen of score floors and tile grids")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only the measured rows in the existing results (e.g. after a new demo bundle); "
+        "each row keeps the machine and command it was measured with, and the table marks the newer ones",
+    )
     args = p.parse_args(argv)
     command = command_line("privacy_recall.py", argv if argv is not None else sys.argv[1:])
     if args.sweep:
@@ -509,12 +523,16 @@ def main(argv: list[str] | None = None) -> int:
                 "mot17": mot_coverage(config, detector, anonymizer, work),
                 "videos": video_audits(config, detector, anonymizer, work, persons, args.max_frames, scenes),
             }
+        entry["measured"] = {"command": command, "machine": machine()}
         results.append(entry)
         print(json.dumps(entry), flush=True)
+    first = {"command": command, "machine": machine(), "max_frames": args.max_frames}
+    if args.merge:
+        results, first = merged_results(RESULTS_DIR / "privacy_recall.json", results, args.max_frames)
     save_json(
         "privacy_recall",
         {
-            "command": command,
+            "command": first["command"],
             "max_frames": args.max_frames,
             "rule": AuditRule().describe(),
             "auditors": {k: [Path(m).name, c] for k, (m, c) in AUDITORS.items()},
@@ -522,9 +540,34 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     if not args.no_doc:
-        publish_table("privacy_recall", table(results, command, args.max_frames))
+        publish_table("privacy_recall", table(results, first["command"], args.max_frames, first["machine"]))
         figure(results, REPO_ROOT / "docs" / "figures" / "privacy_recall.png")
     return 0
+
+
+def merged_results(
+    path: Path, fresh: list[dict[str, Any]], max_frames: int | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The earlier results at ``path`` with the ``fresh`` rows replacing those of the same name, in the
+    order of :data:`CONFIGS`, and the earlier run's command and machine (the table's caption).
+
+    Why: a change that touches a few rows (a new demo bundle moves only the learned-anonymizer rows)
+    should not cost a re-run of every configuration, and a row must not pass for having been
+    measured on the machine and with the command of the others.
+    """
+    if not path.is_file():
+        raise SystemExit(f"--merge: no earlier results at {path}")
+    earlier = json.loads(path.read_text())
+    if earlier.get("max_frames") != max_frames:
+        raise SystemExit(
+            f"--merge: the earlier results used --max-frames {earlier.get('max_frames')}, not {max_frames}"
+        )
+    first = {"command": earlier["command"], "machine": earlier.get("machine") or {}}
+    rows = {r["name"]: {"measured": first, **r} for r in earlier["results"]}
+    rows.update({r["name"]: r for r in fresh})
+    order = [c.name for c in CONFIGS]
+    merged = sorted(rows.values(), key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+    return merged, first
 
 
 if __name__ == "__main__":

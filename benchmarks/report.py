@@ -64,11 +64,12 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def machine_line() -> str:
-    """The machine in one line of a table's caption: numbers mean little without it."""
-    m = machine()
-    isa = ", ".join(m["isa"]) or "no AVX2"
-    family = f" family/model {m['cpu_family_model']}" if m["cpu_family_model"] else ""
+def machine_line(m: dict[str, Any] | None = None) -> str:
+    """The machine (this one, or one recorded by :func:`machine`) in one line of a table's caption:
+    numbers mean little without it."""
+    m = m if m is not None else machine()
+    isa = ", ".join(m.get("isa") or []) or "no AVX2"
+    family = f" family/model {m['cpu_family_model']}" if m.get("cpu_family_model") else ""
     return f"{m['cpu']}{family} ({isa}; {m['cores']} cores, load {m['load_avg_1m']} at the start), Python {m['python']}"
 
 

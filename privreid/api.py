@@ -326,6 +326,11 @@ def embed_crops(
     crops only); pass already protected crops with ``protect=False``. ``bundle``: a bundle folder or a
     loaded bundle; the demo bundle (``models/demo``) by default.
 
+    C reads G's output before the bundle's keyed scramble (``recovery.scramble``), as inside the
+    pipeline: the scrambled crop that leaves a frame carries a fresh random permutation per crop,
+    which C was never trained on. So ``protect=False`` suits bundles without a scramble, or G's
+    unscrambled output from :meth:`~anonymizer.bundle.LearnedBundle.protect_batch` (``for_reid``).
+
     Example::
 
         feats = embed_crops([crop_a, crop_b])          # [2, D]
@@ -335,7 +340,7 @@ def embed_crops(
     crops = list(crops)
     if not crops:
         return np.zeros((0, int(model.embed_dim)), np.float32)
-    protected = model.protect(crops) if protect else crops
+    protected = model.protect_batch(crops).for_reid if protect else crops
     return np.asarray(model.embed(protected), np.float32)
 
 

@@ -42,9 +42,24 @@ def _edit(bundle: Path, fn) -> None:
 
 
 def _probe(meta: dict) -> None:
-    """The reported probe: a nearly-off blur that keeps 99 % of the detail."""
-    meta["generator"]["spec"]["skip_blur_sigma"] = 0.3
-    meta["generator"]["spec"]["skip_detail"] = 0.99
+    """The reported probe, for G's kind of fixed branch: a mosaic of 1-px blocks (none at all), or a
+    nearly-off blur that keeps 99 % of the detail."""
+    spec = meta["generator"]["spec"]
+    if spec.get("skip_mosaic_block"):
+        spec["skip_mosaic_block"] = 1
+    else:
+        spec["skip_blur_sigma"] = 0.3
+        spec["skip_detail"] = 0.99
+
+
+def _milder(meta: dict) -> None:
+    """A weaker fixed branch that still changes the canaries more than the privacy floor requires:
+    mosaic blocks of 4 px instead of 12, or a 1.5 px blur instead of 6."""
+    spec = meta["generator"]["spec"]
+    if spec.get("skip_mosaic_block"):
+        spec["skip_mosaic_block"] = 4
+    else:
+        spec["skip_blur_sigma"] = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +118,7 @@ def test_probe_cannot_raise_its_own_bound(tmp_path):
 
 def test_a_milder_spec_edit_is_caught_by_the_recorded_bound(tmp_path):
     b = _copy(tmp_path / "demo", signed=False)
-    _edit(b, lambda m: m["generator"]["spec"].update(skip_blur_sigma=1.5))
+    _edit(b, _milder)
     with pytest.raises(BundleError, match="recorded privacy bound"):
         load_bundle(b)
 

@@ -121,7 +121,8 @@ def test_a_bundle_whose_c_grew_from_onnx_embeds_alike_in_every_backend(tmp_path)
             recovery_spec=g_r_spec.as_dict(),
             key=write_key(out.with_suffix(".key")),
             onnx=onnx,
-            reid_meta={"name": "onnx", "embed_dim": 512, "config": config},
+            # the public graph's path is provenance only: a machine without it loads the bundle
+            reid_meta={"name": "onnx", "embed_dim": 512, "config": {**config, "onnx_path": "/nowhere/osnet.onnx"}},
             input_meta={"size_hw": list(hw), "color": "RGB", "pixel_mean": list(IMAGENET_MEAN), "pixel_std": [0.5] * 3},
             desensitization={"type": "mosaic", "radius": 24.0},
             dataset={"name": "synthetic"},

@@ -45,8 +45,8 @@ def test_auto_uses_demo_bundle_and_protects_every_region(tmp_path):
     assert summary["anonymizer"] == "learned" and summary["fallback_masks"] == 0
     obs = load_jsonl(tmp_path / "vtest.observations.jsonl")
     # the privacy floor leaves solid the crops G brings too close to raw (mostly motion and look-ahead
-    # regions of plain background); of the detected persons, a minority (about a fifth here with the
-    # blur-grade demo G and the floor at 0.65: docs/privacy-recall.md), and every other one is G's
+    # regions of plain background); of the detected persons, a minority (docs/privacy-recall.md), and
+    # every other one is G's
     solid = [o for o in obs if not o["protected"]]
     assert len(solid) == summary["floor_masks"]
     persons_solid = sum(o["kind"] == "person" and not o["held"] for o in solid)

@@ -262,6 +262,9 @@ def export_run(
     for k in _RUN_PATH_KEYS:
         if isinstance(config.get(k), str):
             config[k] = provenance_path(config[k])
+    reid_config = dict(reid["config"])
+    if reid_config.get("onnx_path"):  # provenance only: the bundle's C.onnx is what loads
+        reid_config["onnx_path"] = provenance_path(reid_config["onnx_path"])
     path = write_bundle(
         out,
         g=g,
@@ -274,7 +277,7 @@ def export_run(
         reid_meta={
             "name": reid["name"],
             "embed_dim": int(reid["embed_dim"]),
-            "config": reid["config"],
+            "config": reid_config,
             **({"payload_front": reid["payload_front"]} if reid.get("payload_front") else {}),
         },
         input_meta=info["input"],
